@@ -1,0 +1,197 @@
+"""The closed vocabulary of events: carrier media events and call events (frozen dataclasses).
+
+Media events are what a carrier leg yields to the call session, whatever the carrier.
+Call events are what a call session tells its observers (store, metrics, live feed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+# ---------------------------------------------------------------- media (carrier leg → session)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """The carrier's media stream is up; `parameters` are the custom parameters it carried."""
+
+    stream_id: str
+    carrier_call_id: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """Caller audio: 8 kHz μ-law, normally one 20 ms frame (160 bytes)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallerDtmf:
+    """The caller pressed a key."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPlayed:
+    """The carrier played all audio queued before the mark `name` (or dropped it on clear)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStopped:
+    """The carrier ended the media stream (the caller hung up, or the call was redirected)."""
+
+    reason: str = ""
+
+
+MediaEvent = StreamStarted | CallerAudio | CallerDtmf | MarkPlayed | StreamStopped
+
+# ---------------------------------------------------------------- call events (session → observers)
+
+CallStatus = Literal["ringing", "in_progress", "completed", "failed", "no-answer", "busy", "canceled", "voicemail"]
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "no-answer", "busy", "canceled", "voicemail"})
+Direction = Literal["inbound", "outbound"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Base of call events; `type` is the name written to events.jsonl and the live feed."""
+
+    type: ClassVar[str] = "event"
+    call_id: str
+    ts: datetime
+
+    def data(self) -> dict[str, Any]:
+        """The event's payload without call_id and ts, JSON-ready."""
+        out = asdict(self)
+        out.pop("call_id")
+        out.pop("ts")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted(CallEvent):
+    """A call exists: admitted inbound, or placed outbound."""
+
+    type: ClassVar[str] = "call_started"
+    direction: Direction = "inbound"
+    agent: str = ""
+    agent_provider: str = ""  # e.g. "openai_realtime" or "pipeline"
+    carrier: str = ""
+    caller: str = ""  # E.164, unredacted: observers redact
+    callee: str = ""
+    carrier_call_id: str = ""
+    trace_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatusChanged(CallEvent):
+    """The call moved to a new status (not final; see CallEnded)."""
+
+    type: ClassVar[str] = "status"
+    status: str = "in_progress"
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptLine(CallEvent):
+    """One finished turn of speech, by the caller (`user`) or the agent (`assistant`)."""
+
+    type: ClassVar[str] = "transcript"
+    role: Literal["user", "assistant"] = "user"
+    text: str = ""
+    interrupted: bool = False  # the agent was cut off; text is what the caller heard
+    latency_ms: float | None = None  # assistant turns: caller speech end → first agent audio
+    stt_ms: float | None = None
+    llm_ttft_ms: float | None = None
+    tts_ttfb_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled(CallEvent):
+    """The agent called a tool; `result` is what went back to the model."""
+
+    type: ClassVar[str] = "tool_call"
+    name: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    result: str = ""
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn(CallEvent):
+    """The caller spoke over the agent; agent audio was cleared after `played_ms`."""
+
+    type: ClassVar[str] = "barge_in"
+    played_ms: int = 0
+    reaction_ms: float | None = None  # speech detected → clear sent to the carrier
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived(CallEvent):
+    """The caller pressed a key."""
+
+    type: ClassVar[str] = "dtmf"
+    digit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStarted(CallEvent):
+    """The call is being transferred to another number."""
+
+    type: ClassVar[str] = "transfer"
+    to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MachineDetected(CallEvent):
+    """Answering-machine detection answered (Twilio AnsweredBy vocabulary)."""
+
+    type: ClassVar[str] = "amd"
+    answered_by: str = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingReady(CallEvent):
+    """The carrier finished a recording of the call."""
+
+    type: ClassVar[str] = "recording"
+    url: str = ""
+    duration_secs: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage(CallEvent):
+    """Billable usage by one component: tokens, audio seconds, characters, minutes."""
+
+    type: ClassVar[str] = "usage"
+    component: Literal["stt", "tts", "llm", "telephony"] = "llm"
+    provider: str = ""  # e.g. "openai_realtime", "deepgram", "twilio"
+    quantities: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed(CallEvent):
+    """Something went wrong in the call; it may go on or end."""
+
+    type: ClassVar[str] = "error"
+    message: str = ""
+    component: str = ""
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(CallEvent):
+    """The call is over; `status` is final."""
+
+    type: ClassVar[str] = "call_ended"
+    status: str = "completed"
+    reason: str = ""
+    error: str | None = None
+    duration_ms: int = 0

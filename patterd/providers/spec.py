@@ -1,0 +1,96 @@
+"""What a provider plugin exports: a ProviderSpec naming its kind, options model and builder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from patterd.clock import SYSTEM_CLOCK, Clock
+
+KINDS = ("carrier", "engine", "stt", "tts", "llm", "vad", "tunnel")
+
+
+class ProviderOptions(BaseModel):
+    """Base of every provider's options: strict (unknown keys are errors), frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def env_secret(name: str) -> Callable[[], SecretStr | None]:
+    """A default factory reading a credential from the environment at validation time."""
+
+    def factory() -> SecretStr | None:
+        value = os.environ.get(name)
+        return SecretStr(value) if value else None
+
+    return factory
+
+
+def env_str(name: str, default: str | None = None) -> Callable[[], str | None]:
+    """A default factory reading a plain setting from the environment at validation time."""
+
+    def factory() -> str | None:
+        return os.environ.get(name) or default
+
+    return factory
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do, for the graph and for `patterd providers`."""
+
+    streaming: bool = True
+    tools: bool = False
+    interim_results: bool = False
+    needs_network: bool = True
+    sample_rates: tuple[int, ...] = ()
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a provider may use while it is built and running."""
+
+    public_host: str | None = None  # webhook_url host[:port], no scheme
+    public_scheme: str = "https"  # "http" only for explicit local setups
+    clock: Clock = SYSTEM_CLOCK
+    state_dir: Path | None = None  # where the provider may cache files
+    phone_number: str | None = None
+    config_dir: Path | None = None  # the directory holding patter.yaml, for relative paths
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def public_url(self, path: str, *, websocket: bool = False) -> str:
+        """Absolute public URL of `path` as carriers reach it."""
+        if not self.public_host:
+            raise ValueError("webhook_url is not configured")
+        scheme = self.public_scheme
+        if websocket:
+            scheme = "wss" if scheme == "https" else "ws"
+        return f"{scheme}://{self.public_host}{path}"
+
+
+Builder = Callable[[Any, BuildContext], AbstractAsyncContextManager[Any]]
+Checker = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One provider: `kind.name`, its options model, how to build it, and how to probe it."""
+
+    kind: str
+    name: str
+    options: type[ProviderOptions]
+    build: Builder  # options, ctx → async context manager yielding the live provider
+    summary: str
+    check: Checker | None = None  # probes credentials/reachability of a built provider; raises ProviderError
+    capabilities: Capabilities = Capabilities()
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}.{self.name}"
