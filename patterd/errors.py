@@ -45,7 +45,9 @@ class ConfigError(PatterdError):
         self.issues = list(issues)
         self.source = source
         head = f"{source}: " if source else ""
-        super().__init__(head + f"{len(self.issues)} config error(s)\n" + "\n".join(str(i) for i in self.issues))
+        super().__init__(
+            head + f"{len(self.issues)} config error(s)\n" + "\n".join(str(i) for i in self.issues)
+        )
 
 
 class PluginError(PatterdError):

@@ -54,8 +54,12 @@ MediaEvent = StreamStarted | CallerAudio | CallerDtmf | MarkPlayed | StreamStopp
 
 # ---------------------------------------------------------------- call events (session → observers)
 
-CallStatus = Literal["ringing", "in_progress", "completed", "failed", "no-answer", "busy", "canceled", "voicemail"]
-FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "no-answer", "busy", "canceled", "voicemail"})
+CallStatus = Literal[
+    "ringing", "in_progress", "completed", "failed", "no-answer", "busy", "canceled", "voicemail"
+]
+FINAL_STATUSES: frozenset[str] = frozenset(
+    {"completed", "failed", "no-answer", "busy", "canceled", "voicemail"}
+)
 Direction = Literal["inbound", "outbound"]
 
 
@@ -174,6 +178,14 @@ class Usage(CallEvent):
     component: Literal["stt", "tts", "llm", "telephony"] = "llm"
     provider: str = ""  # e.g. "openai_realtime", "deepgram", "twilio"
     quantities: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudioStarted(CallEvent):
+    """The first agent audio of the call went to the carrier, `first_audio_ms` after it connected."""
+
+    type: ClassVar[str] = "first_audio"
+    first_audio_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

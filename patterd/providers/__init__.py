@@ -1,0 +1,1 @@
+"""Providers: I/O adapters, one module per vendor, each exporting ProviderSpecs."""

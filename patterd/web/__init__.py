@@ -1,0 +1,1 @@
+"""The one Starlette app: carrier routes, probes, ops API, dashboard."""

@@ -1,0 +1,199 @@
+"""Measures patterd's start-to-ready time and idle memory over several cold starts.
+
+Each run copies the config with `server.port` set to a free loopback port (the copy sits
+beside the original, hidden and deleted afterwards, so a `.env` and relative paths still
+resolve), starts the daemon, polls `GET /readyz` until it answers 200, lets it idle for a
+second, reads VmRSS and VmHWM from /proc/PID/status, then stops it with SIGTERM and checks
+that it exits 0. Call records go to a throwaway $PATTER_LOG_DIR.
+
+Usage::
+
+    python bench/startup.py                              # patterd --config config/patter.yaml, 5 runs
+    python bench/startup.py -n 10 --config config/examples/pipeline.yaml
+    python bench/startup.py --command "python -m patterd run --config {config}"
+    python bench/startup.py --json                       # one JSON object for scripts
+
+`{config}` and `{port}` in --command are replaced by the temporary config path and the port
+(e.g. `--command "patterd --config {config} --bind 127.0.0.1:{port}"`). Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_COMMAND = "patterd --config {config}"
+READY_TIMEOUT_SECS = 30.0
+STOP_TIMEOUT_SECS = 45.0
+
+
+@dataclass
+class Run:
+    """One cold start."""
+
+    ready_secs: float
+    rss_kib: int
+    hwm_kib: int
+    exit_code: int | None
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the daemon binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def config_copy(config: Path, port: int) -> Path:
+    """The config with server.host/port pointed at 127.0.0.1:port, written beside the original."""
+    data: Any = yaml.safe_load(config.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"{config}: expected a mapping at the top level, got {type(data).__name__}")
+    server = data.setdefault("server", {}) or {}
+    server.update({"host": "127.0.0.1", "port": port})
+    data["server"] = server
+    fd, name = tempfile.mkstemp(prefix=f".{config.stem}.bench-", suffix=".yaml", dir=config.parent)
+    with os.fdopen(fd, "w") as out:
+        yaml.safe_dump(data, out, sort_keys=False)
+    return Path(name)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process in KiB."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> float:
+    """Seconds until `url` answers 200; raises if the process exits or time runs out."""
+    start = time.perf_counter()
+    deadline = start + timeout
+    while time.perf_counter() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the daemon exited with status {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return time.perf_counter()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.005)  # a poll interval, not a wait for an event: this is a measurement
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
+def one_run(command: str, config: Path, idle_secs: float, records: Path) -> Run:
+    port = free_port()
+    copy = config_copy(config, port)
+    try:
+        with tempfile.TemporaryFile() as log:
+            argv = [part.format(config=copy, port=port) for part in shlex.split(command)]
+            env = {**os.environ, "PATTER_LOG_DIR": str(records), "PYTHONUNBUFFERED": "1"}
+            started = time.perf_counter()
+            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
+            try:
+                ready = wait_ready(f"http://127.0.0.1:{port}/readyz", process, READY_TIMEOUT_SECS)
+                time.sleep(idle_secs)
+                memory = proc_status(process.pid)
+            except Exception:
+                log.seek(0)
+                tail = log.read().decode(errors="replace").splitlines()[-20:]
+                print("\n".join(tail), file=sys.stderr)
+                raise
+            finally:
+                exit_code = stop(process)
+            return Run(ready - started, memory.get("VmRSS", 0), memory.get("VmHWM", 0), exit_code)
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> int | None:
+    """SIGTERM, then SIGKILL if it has not stopped in time; the exit code (None if it had to be killed)."""
+    if process.poll() is not None:
+        return process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(STOP_TIMEOUT_SECS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-n", "--runs", type=int, default=5, help="cold starts (default 5)")
+    parser.add_argument(
+        "--config", type=Path, default=Path("config/patter.yaml"), help="config file to start with"
+    )
+    parser.add_argument(
+        "--command", default=DEFAULT_COMMAND, help=f"daemon command (default {DEFAULT_COMMAND!r})"
+    )
+    parser.add_argument("--idle-secs", type=float, default=1.0, help="idle time before reading memory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    if not args.config.is_file():
+        parser.error(f"--config {args.config} is not a file")
+
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="patterd-bench-") as records:
+        for index in range(args.runs):
+            run = one_run(args.command, args.config.resolve(), args.idle_secs, Path(records))
+            runs.append(run)
+            if not args.json:
+                print(
+                    f"run {index + 1}: ready {run.ready_secs * 1000:7.1f} ms   "
+                    f"idle RSS {run.rss_kib / 1024:6.1f} MiB   peak {run.hwm_kib / 1024:6.1f} MiB   "
+                    f"exit {run.exit_code}"
+                )
+    ready = summary([r.ready_secs * 1000 for r in runs])
+    rss = summary([r.rss_kib / 1024 for r in runs])
+    clean = all(r.exit_code == 0 for r in runs)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "runs": [asdict(r) for r in runs],
+                    "ready_ms": ready,
+                    "idle_rss_mib": rss,
+                    "clean_exit": clean,
+                }
+            )
+        )
+    else:
+        print(
+            f"start → /readyz 200: min {ready['min']:.1f} ms, median {ready['median']:.1f} ms, max {ready['max']:.1f} ms"
+        )
+        print(
+            f"idle RSS:            min {rss['min']:.1f} MiB, median {rss['median']:.1f} MiB, max {rss['max']:.1f} MiB"
+        )
+        print(f"SIGTERM exit codes:  {[r.exit_code for r in runs]}")
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

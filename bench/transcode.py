@@ -1,0 +1,109 @@
+"""Benchmark: CPU per call-second of μ-law 8 kHz ⇄ PCM16 24 kHz transcoding, soxr (each quality) vs audioop.ratecv.
+
+Run: `python bench/transcode.py`. One call-second is 50 caller frames up (160 B μ-law → PCM24)
+and 50 frames of agent audio down (960 B PCM24 → μ-law), each including the G.711 step.
+Quality: SNR against a 100-3000 Hz sweep generated directly at the target rate, the level of
+a 6 kHz tone after 24→8 kHz (aliasing; lower is better), and the filter delay held back.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24, pcm16_to_ulaw, ulaw_to_pcm16
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+Fn = Callable[[bytes], bytes]
+
+
+class RatecvUp:
+    """μ-law 8 kHz → PCM 24 kHz with audioop.ratecv carrying its state."""
+
+    def __init__(self) -> None:
+        self.state: tuple[int, tuple[tuple[int, int], ...]] | None = None
+
+    def process(self, ulaw: bytes) -> bytes:
+        out, self.state = audioop.ratecv(audioop.ulaw2lin(ulaw, 2), 2, 1, 8000, 24000, self.state)
+        return bytes(out)
+
+
+class RatecvDown:
+    """PCM 24 kHz → μ-law 8 kHz with audioop.ratecv carrying its state."""
+
+    def __init__(self) -> None:
+        self.state: tuple[int, tuple[tuple[int, int], ...]] | None = None
+
+    def process(self, pcm: bytes) -> bytes:
+        out, self.state = audioop.ratecv(pcm, 2, 1, 24000, 8000, self.state)
+        return bytes(audioop.lin2ulaw(out, 2))
+
+
+def sweep(rate: int, secs: float = 2.0) -> np.ndarray:
+    t = np.arange(int(rate * secs)) / rate
+    return (np.sin(2 * np.pi * (100 * t + 2900 / (2 * secs) * t**2)) * 8000).astype("<i2")
+
+
+def snr(ref: np.ndarray, got: np.ndarray, skip: int) -> float:
+    n = min(len(ref), len(got))
+    r, g = ref[skip:n].astype(float), got[skip:n].astype(float)
+    return float(10 * np.log10(np.sum(r**2) / max(np.sum((r - g) ** 2), 1e-9)))
+
+
+def run(fn: Fn, data: bytes, size: int) -> bytes:
+    return b"".join(fn(data[i : i + size]) for i in range(0, len(data), size))
+
+
+def cpu_us(fn: Fn, frame: bytes, n: int = 20000) -> float:
+    start = time.process_time()
+    for _ in range(n):
+        fn(frame)
+    return (time.process_time() - start) / n * 1e6
+
+
+def _soxr_up(quality: str) -> Callable[[], Fn]:
+    return lambda: UlawToPcm24(quality).process
+
+
+def _soxr_down(quality: str) -> Callable[[], Fn]:
+    return lambda: Pcm24ToUlaw(quality).process
+
+
+def main() -> None:
+    ulaw8 = pcm16_to_ulaw(sweep(8000).tobytes())
+    pcm24 = sweep(24000).tobytes()
+    t = np.arange(48000) / 24000
+    tone6k = (np.sin(2 * np.pi * 6000 * t) * 8000).astype("<i2").tobytes()
+    makers: list[tuple[str, Callable[[], Fn], Callable[[], Fn]]] = [
+        (f"soxr {q}", _soxr_up(q), _soxr_down(q)) for q in ("QQ", "LQ", "MQ", "HQ")
+    ]
+    makers.append(("ratecv", lambda: RatecvUp().process, lambda: RatecvDown().process))
+    print(
+        f"{'method':9} {'up µs/frame':>11} {'down µs/frame':>13} {'µs/call-s':>9} {'%core/call':>10} "
+        f"{'up SNR dB':>9} {'down SNR dB':>11} {'6k alias dB':>11} {'delay ms':>8}"
+    )
+    for name, make_up, make_down in makers:
+        up_us = cpu_us(make_up(), ulaw8[:160])
+        down_us = cpu_us(make_down(), pcm24[:960])
+        per_call_s = 50 * (up_us + down_us)
+        up_out = np.frombuffer(run(make_up(), ulaw8, 160), "<i2")
+        down_out = np.frombuffer(ulaw_to_pcm16(run(make_down(), pcm24, 960)), "<i2")
+        alias = np.frombuffer(ulaw_to_pcm16(run(make_down(), tone6k, 960)), "<i2")[800:]
+        alias_db = 20 * np.log10(
+            max(1.0, float(np.sqrt(np.mean(alias.astype(float) ** 2)))) / (8000 / np.sqrt(2))
+        )
+        held_ms = (len(ulaw8) * 3 - len(up_out)) / 24
+        print(
+            f"{name:9} {up_us:11.2f} {down_us:13.2f} {per_call_s:9.0f} {per_call_s / 1e4:10.3f} "
+            f"{snr(sweep(24000), up_out, 2400):9.1f} {snr(sweep(8000), down_out, 800):11.1f} {alias_db:11.1f} {held_ms:8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

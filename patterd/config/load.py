@@ -1,0 +1,543 @@
+"""Loads `patter.yaml` into a Config, collecting every problem into one ConfigError."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from patterd.config.interpolate import interpolate_document, interpolate_lenient, load_dotenv, merge_environ
+from patterd.config.model import (
+    E164,
+    PROVIDER_ROLES,
+    TOOL_TYPES,
+    AgentConfig,
+    Config,
+    LoggingConfig,
+    ProviderSection,
+    Section,
+    ServerConfig,
+    is_loopback,
+    pipeline_problem,
+)
+from patterd.config.persist import resolve_persist
+from patterd.config.yaml_lines import Document, PathPart, format_path, parse_yaml
+from patterd.errors import ConfigError, ConfigIssue, PluginError
+from patterd.plugins.registry import Registry
+
+FILE_KEYS = (
+    "carrier",
+    "phone_number",
+    "webhook_url",
+    "tunnel",
+    "persist",
+    "pricing",
+    "server",
+    "logging",
+    "agents",
+)
+EXTENSION_PREFIX = "x-"
+DEFAULT_CARRIER = "local"
+CARRIERS_WITH_NUMBERS = ("twilio", "telnyx")  # these carriers route calls by the number they own
+SECRET_WORDS = ("token", "key", "secret", "password")
+
+YamlPath = tuple[PathPart, ...]
+
+_E164 = TypeAdapter(E164)
+_PRICING = TypeAdapter(dict[str, dict[str, float]])
+_HOST_PORT = re.compile(
+    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
+    r"(?::(\d{1,5}))?$"
+)
+
+
+def load_config(path: Path, registry: Registry, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate the file at `path` (plus a `.env` beside it)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read config file: {exc}")], source=str(path)) from exc
+    dotenv, dotenv_issues = load_dotenv(path.parent / ".env")
+    merged = merge_environ(os.environ if environ is None else environ, dotenv)
+    try:
+        config = load_config_text(text, registry, source=str(path), base_dir=path.parent, environ=merged)
+    except ConfigError as exc:
+        raise ConfigError(dotenv_issues + exc.issues, source=str(path)) from None
+    if dotenv_issues:
+        raise ConfigError(dotenv_issues, source=str(path))
+    return config.model_copy(update={"source": path.absolute()})
+
+
+def load_config_text(
+    text: str,
+    registry: Registry,
+    *,
+    source: str = "<string>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate config `text`; raises one ConfigError listing every issue found."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    doc = parse_yaml(text)
+    if doc.syntax_error:
+        raise ConfigError(doc.issues, source=source)
+    issues = list(doc.issues)
+    unset = interpolate_document(doc, env)
+    issues += unset
+    digest = hashlib.sha256(interpolate_lenient(text, env).encode("utf-8")).hexdigest()
+    with _environ_overlay(env):
+        loader = _Loader(doc, registry, env, base_dir)
+        config = loader.run(digest)
+    reported = {issue.path for issue in unset}  # an unset variable explains any error at its path
+    issues += [issue for issue in loader.issues if issue.path not in reported]
+    if issues or config is None:
+        raise ConfigError(_ordered(issues), source=source)
+    return config
+
+
+@contextmanager
+def _environ_overlay(environ: Mapping[str, str]) -> Iterator[None]:
+    """Expose `environ` (e.g. `.env` values) to providers' env-var credential defaults.
+
+    Provider Options read credentials from os.environ in their default factories; while their
+    sections are validated, variables from `environ` that os.environ lacks or sets differently are
+    placed there, and everything is put back afterwards.
+    """
+    if environ is os.environ:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k, v in environ.items() if os.environ.get(k) != v}
+    try:
+        for key in saved:
+            os.environ[key] = environ[key]
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _ordered(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """Issues in file order (those without a line last), each once."""
+    unique = list(dict.fromkeys(issues))
+    return sorted(unique, key=lambda i: (i.line is None, i.line or 0))
+
+
+def unknown_key_message(key: str, known: Iterable[str]) -> str:
+    """`unknown key; did you mean voice_id?` or the list of keys that are allowed here."""
+    names = sorted(set(known))
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    return f"unknown key; expected one of: {', '.join(names)}" if names else "unknown key; none allowed here"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _is_secret(path: YamlPath) -> bool:
+    return any(isinstance(p, str) and any(w in p.lower() for w in SECRET_WORDS) for p in path)
+
+
+class _Loader:
+    """One pass over a parsed document; appends to `issues` instead of stopping."""
+
+    def __init__(self, doc: Document, registry: Registry, environ: Mapping[str, str], base_dir: Path | None):
+        self.doc = doc
+        self.registry = registry
+        self.environ = environ
+        self.base_dir = base_dir
+        self.issues: list[ConfigIssue] = []
+        self.context = {"environ": environ, "pipeline_checked": True}
+
+    def issue(self, path: YamlPath, message: str, line: int | None = None) -> None:
+        self.issues.append(
+            ConfigIssue(format_path(path), message, line if line is not None else self.doc.line(path))
+        )
+
+    # ------------------------------------------------------------------ top level
+
+    def run(self, digest: str) -> Config | None:
+        root = self.doc.value if self.doc.value is not None else {}
+        if not isinstance(root, dict):
+            self.issue(
+                (), f"the config must be a mapping of keys ({', '.join(FILE_KEYS)}), got {_type_name(root)}"
+            )
+            return None
+        for key in root:
+            # `x-…` keys hold YAML anchors to reuse (as in docker compose) and are otherwise ignored
+            if key not in FILE_KEYS and not key.startswith(EXTENSION_PREFIX):
+                self.issue((key,), unknown_key_message(key, FILE_KEYS))
+
+        raw_carrier = root.get("carrier")
+        if raw_carrier is None:
+            carrier = self.default_carrier()
+        else:
+            carrier = self.provider("carrier", raw_carrier, ("carrier",))
+        phone_number = self.validate(_E164, root.get("phone_number"), ("phone_number",))
+        carrier_type = raw_carrier.get("type") if isinstance(raw_carrier, dict) else None
+        if carrier_type in CARRIERS_WITH_NUMBERS and root.get("phone_number") is None:
+            self.issue(
+                ("phone_number",),
+                f'required when carrier is {carrier_type} (the E.164 number calls arrive on, e.g. "+15550001234")',
+                self.doc.line(("carrier", "type")),
+            )
+        public_host, public_scheme = self.webhook_url(root.get("webhook_url"))
+        tunnel = self.tunnel(root.get("tunnel"))
+        persist = self.persist(root.get("persist"))
+        pricing = self.validate(_PRICING, root.get("pricing"), ("pricing",)) or {}
+        server = self.section(ServerConfig, root.get("server"), ("server",))
+        self.check_dashboard_token(server, root.get("server"))
+        logging = self.section(LoggingConfig, root.get("logging"), ("logging",))
+        agents = self.agents(root.get("agents"))
+
+        if self.issues or carrier is None or server is None or logging is None or agents is None:
+            return None
+        try:
+            return Config(
+                carrier=carrier,
+                phone_number=phone_number,
+                public_host=public_host,
+                public_scheme=public_scheme,
+                tunnel=tunnel,
+                persist=persist,
+                pricing=pricing,
+                server=server,
+                logging=logging,
+                agents=agents,
+                digest=digest,
+            )
+        except ValidationError as exc:  # every part was validated above; this is a safety net
+            self.pydantic_issues(exc, (), Config)
+            return None
+
+    def default_carrier(self) -> ProviderSection | None:
+        """No `carrier:` means the built-in browser softphone (carrier.local)."""
+        try:
+            spec = self.registry.get("carrier", DEFAULT_CARRIER)
+            options = spec.options.model_validate({}, context=self.context)
+        except (PluginError, ValidationError) as exc:
+            message = (
+                f"no carrier is configured and the default carrier {DEFAULT_CARRIER!r} is unusable: {exc}"
+            )
+            self.issue(("carrier",), message)
+            return None
+        return ProviderSection(kind="carrier", type=DEFAULT_CARRIER, options=options, spec=spec, line=None)
+
+    def check_dashboard_token(self, server: ServerConfig | None, raw: Any) -> None:
+        """A dashboard beyond loopback needs a token; judged from the raw keys if the section is invalid."""
+        if server is not None:
+            host, dashboard, token = server.host, server.dashboard, server.dashboard_token is not None
+        else:
+            raw = raw if isinstance(raw, dict) else {}
+            host = raw.get("host") or self.environ.get("PATTER_BIND_HOST", "").strip() or "127.0.0.1"
+            dashboard = raw.get("dashboard", True) not in (False, "false", "off", "no", 0)
+            token = bool(raw.get("dashboard_token"))
+            if not isinstance(host, str):
+                return
+        if dashboard and not token and not is_loopback(host):
+            self.issue(
+                ("server",),
+                "server.dashboard_token is required when server.host is not loopback "
+                f"(host is {host!r} and the dashboard is on)",
+            )
+
+    def webhook_url(self, raw: Any) -> tuple[str | None, str]:
+        path: YamlPath = ("webhook_url",)
+        if raw is None or raw == "":
+            return None, "https"
+        if not isinstance(raw, str):
+            self.issue(path, f"expected a host[:port] string, got {_type_name(raw)}")
+            return None, "https"
+        text = raw.strip()
+        scheme = "https"
+        match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+        if match:
+            scheme = match.group(1).lower()
+            if scheme not in ("http", "https"):
+                self.issue(
+                    path,
+                    f"scheme {scheme!r} not supported; give host[:port] (https implied) or an http(s):// URL",
+                )
+                return None, "https"
+            text = text[match.end() :]
+        text = text.rstrip("/")
+        host = _HOST_PORT.match(text)
+        if not host or (host.group(1) and not 0 < int(host.group(1)) < 65536):
+            self.issue(
+                path, f"expected a public host[:port] without a path, like abc.example.com, got {raw!r}"
+            )
+            return None, "https"
+        return text, scheme
+
+    def tunnel(self, raw: Any) -> ProviderSection | None:
+        if raw is None or raw is False:
+            return None
+        if raw is True:
+            raw = {"type": "cloudflared"}
+        elif isinstance(raw, str):
+            raw = {"type": raw}
+        return self.provider("tunnel", raw, ("tunnel",))
+
+    def persist(self, raw: Any) -> Path | None:
+        if raw is not None and not isinstance(raw, bool | str):
+            self.issue(("persist",), f"expected true, false or a directory path, got {_type_name(raw)}")
+            return None
+        path = resolve_persist(raw, self.environ)
+        if path is not None and not path.is_absolute() and self.base_dir is not None and raw is not None:
+            path = self.base_dir / path  # a path written in the file is relative to the file
+        return path
+
+    # ------------------------------------------------------------------ agents
+
+    def agents(self, raw: Any) -> list[AgentConfig] | None:
+        path: YamlPath = ("agents",)
+        if raw is None:
+            self.issue(
+                path, "required: a list of one or more agents (name, engine or stt/llm/tts, system_prompt)"
+            )
+            return None
+        if not isinstance(raw, list) or not raw:
+            self.issue(
+                path,
+                f"expected a list of one or more agents, got {_type_name(raw) if raw != [] else 'an empty list'}",
+            )
+            return None
+        agents: list[AgentConfig] = []
+        for index, item in enumerate(raw):
+            agent = self.agent(item, (*path, index))
+            if agent is not None:
+                agents.append(agent)
+        # checked on the raw values so a duplicate is reported even when that agent has other errors
+        for key, what in (("name", "agent name"), ("phone_number", "agent phone_number")):
+            seen: dict[Any, int] = {}
+            for index, item in enumerate(raw):
+                value = item.get(key) if isinstance(item, dict) else None
+                if not isinstance(value, str):
+                    continue
+                if value in seen:
+                    self.issue(
+                        (*path, index, key), f"duplicate {what} {value!r} (also agents[{seen[value]}])"
+                    )
+                seen.setdefault(value, index)
+        return agents if len(agents) == len(raw) else None
+
+    def agent(self, raw: Any, path: YamlPath) -> AgentConfig | None:
+        if not isinstance(raw, dict):
+            self.issue(
+                path, f"expected an agent mapping (name, engine or stt/llm/tts, …), got {_type_name(raw)}"
+            )
+            return None
+        ok = True
+        sections: dict[str, ProviderSection] = {}
+        for role in PROVIDER_ROLES:
+            if raw.get(role) is None:
+                continue
+            section = self.provider(role, raw[role], (*path, role))
+            if section is None:
+                ok = False
+            else:
+                sections[role] = section
+        problem = pipeline_problem({role for role in PROVIDER_ROLES if raw.get(role) is not None})
+        if problem:
+            self.issue(path, problem)
+            ok = False
+        tools: list[Section] = []
+        raw_tools = raw.get("tools")
+        if raw_tools is not None and not isinstance(raw_tools, list):
+            self.issue((*path, "tools"), f"expected a list of tools, got {_type_name(raw_tools)}")
+            ok = False
+        for index, item in enumerate(raw_tools if isinstance(raw_tools, list) else []):
+            tool = self.tool(item, (*path, "tools", index))
+            ok = ok and tool is not None
+            if tool is not None:
+                tools.append(tool)
+        rest = {k: v for k, v in raw.items() if k not in PROVIDER_ROLES and k != "tools"}
+        try:
+            agent = AgentConfig.model_validate({**rest, **sections, "tools": tools}, context=self.context)
+        except ValidationError as exc:
+            self.pydantic_issues(exc, path, AgentConfig)
+            return None
+        return agent if ok else None
+
+    def tool(self, raw: Any, path: YamlPath) -> Section | None:
+        if not isinstance(raw, dict):
+            self.issue(
+                path, f"expected a tool mapping with a type ({', '.join(TOOL_TYPES)}), got {_type_name(raw)}"
+            )
+            return None
+        kind = raw.get("type")
+        if kind is None:
+            self.issue((*path, "type"), f"required: one of {', '.join(TOOL_TYPES)}", self.doc.line(path))
+            return None
+        model = TOOL_TYPES.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            close = difflib.get_close_matches(str(kind), list(TOOL_TYPES), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(TOOL_TYPES)}"
+            self.issue((*path, "type"), f"unknown tool type {kind!r}; {hint}")
+            return None
+        try:
+            return model.model_validate(raw, context=self.context)
+        except ValidationError as exc:
+            self.pydantic_issues(exc, path, model)
+            return None
+
+    # ------------------------------------------------------------------ providers
+
+    def provider(self, kind: str, raw: Any, path: YamlPath) -> ProviderSection | None:
+        if not isinstance(raw, dict):
+            self.issue(
+                path,
+                f"expected a mapping with a type (one of {', '.join(self.registry.names(kind)) or 'none installed'}), got {_type_name(raw)}",
+            )
+            return None
+        name = raw.get("type")
+        if name is None:
+            known = ", ".join(self.registry.names(kind)) or "none installed"
+            self.issue(
+                (*path, "type"), f"required: the {kind} provider to use (one of {known})", self.doc.line(path)
+            )
+            return None
+        if not isinstance(name, str):
+            self.issue((*path, "type"), f"expected a provider name, got {_type_name(name)}")
+            return None
+        try:
+            spec = self.registry.get(kind, name)
+        except PluginError as exc:
+            self.issue((*path, "type"), str(exc))
+            return None
+        options = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            validated = spec.options.model_validate(options, context=self.context)
+        except ValidationError as exc:
+            self.pydantic_issues(exc, path, spec.options, extra_names=("type",))
+            return None
+        return ProviderSection(kind=kind, type=name, options=validated, spec=spec, line=self.doc.line(path))
+
+    # ------------------------------------------------------------------ plain sections
+
+    def section(self, model: type[BaseModel], raw: Any, path: YamlPath) -> Any:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self.issue(path, f"expected a mapping, got {_type_name(raw)}")
+            return None
+        try:
+            return model.model_validate(raw, context=self.context)
+        except ValidationError as exc:
+            self.pydantic_issues(exc, path, model)
+            return None
+
+    def validate(self, adapter: TypeAdapter[Any], raw: Any, path: YamlPath) -> Any:
+        if raw is None:
+            return None
+        try:
+            return adapter.validate_python(raw, context=self.context)
+        except ValidationError as exc:
+            self.pydantic_issues(exc, path, None)
+            return None
+
+    def pydantic_issues(
+        self,
+        exc: ValidationError,
+        prefix: YamlPath,
+        model: type[BaseModel] | None,
+        extra_names: tuple[str, ...] = (),
+    ) -> None:
+        """One issue per pydantic error, with the full path and the line of the offending key."""
+        for err in exc.errors(include_url=False):
+            loc: YamlPath = tuple(err["loc"])
+            path = prefix + loc
+            kind = err["type"]
+            if kind == "extra_forbidden":
+                names = _field_names_at(model, loc[:-1])
+                message = unknown_key_message(
+                    str(loc[-1]), names + (list(extra_names) if len(loc) == 1 else [])
+                )
+            elif kind == "missing":
+                message = "required key is missing"
+            else:
+                message = _clean(err["msg"])
+                value = err.get("input")
+                custom = kind in ("value_error", "assertion_error")
+                secret = _is_secret(path) or _is_secret_field(model, loc)
+                if not custom and not secret and isinstance(value, str | int | float | bool):
+                    message += f" (got {value!r})"
+                elif not custom and isinstance(value, dict | list):
+                    message += f" (got {_type_name(value)})"
+            self.issue(path, message)
+
+
+def _clean(message: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def _field_names_at(model: type[BaseModel] | None, loc: YamlPath) -> list[str]:
+    """The keys allowed in the mapping at `loc` inside `model` (for did-you-mean)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _is_secret_field(model: type[BaseModel] | None, loc: YamlPath) -> bool:
+    """True when the field at `loc` is typed SecretStr/SecretBytes, whatever its name."""
+    names = [part for part in loc if isinstance(part, str)]
+    if model is None or not names:
+        return False
+    parent = _field_names_at(model, tuple(names[:-1]))
+    if names[-1] not in parent:
+        return False
+    current: Any = model
+    for part in names[:-1]:
+        current = _model_in(current.model_fields[part].annotation)
+    field = current.model_fields.get(names[-1]) if current is not None else None
+    return field is not None and "Secret" in repr(field.annotation)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside `X | None`, `list[X]`, `dict[str, X]`, if there is exactly one."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, dict, tuple, set, frozenset):
+        found = [m for m in (_model_in(a) for a in typing.get_args(annotation)) if m is not None]
+        return found[0] if len(found) == 1 else None
+    return None

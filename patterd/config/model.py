@@ -1,0 +1,333 @@
+"""The typed shape of `patter.yaml`: frozen pydantic models for every section."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from patterd.providers.spec import ProviderOptions, ProviderSpec
+
+E164_PATTERN = r"^\+[1-9]\d{1,14}$"
+SECRET_MASK = "**********"
+PROVIDER_ROLES = ("engine", "stt", "llm", "tts", "vad")
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _environ(info: ValidationInfo) -> Mapping[str, str]:
+    """The environment the loader validates against (tests pass their own), else os.environ."""
+    context = info.context if isinstance(info.context, Mapping) else {}
+    environ = context.get("environ")
+    return environ if isinstance(environ, Mapping) else os.environ
+
+
+def _e164(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f'must be a quoted string like "+{value}"; YAML read {value} as a number')
+    if isinstance(value, str) and not re.match(E164_PATTERN, value):
+        raise ValueError(
+            f"must be an E.164 number like +15550001234 (a + then up to 15 digits), got {value!r}"
+        )
+    return value
+
+
+E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN), BeforeValidator(_e164)]
+
+
+def _scalar_to_str(value: object) -> object:
+    """Let `{floor: 3}` mean the string "3": YAML types scalars, template variables are text."""
+    if isinstance(value, Mapping):
+        return {k: str(v) if isinstance(v, int | float | bool) else v for k, v in value.items()}
+    return value
+
+
+class Section(BaseModel):
+    """Base of the file's own sections: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerConfig(Section):
+    """`server:` — where the one HTTP port listens and who may use the dashboard."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="bind address; default $PATTER_BIND_HOST")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free port)")
+    dashboard: bool = True
+    dashboard_token: SecretStr | None = Field(None, description="required when host is not loopback")
+    drain_timeout_secs: float = Field(30, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, Mapping) and "host" not in data:
+            host = _environ(info).get("PATTER_BIND_HOST", "").strip()
+            if host:
+                return {**data, "host": host}
+        return data
+
+    @field_validator("dashboard_token", mode="before")
+    @classmethod
+    def _empty_token(cls, value: Any) -> Any:
+        return None if value == "" else value  # `${PATTERD_TOKEN:-}` means "no token"
+
+    @property
+    def needs_token(self) -> bool:
+        """A dashboard reachable beyond this machine must be protected."""
+        return self.dashboard and not is_loopback(self.host)
+
+
+class LoggingConfig(Section):
+    """`logging:` — verbosity, phone-number redaction, record retention."""
+
+    level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"],
+        WithJsonSchema({"enum": [*LEVELS, *(level.upper() for level in LEVELS)]}),
+    ] = "info"
+    redact_phone: Literal["full", "mask", "hash_only"] = Field(
+        "full", description="default $PATTER_LOG_REDACT_PHONE"
+    )
+    retention_days: int = Field(30, ge=0, description="0 keeps forever; default $PATTER_LOG_RETENTION_DAYS")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        environ = _environ(info)
+        data = dict(data)
+        for key, var in (
+            ("redact_phone", "PATTER_LOG_REDACT_PHONE"),
+            ("retention_days", "PATTER_LOG_RETENTION_DAYS"),
+        ):
+            value = environ.get(var, "").strip()
+            if key not in data and value:
+                data[key] = value
+        return data
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class TransferCallTool(Section):
+    """Lets the agent transfer the caller to one of `numbers`."""
+
+    type: Literal["transfer_call"]
+    numbers: list[E164] = Field(min_length=1)
+
+
+class EndCallTool(Section):
+    """Lets the agent hang up."""
+
+    type: Literal["end_call"]
+
+
+class WebhookTool(Section):
+    """A function the agent may call; arguments are POSTed as JSON to `url`."""
+
+    type: Literal["webhook"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    url: str
+    timeout_secs: float = Field(5, gt=0, le=300)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('must be a JSON Schema object: {"type": "object", "properties": {...}}')
+        if not isinstance(value.get("properties", {}), dict):
+            raise ValueError("properties must be a mapping of argument name to JSON Schema")
+        return value
+
+
+ToolConfig = Annotated[TransferCallTool | EndCallTool | WebhookTool, Field(discriminator="type")]
+TOOL_TYPES: dict[str, type[Section]] = {
+    "transfer_call": TransferCallTool,
+    "end_call": EndCallTool,
+    "webhook": WebhookTool,
+}
+
+
+class ProviderSection(BaseModel):
+    """A provider picked by `type:`, with its options validated by that provider's own model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    type: str
+    options: ProviderOptions
+    spec: InstanceOf[ProviderSpec] = Field(repr=False)
+    line: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}.{self.type}"
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """`{type, **options}` as JSON, secrets masked, as in the YAML."""
+        return {"type": self.type, **self.options.model_dump(mode="json")}
+
+
+def pipeline_problem(present: set[str]) -> str | None:
+    """What is wrong with an agent's choice of engine vs stt+llm+tts, if anything."""
+    pipeline = {"stt", "llm", "tts"}
+    if "engine" in present and present & pipeline:
+        return "give either engine (speech-to-speech) or stt+llm+tts (a pipeline), not both"
+    if "engine" in present:
+        return None
+    if not present & pipeline:
+        return "needs either engine (speech-to-speech) or stt, llm and tts (a pipeline)"
+    missing = sorted(pipeline - present)
+    if missing:
+        return f"a pipeline needs stt, llm and tts; missing: {', '.join(missing)}"
+    return None
+
+
+class AgentConfig(Section):
+    """One agent: who answers, with which engine or pipeline, saying what."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    phone_number: E164 | None = None
+    engine: ProviderSection | None = None
+    stt: ProviderSection | None = None
+    llm: ProviderSection | None = None
+    tts: ProviderSection | None = None
+    vad: ProviderSection | None = None
+    system_prompt: str = ""
+    first_message: str | None = None
+    variables: Annotated[
+        dict[str, str],
+        BeforeValidator(_scalar_to_str),
+        WithJsonSchema({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}),
+    ] = Field(default_factory=dict)
+    tools: list[ToolConfig] = Field(default_factory=list)
+    recording: bool = False
+    language: str = Field("en", min_length=2)
+
+    @model_validator(mode="after")
+    def _engine_or_pipeline(self, info: ValidationInfo) -> AgentConfig:
+        context = info.context if isinstance(info.context, Mapping) else {}
+        if context.get("pipeline_checked"):  # the loader already reported it against the raw keys
+            return self
+        problem = pipeline_problem({role for role in PROVIDER_ROLES if getattr(self, role) is not None})
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def is_pipeline(self) -> bool:
+        return self.engine is None
+
+    def sections(self) -> dict[str, ProviderSection]:
+        """The provider sections this agent uses, by role."""
+        out: dict[str, ProviderSection] = {}
+        for role in PROVIDER_ROLES:
+            section = getattr(self, role)
+            if section is not None:
+                out[role] = section
+        return out
+
+    def to_public_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude=set(PROVIDER_ROLES) | {"tools"})
+        for role, section in self.sections().items():
+            data[role] = section.to_public_dict()
+        data["tools"] = [_public_tool(tool) for tool in self.tools]
+        return data
+
+
+def _public_tool(tool: TransferCallTool | EndCallTool | WebhookTool) -> dict[str, Any]:
+    data = tool.model_dump(mode="json")
+    if isinstance(tool, WebhookTool):
+        # headers usually carry credentials (Authorization); show which, never their values
+        data["headers"] = dict.fromkeys(tool.headers, SECRET_MASK)
+    return data
+
+
+class Config(BaseModel):
+    """A whole validated `patter.yaml`, with everything resolved (defaults, env, persist path)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    carrier: ProviderSection
+    phone_number: str | None = None
+    public_host: str | None = None  # webhook_url as host[:port], no scheme
+    public_scheme: Literal["https", "http"] = "https"
+    tunnel: ProviderSection | None = None
+    persist: Path | None = None
+    pricing: dict[str, dict[str, float]] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    agents: list[AgentConfig] = Field(min_length=1)
+    source: Path | None = None
+    digest: str = ""
+
+    def agent(self, name: str) -> AgentConfig:
+        """The agent called `name`; KeyError naming the known ones otherwise."""
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        known = ", ".join(a.name for a in self.agents)
+        raise KeyError(f"no agent named {name!r}; known: {known}")
+
+    def agent_for_number(self, number: str | None) -> AgentConfig:
+        """The agent whose phone_number is `number`, else the first agent."""
+        for agent in self.agents:
+            if number is not None and agent.phone_number == number:
+                return agent
+        return self.agents[0]
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """The resolved config as JSON-ready data; secrets are masked."""
+        return {
+            "source": str(self.source) if self.source else None,
+            "digest": self.digest,
+            "carrier": self.carrier.to_public_dict(),
+            "phone_number": self.phone_number,
+            "public_host": self.public_host,
+            "public_scheme": self.public_scheme,
+            "tunnel": self.tunnel.to_public_dict() if self.tunnel else None,
+            "persist": str(self.persist) if self.persist else None,
+            "pricing": self.pricing,
+            "server": self.server.model_dump(mode="json"),
+            "logging": self.logging.model_dump(mode="json"),
+            "agents": [agent.to_public_dict() for agent in self.agents],
+        }

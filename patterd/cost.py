@@ -1,0 +1,170 @@
+"""Default price table and per-call cost from Usage events (USD).
+
+Units. A price key is `<quantity>_per_<unit>`; the quantity is a key of `Usage.quantities`
+(what a provider reports) and the unit says how the quantity is scaled before multiplying:
+
+| price key suffix   | quantity read from `Usage.quantities`                      | example key                          |
+|--------------------|------------------------------------------------------------|--------------------------------------|
+| `_per_million`     | `<quantity>` (a count, e.g. tokens) / 1,000,000            | `input_audio_tokens_per_million`     |
+| `_per_thousand`    | `<quantity>` (a count, e.g. characters) / 1,000            | `characters_per_thousand`            |
+| `_per_minute`      | `<quantity>_minutes`, else `<quantity>_seconds` / 60       | `audio_per_minute`, `inbound_per_minute` |
+| `_per_unit`        | `<quantity>` as is                                         | `requests_per_unit`                  |
+
+Quantities providers report (by convention): OpenAI Realtime `input_text_tokens`,
+`input_audio_tokens`, `cached_input_tokens`, `output_text_tokens`, `output_audio_tokens`;
+chat LLMs `input_tokens`, `cached_input_tokens`, `output_tokens`; STT `audio_seconds`;
+TTS `characters`; carriers `inbound_minutes` / `outbound_minutes` (derived here from the call
+duration, rounded up to whole minutes as Twilio and Telnyx bill, when the carrier sent no usage).
+Quantities without a price cost nothing.
+
+Overrides come from `pricing:` in patter.yaml, by provider name and price key, and replace the
+default of that key only, e.g. `pricing: {openai_realtime: {input_audio_tokens_per_million: 40}}`.
+A provider missing from the table (offline built-ins, plugins) costs 0 unless priced there.
+
+Default prices are public list prices (USD) as published in early 2026:
+- openai_realtime (gpt-realtime): text in $4 / 1M tokens, audio in $32, cached in $0.40,
+  text out $16, audio out $64 (openai.com/api/pricing).
+- openai (LLM gpt-4o-mini: $0.15 / 1M in, $0.075 cached, $0.60 out; TTS tts-1: $15 / 1M chars),
+  whisper (whisper-1 $0.006 / min).
+- anthropic (claude-3-5-haiku: $0.80 / 1M in, $0.08 cached, $4 out).
+- deepgram (Nova-3 streaming, pay as you go: $0.0077 / min).
+- elevenlabs (Flash/Turbo API: $0.05 / 1k characters); elevenlabs_convai (agents: $0.10 / min).
+- cartesia ($0.03 / 1k characters TTS, $0.0065 / min STT), soniox ($0.002 / min),
+  speechmatics ($0.0067 / min), assemblyai (streaming $0.0025 / min), rime ($0.04 / 1k chars),
+  lmnt ($0.035 / 1k chars).
+- twilio (US local voice: inbound $0.0085 / min, outbound $0.014 / min),
+  telnyx (US local voice: inbound $0.0035 / min, outbound $0.005 / min).
+- offline, script, local: 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+Component = Literal["stt", "tts", "llm", "telephony"]
+COMPONENTS: tuple[Component, ...] = ("stt", "tts", "llm", "telephony")
+UNITS: dict[str, float] = {"million": 1_000_000.0, "thousand": 1_000.0, "minute": 1.0, "unit": 1.0}
+PER_MINUTE_CARRIERS = frozenset({"twilio", "telnyx"})
+
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "openai_realtime": {
+        "input_text_tokens_per_million": 4.0,
+        "input_audio_tokens_per_million": 32.0,
+        "cached_input_tokens_per_million": 0.40,
+        "output_text_tokens_per_million": 16.0,
+        "output_audio_tokens_per_million": 64.0,
+    },
+    "openai": {
+        "input_tokens_per_million": 0.15,
+        "cached_input_tokens_per_million": 0.075,
+        "output_tokens_per_million": 0.60,
+        "characters_per_million": 15.0,
+    },
+    "whisper": {"audio_per_minute": 0.006},
+    "anthropic": {
+        "input_tokens_per_million": 0.80,
+        "cached_input_tokens_per_million": 0.08,
+        "output_tokens_per_million": 4.0,
+    },
+    "deepgram": {"audio_per_minute": 0.0077},
+    "elevenlabs": {"characters_per_thousand": 0.05},
+    "elevenlabs_convai": {"audio_per_minute": 0.10},
+    "cartesia": {"characters_per_thousand": 0.03, "audio_per_minute": 0.0065},
+    "soniox": {"audio_per_minute": 0.002},
+    "speechmatics": {"audio_per_minute": 0.0067},
+    "assemblyai": {"audio_per_minute": 0.0025},
+    "rime": {"characters_per_thousand": 0.04},
+    "lmnt": {"characters_per_thousand": 0.035},
+    "twilio": {"inbound_per_minute": 0.0085, "outbound_per_minute": 0.014},
+    "telnyx": {"inbound_per_minute": 0.0035, "outbound_per_minute": 0.005},
+    "offline": {},
+    "script": {},
+    "local": {},
+}
+
+Pricing = Mapping[str, Mapping[str, float]]
+
+
+def split_price_key(key: str) -> tuple[str, str]:
+    """`input_tokens_per_million` → (`input_tokens`, `million`); ValueError if the unit is unknown."""
+    quantity, sep, unit = key.rpartition("_per_")
+    if not sep or not quantity or unit not in UNITS:
+        raise ValueError(
+            f"price key {key!r} is not <quantity>_per_<unit> with unit one of {', '.join(UNITS)}"
+        )
+    return quantity, unit
+
+
+def pricing_problems(overrides: Pricing) -> list[str]:
+    """Every problem in a `pricing:` mapping, as `provider.key: message` (empty when valid)."""
+    problems: list[str] = []
+    for provider, prices in overrides.items():
+        if not isinstance(prices, Mapping):
+            problems.append(f"{provider}: expected a mapping of price keys to USD, got {prices!r}")
+            continue
+        for key, value in prices.items():
+            try:
+                split_price_key(key)
+            except ValueError as exc:
+                problems.append(f"{provider}.{key}: {exc}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                problems.append(f"{provider}.{key}: price is {value!r}; expected a number ≥ 0 (USD)")
+    return problems
+
+
+def prices_for(provider: str, overrides: Pricing = {}) -> dict[str, float]:  # noqa: B006 (read-only)
+    """The effective price table of one provider: defaults, then overrides key by key."""
+    return {**DEFAULT_PRICES.get(provider, {}), **overrides.get(provider, {})}
+
+
+def _scaled(quantities: Mapping[str, float], quantity: str, unit: str) -> float:
+    if unit == "minute":
+        if f"{quantity}_minutes" in quantities:
+            return float(quantities[f"{quantity}_minutes"])
+        return float(quantities.get(f"{quantity}_seconds", 0.0)) / 60.0
+    return float(quantities.get(quantity, 0.0)) / UNITS[unit]
+
+
+def price_usage(provider: str, quantities: Mapping[str, float], overrides: Pricing = {}) -> float:  # noqa: B006
+    """USD for `quantities` reported by `provider` (unpriced quantities cost nothing)."""
+    total = 0.0
+    for key, price in prices_for(provider, overrides).items():
+        quantity, unit = split_price_key(key)
+        total += price * _scaled(quantities, quantity, unit)
+    return total
+
+
+def telephony_minutes(carrier: str, direction: str, duration_ms: int | None) -> dict[str, float]:
+    """Billable carrier minutes of a call: whole minutes rounded up, for per-minute carriers."""
+    if carrier not in PER_MINUTE_CARRIERS or not duration_ms or duration_ms <= 0:
+        return {}
+    return {f"{direction}_minutes": float(math.ceil(duration_ms / 60_000))}
+
+
+def call_cost(
+    usages: Iterable[tuple[str, str, Mapping[str, float]]],
+    *,
+    carrier: str = "",
+    direction: str = "inbound",
+    duration_ms: int | None = None,
+    overrides: Pricing = {},  # noqa: B006
+) -> dict[str, float]:
+    """Cost breakdown {total, stt, tts, llm, telephony} from (component, provider, quantities) usages.
+
+    When no usage reports telephony, per-minute carriers are billed from the call duration.
+    """
+    parts: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
+    has_telephony = False
+    for component, provider, quantities in usages:
+        if component not in parts:
+            continue
+        has_telephony = has_telephony or component == "telephony"
+        parts[component] += price_usage(provider, quantities, overrides)
+    if not has_telephony:
+        minutes = telephony_minutes(carrier, direction, duration_ms)
+        if minutes:
+            parts["telephony"] += price_usage(carrier, minutes, overrides)
+    out = {name: round(value, 6) for name, value in parts.items()}
+    return {"total": round(sum(parts.values()), 6), **out}

@@ -1,0 +1,428 @@
+"""The composition root: builds everything from a config and owns the lifecycle (ready, reload, drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+import aiohttp
+import structlog
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from patterd import __version__
+from patterd.calls.switchboard import Switchboard
+from patterd.clock import SYSTEM_CLOCK, Clock
+from patterd.config import Config, load_config, load_config_text
+from patterd.errors import ConfigError, PatterdError
+from patterd.graph import Graph, build_context, build_graph
+from patterd.logs import configure_logging, redact_number
+from patterd.metrics import LiveCounters, Metrics
+from patterd.plugins import Registry, load_registry
+from patterd.protocols.events import CallEnded, CallEvent
+from patterd.providers.kinds import Tunnel
+from patterd.sdnotify import Notifier
+from patterd.store import CallStore
+from patterd.web.app import create_app
+from patterd.web.auth import is_loopback
+from patterd.web.feed import EventFeed
+from patterd.web.runtime import ReloadResult
+
+log = structlog.get_logger("patterd.daemon")
+
+WATCH_INTERVAL_SECS = 1.0  # how often the config file is checked for changes
+WATCH_DEBOUNCE_SECS = 0.5  # editors write in bursts: wait for the file to settle
+HYPERCORN_GRACE_SECS = 5.0
+
+
+class State(enum.Enum):
+    """The daemon's lifecycle."""
+
+    STARTING = "starting"  # loading config, building providers, binding the socket
+    SERVING = "serving"  # accepting calls; /readyz answers 200
+    DRAINING = "draining"  # refusing new calls; live calls finishing (up to drain_timeout_secs)
+    STOPPED = "stopped"  # everything closed, records flushed
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the config comes from: a file, or the built-in offline default."""
+
+    path: Path | None  # None: the embedded default
+    text: str | None = None  # the default's text
+
+
+class Daemon:
+    """One running patterd: config, providers, calls, web app, lifecycle."""
+
+    def __init__(
+        self,
+        source: ConfigSource,
+        config: Config,
+        *,
+        registry: Registry | None = None,
+        bind: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        stdout: IO[str] = sys.stdout,
+        watch: bool = True,
+    ) -> None:
+        self.source = source
+        self.config = config
+        self.registry = registry or load_registry()
+        self.bind = bind
+        self.clock = clock
+        self.stdout = stdout
+        self.watch = watch and source.path is not None
+        self.version = __version__
+        self.started_at: datetime = clock.now()
+        self._state = State.STARTING
+        self.notifier = Notifier()
+        self.feed = EventFeed(redact=self._redact_feed)
+        self.token = (
+            config.server.dashboard_token.get_secret_value() if config.server.dashboard_token else None
+        )
+        self.loopback = True
+        self.store = CallStore(
+            config.persist,
+            redact_phone=config.logging.redact_phone,
+            retention_days=config.logging.retention_days,
+            pricing=config.pricing,
+            clock=clock,
+        )
+        self._switchboard: Switchboard | None = None
+        self.metrics = Metrics(self.version, self._live_counters())
+        self._stop = asyncio.Event()
+        self._stop_now = asyncio.Event()
+        self._drain_requested = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._generation = 0
+        self._tunnel: Tunnel | None = None
+        self._local_url = ""
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ Runtime (seen by the web app)
+
+    @property
+    def state(self) -> str:
+        return self._state.value
+
+    @property
+    def config_digest(self) -> str:
+        return self.config.digest
+
+    @property
+    def switchboard(self) -> Switchboard:
+        assert self._switchboard is not None, "the switchboard exists once the daemon has started"
+        return self._switchboard
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        sock = self._open_socket()
+        host, port = sock.getsockname()[:2]
+        self.loopback = is_loopback(str(host))
+        if not self.loopback and not self.token and self.config.server.dashboard:
+            log.error("refusing to listen beyond loopback without server.dashboard_token", host=host)
+            sock.close()
+            return 78
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = f"[{shown_host}]" if ":" in str(shown_host) else shown_host
+        self._local_url = f"http://{shown}:{port}"
+        async with AsyncExitStack() as stack:
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            try:
+                report = await asyncio.to_thread(self.store.hydrate)
+                log.info("call records loaded", report=str(report))
+                if self.config.tunnel is not None:
+                    tunnel_ctx = build_context(self.config, local_url=self._local_url, clock=self.clock)
+                    section = self.config.tunnel
+                    self._tunnel = cast(
+                        Tunnel,
+                        await stack.enter_async_context(section.spec.build(section.options, tunnel_ctx)),
+                    )
+                    log.info("tunnel up", public_host=self._tunnel.public_host)
+                graph = await build_graph(
+                    self.config,
+                    self.registry,
+                    local_url=self._local_url,
+                    clock=self.clock,
+                    tunnel=self._tunnel,
+                )
+            except PatterdError as exc:
+                log.error("cannot start", error=str(exc))
+                sock.close()
+                return 1
+            self._switchboard = Switchboard(graph, emit=self._emit, clock=self.clock, http=http)
+            self._warn_about(graph)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "SIGHUP")
+            self._spawn(self.store.run_retention_loop())
+            if self.watch:
+                self._spawn(self._watch_config())
+            app = create_app(self)
+            hyper = HypercornConfig()
+            hyper.bind = [f"fd://{sock.fileno()}"]
+            hyper.graceful_timeout = HYPERCORN_GRACE_SECS
+            hyper.accesslog = None
+            hyper.errorlog = None
+            server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
+            self._become_serving()
+            await self._wait_for_stop(server)
+            self._state = State.DRAINING
+            self.notifier.stopping()
+            log.info("draining", live_calls=self.switchboard.live_count)
+            drain = asyncio.create_task(self.switchboard.drain(self.config.server.drain_timeout_secs))
+            stop_now = asyncio.create_task(self._stop_now.wait())
+            await asyncio.wait({drain, stop_now}, return_when=asyncio.FIRST_COMPLETED)
+            if not drain.done():
+                drain.cancel()
+                await self.switchboard.end_all("daemon stopped at once")
+            stop_now.cancel()
+            self.feed.close()
+            self._stop.set()
+            with contextlib.suppress(Exception):
+                await server
+            for task in list(self._tasks):
+                task.cancel()
+            await self.switchboard.graph.aclose()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        await asyncio.to_thread(self.store.close)
+        self._state = State.STOPPED
+        log.info("stopped")
+        return 0
+
+    def _open_socket(self) -> socket.socket:
+        """The listening socket: inherited (`fd://N`, systemd LISTEN_FDS) or bound to server.host:port."""
+        bind = self.bind
+        if bind is None and os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
+            bind = "fd://3"  # systemd socket activation hands us fd 3
+        if bind is not None and bind.startswith("fd://"):
+            sock = socket.socket(fileno=int(bind[5:]))
+            sock.setblocking(False)
+            return sock
+        host, port = self.config.server.host, self.config.server.port
+        if bind is not None:
+            host, _, port_text = bind.rpartition(":")
+            host, port = host.strip("[]") or "127.0.0.1", int(port_text)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+
+    def _become_serving(self) -> None:
+        self._state = State.SERVING
+        note = "" if self.source.path else " (built-in offline default config: no patter.yaml found)"
+        print(f"patterd dashboard: {self._local_url}/{note}", file=self.stdout, flush=True)
+        self.notifier.ready(f"serving {len(self.switchboard.graph.agents)} agent(s)")
+        log.info("serving", url=self._local_url, config=str(self.source.path or "<built-in default>"))
+
+    async def _wait_for_stop(self, server: asyncio.Task[None]) -> None:
+        stop = asyncio.create_task(self._stop_requested())
+        done, _ = await asyncio.wait({server, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if server in done:  # the server died on its own: still drain and close cleanly
+            stop.cancel()
+            if server.exception() is not None:
+                log.error("server failed", error=str(server.exception()))
+        else:
+            await stop
+
+    async def _stop_requested(self) -> None:
+        await self._drain_requested.wait()
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._drain_requested.is_set():
+            if sig == signal.SIGINT:  # a second Ctrl-C: stop at once (records are still flushed)
+                log.warning("second interrupt: stopping at once")
+                self._stop_now.set()
+            return
+        log.info("stop requested", signal=sig.name)
+        self._drain_requested.set()
+
+    def request_stop(self) -> None:
+        """Begin draining (what SIGTERM does)."""
+        self._drain_requested.set()
+
+    # ------------------------------------------------------------------ reload
+
+    def _spawn_reload(self, reason: str) -> None:
+        self._spawn(self.reload(reason))
+
+    async def reload(self, reason: str) -> ReloadResult:
+        """Load, validate and build the config again; on any error the running config stays."""
+        async with self._reload_lock:
+            if self._state is not State.SERVING:
+                return ReloadResult(False, self._generation, message=f"cannot reload while {self.state}")
+            self.notifier.reloading()
+            log.info("reloading config", reason=reason)
+            try:
+                config = await asyncio.to_thread(self._load)
+            except ConfigError as exc:
+                return self._reload_failed([str(i) for i in exc.issues], "the new config is invalid")
+            except OSError as exc:
+                return self._reload_failed([f"{self.source.path}: {exc}"], "the config file cannot be read")
+            try:
+                graph = await build_graph(
+                    config,
+                    self.registry,
+                    local_url=self._local_url,
+                    clock=self.clock,
+                    generation=self._generation + 1,
+                    tunnel=self._tunnel,
+                )
+            except PatterdError as exc:
+                return self._reload_failed([str(exc)], "the new providers could not be built")
+            self._generation += 1
+            self._warn_restart_only(config)
+            self.config = config
+            await self.switchboard.swap_graph(graph)
+            self._warn_about(graph)
+            self.metrics.reloads.labels("ok").inc()
+            self.notifier.ready(f"reloaded: generation {self._generation}")
+            self.feed.publish("config.reloaded", {"generation": self._generation, "digest": config.digest})
+            log.info("config reloaded", generation=self._generation, agents=list(graph.agents))
+            return ReloadResult(True, self._generation, message="reloaded")
+
+    def _reload_failed(self, issues: list[str], message: str) -> ReloadResult:
+        for issue in issues:
+            log.error("config reload refused", issue=issue)
+        self.metrics.reloads.labels("error").inc()
+        self.metrics.config_errors.inc(len(issues))
+        self.notifier.ready("reload failed; previous config still serving")
+        return ReloadResult(False, self._generation, issues=issues, message=message)
+
+    def _load(self) -> Config:
+        if self.source.path is None:
+            return load_config_text(self.source.text or "", self.registry, source="<built-in default>")
+        return load_config(self.source.path, self.registry)
+
+    def _warn_restart_only(self, new: Config) -> None:
+        old = self.config
+        if (new.server.host, new.server.port) != (old.server.host, old.server.port):
+            log.warning("server.host/port changed: takes effect after a restart")
+        if (new.tunnel is None) != (old.tunnel is None):
+            log.warning("tunnel changed: takes effect after a restart")
+        if new.persist != old.persist:
+            log.warning("persist changed: takes effect after a restart")
+
+    async def _watch_config(self) -> None:
+        """Reload when the config file (or its .env) changes on disk."""
+        assert self.source.path is not None
+        paths = [self.source.path, self.source.path.parent / ".env"]
+
+        def fingerprint() -> tuple[Any, ...]:
+            out: list[Any] = []
+            for path in paths:
+                try:
+                    st = path.stat()
+                    out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+                except OSError:
+                    out.append(None)
+            return tuple(out)
+
+        last = fingerprint()
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_SECS)
+            current = fingerprint()
+            if current == last:
+                continue
+            await asyncio.sleep(WATCH_DEBOUNCE_SECS)
+            settled = fingerprint()
+            if settled != current:
+                continue  # still being written; look again next round
+            last = settled
+            await self.reload("config file changed")
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, event: CallEvent) -> None:
+        for observer in (self.store.handle, self.metrics.observe, self.feed.observe):
+            try:
+                observer(event)
+            except Exception:  # an observer must never break a call
+                log.exception("call event observer failed", observer=getattr(observer, "__qualname__", "?"))
+        if type(event) is CallEnded:
+            self._count_cost(event.call_id)
+
+    def _count_cost(self, call_id: str) -> None:
+        record = self.store.get_call(call_id)
+        if not record:
+            return
+        meta = record.get("metadata", {})
+        agent = (meta.get("agent") or {}).get("name", "")
+        for component, usd in (meta.get("cost") or {}).items():
+            if component != "total" and isinstance(usd, (int, float)):
+                self.metrics.add_cost(agent, component, float(usd))
+
+    def _redact_feed(self, data: dict[str, Any]) -> dict[str, Any]:
+        mode = self.config.logging.redact_phone
+        for key in ("caller", "callee", "to"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                data[key] = redact_number(value, mode)
+        return data
+
+    def _live_counters(self) -> LiveCounters:
+        def board() -> Switchboard | None:
+            return self._switchboard
+
+        def active() -> dict[str, int]:
+            counts: dict[str, int] = {}
+            sb = board()
+            for session in sb.calls.values() if sb else ():
+                counts[session.agent.name] = counts.get(session.agent.name, 0) + 1
+            return counts
+
+        return LiveCounters(
+            media_frames=lambda: board().media_frames() if board() else (0, 0),  # type: ignore[union-attr]
+            frames_dropped=lambda: sum(board().bad_frames.values()) if board() else 0,  # type: ignore[union-attr]
+            rejections=lambda: dict(board().rejections) if board() else {},  # type: ignore[union-attr]
+            store_errors=lambda: int(self.store.stats().get("write_errors", 0)),
+            active_calls=active,
+        )
+
+    def _warn_about(self, graph: Graph) -> None:
+        for built in graph.providers:
+            for warning in getattr(built.instance, "warnings", ()) or ():
+                log.warning("provider warning", provider=built.key, warning=warning)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def run_daemon(
+    source: ConfigSource,
+    config: Config,
+    *,
+    bind: str | None = None,
+    stdout: IO[str] = sys.stdout,
+    configure: Callable[[Config], None] | None = None,
+) -> int:
+    """Run a daemon to completion in a fresh event loop; returns the exit code."""
+    configure_logging(config.logging.level, redact_phone=config.logging.redact_phone)
+    if configure is not None:
+        configure(config)
+
+    async def main() -> int:
+        return await Daemon(source, config, bind=bind, stdout=stdout).run()
+
+    return asyncio.run(main())

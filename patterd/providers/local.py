@@ -1,0 +1,153 @@
+"""`carrier.local`: the built-in browser softphone (and in-process callers for `patterd simulate`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from patterd.errors import CallError
+from patterd.protocols import local as codec
+from patterd.protocols.events import MediaEvent, StreamStopped
+from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
+
+log = structlog.get_logger("patterd.local")
+
+SOFTPHONE_NUMBER = "+10000000000"  # what the softphone "dials from": not a real number
+
+
+class LocalOptions(ProviderOptions):
+    """The softphone has no options; it exists so the dashboard can place calls."""
+
+
+class WebSocketLeg:
+    """A browser's media stream (Twilio's JSON dialect) as a CarrierLeg."""
+
+    def __init__(self, websocket: WebSocket, router: CallRouter) -> None:
+        self.websocket = websocket
+        self.router = router
+        self._closed = False
+
+    async def events(self) -> AsyncIterator[MediaEvent]:
+        while True:
+            try:
+                text = await self.websocket.receive_text()
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                yield StreamStopped("browser disconnected")
+                return
+            try:
+                event = codec.parse_message(text)
+            except codec.LocalProtocolError as exc:
+                log.warning("bad softphone frame", error=str(exc))
+                self.router.count_bad_frame("local")
+                continue
+            if event is not None:
+                yield event
+                if isinstance(event, StreamStopped):
+                    return
+
+    async def _send(self, text: str) -> None:
+        if self._closed:
+            return
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._closed = True
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        await self._send(codec.media_message(ulaw))
+
+    async def send_mark(self, name: str) -> None:
+        await self._send(codec.mark_message(name))
+
+    async def clear(self) -> None:
+        await self._send(codec.clear_message())
+
+    async def send_transcript(self, role: str, text: str) -> None:
+        """Show a transcript line beside the call on the softphone page."""
+        await self._send(codec.transcript_message(role, text))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self.websocket.close()
+
+
+class LocalCarrier:
+    """The softphone carrier: `POST /webhooks/local/voice` starts a call, `WS /ws/local/{id}` carries it."""
+
+    name = "local"
+
+    def __init__(self, ctx: BuildContext) -> None:
+        self.ctx = ctx
+
+    async def handle_webhook(self, request: Request, hook: str, router: CallRouter) -> Response:
+        if hook != "voice":
+            return JSONResponse({"error": {"code": "not_found", "message": f"no local hook {hook!r}"}}, 404)
+        body: dict[str, Any] = {}
+        with contextlib.suppress(ValueError):
+            raw = await request.json()
+            body = raw if isinstance(raw, dict) else {}
+        to = str(body.get("to") or self.ctx.phone_number or "")
+        admission = router.admit(
+            InboundCall(carrier="local", carrier_call_id="", caller=SOFTPHONE_NUMBER, callee=to)
+        )
+        if admission is None:
+            return JSONResponse(
+                {"error": {"code": "unavailable", "message": "not taking calls (draining)"}}, 503
+            )
+        return JSONResponse(
+            {
+                "call_id": admission.call_id,
+                "agent": admission.agent,
+                "media_path": f"/ws/local/{admission.call_id}",
+            },
+            status_code=201,
+        )
+
+    async def handle_media(self, websocket: WebSocket, call_id: str, router: CallRouter) -> None:
+        if not router.expects_media(call_id):
+            router.count_rejection("local", "unknown_call")
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        leg = WebSocketLeg(websocket, router)
+        try:
+            await router.run_media(call_id, leg)
+        finally:
+            await leg.close()
+
+    async def dial(self, request: DialRequest) -> str:
+        raise CallError("the local softphone cannot place outbound calls; configure twilio or telnyx")
+
+    async def hangup(self, carrier_call_id: str) -> None:
+        return None  # the session closes the websocket itself
+
+    async def transfer(self, carrier_call_id: str, to: str) -> None:
+        raise CallError("the local softphone cannot transfer calls")
+
+    async def start_recording(self, carrier_call_id: str) -> None:
+        raise CallError("the local softphone does not record calls")
+
+
+@contextlib.asynccontextmanager
+async def build(options: LocalOptions, ctx: BuildContext) -> AsyncIterator[LocalCarrier]:
+    yield LocalCarrier(ctx)
+
+
+SPEC = ProviderSpec(
+    kind="carrier",
+    name="local",
+    options=LocalOptions,
+    build=build,
+    summary="Built-in browser softphone on the dashboard (no phone network)",
+    capabilities=Capabilities(needs_network=False, sample_rates=(8000,)),
+)

@@ -1,0 +1,496 @@
+"""The `engine.openai_realtime` provider: one OpenAI Realtime (GA) websocket per call, speaking for the agent.
+
+Followed: developers.openai.com/api/docs/guides/realtime-websocket and realtime-conversations
+(connection, session.update, barge-in with conversation.item.truncate, function calling), the
+client/server event reference, and openai-python `types/realtime/`. Connects to
+`{base_url}?model=...` with `Authorization: Bearer` and no `OpenAI-Beta` header (that selects the
+retired beta shapes). The wire format lives in `patterd.protocols.openai_realtime`; audio is
+8 kHz μ-law toward the call and PCM16 24 kHz (default) or μ-law toward OpenAI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, model_validator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
+from patterd.protocols import openai_realtime as rt
+from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24
+from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, Usage
+from patterd.providers.kinds import CallContext
+from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "openai_realtime"
+# Server errors after which the session is unusable: reconnect (with a fresh session.update).
+RECONNECT_ERROR_TYPES = frozenset({"server_error"})
+RECONNECT_ERROR_CODES = frozenset({"session_expired", "server_error", "internal_error"})
+# Errors that are part of normal barge-in races, not problems.
+BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
+PENDING = "(requested)"  # a response.create is on its way; its id comes with response.created
+AUDIO_APPEND_PREFIX = rt.input_audio_append(b"")[:40]
+SEND_QUEUE_LIMIT = 500  # 10 s of 20 ms frames; beyond that the link is dead and audio is dropped
+
+
+class OpenAIRealtimeOptions(ProviderOptions):
+    """Options of `engine: {type: openai_realtime, ...}`."""
+
+    api_key: SecretStr | None = Field(default_factory=env_secret("OPENAI_API_KEY"))
+    model: str = "gpt-realtime"
+    voice: str = "alloy"
+    temperature: float | None = Field(
+        default=None, description="accepted for compatibility; the GA API has no temperature"
+    )
+    audio_format: Literal["pcm", "pcmu"] = "pcm"
+    turn_detection: dict[str, Any] | None = Field(default_factory=lambda: dict(rt.DEFAULT_TURN_DETECTION))
+    transcription_model: str | None = "gpt-4o-mini-transcribe"
+    base_url: str = "wss://api.openai.com/v1/realtime"
+    max_retries: int = Field(default=3, ge=0)
+    retry_backoff_secs: float = Field(default=0.5, ge=0)
+    connect_timeout_secs: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _require_key(self) -> OpenAIRealtimeOptions:
+        if self.api_key is None or not self.api_key.get_secret_value():
+            raise ValueError("OpenAI Realtime engine requires api_key (set OPENAI_API_KEY)")
+        return self
+
+    def url(self) -> str:
+        sep = "&" if "?" in self.base_url else "?"
+        return f"{self.base_url}{sep}model={quote(self.model)}"
+
+
+@dataclass
+class _Item:
+    """What we know about one assistant item while it plays."""
+
+    sent_ms: float = 0.0
+    transcript: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    reported: bool = False
+
+
+class RealtimeSession:
+    """One call's conversation over a Realtime websocket (implements kinds.EngineSession)."""
+
+    def __init__(self, options: OpenAIRealtimeOptions, ctx: CallContext) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.bad_frames = 0  # malformed server frames (logged, never fatal)
+        self.unknown_events = 0  # server event types we do not know
+        self.dropped_frames = 0  # caller audio dropped while disconnected or backlogged
+        self.connects = 0
+        self._pcm = options.audio_format == "pcm"
+        self._up = UlawToPcm24() if self._pcm else None
+        self._down = Pcm24ToUlaw() if self._pcm else None
+        self._bytes_per_ms = rt.PCM24_BYTES_PER_MS if self._pcm else rt.PCMU_BYTES_PER_MS
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._connected = False
+        self._items: dict[str, _Item] = {}
+        self._tool_names: dict[str, str] = {}  # call_id → function name
+        self._active_response: str | None = None
+        self._cancelled: set[str] = set()
+        self._want_response = False
+        self._tools: set[asyncio.Task[None]] = set()
+        self._greeted = False
+
+    # -------------------------------------------------------------- EngineSession
+
+    def push_audio(self, ulaw: bytes) -> None:
+        if not self._connected or self._queue.qsize() >= SEND_QUEUE_LIMIT:
+            self.dropped_frames += 1
+            return
+        audio = self._up.process(ulaw) if self._up is not None else ulaw
+        if audio:
+            self._queue.put_nowait(rt.input_audio_append(audio))
+
+    def push_dtmf(self, digit: str) -> None:
+        self.push_text(f"caller pressed {digit}")
+
+    def push_text(self, text: str) -> None:
+        self._queue.put_nowait(rt.user_text(text))
+        self._request_response()
+
+    async def run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    await self._run_connection()
+                    failures = 0  # a healthy connection that ended: start counting afresh
+                except ProviderAuthError:
+                    raise
+                except (
+                    OSError,
+                    TimeoutError,
+                    ConnectionClosed,
+                    InvalidHandshake,
+                    ProviderConnectionError,
+                ) as exc:
+                    failures += 1
+                    self._connected = False
+                    if failures > self.options.max_retries:
+                        raise ProviderConnectionError(
+                            f"OpenAI Realtime at {self.options.base_url} unreachable after {failures} attempts: {exc}",
+                            provider=PROVIDER,
+                        ) from exc
+                    log.warning(
+                        "openai_realtime connection lost (%s); retry %d/%d",
+                        exc,
+                        failures,
+                        self.options.max_retries,
+                    )
+                    await asyncio.sleep(self.options.retry_backoff_secs * 2 ** (failures - 1))
+        finally:
+            self._connected = False
+            for task in self._tools:
+                task.cancel()
+
+    # -------------------------------------------------------------- connection
+
+    async def _open(self) -> ClientConnection:
+        key = self.options.api_key.get_secret_value() if self.options.api_key else ""
+        try:
+            return await connect(
+                self.options.url(),
+                additional_headers={"Authorization": f"Bearer {key}"},
+                open_timeout=self.options.connect_timeout_secs,
+                compression=None,  # audio does not compress; deflate would only burn CPU
+                max_size=None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise ProviderAuthError(
+                    f"OpenAI Realtime refused the api_key (HTTP {status} at {self.options.base_url})",
+                    provider=PROVIDER,
+                ) from exc
+            raise ProviderConnectionError(
+                f"OpenAI Realtime handshake at {self.options.base_url} failed with HTTP {status}",
+                provider=PROVIDER,
+            ) from exc
+
+    async def _run_connection(self) -> None:
+        ws = await self._open()
+        try:
+            self.connects += 1
+            self._reset_state()
+            await ws.send(
+                rt.session_update(
+                    instructions=self.ctx.instructions,
+                    voice=self.options.voice,
+                    audio_format=self.options.audio_format,
+                    turn_detection=self.options.turn_detection,
+                    transcription_model=self.options.transcription_model,
+                    tools=self.ctx.tools,
+                )
+            )
+            if not self._greeted:
+                self._greeted = True
+                if self.ctx.first_message:
+                    await ws.send(rt.response_create(rt.say_verbatim_instructions(self.ctx.first_message)))
+                    self._active_response = PENDING
+            if self._want_response and self._active_response is None:
+                self._want_response = False
+                self._queue.put_nowait(rt.response_create())
+                self._active_response = PENDING
+            self._connected = True
+            sender = asyncio.create_task(self._send_loop(ws))
+            try:
+                await self._receive_loop(ws)
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+        finally:
+            self._connected = False
+            await ws.close()
+
+    def _reset_state(self) -> None:
+        # Stale caller audio is dropped; text, DTMF and response requests queued before the
+        # (re)connect still go out, after the session.update.
+        kept: list[str] = []
+        while not self._queue.empty():
+            message = self._queue.get_nowait()
+            if not message.startswith(AUDIO_APPEND_PREFIX):
+                kept.append(message)
+        # Response requests wait for the response in progress (the greeting, on a first connect).
+        create = rt.response_create()
+        self._want_response = create in kept
+        for message in kept:
+            if message != create:
+                self._queue.put_nowait(message)
+        self._active_response = None
+        self._cancelled.clear()
+        if self._down is not None:
+            self._down.reset()
+
+    async def _send_loop(self, ws: ClientConnection) -> None:
+        while True:
+            message = await self._queue.get()
+            await ws.send(message)
+
+    async def _receive_loop(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            try:
+                event = rt.parse_server_event(frame)
+            except rt.RealtimeProtocolError as exc:
+                self.bad_frames += 1
+                log.warning("openai_realtime: bad server frame (%s); %d so far", exc, self.bad_frames)
+                continue
+            await self._on_event(event)
+        # The server closed the socket on us: a cut we retry, not an end of the call.
+        raise ProviderConnectionError("OpenAI Realtime closed the connection", provider=PROVIDER)
+
+    # -------------------------------------------------------------- server events
+
+    async def _on_event(self, event: rt.ServerEvent) -> None:
+        match event:
+            case rt.OutputAudioDelta():
+                await self._on_audio(event)
+            case rt.SpeechStarted():
+                await self._on_speech_started()
+            case rt.SpeechStopped():
+                self.ctx.mark_user_speech_end()
+            case rt.ResponseCreated():
+                self._active_response = event.response_id
+            case rt.OutputItemAdded():
+                if event.item_type == "function_call" and event.call_id and event.name:
+                    self._tool_names[event.call_id] = event.name
+            case rt.OutputTranscriptDelta():
+                self._item(event.item_id).transcript.append(event.delta)
+            case rt.OutputTranscriptDone():
+                self._report_assistant(event.item_id, event.transcript)
+            case rt.OutputAudioDone():
+                if self._down is not None and event.response_id not in self._cancelled:
+                    tail = self._down.flush()
+                    if tail:
+                        await self.ctx.audio.play(tail, segment=event.item_id)
+            case rt.InputTranscriptionCompleted():
+                if event.transcript.strip():
+                    self.ctx.emit(
+                        TranscriptLine(
+                            **self.ctx.new_event_fields(), role="user", text=event.transcript.strip()
+                        )
+                    )
+            case rt.FunctionCallArgumentsDone():
+                self._start_tool(event)
+            case rt.ResponseDone():
+                await self._on_response_done(event)
+            case rt.ErrorEvent():
+                self._on_error(event)
+            case rt.UnknownEvent():
+                self.unknown_events += 1
+                log.info(
+                    "openai_realtime: unknown server event %r (%d so far)", event.type, self.unknown_events
+                )
+            case _:
+                pass
+
+    def _item(self, item_id: str) -> _Item:
+        item = self._items.get(item_id)
+        if item is None:
+            item = self._items[item_id] = _Item()
+        return item
+
+    async def _on_audio(self, event: rt.OutputAudioDelta) -> None:
+        if event.response_id in self._cancelled:
+            return  # in flight when we cancelled; the caller must not hear it
+        self._item(event.item_id).sent_ms += len(event.audio) / self._bytes_per_ms
+        ulaw = self._down.process(event.audio) if self._down is not None else event.audio
+        if ulaw:
+            await self.ctx.audio.play(ulaw, segment=event.item_id)
+
+    async def _on_speech_started(self) -> None:
+        if not self.ctx.audio.speaking:
+            return
+        t0 = self.ctx.clock.monotonic()
+        heard = await self.ctx.audio.interrupt()
+        reaction_ms = (self.ctx.clock.monotonic() - t0) * 1000
+        if self._active_response is not None:
+            self._cancelled.add(self._active_response)
+            self._queue.put_nowait(rt.response_cancel())
+        if self._down is not None:
+            self._down.reset()
+        played_ms = 0
+        if heard is not None:
+            segment, played_ms = heard
+            item = self._items.get(segment)
+            if item is not None:
+                item.interrupted = True
+                # The server rejects audio_end_ms beyond what it sent for the item.
+                end = min(played_ms, int(item.sent_ms))
+                self._queue.put_nowait(rt.truncate(segment, 0, end))
+        self.ctx.emit(BargeIn(**self.ctx.new_event_fields(), played_ms=played_ms, reaction_ms=reaction_ms))
+
+    def _report_assistant(self, item_id: str, transcript: str) -> None:
+        item = self._item(item_id)
+        if item.reported:
+            return
+        item.reported = True
+        text = transcript.strip()
+        if text:
+            self.ctx.emit(
+                TranscriptLine(
+                    **self.ctx.new_event_fields(), role="assistant", text=text, interrupted=item.interrupted
+                )
+            )
+
+    async def _on_response_done(self, event: rt.ResponseDone) -> None:
+        self._active_response = None  # one response at a time in the default conversation
+        # A cancelled response may end without transcript.done: report what was said so far.
+        for item_id, item in self._items.items():
+            if not item.reported and item.transcript and (item.interrupted or event.status != "completed"):
+                item.interrupted = True
+                self._report_assistant(item_id, "".join(item.transcript))
+        if event.usage is not None:
+            self.ctx.emit(
+                Usage(
+                    **self.ctx.new_event_fields(),
+                    component="llm",
+                    provider=PROVIDER,
+                    quantities=event.usage.quantities(),
+                )
+            )
+        if self._want_response:
+            self._want_response = False
+            self._queue.put_nowait(rt.response_create())
+            self._active_response = PENDING
+
+    def _on_error(self, event: rt.ErrorEvent) -> None:
+        if event.code in BENIGN_ERROR_CODES:
+            log.debug("openai_realtime: %s (%s)", event.code, event.message)
+            return
+        log.warning(
+            "openai_realtime error %s/%s: %s (param %s)", event.type, event.code, event.message, event.param
+        )
+        self.ctx.emit(
+            CallFailed(
+                **self.ctx.new_event_fields(),
+                message=f"OpenAI Realtime {event.type} {event.code or ''}: {event.message}".strip(),
+                component="engine",
+                fatal=False,
+            )
+        )
+        if event.type in RECONNECT_ERROR_TYPES or event.code in RECONNECT_ERROR_CODES:
+            raise ProviderConnectionError(f"OpenAI Realtime server error: {event.message}", provider=PROVIDER)
+
+    # -------------------------------------------------------------- tools and responses
+
+    def _request_response(self) -> None:
+        """Ask for a response now, or right after the one in progress (the server allows one at a time)."""
+        if self._active_response is None:
+            self._queue.put_nowait(rt.response_create())
+            self._active_response = PENDING
+        else:
+            self._want_response = True
+
+    def _start_tool(self, event: rt.FunctionCallArgumentsDone) -> None:
+        name = event.name or self._tool_names.get(event.call_id, "")
+        task = asyncio.create_task(self._run_tool(name, event.call_id, event.arguments))
+        self._tools.add(task)
+        task.add_done_callback(self._tools.discard)
+
+    async def _run_tool(self, name: str, call_id: str, arguments: str) -> None:
+        try:
+            parsed = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, Mapping):
+            result = json.dumps(
+                {"error": f"arguments for {name!r} are not a JSON object: {arguments[:200]!r}"}
+            )
+        else:
+            result = await self.ctx.run_tool(name, parsed)
+        self._queue.put_nowait(rt.function_call_output(call_id, result))
+        self._request_response()
+
+
+class OpenAIRealtimeEngine:
+    """The built provider: opens one RealtimeSession per call (implements kinds.Engine)."""
+
+    def __init__(self, options: OpenAIRealtimeOptions, build: BuildContext) -> None:
+        self.options = options
+        self.build = build
+
+    @asynccontextmanager
+    async def _session(self, call: CallContext) -> AsyncIterator[RealtimeSession]:
+        session = RealtimeSession(self.options, call)
+        try:
+            yield session
+        finally:
+            for task in list(session._tools):
+                task.cancel()
+
+    def session(self, call: CallContext) -> contextlib.AbstractAsyncContextManager[RealtimeSession]:
+        return self._session(call)
+
+
+@asynccontextmanager
+async def build(options: OpenAIRealtimeOptions, ctx: BuildContext) -> AsyncIterator[OpenAIRealtimeEngine]:
+    if options.temperature is not None:
+        log.warning(
+            "openai_realtime: temperature=%s ignored: the GA Realtime session has no temperature",
+            options.temperature,
+        )
+    yield OpenAIRealtimeEngine(options, ctx)
+
+
+async def check(engine: OpenAIRealtimeEngine) -> None:
+    """Open a websocket and wait for session.created (proves the key and the endpoint)."""
+    opts = engine.options
+    key = opts.api_key.get_secret_value() if opts.api_key else ""
+    try:
+        async with connect(
+            opts.url(),
+            additional_headers={"Authorization": f"Bearer {key}"},
+            open_timeout=opts.connect_timeout_secs,
+            compression=None,
+        ) as ws:
+            async with asyncio.timeout(opts.connect_timeout_secs):
+                while True:
+                    event = rt.parse_server_event(await ws.recv())
+                    if isinstance(event, rt.SessionCreated):
+                        return
+                    if isinstance(event, rt.ErrorEvent):
+                        raise ProviderError(
+                            f"OpenAI Realtime error on connect: {event.message}", provider=PROVIDER
+                        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            raise ProviderAuthError(
+                f"OpenAI Realtime refused the api_key (HTTP {status})", provider=PROVIDER
+            ) from exc
+        raise ProviderConnectionError(
+            f"OpenAI Realtime handshake failed with HTTP {status}", provider=PROVIDER
+        ) from exc
+    except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+        raise ProviderConnectionError(
+            f"OpenAI Realtime at {opts.base_url} unreachable: {exc}", provider=PROVIDER
+        ) from exc
+
+
+SPEC = ProviderSpec(
+    kind="engine",
+    name="openai_realtime",
+    options=OpenAIRealtimeOptions,
+    build=build,
+    summary="OpenAI Realtime speech-to-speech engine (GA websocket, PCM24 or μ-law)",
+    check=check,
+    capabilities=Capabilities(
+        streaming=True, tools=True, sample_rates=(8000, 24000), notes="GA Realtime API"
+    ),
+)

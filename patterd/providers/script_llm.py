@@ -1,0 +1,534 @@
+"""`llm.script`: a deterministic dialogue engine (intents, slot filling, tool calls) that stands in for an LLM.
+
+Design: the LLM interface is stateless (`complete()` receives the whole history), so the engine keeps no
+per-call state at all. Each call replays the *user* messages of the history through the same pure
+transition function (`Dialogue.step`) and answers the last one. The assistant messages are not read back:
+they are our own earlier outputs (the same config gives the same outputs), and the pipeline may have cut
+them on barge-in, so they are not a reliable record. A config reload never changes a live call's graph,
+so replaying under the same config is exact. Cost: O(turns) per call, which is nothing at phone pace.
+
+Caller text comes from speech recognition (lowercase, no punctuation, small errors), so matching works on
+normalized tokens with light stemming, fuzzy token equality, and regex keywords.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from patterd.clock import SYSTEM_CLOCK, Clock
+from patterd.providers.kinds import LLMChunk, LLMUsage, Message, TextDelta, ToolCallRequest, ToolSchema
+from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
+
+SlotType = Literal["name", "date", "time", "phone", "text", "number"]
+
+
+class SlotOptions(ProviderOptions):
+    """One piece of information an intent collects before it replies."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: SlotType = "text"
+    prompt: str
+
+
+class ToolOptions(ProviderOptions):
+    """The tool an intent calls after its reply; string arguments may hold {slot} placeholders."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class IntentOptions(ProviderOptions):
+    """One thing a caller may want: how to recognize it, what to collect, what to say and do."""
+
+    name: str
+    examples: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)  # regexes searched in the normalized text
+    reply: str = ""
+    slots: list[SlotOptions] = Field(default_factory=list)
+    tool: ToolOptions | None = None
+    then: str | None = None  # intent entered right after this one completes (its reply follows)
+
+    @field_validator("keywords")
+    @classmethod
+    def _compile(cls, keywords: list[str]) -> list[str]:
+        for pattern in keywords:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"keyword {pattern!r} is not a valid regular expression: {exc}") from exc
+        return keywords
+
+    @model_validator(mode="after")
+    def _recognizable(self) -> IntentOptions:
+        if not self.examples and not self.keywords:
+            raise ValueError(f"intent {self.name!r} needs examples or keywords to be recognized")
+        return self
+
+
+class ScriptLLMOptions(ProviderOptions):
+    """Options of `llm.script`."""
+
+    intents: list[IntentOptions] = Field(default_factory=list)
+    fallback: str = "Sorry, I did not catch that. Could you say it another way?"
+    greeting: str | None = None  # said when asked to speak before the caller said anything
+    variables: dict[str, str] = Field(default_factory=dict)
+    match_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _references(self) -> ScriptLLMOptions:
+        names = [i.name for i in self.intents]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"intent names must be unique; repeated: {', '.join(dupes)}")
+        for intent in self.intents:
+            if intent.then is not None and intent.then not in names:
+                raise ValueError(
+                    f"intent {intent.name!r} has then: {intent.then!r}, which is not an intent; known: {', '.join(names)}"
+                )
+        return self
+
+
+# ------------------------------------------------------------------ text normalization
+
+_CONTRACTIONS = {
+    "what's": "what is",
+    "whats": "what is",
+    "it's": "it is",
+    "i'm": "i am",
+    "i'd": "i would",
+    "you're": "you are",
+    "where's": "where is",
+    "when's": "when is",
+    "don't": "do not",
+    "can't": "can not",
+    "cannot": "can not",
+    "that's": "that is",
+    "i'll": "i will",
+    "let's": "let us",
+}
+_STOPWORDS = frozenset(
+    "a an the i you your we our me my is are am be to of for on in at do does can could would will "
+    "please like want and or it this that there hi uh um er so just".split()
+)
+
+
+def normalize(text: str) -> str:
+    """Lowercase, contractions expanded, punctuation dropped (except : in times), spaces collapsed."""
+    text = text.lower().replace("’", "'")
+    words = [_CONTRACTIONS.get(w, w) for w in text.split()]
+    text = " ".join(words)
+    text = re.sub(r"[^a-z0-9:+' -]", " ", text)
+    text = text.replace("'", "")
+    return " ".join(text.split())
+
+
+def _stem(token: str) -> str:
+    for suffix in ("ing", "es", "s", "ed"):
+        if token.endswith(suffix) and len(token) - len(suffix) >= 3:
+            return token[: -len(suffix)]
+    return token
+
+
+def _same(a: str, b: str) -> bool:
+    """Token equality tolerant of recognition errors: equal stems or very similar spellings."""
+    if a == b or _stem(a) == _stem(b):
+        return True
+    return min(len(a), len(b)) >= 4 and difflib.SequenceMatcher(None, a, b).ratio() >= 0.8
+
+
+_QUESTION_WORDS = frozenset("what where when how who which why".split())
+
+
+def _weight(token: str) -> float:
+    if token in _STOPWORDS:
+        return 0.25
+    return 0.5 if token in _QUESTION_WORDS else 1.0
+
+
+def similarity(utterance: str, example: str) -> float:
+    """0..1: how well `utterance` expresses `example` (recall of the example's words counts double)."""
+    u, e = utterance.split(), normalize(example).split()
+    if not u or not e:
+        return 0.0
+    recall = sum(_weight(t) for t in e if any(_same(t, x) for x in u)) / sum(_weight(t) for t in e)
+    precision = sum(_weight(t) for t in u if any(_same(t, x) for x in e)) / sum(_weight(t) for t in u)
+    return (2 * recall + precision) / 3
+
+
+# ------------------------------------------------------------------ slot extraction
+
+_NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORDS.update({"oh": 0, "thirty": 30, "forty": 40, "fifty": 50})
+_ORDINALS = {
+    w: i + 1
+    for i, w in enumerate(
+        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+        "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split()
+    )
+}
+_ORDINALS.update({"thirtieth": 30})
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
+_FILLERS = frozenset("yes yeah yep sure ok okay well uh um er oh hi hello so its it is this name my the".split())
+
+
+def _words_to_number(words: list[str]) -> int | None:
+    """'twenty three' → 23, '4' → 4, 'third' → 3."""
+    total, seen = 0, False
+    for w in words:
+        w = re.sub(r"(st|nd|rd|th)$", "", w) if re.fullmatch(r"\d+(st|nd|rd|th)", w) else w
+        if w.isdigit():
+            total, seen = total + int(w), True
+        elif w in _NUMBER_WORDS:
+            total, seen = total + _NUMBER_WORDS[w], True
+        elif w in _ORDINALS:
+            total, seen = total + _ORDINALS[w], True
+        elif w == "and" and seen:
+            continue
+        else:
+            break
+    return total if seen else None
+
+
+def extract_name(text: str, *, bare: bool) -> str | None:
+    """'my name is john smith' / 'it's john' / 'this is mary' → 'John Smith'; a bare name when `bare`."""
+    m = re.search(r"\b(?:name is|name s|this is|it is|i am|call me|im)\s+([a-z][a-z' -]*)", text)
+    words = m.group(1).split() if m else (text.split() if bare else [])
+    words = [w for w in words if w not in _FILLERS and not w.isdigit()][:3]
+    if not words:
+        return None
+    return " ".join(w.capitalize() for w in words)
+
+
+def extract_date(text: str, today: datetime) -> str | None:
+    """Weekday names, today/tomorrow (as weekday names, said back as a confirmation), 'march 3', '3rd of march', ISO dates."""
+    m = re.search(r"\b(\d{4})-(\d{2})-(\d{2})\b", text)
+    if m:
+        try:
+            day = datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        except ValueError:
+            return None
+        return f"{_WEEKDAYS[day.weekday()].capitalize()}, {_MONTHS[day.month - 1].capitalize()} {day.day}, {day.year}"
+    words = text.split()
+    for i, w in enumerate(words):
+        if w in _MONTHS:
+            after = _words_to_number(words[i + 1 : i + 3])
+            before = _words_to_number(words[max(0, i - 3) : i][-2:]) if i >= 1 else None
+            if before is None and i >= 2 and words[i - 1] == "of":
+                before = _words_to_number(words[max(0, i - 3) : i - 1][-2:])
+            n = after if after is not None else before
+            if n is not None and 1 <= n <= 31:
+                return f"{w.capitalize()} {n}"
+    for w in words:
+        for day_name in _WEEKDAYS:
+            if w == day_name or w == day_name + "s":
+                return day_name.capitalize()
+    if "day after tomorrow" in text:
+        return _WEEKDAYS[(today + timedelta(days=2)).weekday()].capitalize()
+    if "tomorrow" in words:
+        return _WEEKDAYS[(today + timedelta(days=1)).weekday()].capitalize()
+    if "today" in words:
+        return _WEEKDAYS[today.weekday()].capitalize()
+    return None
+
+
+def extract_time(text: str) -> str | None:
+    """'3 pm', 'three thirty pm', '15:30', 'noon' → '3 PM', '3:30 PM', '3:30 PM', '12 PM'."""
+    if re.search(r"\bnoon\b|\bmidday\b", text):
+        return "12 PM"
+    if re.search(r"\bmidnight\b", text):
+        return "12 AM"
+    m = re.search(r"\b(\d{1,2}):(\d{2})\s*(am|pm|a m|p m)?\b", text)
+    if m:
+        hour, minute, half = int(m.group(1)), int(m.group(2)), (m.group(3) or "").replace(" ", "")
+    else:
+        m = re.search(
+            r"\b((?:\d{1,2}|[a-z]+)(?:\s+(?:\d{2}|[a-z]+))?)\s*(o clock|oclock|am|pm|a m|p m|in the morning|in the afternoon|in the evening)\b",
+            text,
+        )
+        if not m:
+            return None
+        parts = m.group(1).split()
+        hour_n = _words_to_number(parts[:1])
+        if hour_n is None:
+            return None
+        minute_n = _words_to_number(parts[1:]) if len(parts) > 1 else 0
+        hour, minute = hour_n, minute_n or 0
+        suffix = m.group(2).replace(" ", "")
+        half = {"inthemorning": "am", "intheafternoon": "pm", "intheevening": "pm"}.get(suffix, suffix)
+        half = "" if half == "oclock" else half
+    if not (0 <= hour <= 23 and 0 <= minute <= 59):
+        return None
+    if not half:
+        if hour > 12:
+            hour, half = hour - 12, "pm"
+        elif hour == 0:
+            hour, half = 12, "am"
+    clock = f"{hour}:{minute:02d}" if minute else f"{hour}"
+    return f"{clock} {half.upper()}".strip() if half else (clock if minute else f"{clock} o'clock")
+
+
+def extract_phone(text: str) -> str | None:
+    """Spoken or typed digits → '+15551234567' (10 digits get +1; 8-15 digits get +)."""
+    digits = ""
+    for w in text.replace("-", " ").split():
+        if w.lstrip("+").isdigit():
+            digits += w.lstrip("+")
+        elif w in _NUMBER_WORDS and _NUMBER_WORDS[w] < 10:
+            digits += str(_NUMBER_WORDS[w])
+        elif w == "double" or w in ("plus", "and"):
+            continue
+    if len(digits) == 10:
+        return "+1" + digits
+    if len(digits) == 11 and digits.startswith("1"):
+        return "+" + digits
+    if 8 <= len(digits) <= 15:
+        return "+" + digits
+    return None
+
+
+def extract_number(text: str) -> str | None:
+    """The first number in the text, digits or words."""
+    words = text.split()
+    for i in range(len(words)):
+        n = _words_to_number(words[i:])
+        if n is not None:
+            return str(n)
+    return None
+
+
+def extract_slot(kind: SlotType, text: str, *, pending: bool, today: datetime) -> str | None:
+    """A slot value from normalized text; free-form kinds (bare names, text) only when the slot was asked for."""
+    if kind == "name":
+        return extract_name(text, bare=pending)
+    if kind == "date":
+        return extract_date(text, today)
+    if kind == "time":
+        return extract_time(text)
+    if kind == "phone":
+        return extract_phone(text)
+    if kind == "number":
+        return extract_number(text) if pending else None
+    return text if pending and text else None
+
+
+# ------------------------------------------------------------------ the dialogue
+
+
+class _Placeholders(dict[str, str]):
+    """format_map mapping that leaves unknown {placeholders} as they are."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """`template` with {name} placeholders replaced; unknown ones stay verbatim."""
+    try:
+        return template.format_map(_Placeholders(values))
+    except (ValueError, IndexError, AttributeError):  # stray braces in a reply: say it as written
+        return template
+
+
+def _fill_args(value: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return fill(value, values)
+    if isinstance(value, dict):
+        return {k: _fill_args(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_args(v, values) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class State:
+    """Where the conversation is: the intent collecting slots, and what is filled so far."""
+
+    intent: str | None = None
+    slots: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the engine answers to one caller message."""
+
+    text: str
+    tool: ToolCallRequest | None = None
+    intent: str | None = None  # the intent recognized (None: fallback or re-prompt)
+
+
+class Dialogue:
+    """The pure transition function: (state, caller text) → (state, reply)."""
+
+    def __init__(self, options: ScriptLLMOptions, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.options = options
+        self.intents = {i.name: i for i in options.intents}
+        self.clock = clock
+        self._keywords = {i.name: [re.compile(k, re.IGNORECASE) for k in i.keywords] for i in options.intents}
+
+    def score(self, intent: IntentOptions, text: str) -> float:
+        """1.0 on a keyword hit, else the best example similarity."""
+        if any(p.search(text) for p in self._keywords[intent.name]):
+            return 1.0
+        return max((similarity(text, e) for e in intent.examples), default=0.0)
+
+    def classify(self, text: str, threshold: float) -> IntentOptions | None:
+        """The best intent at or above `threshold` (ties: the one listed first)."""
+        best: tuple[float, IntentOptions | None] = (0.0, None)
+        for intent in self.options.intents:
+            s = self.score(intent, text)
+            if s > best[0]:
+                best = (s, intent)
+        return best[1] if best[0] >= threshold and best[1] is not None else None
+
+    def step(self, state: State, raw: str, turn_no: int) -> tuple[State, Turn]:
+        """Answer one caller message."""
+        text = normalize(raw)
+        today = self.clock.now()
+        current = self.intents.get(state.intent) if state.intent else None
+        pending = _missing(current, state.slots)[0] if current and _missing(current, state.slots) else None
+        # While a slot is asked for, only a confident match switches topic ("bye" mid-form still ends the call).
+        threshold = max(self.options.match_threshold, 0.75) if pending else self.options.match_threshold
+        matched = self.classify(text, threshold)
+        if pending is not None and current is not None and (matched is None or matched.name == current.name):
+            value = extract_slot(pending.type, text, pending=True, today=today)
+            if value is None:
+                return state, Turn(text=fill(pending.prompt, self._values(state.slots)))
+            slots = {**state.slots, pending.name: value}
+            return self._advance(current, slots, text, turn_no, today)
+        if matched is None:
+            return state, Turn(text=fill(self.options.fallback, self._values(state.slots)))
+        return self._advance(matched, {}, text, turn_no, today, fresh=True)
+
+    def _advance(
+        self,
+        intent: IntentOptions,
+        slots: dict[str, str],
+        text: str,
+        turn_no: int,
+        today: datetime,
+        *,
+        fresh: bool = False,
+    ) -> tuple[State, Turn]:
+        """Fill what this utterance offers, ask for the next missing slot, or complete the intent."""
+        if fresh:
+            for slot in intent.slots:
+                value = extract_slot(slot.type, text, pending=False, today=today)
+                if value is not None:
+                    slots[slot.name] = value
+        missing = _missing(intent, slots)
+        if missing:
+            return State(intent.name, slots), Turn(fill(missing[0].prompt, self._values(slots)), None, intent.name)
+        values = self._values(slots)
+        texts = [fill(intent.reply, values)] if intent.reply else []
+        tool = None
+        if intent.tool is not None:
+            args = _fill_args(intent.tool.arguments, values)
+            tool = ToolCallRequest(id=f"script_{turn_no}_{intent.tool.name}", name=intent.tool.name, arguments=args)
+        state = State()
+        hops, follow = 0, intent.then
+        while follow is not None and hops < len(self.intents):  # the guard stops a then-cycle
+            nxt = self.intents[follow]
+            nxt_missing = _missing(nxt, {})
+            if nxt_missing:
+                texts.append(fill(nxt_missing[0].prompt, values))
+                state = State(nxt.name, {})
+                break
+            if nxt.reply:
+                texts.append(fill(nxt.reply, values))
+            if tool is None and nxt.tool is not None:
+                tool = ToolCallRequest(
+                    id=f"script_{turn_no}_{nxt.tool.name}",
+                    name=nxt.tool.name,
+                    arguments=_fill_args(nxt.tool.arguments, values),
+                )
+            follow, hops = nxt.then, hops + 1
+        return state, Turn(" ".join(t for t in texts if t), tool, intent.name)
+
+    def _values(self, slots: Mapping[str, str]) -> dict[str, str]:
+        return {**self.options.variables, **slots}
+
+    def reply(self, messages: Sequence[Message]) -> Turn | None:
+        """Replay the history's caller messages and answer the last one; None when nothing is to be said."""
+        users = [m.content for m in messages if m.role == "user"]
+        if messages and messages[-1].role == "tool":
+            return None  # a tool we asked for has run: the reply before it already said everything
+        if not users:
+            greeting = self.options.greeting
+            return Turn(fill(greeting, self._values({}))) if greeting else None
+        state = State()
+        turn = Turn("")
+        for n, content in enumerate(users, start=1):
+            state, turn = self.step(state, content, n)
+        return turn
+
+
+def _missing(intent: IntentOptions, slots: Mapping[str, str]) -> list[SlotOptions]:
+    return [s for s in intent.slots if s.name not in slots]
+
+
+def _words(text: str) -> Iterator[str]:
+    """Word-sized pieces that join back to `text` exactly."""
+    yield from re.findall(r"\S+\s*", text)
+
+
+class ScriptLLM:
+    """The live `llm.script` provider (kinds.LLM)."""
+
+    name = "script"
+
+    def __init__(self, options: ScriptLLMOptions, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.dialogue = Dialogue(options, clock)
+
+    async def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema]) -> AsyncIterator[LLMChunk]:
+        """Stream the scripted reply word by word, then its tool call, then zero usage."""
+        turn = self.dialogue.reply(messages)
+        if turn is not None:
+            for piece in _words(turn.text):
+                yield TextDelta(piece)
+            if turn.tool is not None:
+                yield replace(turn.tool)
+        yield LLMUsage(0, 0)
+
+
+@asynccontextmanager
+async def build(options: ScriptLLMOptions, ctx: BuildContext) -> AsyncIterator[ScriptLLM]:
+    """Nothing to open or close: the engine is pure."""
+    yield ScriptLLM(options, ctx.clock)
+
+
+SPEC = ProviderSpec(
+    kind="llm",
+    name="script",
+    options=ScriptLLMOptions,
+    build=build,
+    summary="Scripted dialogue (intents, slot filling, tool calls) from YAML; deterministic, no model",
+    capabilities=Capabilities(streaming=True, tools=True, needs_network=False),
+)

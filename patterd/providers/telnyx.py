@@ -1,0 +1,544 @@
+"""The Telnyx carrier: Call Control webhooks, the bidirectional media websocket, and REST commands.
+
+Wire formats live in `patterd.protocols.telnyx` (docs followed are named there). This module
+moves bytes: it verifies and dispatches webhooks, answers the HTTP request at once and sends the
+resulting Call Control command in a background task, runs a call's media websocket as a
+`CarrierLeg`, and speaks the REST API (`https://api.telnyx.com/v2`, Bearer auth) with retries
+that reuse the same `command_id`, so Telnyx never acts on a command twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Literal
+
+import aiohttp
+import structlog
+from pydantic import Field, SecretStr, model_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
+
+from patterd.errors import (
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRateLimitError,
+)
+from patterd.protocols import telnyx as proto
+from patterd.protocols.audio import FrameSplitter
+from patterd.protocols.events import MediaEvent, StreamStopped
+from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.spec import (
+    BuildContext,
+    Capabilities,
+    ProviderOptions,
+    ProviderSpec,
+    env_secret,
+    env_str,
+)
+
+log = structlog.get_logger(__name__)
+
+CARRIER = "telnyx"
+UNAUTHENTICATED_WARNING = "Telnyx webhooks are unauthenticated: set TELNYX_PUBLIC_KEY"
+_SEEN_EVENTS_MAX = 4096  # webhook ids remembered for de-duplication (Telnyx retries for minutes, not days)
+_CALL_ENDED_CODE = "90018"  # "Call has already ended": a hangup that raced the far end is a success
+
+
+class TelnyxOptions(ProviderOptions):
+    """`carrier: {type: telnyx, ...}`."""
+
+    api_key: SecretStr | None = Field(default_factory=env_secret("TELNYX_API_KEY"))
+    connection_id: str | None = Field(default_factory=env_str("TELNYX_CONNECTION_ID"))
+    public_key: str | None = Field(
+        default_factory=env_str("TELNYX_PUBLIC_KEY"),
+        description="Ed25519 webhook public key (base64) from the Telnyx portal; without it webhooks are not authenticated",
+    )
+    base_url: str = "https://api.telnyx.com"
+    machine_detection_mode: proto.AmdMode = Field(
+        default="greeting_end",
+        description="answering_machine_detection sent on dial when AMD is asked for; greeting_end also reports when the greeting ends (voicemail drop)",
+    )
+    stream_on_dial: bool = Field(
+        default=True,
+        description="request the media stream in the dial command (else streaming_start on answer)",
+    )
+    recording_format: Literal["mp3", "wav"] = "mp3"
+    recording_channels: Literal["single", "dual"] = "dual"
+    request_timeout_secs: float = 10.0
+    max_attempts: int = Field(
+        default=3, ge=1, description="tries per REST command on network errors, 5xx and 429"
+    )
+    retry_backoff_ms: int = Field(default=250, ge=0)
+    signature_tolerance_secs: int = Field(default=proto.SIGNATURE_TOLERANCE_SECS, ge=1)
+
+    @model_validator(mode="after")
+    def _required(self) -> TelnyxOptions:
+        if self.api_key is None or not self.api_key.get_secret_value() or not self.connection_id:
+            missing = [
+                name
+                for name, env, value in (
+                    ("api_key", "TELNYX_API_KEY", self.api_key),
+                    ("connection_id", "TELNYX_CONNECTION_ID", self.connection_id),
+                )
+                if not value
+            ]
+            raise ValueError(
+                "Telnyx carrier requires api_key and connection_id; missing "
+                + ", ".join(missing)
+                + " (set them in the config or via TELNYX_API_KEY / TELNYX_CONNECTION_ID)"
+            )
+        if self.public_key:
+            try:
+                proto.public_key_b64_to_bytes(self.public_key)
+            except ValueError as exc:
+                raise ValueError(f"public_key (TELNYX_PUBLIC_KEY) is invalid: {exc}") from exc
+        return self
+
+
+class TelnyxCarrier:
+    """The live Telnyx carrier (one per config generation); see `kinds.Carrier`."""
+
+    name = CARRIER
+
+    def __init__(self, options: TelnyxOptions, ctx: BuildContext, session: aiohttp.ClientSession) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.warnings: list[str] = []
+        self._session = session
+        self._base = options.base_url.rstrip("/")
+        assert options.api_key is not None  # the validator guarantees it
+        self._auth = {
+            "Authorization": f"Bearer {options.api_key.get_secret_value()}",
+            "Accept": "application/json",
+        }
+        self._connection_id = options.connection_id or ""
+        self._seen_events: OrderedDict[str, None] = OrderedDict()
+        self._calls: dict[str, str] = {}  # call_control_id → our call id
+        self._stream_on_answer: dict[str, str] = {}  # dialed without stream_url: call_control_id → call id
+        self._tasks: set[asyncio.Task[None]] = set()
+        if not options.public_key:
+            self.warnings.append(UNAUTHENTICATED_WARNING)
+            log.warning(UNAUTHENTICATED_WARNING)
+
+    # ------------------------------------------------------------ webhooks
+
+    async def handle_webhook(self, request: Request, hook: str, router: CallRouter) -> Response:
+        """Verify, de-duplicate and dispatch one Call Control webhook; always quick."""
+        if hook != "voice":
+            return _error(404, "not_found", f"unknown Telnyx webhook {hook!r}; expected 'voice'")
+        raw = await request.body()
+        if self.options.public_key:
+            reason = proto.verify_signature(
+                self.options.public_key,
+                request.headers.get(proto.SIGNATURE_HEADER),
+                request.headers.get(proto.TIMESTAMP_HEADER),
+                raw,
+                self.ctx.clock.now().timestamp(),
+                self.options.signature_tolerance_secs,
+            )
+            if reason is not None:
+                router.count_rejection(CARRIER, reason)
+                log.warning("telnyx webhook refused", reason=reason)
+                return _error(403, "forbidden", f"Telnyx webhook signature check failed: {reason}")
+        try:
+            event = proto.parse_webhook(raw)
+        except proto.TelnyxProtocolError as exc:
+            router.count_rejection(CARRIER, "malformed")
+            return _error(400, "bad_request", str(exc))
+        if event.event_id:
+            if event.event_id in self._seen_events:
+                log.info(
+                    "telnyx webhook retried; already handled",
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                )
+                return Response(status_code=200)
+            self._seen_events[event.event_id] = None
+            while len(self._seen_events) > _SEEN_EVENTS_MAX:
+                self._seen_events.popitem(last=False)
+        self._dispatch(event, router)
+        return Response(status_code=200)
+
+    def _dispatch(self, event: proto.WebhookEvent, router: CallRouter) -> None:
+        match event:
+            case proto.CallInitiated(direction="incoming"):
+                self._inbound(event, router)
+            case proto.CallAnswered():
+                call_id = self._stream_on_answer.pop(event.call_control_id, None)
+                if call_id is not None:
+                    body = proto.streaming_start_command(
+                        self._stream_url(call_id),
+                        client_state=proto.encode_client_state(call_id),
+                        command_id=proto.command_id_for(
+                            event.event_id or event.call_control_id, "streaming_start"
+                        ),
+                    )
+                    self._background(self._command(event.call_control_id, "streaming_start", body))
+            case proto.CallHangup():
+                call_id = self._call_id(event, router)
+                self._stream_on_answer.pop(event.call_control_id, None)
+                if call_id is not None:
+                    detail = {
+                        "hangup_cause": event.hangup_cause,
+                        "hangup_source": event.hangup_source,
+                        "sip_hangup_cause": event.sip_hangup_cause,
+                    }
+                    router.carrier_status(call_id, proto.status_for_hangup(event.hangup_cause), detail)
+                self._calls.pop(event.call_control_id, None)
+            case proto.MachineDetectionEnded() | proto.MachineGreetingEnded():
+                call_id = self._call_id(event, router)
+                if call_id is not None:
+                    router.machine_detected(call_id, proto.answered_by(event))
+            case proto.RecordingSaved():
+                call_id = self._call_id(event, router)
+                if call_id is not None and event.url:
+                    router.recording_ready(call_id, event.url, _duration(event))
+            case proto.StreamingFailed():
+                log.warning(
+                    "telnyx media stream failed",
+                    call_control_id=event.call_control_id,
+                    reason=event.failure_reason,
+                )
+            case _:
+                # call.dtmf.received duplicates the media stream's dtmf frame, which the session
+                # already gets in order with the audio; streaming.started/stopped are informational.
+                log.debug(
+                    "telnyx webhook", event_type=event.event_type, call_control_id=event.call_control_id
+                )
+
+    def _inbound(self, event: proto.CallInitiated, router: CallRouter) -> None:
+        key = event.event_id or event.call_control_id
+        try:
+            admission = router.admit(
+                InboundCall(
+                    carrier=CARRIER,
+                    carrier_call_id=event.call_control_id,
+                    caller=event.from_,
+                    callee=event.to,
+                )
+            )
+        except Exception:  # a switchboard bug must still leave the caller with an answer
+            log.exception("telnyx admit failed; rejecting", call_control_id=event.call_control_id)
+            admission = None
+        if admission is None:
+            body = proto.reject_command(command_id=proto.command_id_for(key, "reject"))
+            self._background(self._command(event.call_control_id, "reject", body))
+            return
+        self._calls[event.call_control_id] = admission.call_id
+        body = proto.answer_command(
+            self._stream_url(admission.call_id),
+            client_state=proto.encode_client_state(admission.call_id),
+            command_id=proto.command_id_for(key, "answer"),
+        )
+        self._background(self._command(event.call_control_id, "answer", body))
+
+    def _call_id(self, event: proto.CallControlEvent, router: CallRouter) -> str | None:
+        return (
+            event.call_id
+            or self._calls.get(event.call_control_id)
+            or router.call_id_for(CARRIER, event.call_control_id)
+        )
+
+    def _stream_url(self, call_id: str) -> str:
+        return self.ctx.public_url(f"/ws/telnyx/stream/{call_id}", websocket=True)
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except ProviderError as exc:
+                log.error("telnyx command failed", error=str(exc))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait until every command sent on behalf of a webhook has finished (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------ media
+
+    async def handle_media(self, websocket: WebSocket, call_id: str, router: CallRouter) -> None:
+        """Accept the media websocket of a call we answered or dialed, then run the call on it."""
+        if not router.expects_media(call_id):
+            router.count_rejection(CARRIER, "unexpected_media")
+            log.warning("telnyx media websocket refused: not a call awaiting media", call_id=call_id)
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        leg = TelnyxLeg(websocket, router)
+        try:
+            await router.run_media(call_id, leg)
+        finally:
+            await leg.close()
+
+    # ------------------------------------------------------------ REST
+
+    async def dial(self, request: DialRequest) -> str:
+        """`POST /v2/calls`; returns the new leg's call_control_id."""
+        stream_url = self._stream_url(request.call_id)
+        body = proto.dial_command(
+            connection_id=self._connection_id,
+            to=request.to,
+            from_=request.from_,
+            webhook_url=self.ctx.public_url("/webhooks/telnyx/voice"),
+            client_state=proto.encode_client_state(request.call_id),
+            command_id=proto.command_id_for(request.call_id, "dial"),
+            stream_url=stream_url if self.options.stream_on_dial else None,
+            answering_machine_detection=self.options.machine_detection_mode
+            if request.machine_detection
+            else None,
+        )
+        data = await self._request("POST", "/v2/calls", body)
+        call_control_id = data.get("call_control_id") if isinstance(data, dict) else None
+        if not isinstance(call_control_id, str) or not call_control_id:
+            raise ProviderProtocolError(
+                f"Telnyx dial answered without data.call_control_id: {data!r}", provider=CARRIER
+            )
+        self._calls[call_control_id] = request.call_id
+        if not self.options.stream_on_dial:
+            self._stream_on_answer[call_control_id] = request.call_id
+        return call_control_id
+
+    async def hangup(self, carrier_call_id: str) -> None:
+        """End a live call (a call that already ended counts as hung up)."""
+        body = proto.hangup_command(command_id=str(uuid.uuid4()))
+        await self._command(carrier_call_id, "hangup", body, ok_codes=frozenset({_CALL_ENDED_CODE}))
+
+    async def transfer(self, carrier_call_id: str, to: str) -> None:
+        """Transfer the caller to `to` (our leg leaves the call when the transfer connects)."""
+        await self._command(
+            carrier_call_id, "transfer", proto.transfer_command(to, command_id=str(uuid.uuid4()))
+        )
+
+    async def start_recording(self, carrier_call_id: str) -> None:
+        """Start recording the call; `call.recording.saved` reports the file."""
+        body = proto.record_start_command(
+            command_id=str(uuid.uuid4()),
+            format=self.options.recording_format,
+            channels=self.options.recording_channels,
+        )
+        await self._command(carrier_call_id, "record_start", body)
+
+    async def stop_recording(self, carrier_call_id: str) -> None:
+        """Stop recording the call."""
+        await self._command(
+            carrier_call_id, "record_stop", proto.record_stop_command(command_id=str(uuid.uuid4()))
+        )
+
+    async def send_dtmf(self, carrier_call_id: str, digits: str) -> None:
+        """Play DTMF digits into the call."""
+        await self._command(
+            carrier_call_id, "send_dtmf", proto.send_dtmf_command(digits, command_id=str(uuid.uuid4()))
+        )
+
+    async def probe(self) -> None:
+        """Check the API key and connection_id: `GET /v2/call_control_applications/{connection_id}`."""
+        await self._request("GET", f"/v2/call_control_applications/{self._connection_id}", None)
+
+    async def _command(
+        self,
+        call_control_id: str,
+        action: proto.Action,
+        body: dict[str, Any],
+        ok_codes: frozenset[str] = frozenset(),
+    ) -> None:
+        await self._request("POST", proto.command_path(call_control_id, action), body, ok_codes)
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, ok_codes: frozenset[str] = frozenset()
+    ) -> Any:
+        """One REST call with retries on network errors, 5xx and 429 (same body, so the same command_id).
+
+        An error whose Telnyx code is in `ok_codes` counts as success (returns None).
+        """
+        attempts = self.options.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._request_once(method, path, body, ok_codes)
+            except (ProviderConnectionError, ProviderRateLimitError) as exc:
+                if attempt == attempts:
+                    raise
+                delay = self.options.retry_backoff_ms / 1000 * 2 ** (attempt - 1)
+                log.warning(
+                    "telnyx request retried", method=method, path=path, attempt=attempt, error=str(exc)
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _request_once(
+        self, method: str, path: str, body: dict[str, Any] | None, ok_codes: frozenset[str]
+    ) -> Any:
+        url = self._base + path
+        timeout = aiohttp.ClientTimeout(total=self.options.request_timeout_secs)
+        try:
+            async with self._session.request(
+                method, url, json=body, headers=self._auth, timeout=timeout
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderConnectionError(
+                f"Telnyx {method} {path}: cannot reach {self._base}: {type(exc).__name__}: {exc}",
+                provider=CARRIER,
+            ) from exc
+        try:
+            doc: Any = json.loads(text) if text else {}
+        except ValueError:
+            doc = {}
+        if 200 <= status < 300:
+            return doc.get("data") if isinstance(doc, dict) else None
+        if ok_codes.intersection(proto.error_codes(doc)):
+            return None
+        detail = proto.error_detail(doc) or text[:200] or "no detail"
+        message = f"Telnyx {method} {path} → HTTP {status}: {detail}"
+        if status in (401, 403):
+            raise ProviderAuthError(message + " (check api_key / TELNYX_API_KEY)", provider=CARRIER)
+        if status == 429:
+            raise ProviderRateLimitError(message, provider=CARRIER)
+        if status >= 500:
+            raise ProviderConnectionError(message, provider=CARRIER)
+        raise ProviderError(message, provider=CARRIER)
+
+
+class TelnyxLeg:
+    """One call's Telnyx media websocket as a `kinds.CarrierLeg`."""
+
+    def __init__(self, websocket: WebSocket, router: CallRouter, reorder_window: int = 3) -> None:
+        self._ws = websocket
+        self._router = router
+        self._decoder = proto.MediaDecoder(reorder_window)
+        self._splitter = FrameSplitter()
+        self._send_lock = asyncio.Lock()
+        self._closed = False
+        self.frames_in = 0
+        self.frames_out = 0
+        self.bad_frames = 0
+
+    async def events(self) -> AsyncIterator[MediaEvent]:
+        """Media events until Telnyx sends `stop` or the socket closes."""
+        while True:
+            try:
+                message = await self._ws.receive()
+            except RuntimeError:  # receive after the socket was closed from our side
+                yield StreamStopped("closed")
+                return
+            if message["type"] == "websocket.disconnect":
+                yield StreamStopped("disconnected")
+                return
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            try:
+                decoded = self._decoder.feed(data)
+            except proto.TelnyxProtocolError as exc:
+                self.bad_frames += 1
+                self._router.count_bad_frame(CARRIER)
+                log.warning("telnyx media frame dropped", error=str(exc), stream_id=self._decoder.stream_id)
+                continue
+            for item in decoded:
+                if isinstance(item, proto.MediaStreamError):
+                    log.error(
+                        "telnyx media stream error",
+                        code=item.code,
+                        title=item.title,
+                        detail=item.detail,
+                        stream_id=self._decoder.stream_id,
+                    )
+                    continue
+                self.frames_in += 1
+                yield item
+                if isinstance(item, StreamStopped):
+                    return
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        """Queue μ-law toward the caller in 20 ms (160-byte) media frames."""
+        for frame in self._splitter.push(ulaw):
+            await self._send(proto.encode_media(frame))
+
+    async def send_mark(self, name: str) -> None:
+        """Flush the partial frame (padded with silence) and ask Telnyx to echo `name` once played."""
+        for frame in self._splitter.flush():
+            await self._send(proto.encode_media(frame))
+        await self._send(proto.encode_mark(name))
+
+    async def clear(self) -> None:
+        """Drop queued agent audio here and at Telnyx (barge-in)."""
+        self._splitter = FrameSplitter()
+        await self._send(proto.encode_clear())
+
+    async def close(self) -> None:
+        """Close the websocket from our side (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):  # already closed by the peer or the server: nothing left to do
+            await self._ws.close(code=1000)
+
+    async def _send(self, text: str) -> None:
+        if self._closed:
+            return
+        async with self._send_lock:
+            try:
+                await self._ws.send_text(text)
+                self.frames_out += 1
+            except Exception as exc:  # the peer went away; the events() side reports the end of the call
+                log.debug("telnyx media send failed", error=str(exc))
+                self._closed = True
+
+
+def _duration(event: proto.RecordingSaved) -> float | None:
+    try:
+        start = datetime.fromisoformat(event.recording_started_at.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(event.recording_ended_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+@asynccontextmanager
+async def build(options: TelnyxOptions, ctx: BuildContext) -> AsyncIterator[TelnyxCarrier]:
+    """Open the carrier's HTTP session; on exit finish pending commands and close it."""
+    async with aiohttp.ClientSession() as session:
+        carrier = TelnyxCarrier(options, ctx, session)
+        try:
+            yield carrier
+        finally:
+            await carrier.settle()
+
+
+async def check(carrier: TelnyxCarrier) -> None:
+    """`patterd check --probe`: the API key works and connection_id names a Call Control application."""
+    await carrier.probe()
+
+
+SPEC = ProviderSpec(
+    kind="carrier",
+    name="telnyx",
+    options=TelnyxOptions,
+    build=build,
+    summary="Telnyx Call Control v2 with bidirectional PCMU media streaming",
+    check=check,
+    capabilities=Capabilities(
+        streaming=True,
+        needs_network=True,
+        sample_rates=(8000,),
+        notes="AMD via answering_machine_detection; Ed25519 webhook signatures when public_key is set",
+    ),
+)

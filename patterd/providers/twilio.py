@@ -1,0 +1,554 @@
+"""The Twilio carrier: signed webhooks → TwiML, Media Streams legs, and the REST calls patterd places.
+
+Followed: twilio.com/docs/usage/webhooks/webhooks-security and twilio-python
+`twilio/request_validator.py` (signatures, also on the media websocket upgrade),
+/docs/voice/twiml/stream + /docs/voice/media-streams/websocket-messages (bidirectional
+<Connect><Stream>), /docs/voice/api/call-resource (create: Url, StatusCallback,
+StatusCallbackEvent, MachineDetection, AsyncAmd, AsyncAmdStatusCallback; update: Status=completed,
+Twiml), /docs/voice/api/recording (create on a live call, RecordingStatusCallback),
+/docs/voice/answering-machine-detection (AnsweredBy values), /docs/phone-numbers/api/incomingphonenumber-resource
+(VoiceUrl), /docs/usage/twilios-response (error JSON: code, message, more_info, status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode
+
+import aiohttp
+import structlog
+from pydantic import Field, SecretStr, model_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from patterd.errors import (
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRateLimitError,
+)
+from patterd.protocols import twilio as proto
+from patterd.protocols.audio import FrameSplitter
+from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
+from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.spec import (
+    BuildContext,
+    Capabilities,
+    ProviderOptions,
+    ProviderSpec,
+    env_secret,
+    env_str,
+)
+
+log = structlog.get_logger("patterd.providers.twilio")
+
+CARRIER = "twilio"
+HOOKS = ("voice", "status", "recording", "amd")
+API_VERSION = "2010-04-01"
+POLICY_VIOLATION = 1008  # websocket close code for a refused media stream
+# Twilio CallStatus → our status vocabulary (patterd.protocols.events.CallStatus).
+CALL_STATUS = {
+    "queued": "ringing",
+    "initiated": "ringing",
+    "ringing": "ringing",
+    "in-progress": "in_progress",
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "no-answer",
+    "failed": "failed",
+    "canceled": "canceled",
+}
+FINAL_CARRIER_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+_KNOWN_CALLS_LIMIT = 10_000  # CallSid → call_id entries kept for callbacks that lack our id
+
+
+class Options(ProviderOptions):
+    """`carrier: {type: twilio, ...}`."""
+
+    account_sid: str | None = Field(default_factory=env_str("TWILIO_ACCOUNT_SID"))
+    auth_token: SecretStr | None = Field(default_factory=env_secret("TWILIO_AUTH_TOKEN"))
+    base_url: str = "https://api.twilio.com"
+    validate_signatures: bool = True
+    status_callback_events: tuple[Literal["initiated", "ringing", "answered", "completed"], ...] = (
+        "initiated",
+        "ringing",
+        "answered",
+        "completed",
+    )
+    machine_detection: Literal["DetectMessageEnd", "Enable"] = "DetectMessageEnd"
+    timeout_secs: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    retry_backoff_secs: float = Field(default=0.25, ge=0)
+    stream_start_timeout_secs: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Options:
+        if not self.account_sid or self.auth_token is None or not self.auth_token.get_secret_value():
+            raise ValueError("Twilio carrier requires account_sid and auth_token")
+        return self
+
+
+# ------------------------------------------------------------------ media leg
+
+
+class TwilioLeg:
+    """One Twilio Media Stream as a `kinds.CarrierLeg`: parsed events in, 160-byte media frames out."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        state: proto.StreamState,
+        on_bad_frame: Callable[[], None],
+        first_events: Sequence[MediaEvent] = (),
+    ) -> None:
+        self._ws = websocket
+        self._state = state
+        self._on_bad_frame = on_bad_frame
+        self._pending = list(first_events)
+        self._splitter = FrameSplitter()
+        self._closed = False
+        self._stopped = any(isinstance(e, StreamStopped) for e in first_events)
+
+    @property
+    def stream_sid(self) -> str:
+        return self._state.stream_sid
+
+    @property
+    def marks_outstanding(self) -> list[str]:
+        return self._state.marks_outstanding
+
+    async def events(self) -> AsyncIterator[MediaEvent]:
+        """Media events until Twilio sends `stop` or the socket goes away (then StreamStopped)."""
+        for event in self._pending:
+            yield event
+        self._pending = []
+        if self._stopped:
+            return
+        receive = self._ws.receive
+        while True:
+            try:
+                message = await receive()
+            except RuntimeError:  # the socket was closed from our side
+                yield StreamStopped("closed")
+                return
+            if message["type"] == "websocket.disconnect":
+                yield StreamStopped("disconnected")
+                return
+            frame = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            try:
+                parsed = self._state.receive(frame)
+            except proto.TwilioProtocolError as exc:
+                log.warning("twilio_bad_frame", error=str(exc), stream_sid=self._state.stream_sid)
+                self._on_bad_frame()
+                continue
+            if parsed is None:
+                continue
+            yield parsed
+            if isinstance(parsed, StreamStopped):
+                self._stopped = True
+                return
+
+    async def _send(self, text: str) -> None:
+        if self._closed:
+            return
+        try:
+            await self._ws.send({"type": "websocket.send", "text": text})
+        except (RuntimeError, OSError) as exc:  # peer gone; events() reports the end of the stream
+            self._closed = True
+            log.debug("twilio_send_after_close", error=str(exc))
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        """Queue agent audio; sent as 20 ms media frames, a partial frame waits for more audio."""
+        for frame in self._splitter.push(ulaw):
+            await self._send(self._state.media(frame))
+
+    async def send_mark(self, name: str) -> None:
+        """Send what is left of the audio, then the mark.
+
+        The remainder goes out as a short media message rather than padded with silence: marks
+        come every few hundred ms in the middle of speech, and padding would put gaps in it.
+        """
+        rest = self._splitter.flush(pad=b"")
+        if rest:
+            await self._send(self._state.media(rest[0]))
+        await self._send(self._state.mark(name))
+
+    async def clear(self) -> None:
+        """Drop our partial frame and ask Twilio to drop its playback buffer."""
+        self._splitter.flush()
+        await self._send(self._state.clear())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with suppress(RuntimeError, OSError):
+            await self._ws.close(1000)
+
+
+# ------------------------------------------------------------------ the carrier
+
+
+class TwilioCarrier:
+    """`kinds.Carrier` for Twilio: webhooks, Media Streams, REST over one aiohttp session."""
+
+    name = CARRIER
+
+    def __init__(self, options: Options, ctx: BuildContext, session: aiohttp.ClientSession) -> None:
+        assert options.account_sid is not None and options.auth_token is not None  # the validator saw to it
+        self.options = options
+        self._ctx = ctx
+        self._session = session
+        self._sid = options.account_sid
+        self._token = options.auth_token.get_secret_value()
+        self._api = f"{options.base_url.rstrip('/')}/{API_VERSION}/Accounts/{quote(self._sid, safe='')}"
+        self._call_ids: OrderedDict[str, str] = OrderedDict()  # CallSid → our call id
+
+    # ---------------------------------------------------------------- webhooks
+
+    def _remember(self, call_sid: str, call_id: str) -> None:
+        self._call_ids[call_sid] = call_id
+        self._call_ids.move_to_end(call_sid)
+        while len(self._call_ids) > _KNOWN_CALLS_LIMIT:
+            self._call_ids.popitem(last=False)
+
+    def _call_id(self, request: Request, fields: Mapping[str, str], router: CallRouter) -> str | None:
+        call_id = request.query_params.get("call_id")
+        if call_id:
+            return call_id
+        call_sid = fields.get("CallSid", "")
+        return self._call_ids.get(call_sid) or router.call_id_for(CARRIER, call_sid)
+
+    async def handle_webhook(self, request: Request, hook: str, router: CallRouter) -> Response:
+        """Verify the signature, then answer `voice` with TwiML or apply a status/recording/amd callback."""
+        if hook not in HOOKS:
+            return Response(f"unknown Twilio webhook {hook!r}; expected one of {', '.join(HOOKS)}", 404)
+        body = (await request.body()).decode("utf-8", "replace")
+        query = request.url.query
+        url = self._ctx.public_url(request.url.path + ("?" + query if query else ""))
+        signed: list[tuple[str, str]] | str
+        if request.headers.get("content-type", "").startswith("application/json"):
+            signed = body
+            try:
+                loaded = json.loads(body)
+            except ValueError:
+                loaded = {}
+            fields = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        else:
+            signed = parse_qsl(body, keep_blank_values=True)
+            fields = dict(signed)
+        if self.options.validate_signatures and not proto.validate_signature(
+            self._token, url, signed, request.headers.get(proto.SIGNATURE_HEADER)
+        ):
+            router.count_rejection(CARRIER, "signature")
+            log.warning("twilio_bad_signature", hook=hook, url=url, call_sid=fields.get("CallSid"))
+            return Response("invalid X-Twilio-Signature", 403)
+        if hook == "voice":
+            return self._voice(request, fields, router)
+        call_id = self._call_id(request, fields, router)
+        if call_id is None:
+            log.info("twilio_callback_for_unknown_call", hook=hook, call_sid=fields.get("CallSid"))
+            return Response(status_code=204)
+        if hook == "status":
+            self._status(call_id, fields, router)
+        elif hook == "recording":
+            status = fields.get("RecordingStatus", "completed")
+            if status == "completed" and fields.get("RecordingUrl"):
+                router.recording_ready(
+                    call_id, fields["RecordingUrl"], _float(fields.get("RecordingDuration"))
+                )
+            else:
+                log.info("twilio_recording_status", call_id=call_id, status=status)
+        else:  # amd
+            router.machine_detected(call_id, fields.get("AnsweredBy", "unknown"))
+        return Response(status_code=204)
+
+    def _voice(self, request: Request, fields: Mapping[str, str], router: CallRouter) -> Response:
+        call_sid = fields.get("CallSid")
+        if not call_sid:
+            return Response("Twilio voice webhook without CallSid", 400)
+        our_id = request.query_params.get("call_id") or None
+        outbound = our_id is not None or fields.get("Direction", "inbound").startswith("outbound")
+        admission = router.admit(
+            InboundCall(
+                carrier=CARRIER,
+                carrier_call_id=call_sid,
+                caller=fields.get("From", ""),
+                callee=fields.get("To", ""),
+                direction="outbound" if outbound else "inbound",
+                call_id=our_id,
+            )
+        )
+        if admission is None:
+            log.info("twilio_call_rejected", call_sid=call_sid)
+            return Response(proto.reject(), media_type=proto.TWIML_CONTENT_TYPE)
+        self._remember(call_sid, admission.call_id)
+        stream_url = self._ctx.public_url(f"/ws/stream/{quote(admission.call_id, safe='')}", websocket=True)
+        parameters = {"call_id": admission.call_id, **admission.parameters}
+        return Response(proto.connect_stream(stream_url, parameters), media_type=proto.TWIML_CONTENT_TYPE)
+
+    def _status(self, call_id: str, fields: Mapping[str, str], router: CallRouter) -> None:
+        raw = fields.get("CallStatus", "")
+        detail: dict[str, Any] = {"carrier_status": raw, "call_sid": fields.get("CallSid", "")}
+        for key, name in (("CallDuration", "duration_secs"), ("SipResponseCode", "sip_response_code")):
+            if fields.get(key):
+                detail[name] = fields[key]
+        if fields.get("AnsweredBy"):
+            detail["answered_by"] = fields["AnsweredBy"]
+        router.carrier_status(call_id, CALL_STATUS.get(raw, raw), detail)
+        if raw in FINAL_CARRIER_STATUSES:
+            self._call_ids.pop(fields.get("CallSid", ""), None)
+
+    # ---------------------------------------------------------------- media
+
+    async def handle_media(self, websocket: WebSocket, call_id: str, router: CallRouter) -> None:
+        """Refuse unsigned or unexpected media sockets (1008); otherwise run the call on a TwilioLeg."""
+        if self.options.validate_signatures:
+            query = websocket.url.query
+            url = self._ctx.public_url(websocket.url.path + ("?" + query if query else ""), websocket=True)
+            if not proto.validate_signature(
+                self._token, url, None, websocket.headers.get(proto.SIGNATURE_HEADER)
+            ):
+                router.count_rejection(CARRIER, "signature")
+                log.warning("twilio_media_bad_signature", call_id=call_id, url=url)
+                await websocket.close(POLICY_VIOLATION)
+                return
+        if not router.expects_media(call_id):
+            router.count_rejection(CARRIER, "unknown_call")
+            log.warning("twilio_media_unexpected", call_id=call_id)
+            await websocket.close(POLICY_VIOLATION)
+            return
+        await websocket.accept()
+        state = proto.StreamState()
+        first = await self._await_start(websocket, state, router)
+        if isinstance(first, StreamStarted):
+            claimed = first.parameters.get("call_id")
+            if claimed is not None and claimed != call_id:
+                router.count_rejection(CARRIER, "call_id_mismatch")
+                log.warning("twilio_media_call_id_mismatch", call_id=call_id, claimed=claimed)
+                await websocket.close(POLICY_VIOLATION)
+                return
+        leg = TwilioLeg(websocket, state, lambda: router.count_bad_frame(CARRIER), [first])
+        try:
+            await router.run_media(call_id, leg)
+        finally:
+            await leg.close()
+
+    async def _await_start(
+        self, websocket: WebSocket, state: proto.StreamState, router: CallRouter
+    ) -> MediaEvent:
+        """Read up to Twilio's `start` so the leg knows its streamSid before anyone sends audio."""
+        try:
+            async with asyncio.timeout(self.options.stream_start_timeout_secs):
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return StreamStopped("disconnected before start")
+                    frame = message.get("text")
+                    try:
+                        event = state.receive(frame if frame is not None else message.get("bytes") or b"")
+                    except proto.TwilioProtocolError as exc:
+                        log.warning("twilio_bad_frame", error=str(exc), stream_sid="")
+                        router.count_bad_frame(CARRIER)
+                        continue
+                    if isinstance(event, StreamStarted | StreamStopped):
+                        return event
+        except TimeoutError:
+            log.warning("twilio_media_no_start", timeout_secs=self.options.stream_start_timeout_secs)
+            return StreamStopped("no start message")
+
+    # ---------------------------------------------------------------- REST
+
+    def _public(self, hook: str, call_id: str) -> str:
+        return self._ctx.public_url(f"/webhooks/twilio/{hook}?" + urlencode({"call_id": call_id}))
+
+    async def dial(self, request: DialRequest) -> str:
+        """POST Calls.json; Twilio fetches our voice webhook (carrying our call id) when the callee answers."""
+        data: list[tuple[str, str]] = [
+            ("To", request.to),
+            ("From", request.from_),
+            ("Url", self._public("voice", request.call_id)),
+            ("Method", "POST"),
+            ("StatusCallback", self._public("status", request.call_id)),
+            ("StatusCallbackMethod", "POST"),
+        ]
+        data += [("StatusCallbackEvent", event) for event in self.options.status_callback_events]
+        if request.machine_detection:
+            data += [
+                ("MachineDetection", self.options.machine_detection),
+                ("AsyncAmd", "true"),
+                ("AsyncAmdStatusCallback", self._public("amd", request.call_id)),
+                ("AsyncAmdStatusCallbackMethod", "POST"),
+            ]
+        answer = await self._request("POST", "/Calls.json", data)
+        sid = answer.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise ProviderProtocolError(
+                f"Twilio Calls.json answer without a call sid: {answer!r:.200}", provider=CARRIER
+            )
+        self._remember(sid, request.call_id)
+        return sid
+
+    async def hangup(self, carrier_call_id: str) -> None:
+        """Update the call with Status=completed."""
+        await self._request(
+            "POST", f"/Calls/{quote(carrier_call_id, safe='')}.json", [("Status", "completed")]
+        )
+
+    async def transfer(self, carrier_call_id: str, to: str) -> None:
+        """Replace the call's TwiML with `<Dial>to</Dial>` (ends the media stream)."""
+        await self._request(
+            "POST", f"/Calls/{quote(carrier_call_id, safe='')}.json", [("Twiml", proto.dial(to))]
+        )
+
+    async def start_recording(self, carrier_call_id: str) -> None:
+        """Start recording a live call; Twilio POSTs /webhooks/twilio/recording when it is saved."""
+        data = [("RecordingStatusCallbackEvent", "completed"), ("RecordingStatusCallbackMethod", "POST")]
+        call_id = self._call_ids.get(carrier_call_id)
+        callback = (
+            self._public("recording", call_id)
+            if call_id
+            else self._ctx.public_url("/webhooks/twilio/recording")
+        )
+        data.append(("RecordingStatusCallback", callback))
+        await self._request("POST", f"/Calls/{quote(carrier_call_id, safe='')}/Recordings.json", data)
+
+    async def configure_number(self, phone_number: str, voice_url: str) -> str:
+        """Point the number's voice webhook at `voice_url` (tunnel auto-configuration); returns its sid."""
+        found = await self._request("GET", "/IncomingPhoneNumbers.json", params={"PhoneNumber": phone_number})
+        numbers = found.get("incoming_phone_numbers")
+        if not isinstance(numbers, list) or not numbers or not isinstance(numbers[0], dict):
+            raise ProviderError(
+                f"Twilio account {self._sid} has no incoming phone number {phone_number}", provider=CARRIER
+            )
+        number_sid = str(numbers[0].get("sid", ""))
+        await self._request(
+            "POST",
+            f"/IncomingPhoneNumbers/{quote(number_sid, safe='')}.json",
+            [("VoiceUrl", voice_url), ("VoiceMethod", "POST")],
+        )
+        return number_sid
+
+    async def check(self) -> None:
+        """Fetch the account: proves the base URL answers and the credentials are accepted."""
+        await self._request("GET", "")
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        data: Sequence[tuple[str, str]] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One REST call with retries for retryable failures (429, 5xx, connection errors)."""
+        url = self._api + (path or ".json")
+        body = urlencode(list(data)).encode() if data is not None else None
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else None
+        attempt = 0
+        while True:
+            attempt += 1
+            delay = self.options.retry_backoff_secs * 2 ** (attempt - 1)
+            error: ProviderError
+            try:
+                async with self._session.request(
+                    method, url, data=body, params=params, headers=headers
+                ) as resp:
+                    text = await resp.text()
+                    if resp.status < 300:
+                        return _json_object(text, method, path)
+                    error = _http_error(resp.status, text, method, path or ".json")
+                    retry_after = _float(resp.headers.get("Retry-After"))
+                    if resp.status == 429 and retry_after is not None:
+                        delay = min(retry_after, 5.0)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = ProviderConnectionError(
+                    f"Twilio {method} {url}: {type(exc).__name__}: {exc}", provider=CARRIER
+                )
+            if not error.retryable or attempt >= self.options.max_attempts:
+                raise error
+            log.info("twilio_retry", method=method, path=path, attempt=attempt, error=str(error))
+            await asyncio.sleep(delay)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _json_object(text: str, method: str, path: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        raise ProviderProtocolError(
+            f"Twilio {method} {path}: answer is not JSON: {text!r:.200}", provider=CARRIER
+        ) from None
+    if not isinstance(answer, dict):
+        raise ProviderProtocolError(
+            f"Twilio {method} {path}: expected a JSON object, got {text!r:.200}", provider=CARRIER
+        )
+    return answer
+
+
+def _http_error(status: int, text: str, method: str, path: str) -> ProviderError:
+    """Map a Twilio error answer ({code, message, more_info, status}) to our exception tree."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and payload.get("message"):
+        code = payload.get("code")
+        reason = f"error {code}: {payload['message']}" if code else str(payload["message"])
+    else:
+        reason = text.strip()[:200] or "no body"
+    message = f"Twilio {method} {path}: HTTP {status} {reason}"
+    if status in (401, 403):
+        return ProviderAuthError(message + " (check account_sid and auth_token)", provider=CARRIER)
+    if status == 429:
+        return ProviderRateLimitError(message, provider=CARRIER)
+    if status >= 500:
+        return ProviderConnectionError(message, provider=CARRIER)
+    return ProviderError(message, provider=CARRIER)
+
+
+@asynccontextmanager
+async def build(options: Options, ctx: BuildContext) -> AsyncIterator[TwilioCarrier]:
+    """One aiohttp session (basic auth sid:token) for the carrier's lifetime."""
+    assert options.account_sid is not None and options.auth_token is not None
+    credentials = f"{options.account_sid}:{options.auth_token.get_secret_value()}".encode()
+    # Built by hand: aiohttp.BasicAuth is deprecated in recent aiohttp, encode_basic_auth is too new.
+    headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
+    timeout = aiohttp.ClientTimeout(total=options.timeout_secs)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        yield TwilioCarrier(options, ctx, session)
+
+
+async def check(provider: TwilioCarrier) -> None:
+    """`patterd check --probe`: are the credentials accepted?"""
+    await provider.check()
+
+
+SPEC = ProviderSpec(
+    kind="carrier",
+    name="twilio",
+    options=Options,
+    build=build,
+    summary="Twilio Programmable Voice: signed webhooks, bidirectional Media Streams, REST calls",
+    check=check,
+    capabilities=Capabilities(
+        streaming=True, needs_network=True, sample_rates=(8000,), notes="μ-law 8 kHz Media Streams"
+    ),
+)

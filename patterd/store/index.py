@@ -1,0 +1,226 @@
+"""The SQLite index of call records (`<root>/index.sqlite3`): fast listing, filtering and paging.
+
+The files stay the source of truth: the index holds each call's metadata and the mtime of its
+metadata.json, so hydrate can tell which directories changed, and it is rebuilt from the tree
+when missing, stale (other schema) or corrupt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+INDEX_NAME = "index.sqlite3"
+INDEX_SCHEMA = "1"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (
+    relpath TEXT PRIMARY KEY,      -- YYYY/MM/DD/<call_id> under <root>/calls
+    call_id TEXT NOT NULL,
+    day TEXT NOT NULL,             -- YYYY/MM/DD
+    started_at TEXT NOT NULL,      -- ISO-8601 ms Z: sorts like time
+    status TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    mtime_ns INTEGER NOT NULL,     -- of metadata.json when indexed
+    metadata TEXT NOT NULL         -- metadata.json as JSON
+);
+"""
+SECONDARY_INDEXES = {
+    "calls_time": "calls (started_at, call_id)",
+    "calls_status": "calls (status, started_at, call_id)",
+    "calls_agent": "calls (agent, started_at, call_id)",
+    "calls_id": "calls (call_id)",
+    "calls_day": "calls (day)",
+}
+BULK_ROWS = 5000
+
+Row = tuple[str, str, str, str, str, str, int, str]
+
+
+def encode_cursor(started_at: str, call_id: str) -> str:
+    """An opaque cursor pointing after (started_at, call_id) in newest-first order."""
+    return base64.urlsafe_b64encode(json.dumps([started_at, call_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """(started_at, call_id) of a cursor; ValueError when it did not come from list_calls."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started_at, call_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError(f"cursor {cursor!r} is not a cursor returned by a call listing") from exc
+    if not isinstance(started_at, str) or not isinstance(call_id, str):
+        raise ValueError(f"cursor {cursor!r} is not a cursor returned by a call listing")
+    return started_at, call_id
+
+
+def row_of(relpath: str, metadata: dict[str, Any], mtime_ns: int, text: str | None = None) -> Row:
+    """The index row of one call directory; `text` is metadata as JSON when already at hand."""
+    agent = metadata.get("agent")
+    name = agent.get("name", "") if isinstance(agent, dict) else ""
+    return (
+        relpath,
+        str(metadata["call_id"]),
+        relpath.rsplit("/", 1)[0],
+        str(metadata["started_at"]),
+        str(metadata.get("status", "")),
+        str(name or ""),
+        mtime_ns,
+        text if text is not None else json.dumps(metadata, ensure_ascii=False, separators=(",", ":")),
+    )
+
+
+class CallIndex:
+    """One connection to the index; safe to share between threads (calls are serialized)."""
+
+    def __init__(self, path: Path, *, verify: bool = False) -> None:
+        """Open (creating or rebuilding) the index; `verify` runs a quick_check (~80 ms at 100k calls)."""
+        self.path = path
+        self.verify = verify
+        self._lock = threading.Lock()
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """Open the index, deleting and recreating it when it is corrupt or of another schema."""
+        try:
+            db = self._connect()
+            version = db.execute("SELECT value FROM info WHERE key = 'schema'").fetchone()
+            if version is not None and version[0] == INDEX_SCHEMA:
+                return db
+            if version is not None:
+                log.info("store_index_stale", path=str(self.path), schema=version[0], expected=INDEX_SCHEMA)
+            db.close()
+        except sqlite3.DatabaseError as exc:
+            log.warning("store_index_corrupt", path=str(self.path), error=str(exc), action="rebuilding")
+        self.remove_files(self.path)
+        db = self._connect()
+        db.execute("INSERT OR REPLACE INTO info VALUES ('schema', ?)", (INDEX_SCHEMA,))
+        db.commit()
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # the tree is the truth; the index can be rebuilt
+        db.executescript(_DDL)
+        self._create_indexes(db)
+        if self.verify:
+            (result,) = db.execute("PRAGMA quick_check(1)").fetchone()
+            if result != "ok":
+                db.close()
+                raise sqlite3.DatabaseError(f"quick_check of {self.path}: {result}")
+        return db
+
+    def _create_indexes(self, db: sqlite3.Connection | None = None) -> None:
+        for name, columns in SECONDARY_INDEXES.items():
+            (db or self._db).execute(f"CREATE INDEX IF NOT EXISTS {name} ON {columns}")
+
+    @staticmethod
+    def remove_files(path: Path) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                path.with_name(path.name + suffix).unlink()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------ writes
+
+    def upsert(self, rows: Sequence[Row]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                # A bulk load (hydrate) is faster with the secondary indexes built once at the end.
+                bulk = len(rows) >= BULK_ROWS
+                if bulk:
+                    for name in SECONDARY_INDEXES:
+                        self._db.execute(f"DROP INDEX IF EXISTS {name}")
+                self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                if bulk:
+                    self._create_indexes()
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def delete(self, relpaths: Iterable[str]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM calls WHERE relpath = ?", ((r,) for r in relpaths))
+            self._db.execute("COMMIT")
+
+    def delete_days(self, days: Iterable[str]) -> None:
+        """Forget every call of these day directories (`YYYY/MM/DD`)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM calls WHERE day = ?", ((d,) for d in days))
+            self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------ reads
+
+    def known(self) -> dict[str, tuple[int, str]]:
+        """relpath → (mtime_ns of metadata.json when indexed, status) of every indexed call."""
+        with self._lock:
+            rows = self._db.execute("SELECT relpath, mtime_ns, status FROM calls")
+            return {r[0]: (r[1], r[2]) for r in rows}
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM calls").fetchone()[0])
+
+    def get(self, call_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(relpath, metadata) of a call, newest if the id is somehow in two days."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT relpath, metadata FROM calls WHERE call_id = ? ORDER BY started_at DESC LIMIT 1",
+                (call_id,),
+            ).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def query(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Metadata newest first (started_at, call_id), since ≤ started_at < until, after a cursor."""
+        where: list[str] = []
+        args: list[Any] = []
+        for clause, value in (("status = ?", status), ("agent = ?", agent)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            args.append(until)
+        if after is not None:
+            where.append("(started_at, call_id) < (?, ?)")
+            args.extend(after)
+        sql = "SELECT metadata FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, call_id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [json.loads(r[0]) for r in rows]

@@ -1,0 +1,211 @@
+"""The single background thread that writes call records: atomic metadata, one-write JSONL appends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from patterd.store.records import json_line
+
+log = structlog.get_logger(__name__)
+
+METADATA = "metadata.json"
+TRANSCRIPT = "transcript.jsonl"
+EVENTS = "events.jsonl"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a reader or a crash sees the old or the new file, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one whole line with a single write on an O_APPEND fd (a crash tears at most this line)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+    finally:
+        os.close(fd)
+    if written != len(line):
+        raise OSError(f"short write to {path}: {written} of {len(line)} bytes (disk full?)")
+
+
+def sync_file(path: Path) -> None:
+    """fsync an existing file (no-op when it was never created)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class _Metadata:
+    relpath: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    relpath: str
+    filename: str
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    relpath: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Barrier:
+    done: threading.Event
+
+
+_STOP = object()
+_Op = _Metadata | _Append | _Done | _Barrier
+
+# Called on the writer thread after metadata.json landed: (relpath, metadata, mtime_ns).
+OnMetadata = Callable[[str, dict[str, Any], int], None]
+
+
+class RecordWriter:
+    """Owns every disk write of call records; callers enqueue and return at once.
+
+    Writes run in order on one thread, so a call's metadata, transcript and events never race.
+    An OSError (full disk, read-only or vanished root) is logged, counted in `errors`, and the
+    next write is tried anyway: a call never notices.
+    """
+
+    def __init__(self, calls_root: Path, on_metadata: OnMetadata | None = None) -> None:
+        self.calls_root = calls_root
+        self.errors = 0
+        self._on_metadata = on_metadata
+        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        self._made: set[str] = set()
+        self._warned: set[str] = set()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="patterd-store-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ enqueue (any thread, never blocks)
+
+    def write_metadata(self, relpath: str, metadata: dict[str, Any]) -> None:
+        self._put(_Metadata(relpath, metadata))
+
+    def append(self, relpath: str, filename: str, obj: dict[str, Any]) -> None:
+        self._put(_Append(relpath, filename, obj))
+
+    def call_done(self, relpath: str) -> None:
+        """The call ended: make its JSONL files durable and forget its bookkeeping."""
+        self._put(_Done(relpath))
+
+    def _put(self, op: _Op) -> None:
+        if not self._closed:
+            self._queue.put(op)
+
+    # ------------------------------------------------------------ waiting
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything enqueued before this call is on disk; False on timeout."""
+        if self._closed or not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(_Barrier(done))
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        while True:
+            op = self._queue.get()
+            if op is _STOP:
+                return
+            try:
+                self._do(op)  # type: ignore[arg-type]
+            except OSError as exc:
+                self._failed(op, exc)  # type: ignore[arg-type]
+            except Exception:  # a bug must not kill the only writer thread
+                self.errors += 1
+                log.exception("store_write_bug", op=type(op).__name__)
+
+    def _do(self, op: _Op) -> None:
+        if isinstance(op, _Barrier):
+            op.done.set()
+            return
+        directory = self.calls_root / op.relpath
+        if isinstance(op, _Done):
+            for name in (TRANSCRIPT, EVENTS):
+                sync_file(directory / name)
+            self._made.discard(op.relpath)
+            self._warned.discard(op.relpath)
+            return
+        if op.relpath not in self._made:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made.add(op.relpath)
+        if isinstance(op, _Append):
+            append_line(directory / op.filename, json_line(op.obj))
+            return
+        path = directory / METADATA
+        write_atomic(path, json_line(op.metadata))
+        if self._on_metadata is not None:
+            self._on_metadata(op.relpath, op.metadata, os.stat(path).st_mtime_ns)
+
+    def _failed(self, op: _Op, exc: OSError) -> None:
+        self.errors += 1
+        relpath = getattr(op, "relpath", "")
+        self._made.discard(relpath)  # the directory may be gone: recreate it next time
+        if relpath in self._warned:
+            log.debug("store_write_failed", relpath=relpath, error=str(exc))
+            return
+        self._warned.add(relpath)
+        log.warning(
+            "store_write_failed",
+            relpath=relpath,
+            path=str(self.calls_root / relpath),
+            error=str(exc),
+            hint="the call goes on; its record on disk may be incomplete",
+        )

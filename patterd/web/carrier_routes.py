@@ -1,0 +1,63 @@
+"""The carriers' webhook and media websocket routes (fixed paths, dispatched to the running carrier)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from patterd.providers.kinds import Carrier
+from patterd.web.auth import is_authorized
+from patterd.web.errors import error_response
+from patterd.web.runtime import Runtime
+
+
+def _carrier(runtime: Runtime, name: str, call_id: str | None = None) -> Carrier | None:
+    """The carrier that owns a call (its graph may be an older one, draining), else the current one."""
+    board = runtime.switchboard
+    if call_id is not None and call_id in board.calls:
+        return board.calls[call_id].graph.carriers.get(name)
+    return board.graph.carriers.get(name)
+
+
+def carrier_routes(runtime: Runtime) -> list[BaseRoute]:
+    """Routes of contracts §3 for Twilio, Telnyx and the local softphone."""
+
+    def webhook(name: str) -> Route:
+        async def handle(request: Request) -> Response:
+            if name == "local" and not is_authorized(request, runtime.token, loopback=runtime.loopback):
+                return error_response(
+                    401, "a token is required"
+                )  # the softphone follows the dashboard's rule
+            carrier = _carrier(runtime, name, request.query_params.get("call_id"))
+            if carrier is None:
+                return error_response(404, f"carrier {name!r} is not configured")
+            return await carrier.handle_webhook(request, request.path_params["hook"], runtime.switchboard)
+
+        return Route(f"/webhooks/{name}/{{hook}}", handle, methods=["POST"], name=f"{name}_webhook")
+
+    def media(path: str, name: str) -> WebSocketRoute:
+        async def handle(websocket: WebSocket) -> None:
+            call_id = websocket.path_params["call_id"]
+            if name == "local" and not is_authorized(websocket, runtime.token, loopback=runtime.loopback):
+                runtime.switchboard.count_rejection(name, "token")
+                await websocket.close(code=1008)
+                return
+            carrier = _carrier(runtime, name, call_id)
+            if carrier is None:
+                runtime.switchboard.count_rejection(name, "not_configured")
+                await websocket.close(code=1008)
+                return
+            await carrier.handle_media(websocket, call_id, runtime.switchboard)
+
+        return WebSocketRoute(path, handle, name=f"{name}_media")
+
+    return [
+        webhook("twilio"),
+        webhook("telnyx"),
+        webhook("local"),
+        media("/ws/stream/{call_id}", "twilio"),
+        media("/ws/telnyx/stream/{call_id}", "telnyx"),
+        media("/ws/local/{call_id}", "local"),
+    ]
