@@ -330,7 +330,9 @@ class CallSession:
             self._segment = segment
             self._segment_start = start
             self._segment_ms = 0.0
-        elif now > self._play_end:  # a pause inside the segment: shift its start so elapsed time = heard audio
+        elif (
+            now > self._play_end
+        ):  # a pause inside the segment: shift its start so elapsed time = heard audio
             self._segment_start += now - self._play_end
         self._segment_ms += ms
         self._play_end = start + ms / 1000.0
@@ -412,7 +414,7 @@ class CallSession:
             and self._turn_latency_ms is not None
         ):
             event = dataclasses.replace(event, latency_ms=round(self._turn_latency_ms, 1))
-                self._turn_latency_ms = None
+            self._turn_latency_ms = None
         if isinstance(event, TranscriptLine) and self._leg is not None:
             show = getattr(self._leg, "send_transcript", None)  # legs with a screen (the softphone) show it
             if show is not None:

@@ -57,44 +57,40 @@ async def test_invalid_client_events_get_error_events() -> None:
 async def test_vad_transcript_reply_and_tool_call() -> None:
     replies: list[Reply] = [Say("Hello there."), CallTool("lookup", {"id": 1}), Say("Done.")]
     fake = FakeRealtimeServer(replies=replies, transcripts=["hi"], pace=50)
-    async with fake, connect(fake.url_when_started(), additional_headers={"Authorization": "Bearer sk-test"}) as ws:
-        if True:
-            await next_of(ws, "session.created")
-            await ws.send(rt.session_update(instructions="x", voice="alloy"))
-            await next_of(ws, "session.updated")
-            audio = b"\x00\x00" * 24 * 1000 + tone_pcm24(600) + b"\x00\x00" * 24 * 800
-            for i in range(0, len(audio), 960):
-                await ws.send(rt.input_audio_append(audio[i : i + 960]))
-            started = await next_of(ws, "input_audio_buffer.speech_started")
-            assert 600 <= started["audio_start_ms"] <= 1000  # includes the 300 ms prefix padding
-            stopped = await next_of(ws, "input_audio_buffer.speech_stopped")
-            assert 1550 <= stopped["audio_end_ms"] <= 1700
-            assert (await next_of(ws, "conversation.item.input_audio_transcription.completed"))[
-                "transcript"
-            ] == "hi"
-            delta = await next_of(ws, "response.output_audio.delta")
-            assert len(base64.b64decode(delta["delta"])) > 0
-            assert (await next_of(ws, "response.output_audio_transcript.done"))[
-                "transcript"
-            ] == "Hello there."
-            done = await next_of(ws, "response.done")
-            assert (
-                done["response"]["status"] == "completed" and done["response"]["usage"]["output_tokens"] == 80
-            )
-            await ws.send(rt.response_create())
-            call = await next_of(ws, "response.function_call_arguments.done")
-            assert call["name"] == "lookup" and json.loads(call["arguments"]) == {"id": 1}
-            await next_of(ws, "response.done")
-            await ws.send(rt.function_call_output(call["call_id"], "ok"))
-            await ws.send(rt.response_create())
-            assert (await next_of(ws, "response.output_audio_transcript.done"))["transcript"] == "Done."
+    async with fake, connect(fake.url, additional_headers={"Authorization": "Bearer sk-test"}) as ws:
+        await next_of(ws, "session.created")
+        await ws.send(rt.session_update(instructions="x", voice="alloy"))
+        await next_of(ws, "session.updated")
+        audio = b"\x00\x00" * 24 * 1000 + tone_pcm24(600) + b"\x00\x00" * 24 * 800
+        for i in range(0, len(audio), 960):
+            await ws.send(rt.input_audio_append(audio[i : i + 960]))
+        started = await next_of(ws, "input_audio_buffer.speech_started")
+        assert 600 <= started["audio_start_ms"] <= 1000  # includes the 300 ms prefix padding
+        stopped = await next_of(ws, "input_audio_buffer.speech_stopped")
+        assert 1550 <= stopped["audio_end_ms"] <= 1700
+        assert (await next_of(ws, "conversation.item.input_audio_transcription.completed"))[
+            "transcript"
+        ] == "hi"
+        delta = await next_of(ws, "response.output_audio.delta")
+        assert len(base64.b64decode(delta["delta"])) > 0
+        assert (await next_of(ws, "response.output_audio_transcript.done"))["transcript"] == "Hello there."
+        done = await next_of(ws, "response.done")
+        assert done["response"]["status"] == "completed" and done["response"]["usage"]["output_tokens"] == 80
+        await ws.send(rt.response_create())
+        call = await next_of(ws, "response.function_call_arguments.done")
+        assert call["name"] == "lookup" and json.loads(call["arguments"]) == {"id": 1}
+        await next_of(ws, "response.done")
+        await ws.send(rt.function_call_output(call["call_id"], "ok"))
+        await ws.send(rt.response_create())
+        assert (await next_of(ws, "response.output_audio_transcript.done"))["transcript"] == "Done."
     assert fake.tool_outputs[0]["output"] == "ok" and fake.errors == []
 
 
 async def test_cancel_and_truncate() -> None:
-    async with FakeRealtimeServer(
-        replies=[Say("This is a rather long answer to cut short.")], pace=2
-    ) as fake, connect(fake.url, additional_headers={"Authorization": "Bearer sk-test"}) as ws:
+    async with (
+        FakeRealtimeServer(replies=[Say("This is a rather long answer to cut short.")], pace=2) as fake,
+        connect(fake.url, additional_headers={"Authorization": "Bearer sk-test"}) as ws,
+    ):
         await next_of(ws, "session.created")
         await ws.send(rt.response_create())
         delta = await next_of(ws, "response.output_audio.delta")

@@ -20,7 +20,7 @@ from patterd.protocols.events import BargeIn, CallEvent, CallFailed, TranscriptL
 from patterd.providers.kinds import ToolSchema
 from patterd.providers.openai_realtime import SPEC, OpenAIRealtimeOptions, RealtimeSession, check
 from patterd.providers.spec import BuildContext
-from tests.fakes.openai_realtime import CallTool, FakeRealtimeServer, Say
+from tests.fakes.openai_realtime import CallTool, FakeRealtimeServer, Reply, Say
 
 TIMEOUT = 10.0
 
@@ -187,7 +187,7 @@ def test_options_defaults_and_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert opts.audio_format == "pcm" and opts.turn_detection is not None
     assert opts.turn_detection["type"] == "server_vad"
     with pytest.raises(pydantic.ValidationError):
-        OpenAIRealtimeOptions(audio_format="g711_ulaw")  # type: ignore[arg-type]
+        OpenAIRealtimeOptions.model_validate({"audio_format": "g711_ulaw"})
 
 
 # ------------------------------------------------------------------ conversation
@@ -263,7 +263,11 @@ async def test_tool_call_round_trip() -> None:
             {"type": "object", "properties": {"order_id": {"type": "string"}}},
         )
     ]
-    replies = [Say("Hi."), CallTool("lookup_order", {"order_id": "42"}), Say("Order 42 ships tomorrow.")]
+    replies: list[Reply] = [
+        Say("Hi."),
+        CallTool("lookup_order", {"order_id": "42"}),
+        Say("Order 42 ships tomorrow."),
+    ]
     async with FakeRealtimeServer(replies=replies, pace=50) as fake:
         call = Call(first_message="Hi.", tools=tools, tool_results={"lookup_order": '{"status": "shipping"}'})
         async with running(options(fake), call) as (session, _):
