@@ -166,7 +166,9 @@ class _Reply:
 def heard_texts(sentences: Sequence[_Sentence], played_ms: float | None) -> list[str]:
     """Per sentence, the text the caller heard after `played_ms` of the reply (None: all of it)."""
     if played_ms is None:
-        return [s.text if s.audio_bytes else "" for s in sentences]  # a sentence the TTS failed was never heard
+        return [
+            s.text if s.audio_bytes else "" for s in sentences
+        ]  # a sentence the TTS failed was never heard
     out: list[str] = []
     elapsed = 0.0
     for s in sentences:

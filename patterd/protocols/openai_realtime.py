@@ -306,14 +306,27 @@ class ResponseUsage:
     output_text_tokens: int = 0
     output_audio_tokens: int = 0
 
+    cached_text_tokens: int = 0
+    cached_audio_tokens: int = 0
+
     def quantities(self) -> dict[str, float]:
-        """The billable quantities, as Usage events carry them."""
+        """Billable quantities for Usage events (patterd.cost keys).
+
+        OpenAI counts cached tokens inside the input text/audio counts; they are billed at the
+        cached price instead, so `input_*_tokens` here are the uncached ones (when the server
+        splits cached tokens by modality) and `cached_input_tokens` the cached ones.
+        `cached_tokens` repeats the server's cached count under its own name.
+        """
+        cached_split = self.cached_text_tokens + self.cached_audio_tokens == self.cached_tokens
+        text_in = self.input_text_tokens - (self.cached_text_tokens if cached_split else 0)
+        audio_in = self.input_audio_tokens - (self.cached_audio_tokens if cached_split else 0)
         return {
-            "input_text_tokens": float(self.input_text_tokens),
-            "input_audio_tokens": float(self.input_audio_tokens),
+            "input_text_tokens": float(max(0, text_in)),
+            "input_audio_tokens": float(max(0, audio_in)),
+            "cached_input_tokens": float(self.cached_tokens),
+            "cached_tokens": float(self.cached_tokens),
             "output_text_tokens": float(self.output_text_tokens),
             "output_audio_tokens": float(self.output_audio_tokens),
-            "cached_tokens": float(self.cached_tokens),
         }
 
 
@@ -448,6 +461,8 @@ def parse_usage(usage: Mapping[str, Any]) -> ResponseUsage:
         cached_tokens=_count(inp, "cached_tokens"),
         output_text_tokens=_count(out, "text_tokens"),
         output_audio_tokens=_count(out, "audio_tokens"),
+        cached_text_tokens=_count(_dict(inp, "cached_tokens_details"), "text_tokens"),
+        cached_audio_tokens=_count(_dict(inp, "cached_tokens_details"), "audio_tokens"),
     )
 
 

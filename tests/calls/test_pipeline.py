@@ -21,7 +21,7 @@ from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import ProviderAuthError, ProviderError
 from patterd.protocols.audio import FRAME_BYTES
 from patterd.protocols.events import BargeIn, CallEvent, CallFailed, TranscriptLine, Usage
-from patterd.providers.kinds import Message, ToolSchema, Transcript
+from patterd.providers.kinds import AudioOut, Message, ToolSchema, Transcript
 from patterd.providers.openai_llm import Options, build
 from patterd.providers.spec import BuildContext
 from tests.fakes.openai_chat import FakeChatServer, Reply
@@ -100,7 +100,7 @@ class FakeAudioOut:
 
     @property
     def speaking(self) -> bool:
-        return bool(self._queue) or not self._idle.is_set() and self._current is not None
+        return bool(self._queue) or (not self._idle.is_set() and self._current is not None)
 
     async def wait_played(self, segment: str, ms: float) -> None:
         async with asyncio.timeout(TIMEOUT):
@@ -115,7 +115,7 @@ class FakeAudioOut:
 class FakeCall:
     """A CallContext: records events and tool calls, answers tools from a table."""
 
-    audio: FakeAudioOut
+    audio: AudioOut
     instructions: str = "You are a helpful receptionist."
     first_message: str | None = None
     tools: Sequence[ToolSchema] = ()
@@ -304,10 +304,7 @@ class Rig:
     stt: FakeSTT
     tts: FakeTTS
     task: asyncio.Task[None]
-
-    @property
-    def audio(self) -> FakeAudioOut:
-        return self.call.audio
+    audio: FakeAudioOut
 
     def speak(self, frames: int, then_quiet: int = 6) -> None:
         for _ in range(frames):
@@ -350,7 +347,7 @@ async def rig(
         async with engine.session(call) as session:
             task = asyncio.get_running_loop().create_task(session.run())
             try:
-                yield Rig(server, call, session, stt, tts, task)
+                yield Rig(server, call, session, stt, tts, task, audio)
             finally:
                 if not task.done():  # a test that saw run() fail has consumed its error already
                     task.cancel()
@@ -373,9 +370,34 @@ CHECK_STOCK = ToolSchema(
 def test_chunker_splits_at_sentence_ends_and_long_clauses() -> None:
     chunker = SentenceChunker(min_chars=10, max_clause_chars=40)
     out: list[str] = []
-    for token in "Sure thing. We open at 9.30 on weekdays! Is that ok? Also, we have parking, a cafe, and a long corridor of shops, all on site".split(
-        " "
-    ):
+    for token in [
+        "Sure",
+        "thing.",
+        "We",
+        "open",
+        "at",
+        "9.30",
+        "on",
+        "weekdays!",
+        "Is",
+        "that",
+        "ok?",
+        "Also,",
+        "we",
+        "have",
+        "parking,",
+        "a",
+        "cafe,",
+        "and",
+        "a",
+        "long",
+        "corridor",
+        "of",
+        "shops,",
+        "all",
+        "on",
+        "site",
+    ]:
         out += chunker.push(token + " ")
     out += chunker.flush()
     assert out == [

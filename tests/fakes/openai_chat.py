@@ -223,7 +223,7 @@ class FakeChatServer:
         )
         await response.prepare(request)
         try:
-            await self._stream(response, received, reply, body)
+            await self._stream(request, response, received, reply, body)
         except ConnectionResetError:
             received.aborted = True  # the client hung up mid-stream (it cancelled the reply)
         except asyncio.CancelledError:
@@ -234,7 +234,12 @@ class FakeChatServer:
         return response
 
     async def _stream(
-        self, response: web.StreamResponse, received: Received, reply: Reply, body: dict[str, Any]
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        received: Received,
+        reply: Reply,
+        body: dict[str, Any],
     ) -> None:
         self._seq += 1
         ident = f"chatcmpl-fake{self._seq:04d}"
@@ -293,8 +298,9 @@ class FakeChatServer:
         await response.write(b": keep-alive\n\n")
         for i, event in enumerate(events):
             if reply.disconnect_after is not None and i >= reply.disconnect_after:
-                assert request_transport(response) is not None
-                request_transport(response).close()  # type: ignore[union-attr]
+                transport = request.transport
+                assert transport is not None
+                transport.close()  # a dropped connection mid-stream, like a crashed upstream
                 received.aborted = True
                 return
             if reply.stream_error is not None and i == len(events) - 2:
@@ -310,9 +316,3 @@ class FakeChatServer:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         received.completed = True
-
-
-def request_transport(response: web.StreamResponse) -> asyncio.Transport | None:
-    """The socket under a streaming response (to simulate a dropped connection)."""
-    req = response._req  # type: ignore[attr-defined]
-    return req.transport if req is not None else None  # type: ignore[no-any-return]

@@ -142,11 +142,12 @@ def test_parse_function_call_and_response_done_usage() -> None:
     )
     assert isinstance(done, rt.ResponseDone) and done.status == "cancelled" and done.usage is not None
     assert done.usage.quantities() == {
-        "input_text_tokens": 6.0,
+        "input_text_tokens": 6.0,  # no per-modality split of the cached tokens: nothing to subtract
         "input_audio_tokens": 4.0,
+        "cached_input_tokens": 2.0,
+        "cached_tokens": 2.0,
         "output_text_tokens": 1.0,
         "output_audio_tokens": 4.0,
-        "cached_tokens": 2.0,
     }
 
 

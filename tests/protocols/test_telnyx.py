@@ -338,7 +338,7 @@ def test_out_of_order_frames_are_reordered_within_the_window() -> None:
             e.payload[0] for e in dec.feed(media(chunk, bytes([chunk]) * 160)) if isinstance(e, CallerAudio)
         ]
     assert out == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
-    assert (dec.reordered, dec.lost, dec.late) == (2, 1, 2)  # 6 came too late, 11 twice
+    assert (dec.reordered, dec.lost, dec.late) == (5, 1, 2)  # 4 and 7-10 held; 6 lost, then late; 11 twice
 
 
 def test_stop_flushes_held_frames() -> None:

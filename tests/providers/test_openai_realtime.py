@@ -213,11 +213,12 @@ async def test_first_message_then_a_spoken_turn(audio_format: str, spoken_ulaw: 
             usage = call.of(Usage)
             assert len(usage) == 2 and usage[0].provider == "openai_realtime"
             assert usage[0].quantities == {
-                "input_text_tokens": 110,
+                "input_text_tokens": 46,  # 110 minus the 64 cached text tokens
                 "input_audio_tokens": 40,
+                "cached_input_tokens": 64,
+                "cached_tokens": 64,
                 "output_text_tokens": 20,
                 "output_audio_tokens": 60,
-                "cached_tokens": 64,
             }
     assert fake.errors == []
     fmt = fake.sessions[0]["audio"]["input"]["format"]

@@ -1,0 +1,116 @@
+"""Plugin discovery: a third-party distribution's provider is used from YAML; broken plugins are reported clearly."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint, distributions
+from pathlib import Path
+
+import pytest
+
+from patterd.config import load_config_text
+from patterd.errors import PluginError
+from patterd.plugins import ENTRY_POINT_GROUP, load_registry
+from patterd.plugins.registry import Registry
+
+SAMPLE = Path(__file__).parent / "sample_plugin"
+
+
+@pytest.fixture
+def sample_on_path(tmp_path: Path) -> Iterator[Path]:
+    """Make the sample distribution importable and discoverable, as `pip install` would (a .dist-info on sys.path)."""
+    site = tmp_path / "site"
+    pkg = site / "patterd_sample"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text((SAMPLE / "patterd_sample" / "__init__.py").read_text())
+    info = site / "patterd_sample_plugin-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: patterd-sample-plugin\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f'[{ENTRY_POINT_GROUP}]\nllm.echo = patterd_sample:SPEC\n')
+    sys.path.insert(0, str(site))
+    try:
+        yield site
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("patterd_sample", None)
+
+
+def test_builtins_are_registered_through_entry_points() -> None:
+    registry = load_registry()
+    assert not registry.broken, registry.broken
+    for key in ("carrier.twilio", "carrier.telnyx", "carrier.local", "engine.openai_realtime", "llm.openai",
+                "llm.script", "stt.offline", "tts.offline", "vad.offline", "tunnel.cloudflared", "tunnel.static"):
+        assert key in registry.specs
+        assert registry.specs[key].distribution == "patterd"
+
+
+def test_third_party_plugin_is_used_from_yaml(sample_on_path: Path) -> None:
+    assert any(d.metadata["Name"] == "patterd-sample-plugin" for d in distributions())
+    registry = load_registry()
+    assert registry.specs["llm.echo"].distribution == "patterd-sample-plugin"
+    config = load_config_text(
+        "carrier: {type: local}\nagents:\n  - name: a\n    stt: {type: offline}\n"
+        "    llm: {type: echo, prefix: 'Echo:'}\n    tts: {type: offline}\n",
+        registry,
+    )
+    assert config.agents[0].llm is not None
+    assert config.agents[0].llm.options.prefix == "Echo:"  # type: ignore[attr-defined]
+
+
+async def test_third_party_plugin_runs(sample_on_path: Path) -> None:
+    from patterd.providers.kinds import Message, TextDelta
+    from patterd.providers.spec import BuildContext
+
+    spec = load_registry().get("llm", "echo")
+    async with spec.build(spec.options(), BuildContext()) as llm:
+        words = [c.text async for c in llm.complete([Message("user", "hello there")], []) if isinstance(c, TextDelta)]
+    assert "".join(words).strip() == "You said: hello there"
+
+
+def _ep(name: str, value: str) -> EntryPoint:
+    return EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+
+
+def test_broken_plugins_are_reported_not_raised(sample_on_path: Path) -> None:
+    registry = load_registry(
+        [
+            _ep("llm.missing", "patterd_no_such_module:SPEC"),
+            _ep("llm.notaspec", "patterd_sample:NOT_A_SPEC"),
+            _ep("llm.wrongname", "patterd_sample:WRONG_NAME"),
+            _ep("llm.echo", "patterd_sample:SPEC"),
+        ]
+    )
+    assert "llm.echo" in registry.specs
+    assert "ModuleNotFoundError" in registry.broken["llm.missing"]
+    assert "not a ProviderSpec" in registry.broken["llm.notaspec"]
+    assert "declares itself as 'llm.other'" in registry.broken["llm.wrongname"]
+    with pytest.raises(PluginError, match="installed but broken"):
+        registry.get("llm", "missing")
+
+
+def test_duplicate_provider_is_an_error(sample_on_path: Path) -> None:
+    from patterd_sample import SPEC  # type: ignore[import-not-found]
+
+    registry = Registry()
+    registry.add(SPEC, "one")
+    with pytest.raises(PluginError, match="provided twice"):
+        registry.add(SPEC, "two")
+
+
+def test_unknown_name_did_you_mean() -> None:
+    registry = load_registry()
+    with pytest.raises(PluginError, match="did you mean 'openai'"):
+        registry.get("llm", "opnai")
+
+
+def test_providers_command_lists_plugins(sample_on_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from patterd.cli import main
+
+    assert main(["providers", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    rows = {r["provider"]: r for r in listing["providers"]}
+    assert rows["llm.echo"]["distribution"] == "patterd-sample-plugin"
+    assert rows["carrier.twilio"]["summary"]
