@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import os
 import signal
 import socket
@@ -27,7 +28,8 @@ from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.config import Config, load_config, load_config_text
 from patterd.errors import ConfigError, PatterdError
 from patterd.graph import Graph, build_context, build_graph
-from patterd.logs import configure_logging, redact_number
+from patterd.logs import configure_logging
+from patterd.redact import redact_number
 from patterd.metrics import LiveCounters, Metrics
 from patterd.plugins import Registry, load_registry
 from patterd.protocols.events import CallEnded, CallEvent
@@ -178,7 +180,7 @@ class Daemon:
             hyper.bind = [f"fd://{sock.fileno()}"]
             hyper.graceful_timeout = HYPERCORN_GRACE_SECS
             hyper.accesslog = None
-            hyper.errorlog = None
+            hyper.errorlog = logging.getLogger("hypercorn.error")  # through structlog's formatter
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
             self._become_serving()
             await self._wait_for_stop(server)

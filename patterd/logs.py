@@ -13,20 +13,19 @@ propagate here.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any, Literal, TextIO, get_args
+from typing import Any, TextIO
 
 import structlog
 from pydantic import SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-RedactMode = Literal["full", "mask", "hash_only"]
-REDACT_MODES: tuple[str, ...] = get_args(RedactMode)
+from patterd.redact import RedactMode, check_mode, redact_number
+
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 MASK = "**********"
@@ -43,27 +42,6 @@ _SEPARATORS = re.compile(r"[\s().-]")
 _AUTH_VALUE = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
 
 _handler: logging.Handler | None = None  # the handler we installed, replaced on reconfiguration
-
-
-def check_mode(mode: str) -> RedactMode:
-    """Return `mode` if it is a redaction mode, else raise ValueError naming the choices."""
-    if mode not in REDACT_MODES:
-        raise ValueError(f"redact_phone is {mode!r}; expected one of {', '.join(REDACT_MODES)}")
-    return mode  # type: ignore[return-value]
-
-
-def redact_number(number: str, mode: RedactMode) -> str:
-    """A phone number per `redact_phone`: unchanged, `***` + last 4, or `sha256:` + 16 hex of the E.164.
-
-    The same rule the call records use; empty stays empty so redaction never invents a value.
-    """
-    if not number or mode == "full":
-        return number
-    if mode == "mask":
-        return "***" + number[-4:]
-    if mode == "hash_only":
-        return "sha256:" + hashlib.sha256(number.encode()).hexdigest()[:16]
-    raise ValueError(f"redact_phone is {mode!r}; expected one of {', '.join(REDACT_MODES)}")
 
 
 class Redactor:

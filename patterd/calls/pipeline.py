@@ -316,8 +316,12 @@ class PipelineSession:
             return  # a cough or a click: not a turn
         self._speech_end_at = now
         self._ctx.mark_user_speech_end()
+        self._start_endpoint()
+
+    def _start_endpoint(self) -> None:
         self._cancel_endpoint()
-        self._endpoint_task = asyncio.get_running_loop().create_task(self._endpoint())
+        assert self._tg is not None
+        self._endpoint_task = self._tg.create_task(self._endpoint(), name="pipeline-endpoint")
 
     async def _endpoint(self) -> None:
         """Silence long enough: ask the STT to finalize, then take what we have if it stays quiet."""
@@ -373,6 +377,9 @@ class PipelineSession:
             self._pending.append(text)
         if transcript.end_of_utterance or self._flush_requested or self._vad is None:
             self._commit()
+        elif text and not self._vad.speaking and self._endpoint_task is None:
+            # The STT heard words the VAD missed: end the turn on silence all the same.
+            self._start_endpoint()
 
     def _commit(self) -> None:
         """The caller's turn is over: queue it with its timing."""

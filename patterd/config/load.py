@@ -31,6 +31,7 @@ from patterd.config.model import (
 )
 from patterd.config.persist import resolve_persist
 from patterd.config.yaml_lines import Document, PathPart, format_path, parse_yaml
+from patterd.cost import pricing_problems
 from patterd.errors import ConfigError, ConfigIssue, PluginError
 from patterd.plugins.registry import Registry
 
@@ -209,6 +210,11 @@ class _Loader:
         tunnel = self.tunnel(root.get("tunnel"))
         persist = self.persist(root.get("persist"))
         pricing = self.validate(_PRICING, root.get("pricing"), ("pricing",)) or {}
+        for provider, prices in pricing.items():
+            for key in prices:
+                for problem in pricing_problems({provider: {key: prices[key]}}):
+                    path = ("pricing", provider, key)
+                    self.issue(path, problem.split(": ", 1)[1], self.doc.line(path))
         server = self.section(ServerConfig, root.get("server"), ("server",))
         self.check_dashboard_token(server, root.get("server"))
         logging = self.section(LoggingConfig, root.get("logging"), ("logging",))

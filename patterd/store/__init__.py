@@ -23,10 +23,10 @@ import structlog
 from patterd.clock import SYSTEM_CLOCK, Clock, iso_ms
 from patterd.cost import pricing_problems
 from patterd.protocols.events import CallEvent, TranscriptLine
+from patterd.redact import check_mode
 from patterd.store.hydrate import HydrateReport, hydrate_tree, read_jsonl, read_metadata
 from patterd.store.index import INDEX_NAME, CallIndex, decode_cursor, encode_cursor, row_of
 from patterd.store.records import CallRecord, call_path, day_path
-from patterd.store.redact import check_mode
 from patterd.store.retention import SWEEP_INTERVAL_SECS, sweep
 from patterd.store.writer import EVENTS, METADATA, TRANSCRIPT, RecordWriter
 
@@ -383,4 +383,5 @@ class CallStore:
             "skipped_corrupt": self.last_hydrate.skipped_corrupt,
             "recovered_in_progress": self.last_hydrate.recovered_in_progress,
             "write_errors": self.write_errors,
+            "handle_errors": self._bugs,
         }

@@ -24,7 +24,7 @@ from patterd.protocols.events import (
     TransferStarted,
     Usage,
 )
-from patterd.store.redact import RedactMode, redact_phone
+from patterd.redact import RedactMode, redact_number
 
 SCHEMA_VERSION = "1.0"
 # Statuses a record may be left in by a crash; hydrate turns them into `failed`.
@@ -105,8 +105,8 @@ class CallRecord:
         if isinstance(event, CallStarted):
             record.trace_id = event.trace_id
             record.direction = event.direction
-            record.caller = redact_phone(event.caller, redact)
-            record.callee = redact_phone(event.callee, redact)
+            record.caller = redact_number(event.caller, redact)
+            record.callee = redact_number(event.callee, redact)
             record.carrier = event.carrier
             record.carrier_call_id = event.carrier_call_id
             record.agent = event.agent
@@ -208,5 +208,5 @@ class CallRecord:
             data["caller"] = self.caller
             data["callee"] = self.callee
         elif isinstance(event, TransferStarted):
-            data["to"] = redact_phone(event.to, self.redact)
+            data["to"] = redact_number(event.to, self.redact)
         return {"schema_version": SCHEMA_VERSION, "ts": iso_ms(event.ts), "type": event.type, "data": data}

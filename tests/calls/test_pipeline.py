@@ -233,6 +233,10 @@ class FakeSTTStream:
     def fail(self, exc: BaseException) -> None:
         self._out.put_nowait(exc)
 
+    def inject(self, transcript: Transcript) -> None:
+        """Deliver a transcript the audio did not produce (a recognizer hearing what the VAD missed)."""
+        self._out.put_nowait(transcript)
+
     async def __aiter__(self) -> AsyncIterator[Transcript]:
         while True:
             item = await self._out.get()
@@ -696,3 +700,43 @@ async def test_text_turn_without_vad_and_interim_barge_in() -> None:
         await r.call.wait(lambda: r.call.of(BargeIn))
         (cut,) = await r.call.wait_lines("assistant", 1)
         assert cut.interrupted and long.startswith(cut.text)
+
+
+class DeafVAD:
+    """A VAD that never hears anything (too quiet a caller for its threshold)."""
+
+    def stream(self) -> DeafVAD:
+        return self
+
+    def process(self, ulaw: bytes) -> None:
+        return None
+
+    @property
+    def speaking(self) -> bool:
+        return False
+
+
+async def test_words_the_vad_missed_still_end_a_turn_on_silence() -> None:
+    stt = FakeSTT()
+    async with (
+        FakeChatServer([Reply(text="Hi!")]) as server,
+        build(Options(api_key="sk-test", base_url=server.base_url), BuildContext()) as llm,
+        FakeAudioOut() as audio,
+    ):
+        call = FakeCall(audio)
+        engine = PipelineEngine(
+            stt, llm, FakeTTS(), DeafVAD(), options=PipelineOptions(endpointing_ms=50, flush_grace_ms=50)
+        )
+        async with engine.session(call) as session:
+            task = asyncio.get_running_loop().create_task(session.run())
+            try:
+                # A plain final (no end_of_utterance) that the VAD never heard being spoken.
+                (stream,) = await stt.wait_streams(1)
+                stream.inject(Transcript("hello", is_final=True))
+                (user,) = await call.wait_lines("user", 1)
+                assert user.text == "hello" and stt.flushes == 1
+                await call.wait_lines("assistant", 1)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

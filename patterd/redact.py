@@ -1,4 +1,4 @@
-"""Phone-number redaction for call records, per the `redact_phone` setting (full, mask, hash_only)."""
+"""Phone-number redaction per the `redact_phone` setting (full, mask, hash_only): one rule for records and logs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def check_mode(mode: str) -> RedactMode:
     return mode  # type: ignore[return-value]
 
 
-def redact_phone(number: str, mode: RedactMode) -> str:
+def redact_number(number: str, mode: RedactMode) -> str:
     """The number as stored on disk: full E.164, `***` + last 4 digits, or `sha256:` + 16 hex.
 
     Empty stays empty (a browser softphone call has no caller number), so redaction never
@@ -26,4 +26,6 @@ def redact_phone(number: str, mode: RedactMode) -> str:
         return number
     if mode == "mask":
         return "***" + number[-4:]
-    return "sha256:" + hashlib.sha256(number.encode()).hexdigest()[:16]
+    if mode == "hash_only":
+        return "sha256:" + hashlib.sha256(number.encode()).hexdigest()[:16]
+    raise ValueError(f"redact_phone is {mode!r}; expected one of {', '.join(REDACT_MODES)}")
