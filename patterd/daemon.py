@@ -29,11 +29,11 @@ from patterd.config import Config, load_config, load_config_text
 from patterd.errors import ConfigError, PatterdError
 from patterd.graph import Graph, build_context, build_graph
 from patterd.logs import configure_logging
-from patterd.redact import redact_number
 from patterd.metrics import LiveCounters, Metrics
 from patterd.plugins import Registry, load_registry
 from patterd.protocols.events import CallEnded, CallEvent
 from patterd.providers.kinds import Tunnel
+from patterd.redact import redact_number
 from patterd.sdnotify import Notifier
 from patterd.store import CallStore
 from patterd.web.app import create_app
