@@ -181,7 +181,12 @@ class OfflineSTTStream:
         """Finalize the open utterance (if any); when this returns its final transcript is queued."""
         done = threading.Event()
         self._inbox.put(_Flush(done))
-        await asyncio.to_thread(done.wait)
+        await asyncio.to_thread(self._wait, done)
+
+    def _wait(self, done: threading.Event) -> None:
+        while not done.wait(0.05):
+            if not self._thread.is_alive():  # the worker died; its error is already in the transcript queue
+                return
 
     async def __aiter__(self) -> AsyncIterator[Transcript]:
         while True:
@@ -217,7 +222,9 @@ class OfflineSTTStream:
         in_utt, silence_ms, since_interim, last_interim = False, 0, 0, ""
 
         def feed(pcm: bytes) -> None:
-            decoder.process_raw(resampler.process(pcm) if resampler else pcm, False, False)
+            data = resampler.process(pcm) if resampler else pcm
+            if data:  # the resampler holds back its first few ms (filter delay)
+                decoder.process_raw(data, False, False)
 
         def finish(final: bool) -> None:
             nonlocal in_utt, last_interim

@@ -121,8 +121,18 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         """Signed in through the login form (so a Log out button makes sense)."""
         return bool(runtime.token) and token_matches(request.cookies.get(COOKIE_NAME), runtime.token or "")
 
-    def page(request: Request, name: str, title: str, body: str, *, scripts: tuple[str, ...] = (), status: int = 200) -> Response:
-        tags = "\n".join(f'<script src="/static/{s}?v={escape(runtime.version)}" defer></script>' for s in scripts)
+    def page(
+        request: Request,
+        name: str,
+        title: str,
+        body: str,
+        *,
+        scripts: tuple[str, ...] = (),
+        status: int = 200,
+    ) -> Response:
+        tags = "\n".join(
+            f'<script src="/static/{s}?v={escape(runtime.version)}" defer></script>' for s in scripts
+        )
         html = template("base").substitute(
             title=escape(title),
             version=escape(runtime.version),
@@ -175,7 +185,9 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         call_id = request.path_params["call_id"]
         record = runtime.store.get_call(call_id)
         if record is None:
-            body = template("notfound").substitute(message=escape(f"There is no call {call_id!r} on this daemon."))
+            body = template("notfound").substitute(
+                message=escape(f"There is no call {call_id!r} on this daemon.")
+            )
             return page(request, "call", "Not found", body, status=404)
         record["live"] = call_id in runtime.switchboard.calls
         body = template("call").substitute(call_id=escape(call_id), record_json=json_for_script(record))
@@ -192,7 +204,9 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         return JSONResponse(stats_now(), headers={"Cache-Control": "no-store"})
 
     async def chart_svg(request: Request) -> Response:
-        return Response(render_chart(stats_now()), media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+        return Response(
+            render_chart(stats_now()), media_type="image/svg+xml", headers={"Cache-Control": "no-store"}
+        )
 
     def login_form(request: Request, next_path: str, error: str = "", status: int = 200) -> Response:
         note = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
@@ -230,7 +244,9 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
                 {"error": {"code": "forbidden", "message": "cross-site request refused"}}, status_code=403
             )
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=is_https(request))
+        response.delete_cookie(
+            COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=is_https(request)
+        )
         return response
 
     return [

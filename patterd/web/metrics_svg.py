@@ -8,7 +8,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-WIDTH, HEIGHT = 720, 240
+WIDTH, HEIGHT = 960, 230
 LEFT, RIGHT, TOP, BOTTOM = 44, 56, 28, 30
 
 
@@ -29,7 +29,9 @@ def _fmt(value: float) -> str:
 
 
 def _ms(value: float) -> str:
-    return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:.0f} ms"
+    if value >= 10_000:
+        return f"{value / 1000:.1f} s"
+    return f"{value:.0f} ms" if value >= 10 or value == 0 else f"{value:.1f} ms"
 
 
 def _hour(iso: str) -> str:
@@ -60,7 +62,8 @@ def render_chart(stats: dict[str, Any]) -> str:
     plot_h = HEIGHT - TOP - BOTTOM
     count = max(1, len(hours))
     slot = plot_w / count
-    max_calls = nice_ceiling(max((h["calls"] for h in hours), default=0))
+    # At least 4 so a quiet day gets whole-number ticks (0, 1, 2, 3, 4) rather than 0.25 calls.
+    max_calls = max(4.0, nice_ceiling(max((h["calls"] for h in hours), default=0)))
     latencies = [h[k] for h in hours for k in ("p50_ms", "p95_ms") if h.get(k) is not None]
     max_ms = nice_ceiling(max(latencies, default=0.0))
 
@@ -89,9 +92,10 @@ def render_chart(stats: dict[str, Any]) -> str:
         out.append(
             f'<text class="axis" x="{LEFT - 6}" y="{_fmt(y + 4)}" text-anchor="end">{_fmt(max_calls * frac)}</text>'
         )
-        out.append(
-            f'<text class="axis" x="{WIDTH - RIGHT + 6}" y="{_fmt(y + 4)}">{escape(_ms(max_ms * frac))}</text>'
-        )
+        if latencies:  # no latency axis without latency data
+            out.append(
+                f'<text class="axis" x="{WIDTH - RIGHT + 6}" y="{_fmt(y + 4)}">{escape(_ms(max_ms * frac))}</text>'
+            )
     p50_points: list[tuple[float, float] | None] = []
     p95_points: list[tuple[float, float] | None] = []
     for i, hour in enumerate(hours):
@@ -128,7 +132,9 @@ def render_chart(stats: dict[str, Any]) -> str:
             out.append(f'<path class="line {name}" d="{path}"/>')
         for point in points:
             if point is not None:
-                out.append(f'<circle class="dot {name}" cx="{_fmt(point[0])}" cy="{_fmt(point[1])}" r="2.5"/>')
+                out.append(
+                    f'<circle class="dot {name}" cx="{_fmt(point[0])}" cy="{_fmt(point[1])}" r="2.5"/>'
+                )
     out.append(
         f'<g class="legend" transform="translate({LEFT},14)">'
         '<rect class="bar" x="0" y="-8" width="10" height="10"/><text x="14" y="1">calls</text>'

@@ -1,0 +1,242 @@
+// patterd softphone: the dashboard's "Call" button. Places a call through carrier.local and speaks
+// its media protocol (Twilio Media Streams' JSON dialect) over WS /ws/local/{call_id}:
+//   POST /webhooks/local/voice → {call_id, media_path}; open the websocket (same origin, the login
+//   cookie authenticates it); send `start`, then 20 ms μ-law `media` frames from the worklet;
+//   play the agent's `media`, drop it on `clear`, echo each `mark` once the audio before it played,
+//   show `transcript` lines; the keypad sends `dtmf`; hang up sends `stop` and closes.
+// State and counters are on window.patterdPhone (tests read framesPlayed, framesSent, transcript).
+"use strict";
+
+(() => {
+  const root = document.getElementById("phone");
+  if (!root) return;
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    state: $("phone-state"), call: $("phone-call"), hangup: $("phone-hangup"), mute: $("phone-mute"),
+    mic: $("meter-mic"), agent: $("meter-agent"), chat: $("phone-chat"), empty: $("phone-chat-empty"),
+    info: $("phone-info"), keys: root.querySelectorAll(".keypad button"),
+  };
+
+  function b64encode(bytes) {
+    let s = "";
+    for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+    return btoa(s);
+  }
+  function b64decode(text) {
+    const s = atob(text);
+    const out = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+    return out;
+  }
+
+  class Phone {
+    constructor() {
+      this.state = "idle"; // idle → connecting → connected → ended (→ idle on the next call) | error
+      this.callId = null;
+      this.framesSent = 0;
+      this.framesPlayed = 0;
+      this.framesReceived = 0;
+      this.marksEchoed = 0;
+      this.underruns = 0;
+      this.transcript = [];
+      this.error = null;
+      this.ws = null;
+      this.ctx = null;
+      this.node = null;
+      this.stream = null;
+      this.muted = false;
+    }
+
+    setState(state, info) {
+      this.state = state;
+      ui.state.textContent = state;
+      ui.state.dataset.state = state;
+      const busy = state === "connecting" || state === "connected";
+      ui.call.disabled = busy;
+      ui.hangup.disabled = !busy;
+      ui.mute.disabled = state !== "connected";
+      for (const k of ui.keys) k.disabled = state !== "connected";
+      if (info) ui.info.textContent = info;
+      root.dispatchEvent(new CustomEvent("phonestate", { detail: { state } }));
+    }
+
+    addLine(role, text) {
+      this.transcript.push({ role, text });
+      const who = role === "assistant" ? "Agent" : "You";
+      const li = document.createElement("li");
+      li.className = role === "assistant" ? "assistant" : "user";
+      const label = document.createElement("span");
+      label.className = "sr-only";
+      label.textContent = who + ": ";
+      const bubble = document.createElement("span");
+      bubble.className = "bubble";
+      bubble.textContent = text;
+      li.append(label, bubble);
+      ui.chat.append(li);
+      ui.empty.hidden = true;
+      ui.chat.parentElement.scrollTop = ui.chat.parentElement.scrollHeight;
+    }
+
+    async call() {
+      if (this.state === "connecting" || this.state === "connected") return;
+      this.framesSent = this.framesPlayed = this.framesReceived = this.marksEchoed = this.underruns = 0;
+      this.transcript = [];
+      this.error = null;
+      ui.chat.replaceChildren();
+      ui.empty.hidden = false;
+      this.setState("connecting", "Starting audio…");
+      try {
+        await this.startAudio();
+        this.setState("connecting", "Calling the agent…");
+        const to = root.dataset.to;
+        const resp = await fetch("/webhooks/local/voice", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-Patterd-CSRF": "1" },
+          body: JSON.stringify(to ? { to } : {}),
+        });
+        const body = await resp.json().catch(() => ({}));
+        if (resp.status !== 201) throw new Error((body.error && body.error.message) || `the daemon answered ${resp.status}`);
+        this.callId = body.call_id;
+        this.openSocket(body.media_path || `/ws/local/${body.call_id}`, body.agent);
+      } catch (err) {
+        this.fail(err);
+      }
+    }
+
+    async startAudio() {
+      if (!navigator.mediaDevices || !window.AudioWorkletNode) {
+        throw new Error("this browser cannot capture audio here (it needs https or localhost, and AudioWorklet)");
+      }
+      this.stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+      });
+      this.ctx = new AudioContext({ latencyHint: "interactive" });
+      await this.ctx.audioWorklet.addModule("/static/softphone-worklet.js");
+      const source = this.ctx.createMediaStreamSource(this.stream);
+      this.node = new AudioWorkletNode(this.ctx, "patterd-phone", {
+        numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: "explicit",
+      });
+      this.node.port.onmessage = (e) => this.fromWorklet(e.data);
+      source.connect(this.node);
+      this.node.connect(this.ctx.destination);
+      if (this.ctx.state !== "running") await this.ctx.resume();
+    }
+
+    openSocket(path, agent) {
+      const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+      const ws = new WebSocket(url);
+      this.ws = ws;
+      ws.onopen = () => {
+        ws.send(JSON.stringify({
+          event: "start",
+          streamSid: "browser-" + Math.random().toString(36).slice(2, 10),
+          start: { mediaFormat: { encoding: "audio/x-mulaw", sampleRate: 8000, channels: 1 } },
+        }));
+        this.node.port.postMessage({ type: "capture", on: true });
+        this.setState("connected", `Connected to ${agent || "the agent"} (call ${this.callId}).`);
+      };
+      ws.onmessage = (e) => this.fromDaemon(e.data);
+      ws.onerror = () => { if (this.state === "connecting") this.fail(new Error("the media websocket was refused")); };
+      ws.onclose = () => {
+        if (this.ws === ws) this.end(this.state === "connecting" ? "The daemon refused the media stream." : "Call ended.");
+      };
+    }
+
+    fromDaemon(text) {
+      let msg;
+      try { msg = JSON.parse(text); } catch (_) { return; }
+      if (msg.event === "media" && msg.media && msg.media.payload) {
+        const payload = b64decode(msg.media.payload);
+        this.framesReceived += Math.max(1, Math.round(payload.length / 160));
+        this.node.port.postMessage({ type: "media", payload }, [payload.buffer]);
+      } else if (msg.event === "mark" && msg.mark) {
+        this.node.port.postMessage({ type: "mark", name: msg.mark.name });
+      } else if (msg.event === "clear") {
+        this.node.port.postMessage({ type: "clear" });
+      } else if (msg.event === "transcript") {
+        this.addLine(msg.role, msg.text);
+      }
+    }
+
+    fromWorklet(msg) {
+      if (msg.type === "frame") {
+        if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+          this.ws.send(JSON.stringify({ event: "media", media: { payload: b64encode(msg.payload) } }));
+          this.framesSent++;
+        }
+      } else if (msg.type === "mark") {
+        if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+          this.ws.send(JSON.stringify({ event: "mark", mark: { name: msg.name } }));
+          this.marksEchoed++;
+        }
+      } else if (msg.type === "stats") {
+        this.framesPlayed = msg.framesPlayed;
+        this.underruns = msg.underruns;
+        this.bufferedMs = msg.bufferedMs;
+        ui.mic.value = Math.min(1, Math.sqrt(msg.micLevel));
+        ui.agent.value = Math.min(1, Math.sqrt(msg.agentLevel));
+      }
+    }
+
+    dtmf(digit) {
+      if (this.state !== "connected" || !this.ws) return;
+      this.ws.send(JSON.stringify({ event: "dtmf", dtmf: { digit } }));
+    }
+
+    setMuted(on) {
+      this.muted = on;
+      ui.mute.setAttribute("aria-pressed", String(on));
+      ui.mute.textContent = on ? "Unmute" : "Mute";
+      if (this.node) this.node.port.postMessage({ type: "mute", on });
+    }
+
+    hangup() {
+      if (this.state !== "connecting" && this.state !== "connected") return;
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+        this.ws.send(JSON.stringify({ event: "stop", stop: { callSid: this.callId } }));
+      }
+      this.end("You hung up.");
+    }
+
+    end(info) {
+      const ws = this.ws;
+      this.ws = null;
+      if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, "hangup");
+      this.stopAudio();
+      if (this.state !== "error") this.setState("ended", info);
+      this.setMuted(false);
+    }
+
+    fail(err) {
+      this.error = String(err && err.message ? err.message : err);
+      this.setState("error", "Call failed: " + this.error);
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) ws.close();
+      this.stopAudio();
+    }
+
+    stopAudio() {
+      // Keep the counters (tests and the page read them after the call); release the devices.
+      if (this.node) { this.node.port.postMessage({ type: "capture", on: false }); this.node.disconnect(); }
+      if (this.stream) for (const t of this.stream.getTracks()) t.stop();
+      if (this.ctx) this.ctx.close().catch(() => {});
+      this.node = this.stream = this.ctx = null;
+      ui.mic.value = 0;
+      ui.agent.value = 0;
+    }
+  }
+
+  const phone = new Phone();
+  window.patterdPhone = phone;
+  ui.call.addEventListener("click", () => phone.call());
+  ui.hangup.addEventListener("click", () => phone.hangup());
+  ui.mute.addEventListener("click", () => phone.setMuted(!phone.muted));
+  for (const k of ui.keys) k.addEventListener("click", () => phone.dtmf(k.dataset.digit));
+  root.addEventListener("keydown", (e) => {
+    if (phone.state === "connected" && /^[0-9*#]$/.test(e.key) && !(e.target instanceof HTMLInputElement)) phone.dtmf(e.key);
+  });
+  window.addEventListener("pagehide", () => phone.hangup());
+  phone.setState("idle");
+})();
