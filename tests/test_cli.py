@@ -134,3 +134,10 @@ def test_no_config_runs_builtin_default_check(tmp_path: Path) -> None:
     proc = run_cli("check", cwd=tmp_path, env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
     assert proc.returncode == 0, proc.stderr
     assert "<built-in default>" in proc.stdout
+
+
+def test_builtin_default_is_the_shipped_config() -> None:
+    """The embedded offline default and config/patter.yaml are the same file."""
+    from patterd.cli import default_config_text
+
+    assert default_config_text() == (ROOT / "config" / "patter.yaml").read_text()

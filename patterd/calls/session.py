@@ -49,6 +49,8 @@ log = structlog.get_logger("patterd.call")
 MARK_EVERY_MS = 200.0  # one mark per ~200 ms of audio: enough precision for truncation, cheap on the wire
 DRAIN_SLACK_SECS = 2.0  # how long past the estimated end of playout we wait for the carrier's last mark
 GOODBYE_QUIET_SECS = 0.4  # after end_call, wait this long with no new agent audio before hanging up
+MACHINE_START_GRACE_SECS = 3.0  # after AMD's machine_start, wait this long for the end of the greeting
+GOODBYE_WAIT_SECS = 3.0  # how long a goodbye (or voicemail message) still to come may take to start playing
 
 
 class CallState(enum.Enum):
@@ -137,10 +139,13 @@ class CallSession:
         self._marks_done = asyncio.Event()
         self._marks_done.set()
         self._last_play_mono = 0.0
+        self._audio_played = asyncio.Event()  # set by every play(); lets a goodbye wait for its first audio
         self._turn_t0: float | None = None
         self._turn_latency_ms: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ending_soon = False
+        self._voicemail_left = False
+        self._voicemail_grace: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -276,7 +281,25 @@ class CallSession:
         self.emit(MachineDetected(**self.new_event_fields(), answered_by=answered_by))
         if answered_by in AMD_MACHINE and self.spec.voicemail_message:
             self._set_status("voicemail")
-            self._spawn(self._leave_voicemail(self.spec.voicemail_message))
+            if self._voicemail_left:
+                return
+            if answered_by == "machine_start":
+                # The greeting is still playing; carriers that report its end (Telnyx greeting_end,
+                # Twilio DetectMessageEnd) send another result soon: speak after the beep, not over it.
+                self._voicemail_grace = asyncio.get_running_loop().call_later(
+                    MACHINE_START_GRACE_SECS, self._start_voicemail
+                )
+                return
+            self._start_voicemail()
+
+    def _start_voicemail(self) -> None:
+        """Leave the voicemail message, once per call."""
+        if self._voicemail_grace is not None:
+            self._voicemail_grace.cancel()
+        if self._voicemail_left or not self.spec.voicemail_message or self.state is CallState.ENDED:
+            return
+        self._voicemail_left = True
+        self._spawn(self._leave_voicemail(self.spec.voicemail_message))
 
     async def _leave_voicemail(self, message: str) -> None:
         engine = self._engine
@@ -337,6 +360,7 @@ class CallSession:
         self._segment_ms += ms
         self._play_end = start + ms / 1000.0
         self._last_play_mono = now
+        self._audio_played.set()
         if not self._first_audio_sent:
             self._first_audio_sent = True
             connected = self._connected_mono if self._connected_mono is not None else now
@@ -457,6 +481,13 @@ class CallSession:
     async def _end_after_goodbye(self, reason: str) -> None:
         """Let the agent finish its goodbye (audio may still be arriving), then end the call."""
         self._ending_soon = True
+        if not self.speaking:
+            # The goodbye is still to come (the model answers the tool output, or the voicemail
+            # message was just requested): a first audio frame takes longer than the quiet gap.
+            self._audio_played.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GOODBYE_WAIT_SECS):
+                    await self._audio_played.wait()
         while True:
             await self.drained()
             quiet_since = self._last_play_mono

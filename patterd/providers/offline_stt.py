@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import math
 import queue
 import re
@@ -76,7 +77,7 @@ def phrases_arpa(phrases: Sequence[str]) -> str:
     bigrams: collections.Counter[tuple[str, str]] = collections.Counter()
     for s in sentences:
         unigrams.update(s)
-        bigrams.update(zip(s, s[1:], strict=False))
+        bigrams.update(itertools.pairwise(s))
     discount = 0.5
     words = sorted(unigrams)
     total = sum(c for w, c in unigrams.items() if w != "<s>")
@@ -146,6 +147,17 @@ def prepare(options: OfflineSTTOptions, workdir: Path) -> PreparedModel:
 # ------------------------------------------------------------------ one call's recognition
 
 
+class _SharedCMN:
+    """The cepstral mean learned from the last recognized utterance, to start the next call's decoder.
+
+    A fresh decoder starts from the model's generic mean and is inaccurate until it has adapted over
+    a few seconds; calls on one deployment share a channel (phone band, codec), so the last call's
+    mean is a much better start. Written and read whole (a str) from worker threads.
+    """
+
+    value: str | None = None
+
+
 @dataclass(frozen=True)
 class _Flush:
     done: threading.Event
@@ -154,8 +166,15 @@ class _Flush:
 class OfflineSTTStream:
     """One call's recognition (kinds.STTStream); decoding happens in a worker thread."""
 
-    def __init__(self, model: PreparedModel, options: OfflineSTTOptions, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        model: PreparedModel,
+        options: OfflineSTTOptions,
+        loop: asyncio.AbstractEventLoop,
+        cmn: _SharedCMN,
+    ) -> None:
         self._model = model
+        self._cmn = cmn
         self._options = options
         self._loop = loop
         self._inbox: queue.SimpleQueue[bytes | _Flush | None] = queue.SimpleQueue()
@@ -194,7 +213,9 @@ class OfflineSTTStream:
             if item is None:
                 return
             if isinstance(item, BaseException):
-                raise ProviderError(f"stt.offline recognition failed: {item}", provider="stt.offline") from item
+                raise ProviderError(
+                    f"stt.offline recognition failed: {item}", provider="stt.offline"
+                ) from item
             yield item
 
     def _emit(self, item: Transcript | BaseException | None) -> None:
@@ -212,11 +233,13 @@ class OfflineSTTStream:
 
     def _decode(self) -> None:
         decoder = pocketsphinx.Decoder(**self._model.config)
+        if self._cmn.value is not None:
+            decoder.set_cmn(self._cmn.value)
         vad = pocketsphinx.Vad(self._options.vad_aggressiveness, 8000, 0.03)
         frame_bytes: int = vad.frame_bytes
         frame_ms = round(1000 * frame_bytes / 2 / 8000)
         upsample = self._model.sample_rate == 16000
-        resampler = Resampler(8000, 16000) if upsample else None
+        resampler = Resampler(8000, 16000, quality="HQ") if upsample else None
         preroll: collections.deque[bytes] = collections.deque(maxlen=max(1, _PREROLL_MS // frame_ms))
         pending = b""
         in_utt, silence_ms, since_interim, last_interim = False, 0, 0, ""
@@ -232,6 +255,8 @@ class OfflineSTTStream:
             hyp = decoder.hyp()
             text = hyp.hypstr.strip() if hyp is not None else ""
             in_utt, last_interim = False, ""
+            if text:
+                self._cmn.value = decoder.get_cmn()
             if text or final:  # an utterance that was only noise ends silently unless asked for
                 self._emit(Transcript(text, is_final=True, end_of_utterance=True))
 
@@ -282,11 +307,12 @@ class OfflineSTT:
     def __init__(self, model: PreparedModel, options: OfflineSTTOptions) -> None:
         self.model = model
         self.options = options
+        self._cmn = _SharedCMN()
 
     @asynccontextmanager
     async def stream(self) -> AsyncIterator[OfflineSTTStream]:
         """Open a recognition stream for one call (its decoder loads in the worker thread)."""
-        stream = OfflineSTTStream(self.model, self.options, asyncio.get_running_loop())
+        stream = OfflineSTTStream(self.model, self.options, asyncio.get_running_loop(), self._cmn)
         stream.start()
         try:
             yield stream
@@ -303,7 +329,9 @@ async def build(options: OfflineSTTOptions, ctx: BuildContext) -> AsyncIterator[
         try:
             await asyncio.to_thread(lambda: pocketsphinx.Decoder(**model.config))
         except RuntimeError as exc:
-            raise ProviderError(f"stt.offline cannot load pocketsphinx with {model.config}: {exc}", provider="stt.offline") from exc
+            raise ProviderError(
+                f"stt.offline cannot load pocketsphinx with {model.config}: {exc}", provider="stt.offline"
+            ) from exc
         yield OfflineSTT(model, options)
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -315,5 +343,7 @@ SPEC = ProviderSpec(
     options=OfflineSTTOptions,
     build=build,
     summary="pocketsphinx speech recognition (bundled US English model), optional phrase list; no network",
-    capabilities=Capabilities(streaming=True, interim_results=True, needs_network=False, sample_rates=(8000,)),
+    capabilities=Capabilities(
+        streaming=True, interim_results=True, needs_network=False, sample_rates=(8000,)
+    ),
 )

@@ -21,7 +21,7 @@ import ctypes
 import re
 import shutil
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -145,7 +145,7 @@ class OfflineTTS:
         """Which espeak-ng is in use: "library" or "binary"."""
         return "library" if self._library is not None else "binary"
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Speak `text`: 8 kHz μ-law chunks, the first sentence's audio before later sentences are made."""
         resampler = Resampler(ESPEAK_RATE, 8000)
         for sentence in split_sentences(text):
@@ -174,7 +174,9 @@ class OfflineTTS:
 
         def work() -> None:
             try:
-                library.synthesize(sentence, self.options.voice, self.options.rate_wpm, self.options.pitch, sink)
+                library.synthesize(
+                    sentence, self.options.voice, self.options.rate_wpm, self.options.pitch, sink
+                )
                 loop.call_soon_threadsafe(queue.put_nowait, None)
             except BaseException as exc:  # handed to the consumer, which re-raises it in the loop
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -204,7 +206,9 @@ class OfflineTTS:
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
-            raise ProviderError(f"cannot run {binary!r}: {exc}; {_INSTALL_HINT}", provider="tts.offline") from exc
+            raise ProviderError(
+                f"cannot run {binary!r}: {exc}; {_INSTALL_HINT}", provider="tts.offline"
+            ) from exc
         assert proc.stdout is not None and proc.stderr is not None
         try:
             header = await proc.stdout.readexactly(_WAV_HEADER)
@@ -224,7 +228,8 @@ class OfflineTTS:
         except asyncio.IncompleteReadError as exc:
             err = (await proc.stderr.read()).decode(errors="replace").strip()
             raise ProviderError(
-                f"{binary} wrote no audio for voice {o.voice!r}: {err or 'no error text'}", provider="tts.offline"
+                f"{binary} wrote no audio for voice {o.voice!r}: {err or 'no error text'}",
+                provider="tts.offline",
             ) from exc
         finally:
             if proc.returncode is None:
@@ -245,7 +250,9 @@ def _find_backend(options: OfflineTTSOptions) -> tuple[_Library | None, str | No
             )
     binary = shutil.which(options.binary)
     if binary is None:
-        raise ProviderError(f"espeak-ng program {options.binary!r} not found on PATH; {_INSTALL_HINT}", provider="tts.offline")
+        raise ProviderError(
+            f"espeak-ng program {options.binary!r} not found on PATH; {_INSTALL_HINT}", provider="tts.offline"
+        )
     return None, binary
 
 

@@ -105,6 +105,8 @@ class RealtimeSession:
         self._want_response = False
         self._tools: set[asyncio.Task[None]] = set()
         self._greeted = False
+        self._say_next: str | None = None  # verbatim text to speak once the active response has ended
+        self._cancel_created = False  # a response.cancel went out before the response's id was known
 
     # -------------------------------------------------------------- EngineSession
 
@@ -122,6 +124,28 @@ class RealtimeSession:
     def push_text(self, text: str) -> None:
         self._queue.put_nowait(rt.user_text(text))
         self._request_response()
+
+    def say(self, text: str) -> None:
+        """Speak `text` word for word now (voicemail drop): cancel the response in progress, then say it.
+
+        The server allows one response at a time, so the verbatim response.create goes out right
+        away only when nothing is active; otherwise it waits for the cancelled response's
+        response.done (a create sent earlier would be refused as
+        conversation_already_has_active_response, an error we treat as benign).
+        """
+        if self._down is not None:
+            self._down.reset()
+        if self._active_response is None:
+            self._queue.put_nowait(rt.response_create(rt.say_verbatim_instructions(text)))
+            self._active_response = PENDING
+            return
+        if self._active_response == PENDING:
+            self._cancel_created = True
+        else:
+            self._cancelled.add(self._active_response)
+        self._queue.put_nowait(rt.response_cancel())
+        self._say_next = text
+        self._want_response = False  # the verbatim message replaces whatever was asked for
 
     async def run(self) -> None:
         failures = 0
@@ -202,6 +226,10 @@ class RealtimeSession:
                 if self.ctx.first_message:
                     await ws.send(rt.response_create(rt.say_verbatim_instructions(self.ctx.first_message)))
                     self._active_response = PENDING
+            if self._say_next is not None and self._active_response is None:
+                text, self._say_next = self._say_next, None
+                self._queue.put_nowait(rt.response_create(rt.say_verbatim_instructions(text)))
+                self._active_response = PENDING
             if self._want_response and self._active_response is None:
                 self._want_response = False
                 self._queue.put_nowait(rt.response_create())
@@ -233,6 +261,7 @@ class RealtimeSession:
             if message != create:
                 self._queue.put_nowait(message)
         self._active_response = None
+        self._cancel_created = False
         self._cancelled.clear()
         if self._down is not None:
             self._down.reset()
@@ -266,6 +295,9 @@ class RealtimeSession:
                 self.ctx.mark_user_speech_end()
             case rt.ResponseCreated():
                 self._active_response = event.response_id
+                if self._cancel_created:
+                    self._cancel_created = False
+                    self._cancelled.add(event.response_id)
             case rt.OutputItemAdded():
                 if event.item_type == "function_call" and event.call_id and event.name:
                     self._tool_names[event.call_id] = event.name
@@ -364,7 +396,11 @@ class RealtimeSession:
                     quantities=event.usage.quantities(),
                 )
             )
-        if self._want_response:
+        if self._say_next is not None:
+            text, self._say_next = self._say_next, None
+            self._queue.put_nowait(rt.response_create(rt.say_verbatim_instructions(text)))
+            self._active_response = PENDING
+        elif self._want_response:
             self._want_response = False
             self._queue.put_nowait(rt.response_create())
             self._active_response = PENDING

@@ -115,8 +115,49 @@ _CONTRACTIONS = {
     "let's": "let us",
 }
 _STOPWORDS = frozenset(
-    "a an the i you your we our me my is are am be to of for on in at do does can could would will "
-    "please like want and or it this that there hi uh um er so just".split()
+    [
+        "a",
+        "an",
+        "the",
+        "i",
+        "you",
+        "your",
+        "we",
+        "our",
+        "me",
+        "my",
+        "is",
+        "are",
+        "am",
+        "be",
+        "to",
+        "of",
+        "for",
+        "on",
+        "in",
+        "at",
+        "do",
+        "does",
+        "can",
+        "could",
+        "would",
+        "will",
+        "please",
+        "like",
+        "want",
+        "and",
+        "or",
+        "it",
+        "this",
+        "that",
+        "there",
+        "hi",
+        "uh",
+        "um",
+        "er",
+        "so",
+        "just",
+    ]
 )
 
 
@@ -144,7 +185,7 @@ def _same(a: str, b: str) -> bool:
     return min(len(a), len(b)) >= 4 and difflib.SequenceMatcher(None, a, b).ratio() >= 0.8
 
 
-_QUESTION_WORDS = frozenset("what where when how who which why".split())
+_QUESTION_WORDS = frozenset(["what", "where", "when", "how", "who", "which", "why"])
 
 
 def _weight(token: str) -> float:
@@ -168,16 +209,57 @@ def similarity(utterance: str, example: str) -> float:
 _NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
     )
 }
 _NUMBER_WORDS.update({"oh": 0, "thirty": 30, "forty": 40, "fifty": 50})
 _ORDINALS = {
     w: i + 1
     for i, w in enumerate(
-        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
-        "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split()
+        [
+            "first",
+            "second",
+            "third",
+            "fourth",
+            "fifth",
+            "sixth",
+            "seventh",
+            "eighth",
+            "ninth",
+            "tenth",
+            "eleventh",
+            "twelfth",
+            "thirteenth",
+            "fourteenth",
+            "fifteenth",
+            "sixteenth",
+            "seventeenth",
+            "eighteenth",
+            "nineteenth",
+            "twentieth",
+        ]
     )
 }
 _ORDINALS.update({"thirtieth": 30})
@@ -196,7 +278,31 @@ _MONTHS = [
     "november",
     "december",
 ]
-_FILLERS = frozenset("yes yeah yep sure ok okay well uh um er oh hi hello so its it is this name my the".split())
+_FILLERS = frozenset(
+    [
+        "yes",
+        "yeah",
+        "yep",
+        "sure",
+        "ok",
+        "okay",
+        "well",
+        "uh",
+        "um",
+        "er",
+        "oh",
+        "hi",
+        "hello",
+        "so",
+        "its",
+        "it",
+        "is",
+        "this",
+        "name",
+        "my",
+        "the",
+    ]
+)
 
 
 def _words_to_number(words: list[str]) -> int | None:
@@ -445,13 +551,17 @@ class Dialogue:
                     slots[slot.name] = value
         missing = _missing(intent, slots)
         if missing:
-            return State(intent.name, slots), Turn(fill(missing[0].prompt, self._values(slots)), None, intent.name)
+            return State(intent.name, slots), Turn(
+                fill(missing[0].prompt, self._values(slots)), None, intent.name
+            )
         values = self._values(slots)
         texts = [fill(intent.reply, values)] if intent.reply else []
         tool = None
         if intent.tool is not None:
             args = _fill_args(intent.tool.arguments, values)
-            tool = ToolCallRequest(id=f"script_{turn_no}_{intent.tool.name}", name=intent.tool.name, arguments=args)
+            tool = ToolCallRequest(
+                id=f"script_{turn_no}_{intent.tool.name}", name=intent.tool.name, arguments=args
+            )
         state = State()
         hops, follow = 0, intent.then
         while follow is not None and hops < len(self.intents):  # the guard stops a then-cycle
@@ -507,7 +617,9 @@ class ScriptLLM:
     def __init__(self, options: ScriptLLMOptions, clock: Clock = SYSTEM_CLOCK) -> None:
         self.dialogue = Dialogue(options, clock)
 
-    async def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema]) -> AsyncIterator[LLMChunk]:
+    async def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema]
+    ) -> AsyncIterator[LLMChunk]:
         """Stream the scripted reply word by word, then its tool call, then zero usage."""
         turn = self.dialogue.reply(messages)
         if turn is not None:

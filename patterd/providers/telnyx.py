@@ -104,6 +104,10 @@ class TelnyxOptions(ProviderOptions):
                 raise ValueError(f"public_key (TELNYX_PUBLIC_KEY) is invalid: {exc}") from exc
         return self
 
+    def config_warnings(self) -> list[str]:
+        """Allowed but unwise settings, printed by `patterd check`."""
+        return [] if self.public_key else [UNAUTHENTICATED_WARNING]
+
 
 class TelnyxCarrier:
     """The live Telnyx carrier (one per config generation); see `kinds.Carrier`."""
@@ -125,10 +129,11 @@ class TelnyxCarrier:
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         self._calls: dict[str, str] = {}  # call_control_id → our call id
         self._stream_on_answer: dict[str, str] = {}  # dialed without stream_url: call_control_id → call id
+        self._amd_reported: set[str] = set()  # call ids whose one AMD verdict went to the router
         self._tasks: set[asyncio.Task[None]] = set()
-        if not options.public_key:
-            self.warnings.append(UNAUTHENTICATED_WARNING)
-            log.warning(UNAUTHENTICATED_WARNING)
+        for warning in options.config_warnings():
+            self.warnings.append(warning)
+            log.warning(warning)
 
     # ------------------------------------------------------------ webhooks
 
@@ -194,11 +199,12 @@ class TelnyxCarrier:
                         "sip_hangup_cause": event.sip_hangup_cause,
                     }
                     router.carrier_status(call_id, proto.status_for_hangup(event.hangup_cause), detail)
+                    self._amd_reported.discard(call_id)
                 self._calls.pop(event.call_control_id, None)
             case proto.MachineDetectionEnded() | proto.MachineGreetingEnded():
                 call_id = self._call_id(event, router)
                 if call_id is not None:
-                    router.machine_detected(call_id, proto.answered_by(event))
+                    self._machine_verdict(call_id, event, router)
             case proto.RecordingSaved():
                 call_id = self._call_id(event, router)
                 if call_id is not None and event.url:
@@ -215,6 +221,27 @@ class TelnyxCarrier:
                 log.debug(
                     "telnyx webhook", event_type=event.event_type, call_control_id=event.call_control_id
                 )
+
+    def _machine_verdict(
+        self,
+        call_id: str,
+        event: proto.MachineDetectionEnded | proto.MachineGreetingEnded,
+        router: CallRouter,
+    ) -> None:
+        """Report one AMD verdict per call: the session leaves a voicemail on each machine verdict.
+
+        In greeting_end/detect_words mode Telnyx always follows a `machine` detection with
+        `call.machine.greeting.ended`, so we wait for it: the voicemail then starts after the beep.
+        """
+        if call_id in self._amd_reported:
+            return
+        answered = proto.answered_by(event)
+        waits_for_greeting = self.options.machine_detection_mode in ("greeting_end", "detect_words")
+        if answered == "machine_start" and waits_for_greeting:
+            log.info("telnyx AMD: machine; waiting for the greeting to end", call_id=call_id)
+            return
+        self._amd_reported.add(call_id)
+        router.machine_detected(call_id, answered)
 
     def _inbound(self, event: proto.CallInitiated, router: CallRouter) -> None:
         key = event.event_id or event.call_control_id

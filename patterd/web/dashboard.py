@@ -104,7 +104,8 @@ def _uptime(seconds: float) -> str:
 
 def _totals_text(stats: dict[str, Any]) -> str:
     totals = stats["totals"]
-    parts = [f"{totals['calls']} calls", f"{totals['failed']} failed"]
+    calls = totals["calls"]
+    parts = [f"{calls} call{'' if calls == 1 else 's'}", f"{totals['failed']} failed"]
     if totals.get("p50_ms") is not None:
         parts.append(f"p50 {totals['p50_ms']:.0f} ms")
     if totals.get("p95_ms") is not None:
@@ -231,7 +232,8 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         if not runtime.token:
             return RedirectResponse(next_path, status_code=303)
         if not token_matches(given, runtime.token):
-            return login_form(request, next_path, "That token is not right.", 401)
+            # 200, not 401: the browser shows the form again (a 4xx document is a console error).
+            return login_form(request, next_path, "That token is not right.")
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(
             COOKIE_NAME, given, httponly=True, samesite="strict", path="/", secure=is_https(request)

@@ -76,7 +76,7 @@ def render_chart(stats: dict[str, Any]) -> str:
     p50 = totals.get("p50_ms")
     p95 = totals.get("p95_ms")
     summary = (
-        f"{totals.get('calls', 0)} calls in the last {len(hours)} hours, {totals.get('failed', 0)} failed; "
+        f"{totals.get('calls', 0)} call{'' if totals.get('calls') == 1 else 's'} in the last {len(hours)} hours, {totals.get('failed', 0)} failed; "
         f"turn latency p50 {_ms(p50) if p50 is not None else 'n/a'}, p95 {_ms(p95) if p95 is not None else 'n/a'}."
     )
     out = [

@@ -101,12 +101,24 @@ class FakeCall:
     heard: bytearray = field(default_factory=bytearray)  # our audio, as played to the caller
     marks: list[str] = field(default_factory=list)  # marks echoed back to the daemon
     frames_from_daemon: list[dict[str, Any]] = field(default_factory=list)
-    clears: int = 0
+    media_times: list[float] = field(default_factory=list)  # loop.time() of each media frame from the daemon
+    clear_times: list[float] = field(default_factory=list)  # loop.time() of each clear frame
+    speech_started: list[float] = field(default_factory=list)  # loop.time() when each `say` began going out
+    violations: list[str] = field(default_factory=list)  # frames from the daemon Telnyx would not accept
+    clear_times: list[float] = field(default_factory=list)  # loop.time() of each `clear`
+    media_times: list[float] = field(default_factory=list)  # loop.time() each daemon `media` frame arrived
+    speech_started: list[float] = field(default_factory=list)  # when each `say` began going out
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     stream_open: asyncio.Event = field(default_factory=asyncio.Event)
     stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     _to_send: bytearray = field(default_factory=bytearray)  # caller audio not streamed yet
+    _queued_bytes: int = 0  # caller audio ever queued by `say`
+    _sent_bytes: int = 0  # ... and sent as media frames
+    _say_starts: list[int] = field(default_factory=list)  # byte offsets where each pending `say` begins
+    _bytes_queued: int = 0  # caller audio queued by `say`, in total
+    _bytes_sent: int = 0  # caller audio taken from `_to_send`, in total
+    _speech_offsets: list[int] = field(default_factory=list)  # where each `say` starts in the stream
     _playback: list[bytes | str] = field(default_factory=list)  # our audio (bytes) and marks (str) queued
     _playback_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _ws: aiohttp.ClientWebSocketResponse | None = None
@@ -116,7 +128,18 @@ class FakeCall:
 
     def say(self, ulaw: bytes) -> None:
         """Queue caller audio (μ-law) for the media stream."""
+        if ulaw:
+            self._speech_offsets.append(self._bytes_queued)
+            self._bytes_queued += len(ulaw)
         self._to_send.extend(ulaw)
+
+    async def wait_sent(self, timeout: float = 30.0) -> None:
+        """Wait until every byte `say` queued has gone out on the media stream."""
+        await self.fake._wait(
+            lambda: self._bytes_sent >= self._bytes_queued,
+            timeout,
+            f"caller audio sent on {self.call_control_id}",
+        )
 
     async def press(self, digit: str) -> None:
         """The caller presses a key: a `dtmf` media frame and a `call.dtmf.received` webhook."""
@@ -582,10 +605,15 @@ class FakeTelnyx:
         try:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
+                    call.violations.append(f"non-text websocket message from the daemon: {msg.type}")
                     continue
-                frame = json.loads(msg.data)
+                try:
+                    frame = json.loads(msg.data)
+                except ValueError:
+                    call.violations.append(f"frame from the daemon is not JSON: {msg.data[:200]}")
+                    continue
                 call.frames_from_daemon.append(frame)
-                self._on_daemon_frame(call, frame)
+                self._on_daemon_frame(call, frame, msg.data)
         finally:
             sender.cancel()
             player.cancel()
@@ -596,11 +624,13 @@ class FakeTelnyx:
     def _on_daemon_frame(self, call: FakeCall, frame: dict[str, Any]) -> None:
         match frame.get("event"):
             case "media":
+                call.media_times.append(asyncio.get_running_loop().time())
                 call._playback.append(base64.b64decode(frame["media"]["payload"]))
             case "mark":
                 call._playback.append(str(frame["mark"]["name"]))
             case "clear":
                 call.clears += 1
+                call.clear_times.append(asyncio.get_running_loop().time())
                 marks = [item for item in call._playback if isinstance(item, str)]
                 call._playback.clear()
                 self._spawn(self._echo_marks(call, marks))
@@ -645,8 +675,14 @@ class FakeTelnyx:
         start = loop.time()
         while True:
             if call._to_send:
+                if call._speech_offsets and call._speech_offsets[0] <= call._bytes_sent:
+                    call._speech_offsets.pop(0)
+                    call.speech_started.append(loop.time())
                 frame = bytes(call._to_send[:FRAME_BYTES]).ljust(FRAME_BYTES, ULAW_SILENCE)
+                call._bytes_sent += min(FRAME_BYTES, len(call._to_send))
                 del call._to_send[:FRAME_BYTES]
+                if not call._to_send:
+                    self._notify()
             elif self.trailing_silence:
                 frame = ULAW_SILENCE * FRAME_BYTES
             else:
@@ -665,6 +701,7 @@ class FakeTelnyx:
                     },
                 }
             )
+            self._notify()
             await asyncio.sleep(max(0.0, start + chunk * FRAME_SECS - loop.time()))  # pacing real time
 
     async def _end_call(self, call: FakeCall, cause: str, source: str) -> None:

@@ -123,6 +123,9 @@ async def test_inbound_call_follows_answer_streams_and_plays_back(
     sent = b"".join(base64.b64decode(f["media"]["payload"]) for f in media)
     assert len(sent) >= 800 and sent[:1024] == caller_audio[: len(sent)]
 
+    call.say(b"\x01" * 200)  # padded to two frames
+    await call.wait_sent()
+    assert len(call.speech_started) == 2 and call.violations == []
     await call.press("9")
     await call.hangup("normal_clearing")
     assert any(f["event"] == "dtmf" and f["dtmf"]["digit"] == "9" for f in daemon.frames)

@@ -283,6 +283,8 @@ async def test_inbound_call_answers_with_bidirectional_pcmu_stream_and_round_tri
         )
     ]
     assert h.router.rejections == []
+    assert call.violations == []
+    assert len(call.speech_started) == 1 and len(call.media_times) == len(media_frames)
 
 
 async def test_dtmf_clear_and_marks_returned_on_barge_in(stack: AsyncExitStack) -> None:
@@ -292,7 +294,8 @@ async def test_dtmf_clear_and_marks_returned_on_barge_in(stack: AsyncExitStack) 
     await call.press("5")
     # clear returns the queued mark at once, long before the 3 s greeting could have played.
     assert await call.wait_marks(1, timeout=2) == ["greeting"]
-    assert call.clears == 1
+    assert call.clears == 1 and len(call.clear_times) == 1
+    assert call.violations == []
     await h.router.until(lambda: CallerDtmf("5") in h.router.events[call_id])
     assert len(call.heard) < len(tone(3000)) // 2
     await call.hangup()
@@ -407,7 +410,7 @@ async def test_pcma_stream_is_transcoded_to_ulaw(stack: AsyncExitStack, spoken: 
 @pytest.mark.parametrize(
     ("answer", "expected_amd"),
     [
-        ("machine", [("out-1", "machine_start"), ("out-1", "machine_end_beep")]),
+        ("machine", [("out-1", "machine_end_beep")]),  # greeting_end: one verdict, after the beep
         ("human", [("out-1", "human")]),
     ],
 )
@@ -578,6 +581,7 @@ async def test_without_public_key_warns_and_accepts_unsigned_webhooks(stack: Asy
     router = ScriptedRouter()
     h = await start_harness(stack, router, public_key=None)
     assert h.carrier.warnings == [UNAUTHENTICATED_WARNING]
+    assert h.carrier.options.config_warnings() == [UNAUTHENTICATED_WARNING]
     call = FakeCall(h.fake, "v3:unsigned", "incoming", CALLER, OUR_NUMBER)
     h.fake.calls[call.call_control_id] = call
     sent = await h.fake.post_webhook(h.fake.envelope(call, "call.initiated", {"state": "parked"}), headers={})

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import queue
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,3 +149,86 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+class PythonSoftphone:
+    """A caller speaking the local softphone protocol from Python: paced silence out, marks echoed, lines collected."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        import json
+        import urllib.request
+
+        self._json = json
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(
+            base_url + "/webhooks/local/voice", data=b"{}", headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 201, resp.status
+            answer = json.loads(resp.read())
+        self.call_id: str = answer["call_id"]
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.frames_received = 0
+        self._stop = threading.Event()
+        self._send_lock = threading.Lock()
+        from websockets.sync.client import connect
+
+        ws_url = base_url.replace("http://", "ws://") + answer["media_path"]
+        self._connection = connect(ws_url, additional_headers=headers, proxy=None, open_timeout=10)
+        self.ws = self._connection.__enter__()
+        self._send(
+            {"event": "start", "streamSid": "pytest", "start": {"mediaFormat": {"encoding": "audio/x-mulaw"}}}
+        )
+        self._threads = [
+            threading.Thread(target=self._pace, daemon=True),
+            threading.Thread(target=self._read, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        with self._send_lock:
+            self.ws.send(self._json.dumps(msg))
+
+    def _pace(self) -> None:
+        silence = base64.b64encode(b"\xff" * 160).decode()
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._send({"event": "media", "media": {"payload": silence}})
+            except Exception:
+                return
+            next_at += 0.02
+            self._stop.wait(max(0.0, next_at - time.monotonic()))  # real-time pacing of a caller's audio
+
+    def _read(self) -> None:
+        try:
+            for text in self.ws:
+                msg = self._json.loads(text)
+                if msg.get("event") == "media":
+                    self.frames_received += 1
+                elif msg.get("event") == "mark":
+                    self._send({"event": "mark", "mark": msg["mark"]})
+                elif msg.get("event") == "transcript":
+                    self.lines.put(msg)
+        except Exception:
+            pass
+
+    def wait_line(self, role: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The next transcript line said by `role`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line.get("role") == role:
+                return line
+
+    def hang_up(self) -> None:
+        self._stop.set()
+        try:
+            self._send({"event": "stop"})
+        finally:
+            self._connection.__exit__(None, None, None)
+            for t in self._threads:
+                t.join(timeout=5)

@@ -251,7 +251,7 @@
         ]);
         $("chart").innerHTML = svg; // rendered and escaped by the server (metrics_svg.py)
         const t = stats.totals;
-        const parts = [`${t.calls} calls`, `${t.failed} failed`];
+        const parts = [`${t.calls} call${t.calls === 1 ? "" : "s"}`, `${t.failed} failed`];
         if (t.p50_ms !== null) parts.push(`p50 ${Math.round(t.p50_ms)} ms`);
         if (t.p95_ms !== null) parts.push(`p95 ${Math.round(t.p95_ms)} ms`);
         if (t.cost_usd) parts.push(`$${t.cost_usd.toFixed(4)}`);

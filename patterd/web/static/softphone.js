@@ -36,6 +36,7 @@
       this.framesSent = 0;
       this.framesPlayed = 0;
       this.framesReceived = 0;
+      this.bytesReceived = 0;
       this.marksEchoed = 0;
       this.underruns = 0;
       this.transcript = [];
@@ -79,7 +80,7 @@
 
     async call() {
       if (this.state === "connecting" || this.state === "connected") return;
-      this.framesSent = this.framesPlayed = this.framesReceived = this.marksEchoed = this.underruns = 0;
+      this.framesSent = this.framesPlayed = this.framesReceived = this.bytesReceived = this.marksEchoed = this.underruns = 0;
       this.transcript = [];
       this.error = null;
       ui.chat.replaceChildren();
@@ -148,7 +149,8 @@
       try { msg = JSON.parse(text); } catch (_) { return; }
       if (msg.event === "media" && msg.media && msg.media.payload) {
         const payload = b64decode(msg.media.payload);
-        this.framesReceived += Math.max(1, Math.round(payload.length / 160));
+        this.bytesReceived += payload.length;
+        this.framesReceived = Math.floor(this.bytesReceived / 160); // in 20 ms units, like framesPlayed
         this.node.port.postMessage({ type: "media", payload }, [payload.buffer]);
       } else if (msg.event === "mark" && msg.mark) {
         this.node.port.postMessage({ type: "mark", name: msg.mark.name });
