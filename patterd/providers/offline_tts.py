@@ -99,7 +99,7 @@ class _Library:
         with cls._guard:
             if cls._instance is None:
                 try:
-                    import espeakng_loader  # type: ignore[import-untyped]
+                    import espeakng_loader  # type: ignore[import-untyped, import-not-found, unused-ignore]
                 except ImportError:
                     return None
                 lib = ctypes.CDLL(espeakng_loader.get_library_path())

@@ -101,21 +101,16 @@ class FakeCall:
     heard: bytearray = field(default_factory=bytearray)  # our audio, as played to the caller
     marks: list[str] = field(default_factory=list)  # marks echoed back to the daemon
     frames_from_daemon: list[dict[str, Any]] = field(default_factory=list)
+    clears: int = 0
     media_times: list[float] = field(default_factory=list)  # loop.time() of each media frame from the daemon
     clear_times: list[float] = field(default_factory=list)  # loop.time() of each clear frame
     speech_started: list[float] = field(default_factory=list)  # loop.time() when each `say` began going out
     violations: list[str] = field(default_factory=list)  # frames from the daemon Telnyx would not accept
-    clear_times: list[float] = field(default_factory=list)  # loop.time() of each `clear`
-    media_times: list[float] = field(default_factory=list)  # loop.time() each daemon `media` frame arrived
-    speech_started: list[float] = field(default_factory=list)  # when each `say` began going out
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     stream_open: asyncio.Event = field(default_factory=asyncio.Event)
     stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     _to_send: bytearray = field(default_factory=bytearray)  # caller audio not streamed yet
-    _queued_bytes: int = 0  # caller audio ever queued by `say`
-    _sent_bytes: int = 0  # ... and sent as media frames
-    _say_starts: list[int] = field(default_factory=list)  # byte offsets where each pending `say` begins
     _bytes_queued: int = 0  # caller audio queued by `say`, in total
     _bytes_sent: int = 0  # caller audio taken from `_to_send`, in total
     _speech_offsets: list[int] = field(default_factory=list)  # where each `say` starts in the stream
@@ -621,7 +616,7 @@ class FakeTelnyx:
             call.stream_closed.set()
             self._notify()
 
-    def _on_daemon_frame(self, call: FakeCall, frame: dict[str, Any]) -> None:
+    def _on_daemon_frame(self, call: FakeCall, frame: dict[str, Any], raw: str = "") -> None:
         match frame.get("event"):
             case "media":
                 call.media_times.append(asyncio.get_running_loop().time())

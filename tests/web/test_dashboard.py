@@ -377,3 +377,51 @@ def test_json_for_script_cannot_close_the_element() -> None:
     text = json_for_script({"t": "</script><!--"})
     assert "<" not in text and ">" not in text
     assert json.loads(text) == {"t": "</script><!--"}
+
+
+def test_hourly_stats_pages_through_the_store_and_buckets_by_hour() -> None:
+    from patterd.web import call_stats
+    from patterd.web.metrics_svg import nice_ceiling, render_chart
+
+    now = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
+    metas = [
+        {
+            "call_id": f"c{i}",
+            "started_at": (now - timedelta(minutes=20 * i)).isoformat().replace("+00:00", "Z"),
+            "status": "failed" if i % 5 == 0 else "completed",
+            "cost": {"total": 0.01},
+            "latency": {"p50_ms": 100.0 + i, "p95_ms": 200.0 + i},
+        }
+        for i in range(90)  # 30 hours of calls, 3 an hour: the oldest are out of range
+    ]
+
+    class Lister:
+        pages = 0
+
+        def list_calls(self, *, since: Any, until: Any, limit: int, cursor: str | None, **_: Any) -> Any:
+            self.pages += 1
+            inside = [m for m in metas if since <= datetime.fromisoformat(m["started_at"]) < until]
+            start = int(cursor or 0)
+            page = inside[start : start + limit]
+            more = start + limit < len(inside)
+            return page, str(start + limit) if more else None
+
+    lister = Lister()
+    original = call_stats.PAGE
+    call_stats.PAGE = 10
+    try:
+        stats = call_stats.hourly_stats(lister, now)
+    finally:
+        call_stats.PAGE = original
+    # The window is the 24 whole hours up to 13:00: calls from yesterday 13:00 (i ≤ 70) count.
+    assert lister.pages == 8  # 71 calls, 10 a page
+    assert stats["totals"]["calls"] == 71
+    assert stats["hours"][-1]["calls"] == 2  # 12:30 and 12:10 in the current hour
+    assert stats["totals"]["failed"] == sum(1 for i in range(71) if i % 5 == 0)
+    assert stats["totals"]["cost_usd"] == pytest.approx(0.71)
+    assert stats["hours"][-1]["p50_ms"] == 100.0 and stats["hours"][-1]["p95_ms"] == 201.0
+    assert not stats["truncated"]
+    svg = render_chart(stats)
+    assert svg.count('class="bar"') == 24 + 1  # one bar per hour with calls, plus the legend's swatch
+    assert 'class="line p50"' in svg and 'class="line p95"' in svg
+    assert [nice_ceiling(v) for v in (0, 0.3, 3, 7, 11, 240)] == [1.0, 0.5, 5.0, 10.0, 20.0, 250.0]
