@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from patterd.web.auth import is_authorized
+from patterd.web.auth import csrf_refused, is_authorized
 from patterd.web.carrier_routes import carrier_routes
 from patterd.web.dashboard import dashboard_routes
 from patterd.web.errors import error_response, http_exception_handler
@@ -33,11 +33,16 @@ class TokenMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
+        path = scope["path"]
         if is_authorized(request, self.runtime.token, loopback=self.runtime.loopback):
+            if path.startswith("/api/") and csrf_refused(request, scope["method"]):
+                await error_response(403, "a browser POST needs the header X-Patterd-CSRF: 1")(
+                    scope, receive, send
+                )
+                return
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if scope["method"] == "GET" and (path == "/" or path.startswith("/calls")):
+        if scope["method"] == "GET" and (path in ("/", "/phone") or path.startswith("/calls")):
             await RedirectResponse(f"/login?next={path}", status_code=303)(scope, receive, send)
             return
         response = error_response(401, "a valid token is required: Authorization: Bearer <token>")

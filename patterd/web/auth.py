@@ -41,3 +41,21 @@ def is_authorized(conn: HTTPConnection, token: str | None, *, loopback: bool) ->
     if token:
         return token_matches(presented_token(conn), token)
     return loopback
+
+
+CSRF_HEADER = "x-patterd-csrf"
+
+
+def csrf_refused(conn: HTTPConnection, method: str) -> bool:
+    """A state-changing request a browser could be tricked into sending must carry `X-Patterd-CSRF: 1`.
+
+    Bearer-token clients (scripts) are not browsers riding a cookie; a request with neither a cookie nor
+    an Origin header did not come from a web page.
+    """
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return False
+    from_browser = COOKIE_NAME in conn.cookies or "origin" in conn.headers
+    return from_browser and conn.headers.get(CSRF_HEADER) != "1"

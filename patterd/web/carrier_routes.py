@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -19,6 +21,14 @@ def _carrier(runtime: Runtime, name: str, call_id: str | None = None) -> Carrier
     if call_id is not None and call_id in board.calls:
         return board.calls[call_id].graph.carriers.get(name)
     return board.graph.carriers.get(name)
+
+
+def _cross_origin(websocket: WebSocket) -> bool:
+    """A browser page from another site opening the softphone socket (browsers always send Origin)."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc != websocket.headers.get("host", "")
 
 
 def carrier_routes(runtime: Runtime) -> list[BaseRoute]:
@@ -40,7 +50,10 @@ def carrier_routes(runtime: Runtime) -> list[BaseRoute]:
     def media(path: str, name: str) -> WebSocketRoute:
         async def handle(websocket: WebSocket) -> None:
             call_id = websocket.path_params["call_id"]
-            if name == "local" and not is_authorized(websocket, runtime.token, loopback=runtime.loopback):
+            if name == "local" and (
+                not is_authorized(websocket, runtime.token, loopback=runtime.loopback)
+                or _cross_origin(websocket)
+            ):
                 runtime.switchboard.count_rejection(name, "token")
                 await websocket.close(code=1008)
                 return

@@ -164,3 +164,20 @@ async def test_reload_route(tmp_path: Path) -> None:
         served.runtime.reload_result = ReloadResult(False, 1, issues=["agents (line 3): bad"], message="invalid")
         status, body = await post(session, served.base_url + "/api/v1/reload")
         assert status == 422 and body["error"]["issues"] == ["agents (line 3): bad"]
+
+
+async def test_browser_posts_need_the_csrf_header(tmp_path: Path) -> None:
+    async with serve_runtime(tmp_path, token="tok-123") as served, aiohttp.ClientSession() as session:
+        cookie = {"Cookie": "patterd_session=tok-123"}
+        url = served.base_url + "/api/v1/reload"
+        async with session.post(url, headers=cookie) as resp:
+            assert resp.status == 403  # a cookie rides along on a cross-site form post: refused
+        async with session.post(url, headers={**cookie, "X-Patterd-CSRF": "1"}) as resp:
+            assert resp.status == 200
+        async with session.post(url, headers={"Authorization": "Bearer tok-123"}) as resp:
+            assert resp.status == 200  # scripts with a bearer token are not browsers
+        async with session.post(served.base_url + "/webhooks/local/voice", json={}, headers=cookie) as resp:
+            assert resp.status == 403
+        ws_url = served.base_url.replace("http", "ws") + "/ws/local/nope"
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(ws_url, headers={**cookie, "Origin": "https://evil.example"})
