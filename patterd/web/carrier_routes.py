@@ -36,10 +36,11 @@ def carrier_routes(runtime: Runtime) -> list[BaseRoute]:
 
     def webhook(name: str) -> Route:
         async def handle(request: Request) -> Response:
-            if name == "local" and not is_authorized(request, runtime.token, loopback=runtime.loopback):
-                return error_response(
-                    401, "a token is required"
-                )  # the softphone follows the dashboard's rule
+            if name == "local":  # the softphone follows the dashboard's rules
+                if not is_authorized(request, runtime.token, loopback=runtime.loopback):
+                    return error_response(401, "a token is required")
+                if csrf_refused(request, request.method):
+                    return error_response(403, "a browser POST needs the header X-Patterd-CSRF: 1")
             carrier = _carrier(runtime, name, request.query_params.get("call_id"))
             if carrier is None:
                 return error_response(404, f"carrier {name!r} is not configured")

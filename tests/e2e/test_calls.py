@@ -185,3 +185,142 @@ async def test_inbound_call_end_to_end(world: World, speech: dict[str, bytes]) -
     assert "barge_in" in [e["type"] for e in body["events"]]
     assert world.engine.truncates, "the interrupted item was not truncated"
     assert reaction_ms <= 1000  # sanity; the ≤ 100 ms target is reported, see the module docstring
+
+
+# ====================================================================== 2. outbound call, AMD → voicemail
+
+VOICEMAIL = "Hi, this is Acme calling about your order. Please call us back. Goodbye."
+
+
+async def test_outbound_call_machine_gets_voicemail(world: World) -> None:
+    world.script([Say(GREETING), Say(VOICEMAIL)])
+    if isinstance(world.carrier, TelnyxCarrier):
+        world.carrier.script_callee(VOICEMAIL_TO, "machine")
+    status, body = await world.api.request(
+        "POST", "/api/v1/calls", {"to": VOICEMAIL_TO, "voicemail_message": VOICEMAIL}
+    )
+    assert status == 201, body
+    call_id = body["call_id"]
+    dial = world.carrier.dial_request()
+    if isinstance(world.carrier, TwilioCarrier):
+        assert dial["To"] == VOICEMAIL_TO and dial["AsyncAmd"] == "true" and dial["MachineDetection"]
+        assert call_id in dial["Url"]
+    else:
+        assert dial["to"] == VOICEMAIL_TO and dial["answering_machine_detection"] not in (None, "disabled")
+
+    call = await world.carrier.answer_outbound(VOICEMAIL_TO, "machine_end_beep")
+    await world.engine.wait_for(
+        lambda: any(r and VOICEMAIL in r for r in world.engine.response_requests), timeout=10
+    )
+    heard_before = call.heard_bytes()
+    await call.wait_hung_up_by_daemon(timeout=20)
+    assert call.heard_bytes() - heard_before >= 8000  # at least a second of the message was played
+    directory = await wait_record(world.records, call_id, "voicemail")
+    meta = json.loads((directory / "metadata.json").read_text())
+    assert meta["answered_by"] == "machine_end_beep" and meta["error"] in (None, "")
+    assert any(VOICEMAIL in line["text"] for line in read_jsonl(directory / "transcript.jsonl"))
+
+
+# ====================================================================== 3. signatures and retries
+
+
+async def test_bad_signatures_are_refused_and_counted(world: World) -> None:
+    before = await world.api.metric("patterd_webhook_rejections_total", lambda l: world.carrier.name in l)
+    assert await world.carrier.send_bad_signature() == 403
+    expected = 1
+    if isinstance(world.carrier, TelnyxCarrier):
+        assert await world.carrier.send_stale_timestamp() == 403
+        expected = 2
+    after = await world.api.metric("patterd_webhook_rejections_total", lambda l: world.carrier.name in l)
+    assert after - before == expected
+
+
+async def test_retried_webhook_answers_once(world: World) -> None:
+    world.script([Say(GREETING)])
+    if isinstance(world.carrier, TelnyxCarrier):
+        fake = world.carrier.fake
+        call = await fake.place_call("+15551239999", "+15550001234")
+        await fake.wait_command("answer", call.call_control_id)
+        initiated = next(
+            w for w in fake.webhooks if w.event_type == "call.initiated" and w.call_control_id == call.call_control_id
+        )
+        for _ in range(2):
+            assert (await fake.resend(initiated)).status == 200
+        await asyncio.wait_for(call.stream_open.wait(), 10)
+        answers = [c for c in fake.commands if c.action == "answer" and c.call_control_id == call.call_control_id]
+        assert len(answers) == 1, answers
+        handle = TelnyxHandle(call, fake)
+    else:
+        net = world.carrier.net
+        assert net is not None
+        first = await net.inbound_call("+15551239999", connect=False)
+        again = await net._fetch_twiml(first, net.public_url("/webhooks/twilio/voice"), "ringing", "auto")
+        assert again.twiml is not None and again.twiml.parameters["call_id"] == first.twiml_parameters["call_id"]
+        await first.connect_media()
+        from tests.e2e.scenarios import TwilioHandle
+
+        handle = TwilioHandle(first, world.carrier.rest)  # type: ignore[assignment]
+    await handle.wait_heard(800)
+    await handle.hangup_from_far_end()
+    await wait_record(world.records, handle.call_id, "completed")
+
+
+# ====================================================================== 4. unknown media websocket
+
+
+async def test_media_websocket_for_unknown_call_is_refused(world: World) -> None:
+    before = await world.api.metric("patterd_webhook_rejections_total", lambda l: world.carrier.name in l)
+    outcome = await world.carrier.open_media("call_00000000000000000000000000000000")
+    assert outcome is not None and outcome != -1 and outcome >= 400, outcome
+    after = await world.api.metric("patterd_webhook_rejections_total", lambda l: world.carrier.name in l)
+    assert after == before + 1
+
+
+# ====================================================================== 5 + 7. malformed frames, far-end hangup
+
+
+async def test_malformed_frames_are_counted_and_the_call_survives(world: World, speech: dict[str, bytes]) -> None:
+    world.script([Say(GREETING), Say("Yes, I am still here.")], transcripts=["Hello, are you there?"])
+    before = await world.api.metric("patterd_media_frames_dropped_total")
+    call = await world.carrier.inbound_call()
+    await call.wait_heard(4000)
+    await call.send_raw("this is not json {")
+    await call.send_raw(json.dumps({"event": "media", "media": {"payload": "%%% not base64 %%%"}}))
+    heard = call.heard_bytes()
+    await call.say(speech["more"])
+    await call.wait_heard(heard + 4000, timeout=10)  # the reply still reaches the caller
+    after = await world.api.metric("patterd_media_frames_dropped_total")
+    assert after - before >= 2
+    assert any("still here" in t for t in world.engine.user_turns) or world.engine.user_turns
+    await call.hangup_from_far_end()
+    await wait_record(world.records, call.call_id, "completed")
+
+
+async def test_far_end_hangup_completes_the_record(world: World) -> None:
+    world.script([Say(GREETING)])
+    call = await world.carrier.inbound_call()
+    await call.wait_heard(1600)
+    await call.hangup_from_far_end()
+    directory = await wait_record(world.records, call.call_id, "completed")
+    meta = json.loads((directory / "metadata.json").read_text())
+    assert meta["error"] in (None, "")
+    assert world.carrier.hangup_requests(call) == 0  # the far end hung up; we did not need to
+
+
+# ====================================================================== 6. the engine goes away for good
+
+
+async def test_engine_gone_for_good_fails_the_call_cleanly(world: World) -> None:
+    world.script([Say(ORDER_REPLY)])
+    call = await world.carrier.inbound_call()
+    await call.wait_heard(1600)
+    world.engine.refuse_status = 503
+    try:
+        await world.engine.drop_all()
+        await call.wait_hung_up_by_daemon(timeout=15)
+        directory = await wait_record(world.records, call.call_id, "failed")
+    finally:
+        world.engine.refuse_status = None
+    meta = json.loads((directory / "metadata.json").read_text())
+    assert "OpenAI Realtime" in (meta["error"] or ""), meta["error"]
+    assert "error" in [e["type"] for e in read_jsonl(directory / "events.jsonl")]
