@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from patterd.providers.kinds import Carrier
-from patterd.web.auth import is_authorized
+from patterd.web.auth import csrf_refused, is_authorized
 from patterd.web.errors import error_response
 from patterd.web.runtime import Runtime
 
