@@ -41,13 +41,22 @@ agents:
 """
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     import os
 
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "TELNYX_", "OPENAI_", "PATTER"))}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "TELNYX_", "OPENAI_", "PATTER"))
+    }
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "patterd", *args], capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd
+        [sys.executable, "-m", "patterd", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full_env,
+        cwd=cwd,
     )
 
 
@@ -95,7 +104,9 @@ def test_shipped_configs_check_ok(path: Path) -> None:
 
 def test_secrets_never_printed(tmp_path: Path) -> None:
     config = tmp_path / "patter.yaml"
-    config.write_text(FIVE_MISTAKES.replace("account_sid: AC", "auth_token: super-secret-value\n  account_sid: AC"))
+    config.write_text(
+        FIVE_MISTAKES.replace("account_sid: AC", "auth_token: super-secret-value\n  account_sid: AC")
+    )
     proc = run_cli("check", "--config", str(config))
     assert "super-secret-value" not in proc.stdout + proc.stderr
 

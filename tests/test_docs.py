@@ -10,7 +10,14 @@ import pytest
 from starlette.routing import Route, WebSocketRoute
 
 from patterd.config.load import FILE_KEYS
-from patterd.config.model import AgentConfig, EndCallTool, LoggingConfig, ServerConfig, TransferCallTool, WebhookTool
+from patterd.config.model import (
+    AgentConfig,
+    EndCallTool,
+    LoggingConfig,
+    ServerConfig,
+    TransferCallTool,
+    WebhookTool,
+)
 from patterd.plugins import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +36,9 @@ def test_top_level_keys(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "model", [ServerConfig, LoggingConfig, AgentConfig, TransferCallTool, EndCallTool, WebhookTool], ids=lambda m: m.__name__
+    "model",
+    [ServerConfig, LoggingConfig, AgentConfig, TransferCallTool, EndCallTool, WebhookTool],
+    ids=lambda m: m.__name__,
 )
 def test_section_keys(model: type) -> None:
     missing = [name for name in model.model_fields if name != "type" and not _documented(name, CONFIG_DOC)]  # type: ignore[attr-defined]
@@ -56,8 +65,12 @@ def test_every_route_documented() -> None:
 
     app = make_app()
     for route in app.routes:
-        if isinstance(route, Route | WebSocketRoute) and not route.path.startswith(("/static", "/dashboard", "/login", "/logout", "/calls", "/phone")):
-            assert f"`{route.path}`" in OPERATIONS_DOC or route.path == "/", f"docs/operations.md lacks {route.path}"
+        if isinstance(route, Route | WebSocketRoute) and not route.path.startswith(
+            ("/static", "/dashboard", "/login", "/logout", "/calls", "/phone")
+        ):
+            assert f"`{route.path}`" in OPERATIONS_DOC or route.path == "/", (
+                f"docs/operations.md lacks {route.path}"
+            )
 
 
 @pytest.mark.parametrize("command", ["run", "check", "providers", "schema", "simulate", "version"])

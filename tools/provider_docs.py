@@ -30,7 +30,9 @@ def _default(field: FieldInfo) -> str:
     factory = field.default_factory
     if factory is not None:
         closure = getattr(factory, "__closure__", None) or ()
-        names = [c.cell_contents for c in closure if isinstance(c.cell_contents, str) and c.cell_contents.isupper()]
+        names = [
+            c.cell_contents for c in closure if isinstance(c.cell_contents, str) and c.cell_contents.isupper()
+        ]
         if names:
             return f"`${names[0]}`"
         try:

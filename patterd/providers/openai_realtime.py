@@ -135,6 +135,9 @@ class RealtimeSession:
         """
         if self._down is not None:
             self._down.reset()
+        if not self._connected:  # (re)connecting: said right after the session.update, instead of a greeting
+            self._say_next = text
+            return
         if self._active_response is None:
             self._queue.put_nowait(rt.response_create(rt.say_verbatim_instructions(text)))
             self._active_response = PENDING
@@ -223,7 +226,7 @@ class RealtimeSession:
             )
             if not self._greeted:
                 self._greeted = True
-                if self.ctx.first_message:
+                if self.ctx.first_message and self._say_next is None:
                     await ws.send(rt.response_create(rt.say_verbatim_instructions(self.ctx.first_message)))
                     self._active_response = PENDING
             if self._say_next is not None and self._active_response is None:

@@ -209,7 +209,6 @@ async def test_outbound_call_machine_gets_voicemail(world: World) -> None:
         assert dial["to"] == VOICEMAIL_TO and dial["answering_machine_detection"] not in (None, "disabled")
 
     call = await world.carrier.answer_outbound(VOICEMAIL_TO, "machine_end_beep")
-    await asyncio.sleep(3); print("\n".join(l[:300] for l in world.daemon.log_lines[-40:])); print(world.carrier.fake.webhooks[-6:])
     await world.engine.wait_for(
         lambda: any(r and VOICEMAIL in r for r in world.engine.response_requests), timeout=10
     )

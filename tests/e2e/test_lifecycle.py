@@ -107,7 +107,10 @@ def test_public_bind_without_token_refused(tmp_path: Path) -> None:
     config = tmp_path / "patter.yaml"
     write_config(config, ["alpha"], extra="server: {host: 0.0.0.0}\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "patterd", "check", "--config", str(config)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "patterd", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 78
     assert "dashboard_token" in proc.stderr

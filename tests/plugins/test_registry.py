@@ -27,7 +27,7 @@ def sample_on_path(tmp_path: Path) -> Iterator[Path]:
     info = site / "patterd_sample_plugin-0.0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: patterd-sample-plugin\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(f'[{ENTRY_POINT_GROUP}]\nllm.echo = patterd_sample:SPEC\n')
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nllm.echo = patterd_sample:SPEC\n")
     sys.path.insert(0, str(site))
     try:
         yield site
@@ -39,8 +39,19 @@ def sample_on_path(tmp_path: Path) -> Iterator[Path]:
 def test_builtins_are_registered_through_entry_points() -> None:
     registry = load_registry()
     assert not registry.broken, registry.broken
-    for key in ("carrier.twilio", "carrier.telnyx", "carrier.local", "engine.openai_realtime", "llm.openai",
-                "llm.script", "stt.offline", "tts.offline", "vad.offline", "tunnel.cloudflared", "tunnel.static"):
+    for key in (
+        "carrier.twilio",
+        "carrier.telnyx",
+        "carrier.local",
+        "engine.openai_realtime",
+        "llm.openai",
+        "llm.script",
+        "stt.offline",
+        "tts.offline",
+        "vad.offline",
+        "tunnel.cloudflared",
+        "tunnel.static",
+    ):
         assert key in registry.specs
         assert registry.specs[key].distribution == "patterd"
 
@@ -64,7 +75,11 @@ async def test_third_party_plugin_runs(sample_on_path: Path) -> None:
 
     spec = load_registry().get("llm", "echo")
     async with spec.build(spec.options(), BuildContext()) as llm:
-        words = [c.text async for c in llm.complete([Message("user", "hello there")], []) if isinstance(c, TextDelta)]
+        words = [
+            c.text
+            async for c in llm.complete([Message("user", "hello there")], [])
+            if isinstance(c, TextDelta)
+        ]
     assert "".join(words).strip() == "You said: hello there"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from patterd.plugins import load_registry
 from patterd.plugins.registry import LoadedSpec
 from patterd.providers.spec import BuildContext, ProviderOptions
@@ -54,7 +55,9 @@ def test_spec_shape(loaded: LoadedSpec) -> None:
             assert "SecretStr" in str(field.annotation), f"{spec.key}.{name} must be a SecretStr"
 
 
-@pytest.mark.parametrize("loaded", [s for s in SPECS if s.spec.key not in NOT_BUILT], ids=lambda s: s.spec.key)
+@pytest.mark.parametrize(
+    "loaded", [s for s in SPECS if s.spec.key not in NOT_BUILT], ids=lambda s: s.spec.key
+)
 async def test_builds_and_closes(loaded: LoadedSpec, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in DUMMY_ENV.items():
         monkeypatch.setenv(name, value)

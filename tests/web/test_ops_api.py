@@ -26,13 +26,17 @@ async def post(session: aiohttp.ClientSession, url: str, body: Any = None, **kw:
         return resp.status, await resp.json()
 
 
-async def start_local_call(session: aiohttp.ClientSession, served: Served) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+async def start_local_call(
+    session: aiohttp.ClientSession, served: Served
+) -> tuple[str, aiohttp.ClientWebSocketResponse]:
     """Start a softphone call and connect its media websocket (silence keeps the line open)."""
     status, body = await post(session, served.base_url + "/webhooks/local/voice", {})
     assert status == 201, body
     ws = await session.ws_connect(served.base_url.replace("http", "ws") + body["media_path"])
     await ws.send_str(json.dumps({"event": "start"}))
-    await ws.send_str(json.dumps({"event": "media", "media": {"payload": base64.b64encode(silence_ulaw(20)).decode()}}))
+    await ws.send_str(
+        json.dumps({"event": "media", "media": {"payload": base64.b64encode(silence_ulaw(20)).decode()}})
+    )
     return body["call_id"], ws
 
 
@@ -62,7 +66,9 @@ async def test_create_call_validation(tmp_path: Path) -> None:
     async with serve_runtime(tmp_path) as served, aiohttp.ClientSession() as session:
         status, body = await post(session, served.base_url + "/api/v1/calls", {"to": "555"})
         assert status == 422 and body["error"]["fields"][0]["path"] == "to"
-        status, body = await post(session, served.base_url + "/api/v1/calls", {"to": "+15550001111", "bogus": 1})
+        status, body = await post(
+            session, served.base_url + "/api/v1/calls", {"to": "+15550001111", "bogus": 1}
+        )
         assert status == 422 and "bogus" in body["error"]["message"]
         async with session.post(served.base_url + "/api/v1/calls", data=b"{not json") as resp:
             assert resp.status == 400
@@ -91,7 +97,9 @@ async def test_live_call_listing_detail_hangup_and_sse(tmp_path: Path) -> None:
         status, body = await get(session, served.base_url + f"/api/v1/calls/{call_id}")
         assert status == 200 and body["metadata"]["status"] == "in_progress"
 
-        status, body = await post(session, served.base_url + f"/api/v1/calls/{call_id}/transfer", {"to": "+15550002222"})
+        status, body = await post(
+            session, served.base_url + f"/api/v1/calls/{call_id}/transfer", {"to": "+15550002222"}
+        )
         assert status in (409, 502)  # the softphone cannot transfer
         status, body = await post(session, served.base_url + f"/api/v1/calls/{call_id}/hangup")
         assert status == 202
@@ -119,7 +127,9 @@ async def test_openapi_matches_routes(tmp_path: Path) -> None:
     async with serve_runtime(tmp_path) as served, aiohttp.ClientSession() as session:
         routes = {
             getattr(r, "path", "")
-            for r in __import__("tests.web.fake_runtime", fromlist=["make_app"]).make_app(served.runtime).routes
+            for r in __import__("tests.web.fake_runtime", fromlist=["make_app"])
+            .make_app(served.runtime)
+            .routes
         }
         for path in doc["paths"]:
             assert path in routes, path
@@ -134,7 +144,10 @@ async def test_openapi_matches_routes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("loopback", [True, False])
 async def test_token_rule(tmp_path: Path, loopback: bool) -> None:
-    async with serve_runtime(tmp_path, token="tok-123", loopback=loopback) as served, aiohttp.ClientSession() as session:
+    async with (
+        serve_runtime(tmp_path, token="tok-123", loopback=loopback) as served,
+        aiohttp.ClientSession() as session,
+    ):
         url = served.base_url + "/api/v1/status"
         async with session.get(url) as resp:
             assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -161,7 +174,9 @@ async def test_reload_route(tmp_path: Path) -> None:
     async with serve_runtime(tmp_path) as served, aiohttp.ClientSession() as session:
         status, body = await post(session, served.base_url + "/api/v1/reload")
         assert status == 200 and body["ok"] is True and served.runtime.reloads == ["api"]
-        served.runtime.reload_result = ReloadResult(False, 1, issues=["agents (line 3): bad"], message="invalid")
+        served.runtime.reload_result = ReloadResult(
+            False, 1, issues=["agents (line 3): bad"], message="invalid"
+        )
         status, body = await post(session, served.base_url + "/api/v1/reload")
         assert status == 422 and body["error"]["issues"] == ["agents (line 3): bad"]
 

@@ -36,6 +36,10 @@ async def build(options: EchoOptions, ctx: BuildContext) -> AsyncIterator[EchoLL
     yield EchoLLM(options)
 
 
-SPEC = ProviderSpec(kind="llm", name="echo", options=EchoOptions, build=build, summary="Echoes the caller (sample plugin)")
+SPEC = ProviderSpec(
+    kind="llm", name="echo", options=EchoOptions, build=build, summary="Echoes the caller (sample plugin)"
+)
 NOT_A_SPEC = {"kind": "llm"}
-WRONG_NAME = ProviderSpec(kind="llm", name="other", options=EchoOptions, build=build, summary="declares another name")
+WRONG_NAME = ProviderSpec(
+    kind="llm", name="other", options=EchoOptions, build=build, summary="declares another name"
+)
