@@ -36,6 +36,7 @@ from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_number
 from patterd.sdnotify import Notifier
 from patterd.store import CallStore
+from patterd.tracing import tracer_from_environment
 from patterd.web.app import create_app
 from patterd.web.auth import is_loopback
 from patterd.web.feed import EventFeed
@@ -104,6 +105,10 @@ class Daemon:
         )
         self._switchboard: Switchboard | None = None
         self.metrics = Metrics(self.version, self._live_counters())
+        tracer = tracer_from_environment(self.version)
+        self._observers = [self.store.handle, self.metrics.observe, self.feed.observe]
+        if tracer is not None:
+            self._observers.append(tracer.observe)
         self._stop = asyncio.Event()
         self._stop_now = asyncio.Event()
         self._drain_requested = asyncio.Event()
@@ -355,7 +360,7 @@ class Daemon:
     # ------------------------------------------------------------------ events
 
     def _emit(self, event: CallEvent) -> None:
-        for observer in (self.store.handle, self.metrics.observe, self.feed.observe):
+        for observer in self._observers:
             try:
                 observer(event)
             except Exception:  # an observer must never break a call
