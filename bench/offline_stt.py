@@ -1,5 +1,5 @@
 """Benchmark of the offline built-ins: pocketsphinx WER and real-time factor on phone-band espeak-ng speech,
-espeak-ng time to first audio, and webrtcvad vs an energy VAD on noisy 8 kHz μ-law. Run: python bench/offline_stt.py
+espeak-ng time to first audio, and webrtcvad vs an energy VAD on noisy 8 kHz μ-law. Run: python bench/offline_stt.py [MODE ...]
 """
 
 from __future__ import annotations
@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, silence_ulaw, ulaw_to_pcm16, wav_to_ulaw8k
 from patterd.providers.offline_stt import SPEC as STT_SPEC
@@ -31,7 +34,9 @@ SENTENCES = [
     "is the office open on saturday",
     "please call me back at five",
 ]
+FRONT_DESK = ["hi", "what time do you open", "bye", "what are your opening hours"]  # simulate + browser test
 VOICES = {"en-us 175wpm": ["-v", "en-us"], "en-us+m3 150wpm": ["-v", "en-us+m3", "-s", "150"]}
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "patter.yaml"
 
 
 def speak(text: str, args: list[str]) -> bytes:
@@ -70,24 +75,55 @@ async def transcribe(stt: OfflineSTT, ulaw: bytes) -> tuple[str, float]:
     return " ".join(texts), elapsed
 
 
-async def bench_stt() -> None:
-    print("## stt.offline (pocketsphinx) on 8 kHz μ-law espeak-ng speech, 10 sentences")
-    print(f"{'voice':18} {'mode':14} {'lm':9} {'WER':>6} {'RTF':>6}")
-    for voice, args in VOICES.items():
-        audio = {s: silence_ulaw(200) + speak(s, args) + silence_ulaw(300) for s in SENTENCES}
-        for mode in ("upsample_16k", "native_8k"):
-            for lm, phrases in (("general", []), ("phrases", SENTENCES)):
-                options = OfflineSTTOptions(sample_rate_mode=mode, phrases=phrases)
-                async with STT_SPEC.build(options, BuildContext()) as stt:
-                    await transcribe(stt, silence_ulaw(100))  # warm up: first decoder load
-                    errors = words = 0
-                    decode = duration = 0.0
-                    for sentence, ulaw in audio.items():
-                        hyp, elapsed = await transcribe(stt, ulaw)
-                        e, n = word_errors(sentence, hyp)
-                        errors, words = errors + e, words + n
-                        decode, duration = decode + elapsed, duration + len(ulaw) / 8000
-                print(f"{voice:18} {mode:14} {lm:9} {errors / words:6.2f} {decode / duration:6.3f}")
+async def caller_voice(texts: list[str]) -> dict[str, bytes]:
+    """`patterd simulate`'s synthetic caller: tts.offline with its default options."""
+    audio: dict[str, bytes] = {}
+    async with TTS_SPEC.build(OfflineTTSOptions(), BuildContext()) as tts:
+        for text in texts:
+            chunks = [chunk async for chunk in tts.synthesize(text)]
+            audio[text] = b"".join(chunks)
+    return audio
+
+
+async def score(options: OfflineSTTOptions, audio: dict[str, bytes]) -> tuple[float, float, list[str]]:
+    """WER, RTF and the misrecognized sentences of one configuration."""
+    async with STT_SPEC.build(options, BuildContext()) as stt:
+        await transcribe(stt, silence_ulaw(100))  # warm up: first decoder load
+        errors = words = 0
+        decode = duration = 0.0
+        wrong = []
+        for sentence, ulaw in audio.items():
+            hyp, elapsed = await transcribe(stt, silence_ulaw(200) + ulaw + silence_ulaw(300))
+            e, n = word_errors(sentence, hyp)
+            errors, words = errors + e, words + n
+            decode, duration = decode + elapsed, duration + len(ulaw) / 8000 + 0.5
+            if e:
+                wrong.append(f"{sentence!r}→{hyp!r}")
+    return errors / words, decode / duration, wrong
+
+
+async def bench_stt(modes: tuple[str, ...] = ("open", "phrases", "grammar")) -> None:
+    tests = SENTENCES + FRONT_DESK
+    print(f"## stt.offline (pocketsphinx) on 8 kHz μ-law espeak-ng speech, {len(tests)} sentences")
+    print("phrases = the test sentences themselves (open mode ignores them)")
+    print(f"{'voice':22} {'rate':12} {'mode':8} {'WER':>6} {'RTF':>6}  errors")
+    voices = {"tts.offline (simulate)": await caller_voice(tests)}
+    voices |= {v: {s: speak(s, args) for s in tests} for v, args in VOICES.items()}
+    for voice, audio in voices.items():
+        for rate in ("upsample_16k", "native_8k"):
+            for mode in modes:
+                options = OfflineSTTOptions.model_validate(
+                    {"sample_rate_mode": rate, "mode": mode, "phrases": tests}
+                )
+                wer, rtf, wrong = await score(options, audio)
+                print(f"{voice:22} {rate:12} {mode:8} {wer:6.2f} {rtf:6.3f}  {'; '.join(wrong[:4])}")
+    shipped = {
+        k: v for k, v in yaml.safe_load(SHIPPED.read_text())["agents"][0]["stt"].items() if k != "type"
+    }
+    print(f"\n## the shipped config's stt (mode {shipped.get('mode', 'auto')}) on the front-desk lines")
+    audio = await caller_voice(FRONT_DESK)
+    wer, rtf, wrong = await score(OfflineSTTOptions(**shipped), audio)
+    print(f"tts.offline (simulate) WER {wer:.2f} RTF {rtf:.3f}  {'; '.join(wrong)}")
     print("(RTF: wall time of push + flush per second of audio, includes the per-stream decoder load)")
 
 
@@ -162,7 +198,7 @@ def bench_vad() -> None:
 
 
 async def main() -> None:
-    await bench_stt()
+    await bench_stt(tuple(sys.argv[1:]) or ("open", "phrases", "grammar"))
     await bench_tts()
     bench_vad()
 

@@ -92,3 +92,14 @@ class ProviderProtocolError(ProviderError):
 
 class CallError(PatterdError):
     """A call-level operation is not possible (unknown call, wrong state)."""
+
+
+def error_for_status(status: int, message: str, *, provider: str, auth_hint: str = "") -> ProviderError:
+    """The ProviderError for a vendor's HTTP error status: auth, rate limit, server trouble, or a plain refusal."""
+    if status in (401, 403):
+        return ProviderAuthError(f"{message} ({auth_hint})" if auth_hint else message, provider=provider)
+    if status == 429:
+        return ProviderRateLimitError(message, provider=provider)
+    if status >= 500 or status == 408:
+        return ProviderConnectionError(message, provider=provider)
+    return ProviderError(message, provider=provider)

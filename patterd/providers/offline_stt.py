@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pocketsphinx
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from patterd.errors import ProviderError
 from patterd.protocols.audio import Resampler, ulaw_to_pcm16
@@ -44,6 +44,13 @@ from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
 
 _PREROLL_MS = 300
+# The cepstral mean of phone-band speech (8 kHz μ-law upsampled to 16 kHz), averaged over five espeak-ng
+# voices. The model's own start value (40,3,-1,0,...) is wideband's: with it, live CMN needs seconds to
+# adapt and a call's first short words ("hi") come out as other words (bench/offline_stt.py).
+PHONE_BAND_CMN = "49.3,24.6,-34.8,44.6,-25.3,-0.9,9.9,-33.4,10.8,-13.6,1.6,8.2,-16.0"
+_NBEST = 20  # grammar mode: alternatives searched for a whole phrase
+_MAX_SENTENCES = 20000  # expansions of one phrase list, for the phrases LM
+_TOKEN = re.compile(r"[a-z']+|[|()\[\]]|\S")
 
 
 class OfflineSTTOptions(ProviderOptions):
@@ -53,10 +60,34 @@ class OfflineSTTOptions(ProviderOptions):
     dictionary: str | None = None  # pronunciation dictionary; default: the bundled cmudict
     language_model: str | None = None  # ARPA or binary LM file; default: the bundled en-us LM
     sample_rate_mode: Literal["upsample_16k", "native_8k"] = "upsample_16k"
-    phrases: list[str] = Field(default_factory=list)  # expected sentences: a small LM is built from them
+    # open: the bundled open-vocabulary LM; phrases: a bigram LM of `phrases`; grammar: `phrases` as a
+    # JSGF grammar (one of them, or a loop of their words at `out_of_grammar_weight`); auto: phrases
+    # when there are phrases, else open.
+    mode: Literal["auto", "open", "phrases", "grammar"] = "auto"
+    # Expected sentences; `(a | b)` and `[optional]` are allowed, e.g. "[on] (monday | tuesday)".
+    phrases: list[str] = Field(default_factory=list)
+    out_of_grammar_weight: float = Field(default=0.0, ge=0.0, le=1.0)  # 0: only whole phrases
+    cmn_init: str | None = None  # initial cepstral mean, 13 numbers; default: PHONE_BAND_CMN at 16 kHz
+    decoder: dict[str, str | int | float | bool] = Field(default_factory=dict)  # more pocketsphinx settings
     endpointing_ms: int = Field(default=500, ge=90, le=10000)  # silence that ends an utterance
     interim_interval_ms: int = Field(default=300, ge=60, le=5000)
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+
+    @model_validator(mode="after")
+    def _check(self) -> OfflineSTTOptions:
+        if self.mode in ("phrases", "grammar") and not self.phrases:
+            raise ValueError(f"stt.offline mode {self.mode!r} needs `phrases` (got none)")
+        for phrase in self.phrases:
+            parse_phrase(phrase)  # raises ValueError naming the phrase
+        if self.cmn_init is not None and not re.fullmatch(r"\s*-?[\d.]+(\s*,\s*-?[\d.]+)*\s*", self.cmn_init):
+            raise ValueError(f"stt.offline cmn_init {self.cmn_init!r} is not comma-separated numbers")
+        return self
+
+    @property
+    def effective_mode(self) -> Literal["open", "phrases", "grammar"]:
+        if self.mode == "auto":
+            return "phrases" if self.phrases else "open"
+        return self.mode
 
 
 # ------------------------------------------------------------------ model preparation
@@ -68,6 +99,106 @@ def _bundled(*parts: str) -> Path:
 
 def _words(phrase: str) -> list[str]:
     return re.sub(r"[^a-z' ]", " ", phrase.lower()).split()
+
+
+# A phrase parses to a list of alternatives, each a sequence of items: a word, or a nested group
+# (`optional` when written in brackets).
+@dataclass(frozen=True)
+class _Group:
+    alternatives: tuple[tuple[str | _Group, ...], ...]
+    optional: bool = False
+
+
+def parse_phrase(phrase: str) -> _Group:
+    """Parse one phrase: words, `a | b` alternatives, `( … )` groups and `[ … ]` optional parts."""
+    tokens = [t for t in _TOKEN.findall(phrase.lower()) if t not in ',.!?;:-"']
+    pos = 0
+
+    def fail(why: str) -> ValueError:
+        return ValueError(f"stt.offline phrase {phrase!r}: {why}")
+
+    def alternatives(close: str | None) -> _Group:
+        nonlocal pos
+        alts: list[tuple[str | _Group, ...]] = []
+        seq: list[str | _Group] = []
+        while pos < len(tokens):
+            tok = tokens[pos]
+            pos += 1
+            if tok == "|":
+                alts.append(tuple(seq))
+                seq = []
+            elif tok in ("(", "["):
+                group = alternatives(")" if tok == "(" else "]")
+                seq.append(_Group(group.alternatives, optional=tok == "["))
+            elif tok in (")", "]"):
+                if tok != close:
+                    raise fail(f"unexpected {tok!r}")
+                alts.append(tuple(seq))
+                return _Group(tuple(alts))
+            elif re.fullmatch(r"[a-z']+", tok):
+                seq.append(tok)
+            else:
+                raise fail(f"unexpected {tok!r} (expected words, |, ( ), [ ])")
+        if close is not None:
+            raise fail(f"missing {close!r}")
+        alts.append(tuple(seq))
+        return _Group(tuple(alts))
+
+    group = alternatives(None)
+    if not any(group.alternatives):
+        raise fail("has no words")
+    return group
+
+
+def _group_words(group: _Group) -> set[str]:
+    found: set[str] = set()
+    for alt in group.alternatives:
+        for item in alt:
+            found |= _group_words(item) if isinstance(item, _Group) else {item}
+    return found
+
+
+def expand_phrase(group: _Group, limit: int = _MAX_SENTENCES) -> list[list[str]]:
+    """Every word sequence a parsed phrase stands for (at most `limit`)."""
+
+    def seqs(items: tuple[str | _Group, ...]) -> list[list[str]]:
+        out: list[list[str]] = [[]]
+        for item in items:
+            tails = expand_phrase(item, limit) if isinstance(item, _Group) else [[item]]
+            out = [head + tail for head in out for tail in tails][:limit]
+        return out
+
+    result: list[list[str]] = [[]] if group.optional else []
+    for alt in group.alternatives:
+        result += seqs(alt)
+    return result[:limit]
+
+
+def _jsgf_expansion(group: _Group, known: set[str]) -> str:
+    alts = []
+    for alt in group.alternatives:
+        parts = []
+        for item in alt:
+            if isinstance(item, _Group):
+                parts.append(_jsgf_expansion(item, known))
+            elif item in known:
+                parts.append(item)
+        alts.append(" ".join(parts) or "<NULL>")
+    body = " | ".join(alts)
+    return f"[{body}]" if group.optional else f"({body})"
+
+
+def phrases_jsgf(phrases: Sequence[str], known: set[str], out_of_grammar_weight: float) -> str:
+    """A JSGF grammar: exactly one of `phrases`, or (weighted down) any sequence of their words."""
+    unique = dict.fromkeys(_jsgf_expansion(parse_phrase(p), known) for p in phrases)
+    whole = " | ".join(unique)
+    lines = ["#JSGF V1.0;", "grammar patterd;", f"<phrase> = {whole};"]
+    if out_of_grammar_weight > 0:
+        lines.append(f"<word> = {' | '.join(sorted(known))};")
+        lines.append(f"public <utterance> = /1/ <phrase> | /{out_of_grammar_weight:g}/ <word>+;")
+    else:
+        lines.append("public <utterance> = <phrase>;")
+    return "\n".join(lines) + "\n"
 
 
 def phrases_arpa(phrases: Sequence[str]) -> str:
@@ -101,6 +232,21 @@ class PreparedModel:
     config: dict[str, Any]
     sample_rate: int
     unknown_words: tuple[str, ...] = ()
+    mode: Literal["open", "phrases", "grammar"] = "open"
+    sentences: frozenset[str] = frozenset()  # grammar mode: the whole phrases (for confidence)
+
+
+def _phrase_dictionary(source: Path, wanted: set[str]) -> tuple[str, set[str]]:
+    """The lines of `source` for `wanted` words, and the words found."""
+    kept: list[str] = []
+    known: set[str] = set()
+    with source.open(encoding="utf-8") as f:
+        for line in f:
+            word = line.split(" ", 1)[0].split("(", 1)[0]
+            if word in wanted:
+                kept.append(line)
+                known.add(word)
+    return "".join(kept), known
 
 
 def prepare(options: OfflineSTTOptions, workdir: Path) -> PreparedModel:
@@ -108,25 +254,39 @@ def prepare(options: OfflineSTTOptions, workdir: Path) -> PreparedModel:
     hmm = Path(options.model) if options.model else _bundled("en-us", "en-us")
     dictionary = Path(options.dictionary) if options.dictionary else _bundled("en-us", "cmudict-en-us.dict")
     lm = Path(options.language_model) if options.language_model else _bundled("en-us", "en-us.lm.bin")
-    for what, path in (("model", hmm), ("dictionary", dictionary), ("language_model", lm)):
+    mode = options.effective_mode
+    checks = [("model", hmm), ("dictionary", dictionary)]
+    if mode == "open":
+        checks.append(("language_model", lm))
+    for what, path in checks:
         if not path.exists():
             raise ProviderError(f"stt.offline {what} {str(path)!r} does not exist", provider="stt.offline")
-    config: dict[str, Any] = {"loglevel": "FATAL"}
+    config: dict[str, Any] = {"loglevel": "FATAL", "cmn": "live"}
     unknown: list[str] = []
-    if options.phrases:
-        wanted = {w for p in options.phrases for w in _words(p)}
-        kept, known = [], set()
-        with dictionary.open(encoding="utf-8") as f:
-            for line in f:
-                word = line.split(" ", 1)[0].split("(", 1)[0]
-                if word in wanted:
-                    kept.append(line)
-                    known.add(word)
+    sentences: frozenset[str] = frozenset()
+    grammar: Path | None = None
+    if mode != "open":
+        parsed = [parse_phrase(p) for p in options.phrases]
+        wanted = set().union(*(_group_words(g) for g in parsed))
+        text, known = _phrase_dictionary(dictionary, wanted)
+        if not known:
+            raise ProviderError(
+                f"stt.offline phrases {options.phrases!r}: none of their words is in {str(dictionary)!r}",
+                provider="stt.offline",
+            )
         unknown = sorted(wanted - known)
-        usable = [" ".join(w for w in _words(p) if w in known) for p in options.phrases]
-        (workdir / "phrases.dict").write_text("".join(kept), encoding="utf-8")
-        (workdir / "phrases.arpa").write_text(phrases_arpa(usable), encoding="utf-8")
-        dictionary, lm = workdir / "phrases.dict", workdir / "phrases.arpa"
+        dictionary = workdir / "phrases.dict"
+        dictionary.write_text(text, encoding="utf-8")
+        expanded = [" ".join(w for w in words if w in known) for g in parsed for words in expand_phrase(g)]
+        if mode == "phrases":
+            lm = workdir / "phrases.arpa"
+            lm.write_text(phrases_arpa(expanded[:_MAX_SENTENCES]), encoding="utf-8")
+        else:
+            grammar = workdir / "phrases.gram"
+            grammar.write_text(
+                phrases_jsgf(options.phrases, known, options.out_of_grammar_weight), encoding="utf-8"
+            )
+            sentences = frozenset(s for s in expanded if s)
     rate = 16000
     if options.sample_rate_mode == "native_8k":
         # feat.params inside the model directory overrides -upperf, so use a copy with it rewritten.
@@ -140,8 +300,17 @@ def prepare(options: OfflineSTTOptions, workdir: Path) -> PreparedModel:
         (narrow / "feat.params").write_text(params)
         hmm, rate = narrow, 8000
         config.update(samprate=8000, nfft=256, upperf=3500)
-    config.update(hmm=str(hmm), dict=str(dictionary), lm=str(lm))
-    return PreparedModel(config, rate, tuple(unknown))
+    cmn_init = options.cmn_init or (PHONE_BAND_CMN if rate == 16000 else None)
+    if cmn_init:
+        config["cmninit"] = cmn_init.replace(" ", "")
+    config.update(hmm=str(hmm), dict=str(dictionary))
+    if grammar is not None:
+        # The lattice's best path often ends mid-phrase where the search itself reached the end.
+        config.update(jsgf=str(grammar), bestpath=False)
+    else:
+        config["lm"] = str(lm)
+    config.update(options.decoder)
+    return PreparedModel(config, rate, tuple(unknown), mode, sentences)
 
 
 # ------------------------------------------------------------------ one call's recognition
@@ -223,6 +392,15 @@ class OfflineSTTStream:
 
     # -------- worker side
 
+    def _confidence(self, text: str, posterior: float) -> float | None:
+        """The hypothesis' posterior probability; in grammar mode, out-of-grammar word strings get at most 0.2."""
+        if not text:
+            return None
+        confidence = max(0.0, min(1.0, posterior))
+        if self._model.mode == "grammar" and text not in self._model.sentences:
+            confidence = min(confidence, 0.2)
+        return round(confidence, 3)
+
     def _run(self) -> None:
         try:
             self._decode()
@@ -239,26 +417,50 @@ class OfflineSTTStream:
         frame_bytes: int = vad.frame_bytes
         frame_ms = round(1000 * frame_bytes / 2 / 8000)
         upsample = self._model.sample_rate == 16000
-        resampler = Resampler(8000, 16000, quality="HQ") if upsample else None
+        resampler: Resampler | None = None
         preroll: collections.deque[bytes] = collections.deque(maxlen=max(1, _PREROLL_MS // frame_ms))
         pending = b""
         in_utt, silence_ms, since_interim, last_interim = False, 0, 0, ""
 
-        def feed(pcm: bytes) -> None:
-            data = resampler.process(pcm) if resampler else pcm
+        def feed(pcm: bytes, *, last: bool = False) -> None:
+            data = resampler.process(pcm, last=last) if resampler else pcm
             if data:  # the resampler holds back its first few ms (filter delay)
                 decoder.process_raw(data, False, False)
 
+        def begin() -> None:
+            nonlocal resampler, in_utt, silence_ms, since_interim
+            # One resampler per utterance, flushed at its end, so no audio is held over to the next.
+            resampler = Resampler(8000, 16000, quality="HQ") if upsample else None
+            decoder.start_utt()
+            in_utt, silence_ms, since_interim = True, 0, 0
+            feed(b"".join(preroll))
+            preroll.clear()
+
         def finish(final: bool) -> None:
             nonlocal in_utt, last_interim
+            if resampler is not None:
+                feed(b"", last=True)
             decoder.end_utt()
             hyp = decoder.hyp()
             text = hyp.hypstr.strip() if hyp is not None else ""
+            posterior = hyp.prob if hyp is not None else 0.0
+            if text and self._model.mode == "grammar" and text not in self._model.sentences:
+                # No path reached the grammar's end, so pocketsphinx returned the best partial one
+                # ("i" of "i would like ..." for a clipped "bye"); prefer the best whole phrase.
+                for n in itertools.islice(decoder.nbest(), _NBEST):
+                    if n is not None and n.hypstr.strip() in self._model.sentences:
+                        text, posterior = n.hypstr.strip(), posterior / 2
+                        break
+            if not text and last_interim:
+                # The search lost every path late in the utterance (a word the grammar lacks): the
+                # caller still said what the last interim result heard.
+                text, posterior = last_interim, 0.0
             in_utt, last_interim = False, ""
             if text:
                 self._cmn.value = decoder.get_cmn()
             if text or final:  # an utterance that was only noise ends silently unless asked for
-                self._emit(Transcript(text, is_final=True, end_of_utterance=True))
+                confidence = self._confidence(text, posterior)
+                self._emit(Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence))
 
         while True:
             item = self._inbox.get()
@@ -281,10 +483,7 @@ class OfflineSTTStream:
                 if not in_utt:
                     preroll.append(frame)
                     if speech:
-                        decoder.start_utt()
-                        in_utt, silence_ms, since_interim = True, 0, 0
-                        feed(b"".join(preroll))
-                        preroll.clear()
+                        begin()
                     continue
                 feed(frame)
                 silence_ms = 0 if speech else silence_ms + frame_ms

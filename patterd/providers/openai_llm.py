@@ -18,11 +18,10 @@ import aiohttp
 from pydantic import Field, SecretStr, model_validator
 
 from patterd.errors import (
-    ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
     ProviderProtocolError,
-    ProviderRateLimitError,
+    error_for_status,
 )
 from patterd.protocols import openai_chat as wire
 from patterd.providers.kinds import LLMChunk, LLMUsage, Message, TextDelta, ToolCallRequest, ToolSchema
@@ -146,12 +145,7 @@ def to_chunk(event: wire.ChatEvent) -> LLMChunk | None:
 
 def status_error(status: int, body: bytes, url: str) -> ProviderError:
     """The ProviderError for a non-200 answer, carrying the API's own message."""
-    message = f"{url}: {wire.error_message(body, status)}"
-    if status in (401, 403):
-        return ProviderAuthError(message, provider=NAME)
-    if status == 429:
-        return ProviderRateLimitError(message, provider=NAME)
-    return ProviderError(message, provider=NAME, retryable=status >= 500 or status == 408)
+    return error_for_status(status, f"{url}: {wire.error_message(body, status)}", provider=NAME)
 
 
 @asynccontextmanager

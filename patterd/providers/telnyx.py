@@ -27,11 +27,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from patterd.errors import (
-    ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
     ProviderProtocolError,
     ProviderRateLimitError,
+    error_for_status,
 )
 from patterd.protocols import telnyx as proto
 from patterd.protocols.audio import FrameSplitter
@@ -431,13 +431,7 @@ class TelnyxCarrier:
             return None
         detail = proto.error_detail(doc) or text[:200] or "no detail"
         message = f"Telnyx {method} {path} → HTTP {status}: {detail}"
-        if status in (401, 403):
-            raise ProviderAuthError(message + " (check api_key / TELNYX_API_KEY)", provider=CARRIER)
-        if status == 429:
-            raise ProviderRateLimitError(message, provider=CARRIER)
-        if status >= 500:
-            raise ProviderConnectionError(message, provider=CARRIER)
-        raise ProviderError(message, provider=CARRIER)
+        raise error_for_status(status, message, provider=CARRIER, auth_hint="check api_key / TELNYX_API_KEY")
 
 
 class TelnyxLeg:

@@ -29,11 +29,10 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from patterd.errors import (
-    ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
     ProviderProtocolError,
-    ProviderRateLimitError,
+    error_for_status,
 )
 from patterd.protocols import twilio as proto
 from patterd.protocols.audio import FrameSplitter
@@ -515,13 +514,7 @@ def _http_error(status: int, text: str, method: str, path: str) -> ProviderError
     else:
         reason = text.strip()[:200] or "no body"
     message = f"Twilio {method} {path}: HTTP {status} {reason}"
-    if status in (401, 403):
-        return ProviderAuthError(message + " (check account_sid and auth_token)", provider=CARRIER)
-    if status == 429:
-        return ProviderRateLimitError(message, provider=CARRIER)
-    if status >= 500:
-        return ProviderConnectionError(message, provider=CARRIER)
-    return ProviderError(message, provider=CARRIER)
+    return error_for_status(status, message, provider=CARRIER, auth_hint="check account_sid and auth_token")
 
 
 @asynccontextmanager

@@ -35,7 +35,8 @@ ENGINE_KEY = "sk-test"
 class CallHandle(Protocol):
     """One live call as the far end sees it, whatever the carrier."""
 
-    call_id: str  # patterd's id
+    @property
+    def call_id(self) -> str: ...  # patterd's id
 
     async def say(self, ulaw: bytes) -> None: ...
     async def wait_heard(self, n_bytes: int, timeout: float = 10.0) -> None: ...
@@ -383,7 +384,9 @@ class ToolServer:
 
 def daemon_config(carrier: Carrier, engine_url: str, tool_url: str, records: Path) -> str:
     """A patter.yaml for the carrier under test with the fake Realtime engine."""
-    return carrier.config() + f"""phone_number: "{NUMBER}"
+    return (
+        carrier.config()
+        + f"""phone_number: "{NUMBER}"
 webhook_url: {PUBLIC_HOST}
 persist: {records}
 logging: {{level: info}}
@@ -410,6 +413,7 @@ agents:
         url: {tool_url}
         timeout_secs: 3
 """
+    )
 
 
 class Api:
@@ -444,7 +448,9 @@ class Api:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    async def wait_call(self, call_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
+    async def wait_call(
+        self, call_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+    ) -> dict[str, Any]:
         """Poll GET /api/v1/calls/{id} until `predicate(body)` holds (records are written off the loop)."""
         deadline = time.monotonic() + timeout
         body: Any = None

@@ -33,7 +33,9 @@ async def test_sigkill_with_calls_in_flight_loses_nothing(tmp_path: Path) -> Non
             daemon = await asyncio.to_thread(cm.__enter__)
             try:
                 await carrier.attach(daemon.base_url)
-                calls = await asyncio.gather(*(carrier.inbound_call(f"+1555123{i:04d}") for i in range(CALLS)))
+                calls = await asyncio.gather(
+                    *(carrier.inbound_call(f"+1555123{i:04d}") for i in range(CALLS))
+                )
                 ids = {c.call_id for c in calls}
                 assert len(ids) == CALLS
                 # Every call is live and its opening record is on disk before the kill.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 
@@ -11,7 +12,15 @@ import pytest
 from patterd.errors import ProviderError
 from patterd.protocols.audio import FRAME_BYTES, silence_ulaw, wav_to_ulaw8k
 from patterd.providers.kinds import Transcript
-from patterd.providers.offline_stt import SPEC, OfflineSTT, OfflineSTTOptions, phrases_arpa
+from patterd.providers.offline_stt import (
+    SPEC,
+    OfflineSTT,
+    OfflineSTTOptions,
+    expand_phrase,
+    parse_phrase,
+    phrases_arpa,
+    phrases_jsgf,
+)
 from patterd.providers.spec import BuildContext
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
@@ -26,8 +35,8 @@ PHRASES = [
 ]
 
 
-def speak(text: str) -> bytes:
-    args = ["espeak-ng", "--stdout", "-v", "en-us+m3", "-s", "150", text]
+def speak(text: str, voice: str = "en-us+m3", wpm: int = 150) -> bytes:
+    args = ["espeak-ng", "--stdout", "-v", voice, "-s", str(wpm), text]
     return wav_to_ulaw8k(subprocess.run(args, capture_output=True, check=True, timeout=30).stdout)
 
 
@@ -99,3 +108,74 @@ def test_phrases_become_a_bigram_model() -> None:
 async def test_unknown_phrase_words_are_reported() -> None:
     async with SPEC.build(OfflineSTTOptions(phrases=["hello zzqxv"]), BuildContext()) as stt:
         assert stt.model.unknown_words == ("zzqxv",)
+
+
+FRONT_DESK = [
+    "(hi | hello) [there]",
+    "what are your opening hours",
+    "what time do you (open | close) [today | tomorrow]",
+    "i would like to (book | make) an appointment",
+    "[on] (monday | tuesday | saturday)",
+    "(goodbye | bye | bye bye)",
+]
+
+
+async def test_grammar_mode_hears_short_words_at_the_start_of_a_call() -> None:
+    # One stream, like one call: "hi" is the very first speech the decoder hears, so it must be
+    # recognized before live CMN has adapted; "bye" is mostly its vowel on phone band.
+    options = OfflineSTTOptions(mode="grammar", phrases=FRONT_DESK)
+    lines = ["hi", "what time do you open", "bye", "what are your opening hours"]
+    audio = silence_ulaw(1000) + b"".join(speak(line, "en-us", 175) + silence_ulaw(1200) for line in lines)
+    async with SPEC.build(options, BuildContext()) as stt:
+        assert stt.model.mode == "grammar"
+        got = await recognize(stt, audio, flush=False)
+    finals = [t for t in got if t.is_final]
+    assert [t.text for t in finals] == lines, got
+    assert all(t.end_of_utterance and t.confidence is not None and t.confidence > 0.5 for t in finals)
+
+
+async def test_phrases_mode_with_alternatives_recognizes_a_question() -> None:
+    options = OfflineSTTOptions(mode="phrases", phrases=FRONT_DESK)
+    async with SPEC.build(options, BuildContext()) as stt:
+        assert stt.model.mode == "phrases" and "jsgf" not in stt.model.config
+        got = await recognize(
+            stt, silence_ulaw(300) + speak("what are your opening hours") + silence_ulaw(900)
+        )
+    finals = [t for t in got if t.is_final]
+    assert len(finals) == 1 and "opening" in finals[0].text.split(), got
+
+
+def test_auto_mode_is_open_without_phrases_and_phrases_with_them() -> None:
+    assert OfflineSTTOptions().effective_mode == "open"
+    assert OfflineSTTOptions(phrases=["hi"]).effective_mode == "phrases"
+    assert OfflineSTTOptions(mode="grammar", phrases=["hi"]).effective_mode == "grammar"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "grammar"}, "mode 'grammar' needs `phrases`"),
+        ({"phrases": ["(hi | hello"]}, "missing ')'"),
+        ({"phrases": ["hi ]"]}, "unexpected ']'"),
+        ({"phrases": ["hi <name>"]}, "unexpected '<'"),
+        ({"cmn_init": "40,three"}, "cmn_init '40,three'"),
+    ],
+)
+def test_bad_options_are_rejected_with_the_value(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        OfflineSTTOptions.model_validate(options)
+
+
+def test_phrase_syntax_expands_alternatives_and_optional_parts() -> None:
+    sentences = {" ".join(words) for words in expand_phrase(parse_phrase("[on] (monday | friday) please"))}
+    assert sentences == {"on monday please", "on friday please", "monday please", "friday please"}
+    assert expand_phrase(parse_phrase("Hi, there!")) == [["hi", "there"]]
+
+
+def test_grammar_is_jsgf_of_the_known_words() -> None:
+    jsgf = phrases_jsgf(["(hi | hello) there", "book zzqxv"], {"hi", "hello", "there", "book"}, 0.0)
+    assert jsgf.startswith("#JSGF V1.0;")
+    assert "<phrase> = ((hi | hello) there) | (book);" in jsgf
+    assert "public <utterance> = <phrase>;" in jsgf
+    loop = phrases_jsgf(["hi"], {"hi"}, 0.1)
+    assert "public <utterance> = /1/ <phrase> | /0.1/ <word>+;" in loop

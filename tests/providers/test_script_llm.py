@@ -22,7 +22,7 @@ from patterd.providers.script_llm import (
 )
 from patterd.providers.spec import BuildContext
 
-DRAFT = Path(__file__).parents[2] / "config" / "patter.yaml.draft"
+DRAFT = Path(__file__).parents[2] / "config" / "patter.yaml"
 WEDNESDAY = datetime(2025, 3, 5, 12, 0, tzinfo=UTC)
 
 
