@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from patterd.graph import Graph
 
 log = structlog.get_logger("patterd.switchboard")
+
+# A call that never connects its media must not ring forever: an inbound call's stream follows the
+# webhook within a second or two; an outbound call rings until answered (carriers give up near 60 s).
+MEDIA_TIMEOUT_SECS = {"inbound": 30.0, "outbound": 120.0}
 
 
 def new_call_id() -> str:
@@ -48,6 +52,8 @@ class Switchboard:
         self.calls: dict[str, CallSession] = {}
         self._by_carrier: dict[tuple[str, str], str] = {}
         self.draining = False
+        self.media_timeouts = dict(MEDIA_TIMEOUT_SECS)
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.rejections: dict[tuple[str, str], int] = {}
         self.bad_frames: dict[str, int] = {}
         self.frames_in_done = 0  # media frames of calls that have ended (live ones are summed on demand)
@@ -123,7 +129,7 @@ class Switchboard:
         log.info("carrier status", call_id=call_id, status=status)
         if status in FINAL_STATUSES and not session.media_connected:
             session.finish(status, reason=f"carrier reported {status}")
-            asyncio.get_running_loop().create_task(self._close(session))
+            self._spawn(self._close(session))
 
     def machine_detected(self, call_id: str, answered_by: str) -> None:
         """AMD result for a call."""
@@ -258,12 +264,44 @@ class Switchboard:
             self._by_carrier[(spec.carrier_name, spec.carrier_call_id)] = spec.call_id
         self._idle.clear()
         self._emit(session.started_event())
+        timeout = self.media_timeouts.get(spec.direction, MEDIA_TIMEOUT_SECS["inbound"])
+        asyncio.get_running_loop().call_later(timeout, self._media_timed_out, session)
         return session
+
+    def _media_timed_out(self, session: CallSession) -> None:
+        if session.state is not CallState.RINGING or session.call_id not in self.calls:
+            return
+        if session.spec.direction == "outbound":
+            log.info("outbound call not answered", call_id=session.call_id)
+            session.finish("no-answer", reason="not answered in time")
+        else:
+            log.warning(
+                "media stream never connected", call_id=session.call_id, carrier=session.spec.carrier_name
+            )
+            session.finish(
+                "failed", reason="media stream never connected", error="media stream never connected"
+            )
+        self._spawn(self._close(session))
+        self._spawn(self._hang_up(session))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background task, keeping a reference so it is not garbage-collected mid-flight."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hang_up(self, session: CallSession) -> None:
+        if not session.spec.carrier_call_id:
+            return
+        try:
+            await session.carrier.hangup(session.spec.carrier_call_id)
+        except (PatterdError, OSError) as exc:
+            log.warning("carrier hangup failed", call_id=session.call_id, error=str(exc))
 
     def _end(self, session: CallSession, reason: str) -> None:
         session.request_end(reason)
         if session.state is CallState.ENDED and not session.media_connected:  # it never connected
-            asyncio.get_running_loop().create_task(self._close(session))
+            self._spawn(self._close(session))
 
     async def _close(self, session: CallSession) -> None:
         if self.calls.pop(session.call_id, None) is None:

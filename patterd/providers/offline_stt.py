@@ -1,19 +1,26 @@
 """`stt.offline`: pocketsphinx speech recognition with its bundled US English model; no network.
 
 Followed: the pocketsphinx 5 Python API (`Decoder(**config)`, `start_utt` / `process_raw` / `end_utt` /
-`hyp()`, `Vad(mode, sample_rate, frame_length)`), and the ARPA n-gram format for `phrases`.
+`hyp()` / `nbest()`, `Vad(mode, sample_rate, frame_length)`), the ARPA n-gram format for `mode: phrases`
+and the JSGF grammar format (W3C JSpeech Grammar Format: alternatives, `[optional]`, `/weight/`) as
+pocketsphinx's `-jsgf` reads it for `mode: grammar`.
 
 Audio path: 8 kHz μ-law → PCM16 → (default) resampled to 16 kHz for the bundled 16 kHz acoustic model.
 `sample_rate_mode: native_8k` instead decodes at 8 kHz with a 256-point FFT and the filterbank's upper
 edge pulled below Nyquist (a copy of the model whose feat.params says `-upperf 3500`); on phone-band
-speech it measured worse (bench/offline_stt.py), so it is not the default.
+speech it measured far worse (bench/offline_stt.py), so it is not the default.
+
+Live cepstral mean normalization starts from PHONE_BAND_CMN instead of the model's wideband value:
+with the latter a call's first words came out wrong ("hi" → "are you") until CMN had adapted.
 
 Endpointing: pocketsphinx's own webrtc-based `Vad` classifies 30 ms frames; speech opens an
 utterance (with 300 ms of pre-roll), `endpointing_ms` of non-speech closes it and emits a final
 transcript with `end_of_utterance`. Interim hypotheses come every `interim_interval_ms` of speech.
 
-`phrases`: the agent's expected sentences become a small bigram language model and a dictionary
-limited to their words. Recognition is then restricted to that vocabulary but far more accurate.
+Modes: `open` (bundled LM), `phrases` (a bigram LM of the expected sentences over a dictionary limited
+to their words) and `grammar` (exactly one of the expected sentences; the most accurate by far for
+IVR-like agents, bench/offline_stt.py). `confidence` is the hypothesis' posterior probability; in
+grammar mode a result that is not a whole phrase gets at most 0.2.
 
 Decoding is CPU-bound and runs in one worker thread per stream; the event loop only moves bytes.
 """
@@ -66,7 +73,9 @@ class OfflineSTTOptions(ProviderOptions):
     mode: Literal["auto", "open", "phrases", "grammar"] = "auto"
     # Expected sentences; `(a | b)` and `[optional]` are allowed, e.g. "[on] (monday | tuesday)".
     phrases: list[str] = Field(default_factory=list)
-    out_of_grammar_weight: float = Field(default=0.0, ge=0.0, le=1.0)  # 0: only whole phrases
+    # grammar: weight of a free loop of the phrases' words; 0 = whole phrases only. Measured: even 1e-8
+    # pulls some in-grammar sentences into the loop, so use it only where callers often go off-script.
+    out_of_grammar_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     cmn_init: str | None = None  # initial cepstral mean, 13 numbers; default: PHONE_BAND_CMN at 16 kHz
     decoder: dict[str, str | int | float | bool] = Field(default_factory=dict)  # more pocketsphinx settings
     endpointing_ms: int = Field(default=500, ge=90, le=10000)  # silence that ends an utterance
