@@ -126,3 +126,49 @@ def test_token_required_beyond_loopback_rules(tmp_path: Path) -> None:
         assert status == 200
         assert "s3cret-token" not in json.dumps(body)
         assert all("s3cret-token" not in line for line in daemon.log_lines)
+
+
+async def _start_softphone_call(base_url: str, session):  # type: ignore[no-untyped-def]
+    import base64
+
+    from patterd.protocols.audio import silence_ulaw
+
+    async with session.post(base_url + "/webhooks/local/voice", json={}) as resp:
+        assert resp.status == 201
+        body = await resp.json()
+    ws = await session.ws_connect(base_url.replace("http", "ws") + body["media_path"])
+    await ws.send_str(json.dumps({"event": "start"}))
+    frame = json.dumps({"event": "media", "media": {"payload": base64.b64encode(silence_ulaw(20)).decode()}})
+    await ws.send_str(frame)
+    return body["call_id"], ws
+
+
+@pytest.mark.parametrize("second_interrupt", [False, True], ids=["sigterm-drain", "double-sigint"])
+async def test_drain_waits_for_live_calls(tmp_path: Path, second_interrupt: bool) -> None:
+    import asyncio
+
+    import aiohttp
+
+    config = tmp_path / "patter.yaml"
+    write_config(config, ["alpha"], extra="server: {drain_timeout_secs: 60}\n")
+    with run_daemon(config) as daemon:
+        async with aiohttp.ClientSession() as session:
+            call_id, ws = await _start_softphone_call(daemon.base_url, session)
+            daemon.wait_log(lambda e: e.get("event") == "call connected")
+            daemon.proc.send_signal(signal.SIGINT if second_interrupt else signal.SIGTERM)
+            daemon.wait_log(lambda e: e.get("event") == "draining")
+            async with session.get(daemon.base_url + "/readyz") as resp:
+                assert resp.status == 503
+            async with session.post(daemon.base_url + "/webhooks/local/voice", json={}) as resp:
+                assert resp.status == 503  # new calls are refused while draining
+            assert daemon.proc.poll() is None  # the live call holds the drain open
+            if second_interrupt:
+                daemon.proc.send_signal(signal.SIGINT)  # stop at once: the call is ended by the daemon
+            else:
+                await ws.send_str(json.dumps({"event": "stop"}))  # the caller hangs up
+            code = await asyncio.to_thread(daemon.proc.wait, 30)
+            assert code == 0
+            await ws.close()
+    record = next((tmp_path / "records" / "calls").rglob(f"{call_id}/metadata.json"))
+    meta = json.loads(record.read_text())
+    assert meta["status"] == "completed" and meta["ended_at"]
