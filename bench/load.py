@@ -1,10 +1,19 @@
 """Load benchmark: N concurrent fake Twilio callers against a real patterd process with the fake Realtime engine.
 
-Run: `python bench/load.py --calls 25 50 100 --secs 20`. The daemon runs in its own process
-pinned to one core; the fakes (callers, Twilio REST, Realtime engine) share this process, pinned
-to another core where the machine has one. Each caller streams real-time μ-law speech made by
-espeak-ng (continuous 20 ms frames, silence between turns); the engine's VAD ends each turn after
-its scripted `silence_duration_ms` and answers with speech, PCM16 24 kHz (the daemon transcodes).
+Run: `python bench/load.py --calls 25 50 100 150 --secs 20`. The daemon runs in its own process
+pinned to one core. The fakes run on the other cores: the Realtime engine and the Twilio REST
+fake in this process, the callers spread over `--workers` processes (default: one per 100 calls).
+On a 2-core machine every fake shares the second core, so the fakes' own CPU is reported too: a
+level whose fakes use ≥ 90 % of their cores is marked `fakes saturated`, and its latency numbers
+measure the fakes, not the daemon (its daemon CPU per call is still right).
+
+Each caller streams real-time μ-law speech made by espeak-ng (continuous 20 ms frames, silence
+between turns, callers spread evenly over the 20 ms tick like independent phone lines); the
+engine's VAD ends each turn after its scripted `silence_duration_ms` and answers with speech,
+PCM16 24 kHz (the daemon transcodes). Callers play agent audio back in real time the way Twilio
+does (marks echoed when playback passes them, cleared on `clear`), computed from timestamps
+rather than a 20 ms timer per call, and send pre-rendered frames, so a fake caller costs a few
+µs per frame: the fakes stay cheaper than the daemon they measure.
 
 Reported per N:
 - added turn latency p50/p99: caller speech end → first agent frame at the caller, minus the
@@ -14,18 +23,24 @@ Reported per N:
   playout schedule of its response (0 when the daemon keeps ahead of playback);
 - errors (calls that failed to connect, dropped or saw no reply);
 - daemon CPU (utime+stime from /proc/PID/stat over the measured window) in % of one core,
-  total and per call, and RSS growth per call (VmRSS under load minus idle).
-`PATTERD_BENCH_PROFILE=path` runs the daemon under cProfile (writes `path` when it stops).
+  total, split user/sys, and per call; RSS growth per call (VmRSS under load minus idle);
+- the fakes' CPU in % of one core (all fake processes together).
+`--pyspy PATH` records the daemon with py-spy (raw collapsed stacks) during the measured window;
+`PATTERD_BENCH_PROFILE=path` runs the daemon under cProfile instead (writes `path` when it stops).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
+import math
+import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,11 +51,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp
+
 import tests.fakes.openai_realtime as fake_rt
 from patterd.protocols.audio import FRAME_BYTES, rms_pcm16, ulaw_to_pcm16
 from tests.daemon_process import run_daemon
 from tests.fakes.openai_realtime import FakeRealtimeServer, Say
-from tests.fakes.twilio import FakeCall, FakeTwilio, FakeTwilioRest, spoken_ulaw
+from tests.fakes.twilio import FakeTwilio, FakeTwilioRest, new_sid, spoken_ulaw
 
 PUBLIC_HOST = "gw.example.com"
 NUMBER = "+15550001234"
@@ -49,10 +66,16 @@ VAD_RMS = 300
 CALLER_TEXT = "Hello, I would like to know my account balance please."
 REPLY_TEXT = "Sure, your balance is twelve dollars."
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+FRAME_SECS = 0.02
+TICK_GROUPS = 10  # callers are spread over 10 send slots per 20 ms tick
+SATURATED_PCT = 90.0
 
 # The fake validates every client event with jsonschema: right for tests, far too slow for
 # 20 000 audio appends a second. The bench trusts the daemon's shapes (the e2e tests check them).
 fake_rt.jsonschema = SimpleNamespace(validate=lambda *a, **k: None, ValidationError=Exception)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ the engine (this process)
 
 
 @dataclass
@@ -64,21 +87,31 @@ class EngineClock:
 
 
 ENGINE = EngineClock()
-_original_send = fake_rt._Session.send
+APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 
 
-async def _timed_send(self: Any, event: dict[str, Any]) -> None:
-    etype = event.get("type")
-    if etype == "input_audio_buffer.speech_stopped":
-        ENGINE.stopped[id(self)] = asyncio.get_running_loop().time()
-    elif etype == "response.output_audio.delta":
-        t0 = ENGINE.stopped.pop(id(self), None)
-        if t0 is not None:
-            ENGINE.delays_ms.append((asyncio.get_running_loop().time() - t0) * 1000)
-    await _original_send(self, event)
+class BenchSession(fake_rt._Session):
+    """The fake's session with a fast path for audio appends and no per-event history (memory)."""
 
+    async def send(self, event: dict[str, Any]) -> None:
+        etype = event.get("type")
+        if etype == "input_audio_buffer.speech_stopped":
+            ENGINE.stopped[id(self)] = asyncio.get_running_loop().time()
+        elif etype == "response.output_audio.delta":
+            t0 = ENGINE.stopped.pop(id(self), None)
+            if t0 is not None:
+                ENGINE.delays_ms.append((asyncio.get_running_loop().time() - t0) * 1000)
+        event.setdefault("event_id", self.server.new_id("event"))
+        async with self.send_lock:
+            await self.ws.send(json.dumps(event))
 
-fake_rt._Session.send = _timed_send  # type: ignore[method-assign]
+    async def handle(self, raw: str | bytes) -> None:
+        if isinstance(raw, str) and raw.startswith(APPEND_PREFIX) and raw.endswith('"}'):
+            # The daemon's appends are built by hand in exactly this shape: decode just the audio.
+            await self.on_input_audio_buffer_append({"audio": raw[len(APPEND_PREFIX) : -2]})
+            return
+        await super().handle(raw)
+        self.server.received.clear()
 
 
 class BenchEngine(FakeRealtimeServer):
@@ -91,6 +124,9 @@ class BenchEngine(FakeRealtimeServer):
         return CALLER_TEXT
 
 
+fake_rt._Session = BenchSession  # type: ignore[misc]
+
+
 def trimmed_speech(text: str) -> bytes:
     """espeak-ng speech with trailing quiet frames cut, so 'speech end' is the engine VAD's speech end."""
     ulaw = spoken_ulaw(text)
@@ -101,6 +137,9 @@ def trimmed_speech(text: str) -> bytes:
     return ulaw[:end]
 
 
+# ------------------------------------------------------------------ the callers (worker processes)
+
+
 @dataclass
 class CallerStats:
     latencies_ms: list[float] = field(default_factory=list)
@@ -108,9 +147,228 @@ class CallerStats:
     errors: list[str] = field(default_factory=list)
 
 
-def proc_cpu_secs(pid: int) -> float:
+class LeanStream:
+    """One caller's Media Stream, cheap per frame: pre-encoded payloads, playback computed from timestamps."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream_sid: str) -> None:
+        self.ws = ws
+        self.stream_sid = stream_sid
+        self.loop = asyncio.get_running_loop()
+        self.media_times: list[float] = []
+        self.closed = False
+        self.speech: list[str] = []  # b64 payloads still to say
+        self.said: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.chunk = 0
+        self._play_end = 0.0  # when Twilio's playback buffer runs dry
+        self._marks: dict[str, asyncio.TimerHandle] = {}  # marks waiting for playback to pass them
+        self._prefix = '{"event":"media","streamSid":' + json.dumps(stream_sid) + ',"sequenceNumber":"'
+
+    def frame(self, silence_b64: str) -> str | None:
+        """The next 20 ms media message (speech if queued, else silence)."""
+        if self.closed:
+            return None
+        self.chunk += 1
+        if self.speech:
+            payload = self.speech.pop()
+            if not self.speech and self.said is not None and not self.said.done():
+                self.said.set_result(None)
+        else:
+            payload = silence_b64
+        n = self.chunk
+        return (
+            f'{self._prefix}{n + 1}","media":{{"track":"inbound","chunk":"{n}",'
+            f'"timestamp":"{(n - 1) * 20}","payload":"{payload}"}}}}'
+        )
+
+    async def say(self, payloads: list[str]) -> None:
+        self.said = self.loop.create_future()
+        self.speech = payloads[::-1]
+        await self.said
+
+    def _echo(self, name: str) -> None:
+        self._marks.pop(name, None)
+        if not self.closed:
+            msg = json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+            asyncio.ensure_future(self._send(msg))
+
+    async def _send(self, text: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_str(text)
+
+    async def read(self) -> None:
+        media_prefix = '{"event":"media"'
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            now = self.loop.time()
+            data: str = msg.data
+            if data.startswith(media_prefix):
+                self.media_times.append(now)
+                self._play_end = max(now, self._play_end) + FRAME_SECS
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result(None)
+                continue
+            event = json.loads(data)
+            if event.get("event") == "mark":
+                name = str(event["mark"]["name"])
+                if self._play_end <= now:
+                    self._echo(name)
+                else:
+                    self._marks[name] = self.loop.call_at(self._play_end, self._echo, name)
+            elif event.get("event") == "clear":
+                self._play_end = now
+                for name, timer in list(self._marks.items()):
+                    timer.cancel()
+                    self._echo(name)  # the marks still pending come back at once on clear
+        self.closed = True
+
+    async def stop(self) -> None:
+        self.closed = True
+        await self._send(json.dumps({"event": "stop", "streamSid": self.stream_sid, "stop": {}}))
+        await self.ws.close()
+
+
+class Ticker:
+    """Sends every caller's next frame each 20 ms; callers spread over TICK_GROUPS slots of the tick."""
+
+    def __init__(self, silence_b64: str) -> None:
+        self.groups: list[list[LeanStream]] = [[] for _ in range(TICK_GROUPS)]
+        self.silence_b64 = silence_b64
+        self._n = 0
+
+    def add(self, stream: LeanStream) -> None:
+        self.groups[self._n % TICK_GROUPS].append(stream)
+        self._n += 1
+
+    async def run(self, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        tick = 0
+        while loop.time() < until:
+            for g, group in enumerate(self.groups):
+                delay = t0 + (tick + g / TICK_GROUPS) * FRAME_SECS - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for stream in group:
+                    text = stream.frame(self.silence_b64)
+                    if text is not None:
+                        with contextlib.suppress(ConnectionError, RuntimeError):
+                            await stream.ws.send_str(text)
+            tick += 1
+
+
+async def caller(
+    net: FakeTwilio,
+    ticker: Ticker,
+    index: int,
+    speech: list[str],
+    until: float,
+    measure_from: float,
+    stats: CallerStats,
+) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        call = await net.inbound_call(f"+1555{index:07d}", NUMBER, connect=False)
+        if call.twiml is None or not call.twiml.stream_url:
+            stats.errors.append(f"caller {index}: not connected (webhook {call.webhook_status})")
+            return
+        public = call.twiml.stream_url
+        ws = await net.session.ws_connect(
+            net.local_url(public), headers={"X-Twilio-Signature": net.sign(public, None)}
+        )
+        stream = LeanStream(ws, new_sid("MZ"))
+        await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        start = {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "streamSid": stream.stream_sid,
+                "accountSid": net.account_sid,
+                "callSid": call.call_sid,
+                "tracks": ["inbound"],
+                "customParameters": call.twiml.parameters,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+            "streamSid": stream.stream_sid,
+        }
+        await ws.send_str(json.dumps(start))
+        reader = asyncio.ensure_future(stream.read())
+        ticker.add(stream)
+        await asyncio.sleep(4.0)  # the greeting plays
+        if not stream.media_times:
+            stats.errors.append(f"caller {index}: no greeting")
+        while loop.time() < until and not stream.closed:
+            await stream.say(speech)
+            spoke_end = loop.time()
+            frames_before = len(stream.media_times)
+            stream.waiter = loop.create_future()
+            try:
+                async with asyncio.timeout(10):
+                    await stream.waiter
+            except TimeoutError:
+                stats.errors.append(f"caller {index}: no answer to a turn")
+                continue
+            if spoke_end >= measure_from:
+                stats.latencies_ms.append((stream.media_times[frames_before] - spoke_end) * 1000)
+            await asyncio.sleep(2.2)  # the answer plays (about 2 s), then the caller speaks again
+            if spoke_end >= measure_from:
+                stats.lateness_ms.extend(lateness(stream.media_times[frames_before:]))
+        if stream.closed:
+            stats.errors.append(f"caller {index}: the daemon closed the stream")
+        await stream.stop()
+        reader.cancel()
+    except Exception as exc:
+        stats.errors.append(f"caller {index}: {type(exc).__name__}: {exc}")
+
+
+def lateness(times: list[float]) -> list[float]:
+    """Per frame: ms behind the real-time schedule that starts at the response's first frame."""
+    if not times:
+        return []
+    t0 = times[0]
+    return [max(0.0, (t - (t0 + k * FRAME_SECS)) * 1000) for k, t in enumerate(times)]
+
+
+async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
+    speech_ulaw: bytes = job["speech"]
+    speech = [
+        base64.b64encode(speech_ulaw[i : i + FRAME_BYTES]).decode()
+        for i in range(0, len(speech_ulaw), FRAME_BYTES)
+    ]
+    silence = base64.b64encode(b"\xff" * FRAME_BYTES).decode()
+    stats = CallerStats()
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(silence)
+    until, measure_from = job["until"], job["measure_from"]
+    async with FakeTwilio(
+        job["daemon_url"], PUBLIC_HOST, account_sid=job["account_sid"], auth_token=job["auth_token"]
+    ) as net:
+        tick_task = asyncio.ensure_future(ticker.run(until + 15))
+        tasks = []
+        for index, at in job["starts"]:
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            tasks.append(
+                asyncio.ensure_future(caller(net, ticker, index, speech, until, measure_from, stats))
+            )
+        await asyncio.gather(*tasks)
+        tick_task.cancel()
+    return {"latencies_ms": stats.latencies_ms, "lateness_ms": stats.lateness_ms, "errors": stats.errors}
+
+
+def _worker(job: dict[str, Any], conn: Any, cores: set[int]) -> None:
+    os.sched_setaffinity(0, cores)
+    conn.send(asyncio.run(_worker_main(job)))
+    conn.close()
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def proc_cpu_secs(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def proc_rss_kb(pid: int) -> int:
@@ -120,51 +378,6 @@ def proc_rss_kb(pid: int) -> int:
     return 0
 
 
-def lateness(times: list[float]) -> list[float]:
-    """Per frame: ms behind the real-time schedule that starts at the response's first frame."""
-    if not times:
-        return []
-    t0 = times[0]
-    return [max(0.0, (t - (t0 + k * 0.02)) * 1000) for k, t in enumerate(times)]
-
-
-async def caller(
-    net: FakeTwilio, index: int, speech: bytes, until: float, measure_from: float, stats: CallerStats
-) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        call: FakeCall = await net.inbound_call(f"+1555{index:07d}", NUMBER)
-        if call.twiml is None or not call.twiml.stream_url or call.closed:
-            stats.errors.append(f"caller {index}: not connected (webhook {call.webhook_status})")
-            return
-        await call.wait_for_audio(1, timeout=20)  # the greeting started
-        await asyncio.sleep(2.0)  # let it play out
-        while loop.time() < until and not call.closed:
-            await call.say(speech)
-            spoke_end = loop.time()
-            frames_before = len(call.media_times)
-            try:
-                await call.wait_until(
-                    lambda n=frames_before: len(call.media_times) > n,  # type: ignore[misc]
-                    timeout=10,
-                    what="the agent's answer",
-                )
-            except AssertionError:
-                stats.errors.append(f"caller {index}: no answer to a turn")
-                continue
-            if spoke_end >= measure_from:
-                stats.latencies_ms.append((call.media_times[frames_before] - spoke_end) * 1000)
-            await asyncio.sleep(2.2)  # the answer plays (about 2 s), then the caller speaks again
-            if spoke_end >= measure_from:
-                stats.lateness_ms.extend(lateness(call.media_times[frames_before:]))
-        if call.closed:
-            stats.errors.append(f"caller {index}: the daemon closed the stream")
-        stats.errors.extend(f"caller {index}: {v}" for v in call.violations[:3])
-        await call.stop()
-    except Exception as exc:
-        stats.errors.append(f"caller {index}: {type(exc).__name__}: {exc}")
-
-
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -172,7 +385,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_level(n: int, secs: float, ramp_secs: float, speech: bytes) -> dict[str, Any]:
+async def run_level(
+    n: int, secs: float, ramp_secs: float, speech: bytes, workers: int, pyspy: str | None
+) -> dict[str, Any]:
     ENGINE.stopped.clear()
     ENGINE.delays_ms.clear()
     rest = FakeTwilioRest()
@@ -199,51 +414,96 @@ agents:
         daemon = await asyncio.to_thread(cm.__enter__)
         pid = daemon.proc.pid  # the profiling wrapper `exec`s, so the pid is the daemon's
         cores = sorted(os.sched_getaffinity(0))
+        fake_cores = set(cores[1:]) if len(cores) >= 2 else set(cores)
         if len(cores) >= 2:
             os.sched_setaffinity(pid, {cores[0]})
-            os.sched_setaffinity(0, set(cores[1:]))
+            os.sched_setaffinity(0, fake_cores)
+        procs: list[tuple[Any, Any]] = []
         try:
             rss_idle = proc_rss_kb(pid)
-            stats = CallerStats()
             loop = asyncio.get_running_loop()
-            start = loop.time()
-            measure_from = start + ramp_secs + 3.0
+            start = loop.time() + 1.5  # the workers' interpreters start meanwhile
+            measure_from = start + ramp_secs + 6.0
             until = measure_from + secs
-            async with FakeTwilio(daemon.base_url, PUBLIC_HOST, rest=rest) as net:
-                tasks = []
-                for i in range(n):
-                    tasks.append(asyncio.create_task(caller(net, i, speech, until, measure_from, stats)))
-                    await asyncio.sleep(ramp_secs / n)  # ramp: spread the call setups
-                await asyncio.sleep(max(0.0, measure_from - loop.time()))
-                cpu0, wall0 = proc_cpu_secs(pid), time.monotonic()
-                rss_samples = []
-                while loop.time() < until:
-                    await asyncio.sleep(1.0)
-                    rss_samples.append(proc_rss_kb(pid))
-                cpu1, wall1 = proc_cpu_secs(pid), time.monotonic()
-                await asyncio.gather(*tasks)
+            ctx = mp.get_context("spawn")
+            for w in range(workers):
+                starts = [(i, start + ramp_secs * i / n) for i in range(w, n, workers)]
+                job = {
+                    "speech": speech,
+                    "daemon_url": daemon.base_url,
+                    "account_sid": rest.account_sid,
+                    "auth_token": rest.auth_token,
+                    "starts": starts,
+                    "until": until,
+                    "measure_from": measure_from,
+                }
+                parent, child = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker, args=(job, child, fake_cores), daemon=True)
+                proc.start()
+                procs.append((proc, parent))
+            fake_pids = [os.getpid()] + [p.pid for p, _ in procs]
+            await asyncio.sleep(max(0.0, measure_from - loop.time()))
+            spy = _pyspy(pid, secs, pyspy) if pyspy else None
+            cpu0, fakes0, wall0 = proc_cpu_secs(pid), _fakes_cpu(fake_pids), time.monotonic()
+            rss_samples = []
+            while loop.time() < until:
+                await asyncio.sleep(1.0)
+                rss_samples.append(proc_rss_kb(pid))
+            cpu1, fakes1, wall1 = proc_cpu_secs(pid), _fakes_cpu(fake_pids), time.monotonic()
+            results = [await asyncio.to_thread(conn.recv) for _, conn in procs]
+            if spy is not None:
+                await asyncio.to_thread(spy.wait)
         finally:
+            for proc, _ in procs:
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
             await asyncio.to_thread(cm.__exit__, None, None, None)
             await rest.close()
-    cpu_pct = (cpu1 - cpu0) / (wall1 - wall0) * 100
+    wall = wall1 - wall0
+    user_pct = (cpu1[0] - cpu0[0]) / wall * 100
+    sys_pct = (cpu1[1] - cpu0[1]) / wall * 100
+    cpu_pct = user_pct + sys_pct
+    fakes_pct = (fakes1 - fakes0) / wall * 100
     rss_load = statistics.median(rss_samples) if rss_samples else rss_idle
     engine_ms = statistics.median(ENGINE.delays_ms) if ENGINE.delays_ms else 0.0
-    added = [lat - SILENCE_MS - engine_ms for lat in stats.latencies_ms]
+    latencies = [x for r in results for x in r["latencies_ms"]]
+    late = [x for r in results for x in r["lateness_ms"]]
+    errors = [x for r in results for x in r["errors"]]
+    added = [lat - SILENCE_MS - engine_ms for lat in latencies]
     return {
         "calls": n,
         "turns": len(added),
         "added_p50_ms": round(pct(added, 0.5), 1),
         "added_p99_ms": round(pct(added, 0.99), 1),
-        "late_p99_ms": round(pct(stats.lateness_ms, 0.99), 1),
+        "late_p99_ms": round(pct(late, 0.99), 1),
         "engine_ms_p50": round(engine_ms, 1),
         "engine_ms_p99": round(pct(ENGINE.delays_ms, 0.99), 1),
-        "errors": len(stats.errors),
+        "errors": len(errors),
         "cpu_pct": round(cpu_pct, 1),
+        "cpu_user_pct": round(user_pct, 1),
+        "cpu_sys_pct": round(sys_pct, 1),
         "cpu_pct_per_call": round(cpu_pct / n, 3),
+        "fakes_cpu_pct": round(fakes_pct, 1),
+        "fakes_saturated": fakes_pct >= SATURATED_PCT * len(fake_cores),
         "rss_idle_mb": round(rss_idle / 1024, 1),
         "rss_per_call_mb": round((rss_load - rss_idle) / 1024 / n, 3),
-        "error_samples": stats.errors[:5],
+        "error_samples": errors[:5],
     }
+
+
+def _fakes_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += sum(proc_cpu_secs(pid))
+    return total
+
+
+def _pyspy(pid: int, secs: float, out: str) -> subprocess.Popen[bytes]:
+    """py-spy on the daemon for the measured window (raw collapsed stacks; --nonblocking: no pauses)."""
+    cmd = ["py-spy", "record", "-p", str(pid), "-d", str(int(secs)), "-r", "250", "--nonblocking"]
+    return subprocess.Popen([*cmd, "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager
@@ -265,24 +525,35 @@ def _profiled(config: Path, out: str) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, nargs="+", default=[25, 50, 100, 200, 400])
+    parser.add_argument("--calls", type=int, nargs="+", default=[25, 50, 100, 150, 200])
     parser.add_argument("--secs", type=float, default=20.0, help="measured seconds per level")
     parser.add_argument("--ramp-secs", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=0, help="caller processes (0: one per 100 calls)")
+    parser.add_argument("--pyspy", help="record the daemon with py-spy into PATH.N (raw stacks)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     speech = trimmed_speech(CALLER_TEXT)
-    rows = [asyncio.run(run_level(n, args.secs, args.ramp_secs, speech)) for n in args.calls]
+    rows = []
+    for n in args.calls:
+        workers = args.workers or max(1, math.ceil(n / 100))
+        spy = f"{args.pyspy}.{n}" if args.pyspy else None
+        rows.append(asyncio.run(run_level(n, args.secs, args.ramp_secs, speech, workers, spy)))
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    head = "| calls | turns | added p50 ms | added p99 ms | late p99 ms | engine p50/p99 ms | errors | daemon CPU % | CPU %/call | RSS MB/call |"
+    head = (
+        "| calls | turns | added p50 ms | added p99 ms | late p99 ms | engine p50/p99 ms | errors "
+        "| daemon CPU % (user+sys) | CPU %/call | RSS MB/call | fakes CPU % |"
+    )
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for r in rows:
+        flag = " (fakes saturated)" if r["fakes_saturated"] else ""
         print(
             f"| {r['calls']} | {r['turns']} | {r['added_p50_ms']} | {r['added_p99_ms']} | {r['late_p99_ms']} "
-            f"| {r['engine_ms_p50']}/{r['engine_ms_p99']} | {r['errors']} | {r['cpu_pct']} "
-            f"| {r['cpu_pct_per_call']} | {r['rss_per_call_mb']} |"
+            f"| {r['engine_ms_p50']}/{r['engine_ms_p99']} | {r['errors']} "
+            f"| {r['cpu_pct']} ({r['cpu_user_pct']}+{r['cpu_sys_pct']}) "
+            f"| {r['cpu_pct_per_call']} | {r['rss_per_call_mb']} | {r['fakes_cpu_pct']}{flag} |"
         )
         for sample in r["error_samples"]:
             print(f"    e.g. {sample}")

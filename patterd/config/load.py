@@ -8,8 +8,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from patterd.config.yaml_lines import Document, PathPart, format_path, parse_yam
 from patterd.cost import pricing_problems
 from patterd.errors import ConfigError, ConfigIssue, PluginError
 from patterd.plugins.registry import Registry
+from patterd.providers.spec import validation_environ
 
 FILE_KEYS = (
     "carrier",
@@ -96,7 +96,7 @@ def load_config_text(
     unset = interpolate_document(doc, env)
     issues += unset
     digest = hashlib.sha256(interpolate_lenient(text, env).encode("utf-8")).hexdigest()
-    with _environ_overlay(env):
+    with validation_environ(env):
         loader = _Loader(doc, registry, env, base_dir)
         config = loader.run(digest)
     reported = {issue.path for issue in unset}  # an unset variable explains any error at its path
@@ -104,30 +104,6 @@ def load_config_text(
     if issues or config is None:
         raise ConfigError(_ordered(issues), source=source)
     return config
-
-
-@contextmanager
-def _environ_overlay(environ: Mapping[str, str]) -> Iterator[None]:
-    """Expose `environ` (e.g. `.env` values) to providers' env-var credential defaults.
-
-    Provider Options read credentials from os.environ in their default factories; while their
-    sections are validated, variables from `environ` that os.environ lacks or sets differently are
-    placed there, and everything is put back afterwards.
-    """
-    if environ is os.environ:
-        yield
-        return
-    saved = {k: os.environ.get(k) for k, v in environ.items() if os.environ.get(k) != v}
-    try:
-        for key in saved:
-            os.environ[key] = environ[key]
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def _ordered(issues: list[ConfigIssue]) -> list[ConfigIssue]:

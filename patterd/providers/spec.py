@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,32 @@ class ProviderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The environment provider options see while a config is validated: os.environ plus the config's
+# `.env` (the loader sets it); a context variable, so concurrent loads never see each other's values.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("patterd_environ", default=None)
+
+
+@contextmanager
+def validation_environ(environ: Mapping[str, str]) -> Iterator[None]:
+    """Let env-var defaults read `environ` instead of os.environ, in this context only."""
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def getenv(name: str) -> str | None:
+    """A variable from the validation environment (see `validation_environ`), else os.environ."""
+    environ = _ENVIRON.get()
+    return (environ if environ is not None else os.environ).get(name)
+
+
 def env_secret(name: str) -> Callable[[], SecretStr | None]:
     """A default factory reading a credential from the environment at validation time."""
 
     def factory() -> SecretStr | None:
-        value = os.environ.get(name)
+        value = getenv(name)
         return SecretStr(value) if value else None
 
     return factory
@@ -36,7 +58,7 @@ def env_str(name: str, default: str | None = None) -> Callable[[], str | None]:
     """A default factory reading a plain setting from the environment at validation time."""
 
     def factory() -> str | None:
-        return os.environ.get(name) or default
+        return getenv(name) or default
 
     return factory
 
