@@ -245,6 +245,7 @@ class PipelineSession:
         self._flush_requested = False
         self._endpoint_task: asyncio.Task[None] | None = None
         self._stt_bytes_unbilled = 0
+        self._pending_say: list[str] = []
 
     # ------------------------------------------------------------------ EngineSession
 
@@ -260,6 +261,18 @@ class PipelineSession:
         """A user turn that bypasses speech recognition."""
         self._turn_q.put_nowait(_UserTurn(text, self._clock.monotonic()))
 
+    def say(self, text: str) -> None:
+        """Speak `text` verbatim now (a voicemail message), cutting off whatever the agent was saying."""
+        if self._tg is None:
+            self._pending_say.append(text)
+            return
+        self._tg.create_task(self._say(text), name="pipeline-say")
+
+    async def _say(self, text: str) -> None:
+        if self._busy():
+            await self._barge_in(self._clock.monotonic())
+        self._start_reply(_Reply(self._next_turn_id(), fixed_text=text))
+
     async def run(self) -> None:
         """Run the conversation until cancelled; raises ProviderError when the STT is gone for good."""
         try:
@@ -268,7 +281,10 @@ class PipelineSession:
                 tg.create_task(self._stt_loop(), name="pipeline-stt")
                 tg.create_task(self._audio_loop(), name="pipeline-audio")
                 tg.create_task(self._turn_loop(), name="pipeline-turns")
-                if self._ctx.first_message:
+                if self._pending_say:  # a voicemail decided before the call connected replaces the greeting
+                    for text in self._pending_say:
+                        self.say(text)
+                elif self._ctx.first_message:
                     self._start_reply(_Reply(self._next_turn_id(), fixed_text=self._ctx.first_message))
         except BaseExceptionGroup as group:
             # Surface the first real error itself, not a group, to the call session.

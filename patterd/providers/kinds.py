@@ -168,7 +168,10 @@ class AudioOut(Protocol):
         ...
 
     async def interrupt(self) -> tuple[str, int] | None:
-        """Stop agent audio at once (carrier clear); returns (segment, ms of it the caller heard)."""
+        """Stop agent audio at once (carrier clear); returns (segment, ms of it the caller heard).
+
+        None means nothing was left playing: everything queued had been heard.
+        """
         ...
 
     async def drained(self) -> None:
@@ -228,6 +231,10 @@ class EngineSession(Protocol):
         """Caller text that bypasses speech recognition (simulate --text)."""
         ...
 
+    def say(self, text: str) -> None:
+        """Speak `text` verbatim now (a voicemail message), cutting off whatever the agent was saying."""
+        ...
+
 
 class Engine(Protocol):
     """A speech-to-speech agent engine (or the pipeline, which looks the same)."""
@@ -258,7 +265,11 @@ class STTStream(Protocol):
         ...
 
     async def flush(self) -> None:
-        """Finalize what was heard so far (the VAD decided the turn ended)."""
+        """Finalize what was heard so far (the VAD decided the turn ended).
+
+        When it returns, the final Transcript of the open utterance is queued; with no utterance
+        open, nothing is emitted (no empty final).
+        """
         ...
 
     def __aiter__(self) -> AsyncIterator[Transcript]:
@@ -278,7 +289,10 @@ class TTS(Protocol):
     """A text-to-speech provider."""
 
     def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        """Speak `text`: 8 kHz μ-law chunks as soon as they are made."""
+        """Speak `text`: 8 kHz μ-law chunks as soon as they are made.
+
+        An async generator: closing it early (barge-in) must stop the synthesis and free its stream.
+        """
         ...
 
 
@@ -326,7 +340,10 @@ class LLM(Protocol):
     name: str  # provider name for usage/cost, e.g. "openai"
 
     def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema]) -> AsyncIterator[LLMChunk]:
-        """Stream one reply; raises ProviderError on failure."""
+        """Stream one reply; raises ProviderError on failure.
+
+        An async generator: closing it early (barge-in) must abort the request.
+        """
         ...
 
 

@@ -740,3 +740,26 @@ async def test_words_the_vad_missed_still_end_a_turn_on_silence() -> None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+async def test_say_speaks_verbatim_over_the_agent() -> None:
+    """A voicemail message (say) cuts off the reply in progress and is spoken word for word."""
+    long_reply = "This answer is long enough that it is still playing when the voicemail must start now."
+    message = "Hi, this is Acme calling about your appointment. Please call us back."
+    async with rig([Reply(text=long_reply, chunk_delay_secs=0.03)]) as r:
+        r.session.push_text("tell me")
+        await r.audio.wait_played("turn-1", 200)
+        r.session.say(message)
+        lines = await r.call.wait_lines("assistant", 2)
+        assert lines[0].interrupted
+        assert lines[1].text == message and not lines[1].interrupted
+        assert [t for _, t in r.tts.calls][-1] == message
+        assert len(r.server.requests) == 1  # the message never went through the model
+
+
+async def test_say_before_the_call_starts_replaces_the_greeting() -> None:
+    async with rig([], first_message="Hello there!") as r:
+        r.session.say("Voicemail message.")  # before run() has had a chance to start
+        (line,) = await r.call.wait_lines("assistant", 1)
+        assert line.text == "Voicemail message."
+        assert [t for _, t in r.tts.calls] == ["Voicemail message."]
