@@ -129,6 +129,11 @@ class Daemon:
         return self.config.digest
 
     @property
+    def public_host(self) -> str | None:
+        """The host carriers reach: the tunnel's, else webhook_url's."""
+        return self._tunnel.public_host if self._tunnel is not None else self.config.public_host
+
+    @property
     def switchboard(self) -> Switchboard:
         assert self._switchboard is not None, "the switchboard exists once the daemon has started"
         return self._switchboard
@@ -161,6 +166,9 @@ class Daemon:
                         await stack.enter_async_context(section.spec.build(section.options, tunnel_ctx)),
                     )
                     log.info("tunnel up", public_host=self._tunnel.public_host)
+                    # A quick tunnel that restarts gets a new hostname: rebuild the providers around it
+                    # (carrier signature URLs, the number's webhook) the way a reload does.
+                    self._tunnel.subscribe(lambda host: self._spawn_reload(f"tunnel host changed to {host}"))
                 graph = await build_graph(
                     self.config,
                     self.registry,

@@ -7,7 +7,7 @@ transcode with `patterd.protocols.audio`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -374,4 +374,8 @@ class Tunnel(Protocol):
     @property
     def public_host(self) -> str:
         """host[:port] the carriers reach, no scheme."""
+        ...
+
+    def subscribe(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """Call `callback(new_host)` whenever the public host changes; returns an unsubscribe function."""
         ...

@@ -87,6 +87,7 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
                 "config_digest": runtime.config_digest,
                 "config_generation": board.graph.generation,
                 "carrier": board.graph.config.carrier.type,
+                "public_host": runtime.public_host,
                 "live_calls": [s.snapshot() for s in board.calls.values()],
                 "store": runtime.store.stats(),
             }

@@ -49,6 +49,11 @@ class Runtime(Protocol):
         """sha256 of the running config text."""
         ...
 
+    @property
+    def public_host(self) -> str | None:
+        """The host carriers reach (tunnel or webhook_url), if any."""
+        ...
+
     async def reload(self, reason: str) -> ReloadResult:
         """Load, validate and build the config again; swap it in on success."""
         ...

@@ -72,6 +72,10 @@ class FakeRuntime:
     def config_digest(self) -> str:
         return self.config.digest if self.config else ""
 
+    @property
+    def public_host(self) -> str | None:
+        return self.config.public_host if self.config else None
+
     async def reload(self, reason: str) -> ReloadResult:
         self.reloads.append(reason)
         return self.reload_result
