@@ -236,6 +236,9 @@ class Ticker:
         self.groups: list[list[LeanStream]] = [[] for _ in range(TICK_GROUPS)]
         self.silence_b64 = silence_b64
         self._n = 0
+        self.max_lag_ms = 0.0  # how far the sends fell behind their slot (the fakes' own health)
+        self.lags: list[tuple[float, int]] = []
+        self.origin = 0.0
 
     def add(self, stream: LeanStream) -> None:
         self.groups[self._n % TICK_GROUPS].append(stream)
@@ -250,6 +253,10 @@ class Ticker:
                 delay = t0 + (tick + g / TICK_GROUPS) * FRAME_SECS - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                elif tick > 50:
+                    self.max_lag_ms = max(self.max_lag_ms, -delay * 1000)
+                    if -delay > 0.02:
+                        self.lags.append((round(loop.time() - self.origin, 2), round(-delay * 1000)))
                 for stream in group:
                     text = stream.frame(self.silence_b64)
                     if text is not None:
@@ -260,6 +267,7 @@ class Ticker:
 
 async def caller(
     net: FakeTwilio,
+    ws_session: aiohttp.ClientSession,
     ticker: Ticker,
     index: int,
     speech: list[str],
@@ -274,7 +282,7 @@ async def caller(
             stats.errors.append(f"caller {index}: not connected (webhook {call.webhook_status})")
             return
         public = call.twiml.stream_url
-        ws = await net.session.ws_connect(
+        ws = await ws_session.ws_connect(
             net.local_url(public), headers={"X-Twilio-Signature": net.sign(public, None)}
         )
         stream = LeanStream(ws, new_sid("MZ"))
@@ -340,20 +348,28 @@ async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
     stats = CallerStats()
     loop = asyncio.get_running_loop()
     ticker = Ticker(silence)
+    ticker.origin = job["measure_from"]
     until, measure_from = job["until"], job["measure_from"]
+    # Media sockets get their own session without aiohttp's default cap of 100 connections.
     async with FakeTwilio(
         job["daemon_url"], PUBLIC_HOST, account_sid=job["account_sid"], auth_token=job["auth_token"]
-    ) as net:
+    ) as net, aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as ws_session:
         tick_task = asyncio.ensure_future(ticker.run(until + 15))
         tasks = []
         for index, at in job["starts"]:
             await asyncio.sleep(max(0.0, at - loop.time()))
             tasks.append(
-                asyncio.ensure_future(caller(net, ticker, index, speech, until, measure_from, stats))
+                asyncio.ensure_future(caller(net, ws_session, ticker, index, speech, until, measure_from, stats))
             )
         await asyncio.gather(*tasks)
         tick_task.cancel()
-    return {"latencies_ms": stats.latencies_ms, "lateness_ms": stats.lateness_ms, "errors": stats.errors}
+    return {
+        "latencies_ms": stats.latencies_ms,
+        "lateness_ms": stats.lateness_ms,
+        "errors": stats.errors,
+        "tick_lag_ms": ticker.max_lag_ms,
+        "lags": ticker.lags[:40],
+    }
 
 
 def _worker(job: dict[str, Any], conn: Any, cores: set[int]) -> None:
@@ -471,6 +487,7 @@ agents:
     late = [x for r in results for x in r["lateness_ms"]]
     errors = [x for r in results for x in r["errors"]]
     added = [lat - SILENCE_MS - engine_ms for lat in latencies]
+    print("lags", [r["lags"] for r in results], file=sys.stderr)
     return {
         "calls": n,
         "turns": len(added),
@@ -485,6 +502,7 @@ agents:
         "cpu_sys_pct": round(sys_pct, 1),
         "cpu_pct_per_call": round(cpu_pct / n, 3),
         "fakes_cpu_pct": round(fakes_pct, 1),
+        "tick_lag_ms": round(max(r["tick_lag_ms"] for r in results), 1),
         "fakes_saturated": fakes_pct >= SATURATED_PCT * len(fake_cores),
         "rss_idle_mb": round(rss_idle / 1024, 1),
         "rss_per_call_mb": round((rss_load - rss_idle) / 1024 / n, 3),

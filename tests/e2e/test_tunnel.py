@@ -65,6 +65,7 @@ async def test_number_webhook_follows_a_restarted_quick_tunnel(tmp_path: Path) -
             second = "https://fake-run-2-words.trycloudflare.com/webhooks/twilio/voice"
             await wait_for(lambda: rest.numbers[sid]["voice_url"] == second)
             status, body = await asyncio.to_thread(daemon.request, "GET", "/api/v1/status")
+            assert status == 200
             assert body["public_host"] == "fake-run-2-words.trycloudflare.com"
             assert body["config_generation"] >= 1
             assert await asyncio.to_thread(daemon.stop) == 0
