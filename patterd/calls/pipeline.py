@@ -580,12 +580,13 @@ class PipelineSession:
                         elif isinstance(chunk, ToolCallRequest):
                             current.tool_calls.append(chunk)
                         elif isinstance(chunk, LLMUsage):
+                            # input_tokens includes the cached ones; bill those at the cached price only.
                             quantities = {
-                                "input_tokens": float(chunk.input_tokens),
+                                "input_tokens": float(chunk.input_tokens - chunk.cached_tokens),
                                 "output_tokens": float(chunk.output_tokens),
                             }
                             if chunk.cached_tokens:
-                                quantities["cached_tokens"] = float(chunk.cached_tokens)
+                                quantities["cached_input_tokens"] = float(chunk.cached_tokens)
                             self._emit_usage("llm", llm.name, quantities)
                 return
             except ProviderError as exc:
