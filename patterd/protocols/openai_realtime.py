@@ -469,7 +469,8 @@ def parse_usage(usage: Mapping[str, Any]) -> ResponseUsage:
 def _parse_typed(t: str, d: dict[str, Any]) -> ServerEvent:
     if t == "response.output_audio.delta":
         try:
-            audio = base64.b64decode(_str(d, "delta", t), validate=True)
+            # a2b_base64 strict: the same validation as b64decode(validate=True) without its regex pass
+            audio = binascii.a2b_base64(_str(d, "delta", t), strict_mode=True)
         except binascii.Error as exc:
             raise RealtimeProtocolError(f"{t}: delta is not base64: {exc}") from exc
         return OutputAudioDelta(

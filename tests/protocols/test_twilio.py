@@ -302,3 +302,49 @@ def test_url_variants() -> None:
     assert tw.url_variants("https://h:443/p") == ("https://h/p", "https://h:443/p")
     assert tw.url_variants("ws://h/p") == ("ws://h/p", "ws://h:80/p")
     assert tw.url_variants("https://[::1]:8443/p") == ("https://[::1]/p", "https://[::1]:8443/p")
+
+
+MEDIA_SHAPES = [
+    # Twilio's own member order, compact and pretty-printed
+    '{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"1","timestamp":"5",'
+    '"payload":"%s"},"streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0"}',
+    '{\n "event": "media",\n "sequenceNumber": "3",\n "media": {\n  "track": "inbound",\n'
+    '  "chunk": "1",\n  "timestamp": "5",\n  "payload": "%s"\n },\n "streamSid": "MZ1"\n}',
+    # optional members missing
+    '{"event":"media","media":{"payload":"%s"}}',
+    # other orders and extra members: the full parser
+    '{"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "payload": "%s"}, "sequenceNumber": "2"}',
+    '{"media":{"payload":"%s","track":"inbound_track"},"event":"media","extra":[1,2]}',
+]
+
+
+@pytest.mark.parametrize("shape", MEDIA_SHAPES)
+def test_media_fast_path_reads_like_json(shape: str) -> None:
+    audio = bytes(range(160))
+    frame = shape % base64.b64encode(audio).decode()
+    assert json.loads(frame)["event"] == "media"
+    assert tw.parse_message(frame) == CallerAudio(audio)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"event":"media","media":{"track":"inbound","payload":"@@@@"}}',  # not base64
+        '{"event":"media","media":{"track":"inbound","payload":"AAA"}}',  # bad padding
+        '{"event":"media","media":{"track":"inbound","payload":"AAAA"}',  # truncated JSON
+        '{"event":"media","media":{"track":"inbound","payload":"AAAA"}}}',  # trailing garbage
+        '{"event":"media","media":{"track":"inbound"}}',  # no payload
+    ],
+)
+def test_media_fast_path_still_rejects_malformed_frames(frame: str) -> None:
+    with pytest.raises(tw.TwilioProtocolError):
+        tw.parse_message(frame)
+
+
+def test_media_fast_path_ignores_the_outbound_track_and_defers_escapes() -> None:
+    payload = base64.b64encode(b"\x01\x02\x03").decode()
+    outbound = '{"event":"media","media":{"track":"outbound","payload":"' + payload + '"}}'
+    assert tw.parse_message(outbound) is None
+    escaped_payload = payload[:2] + "\\u00" + format(ord(payload[2]), "02x") + payload[3:]
+    escaped = '{"event":"media","media":{"track":"inbound","payload":"' + escaped_payload + '"}}'
+    assert tw.parse_message(escaped) == CallerAudio(b"\x01\x02\x03")
