@@ -7,9 +7,10 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -103,6 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run the daemon on uvloop when it is installed (cheaper socket I/O per media frame), else asyncio.
+
+    PATTERD_EVENT_LOOP=asyncio forces the standard loop.
+    """
+    if os.environ.get("PATTERD_EVENT_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def _load(explicit: str | None):  # type: ignore[no-untyped-def]
     from patterd.config import load_config, load_config_text
     from patterd.daemon import ConfigSource
@@ -146,7 +162,7 @@ def _run(explicit: str | None, bind: str | None, *, watch: bool) -> int:
         return await Daemon(source, config, registry=registry, bind=bind, watch=watch).run()
 
     try:
-        return asyncio.run(serve())
+        return run_event_loop(serve())
     except PatterdError as exc:
         print(f"patterd: {exc}", file=sys.stderr)
         return EXIT_FAILURE

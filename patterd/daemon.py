@@ -112,6 +112,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stop_now = asyncio.Event()
         self._drain_requested = asyncio.Event()
+        self._serving = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._generation = 0
         self._tunnel: Tunnel | None = None
@@ -244,6 +245,7 @@ class Daemon:
 
     def _become_serving(self) -> None:
         self._state = State.SERVING
+        self._serving.set()
         note = "" if self.source.path else " (built-in offline default config: no patter.yaml found)"
         print(f"patterd dashboard: {self._local_url}/{note}", file=self.stdout, flush=True)
         self.notifier.ready(f"serving {len(self.switchboard.graph.agents)} agent(s)")
@@ -282,6 +284,8 @@ class Daemon:
 
     async def reload(self, reason: str) -> ReloadResult:
         """Load, validate and build the config again; on any error the running config stays."""
+        if self._state is State.STARTING:  # e.g. the tunnel moved while we were starting: reload once up
+            await self._serving.wait()
         async with self._reload_lock:
             if self._state is not State.SERVING:
                 return ReloadResult(False, self._generation, message=f"cannot reload while {self.state}")
