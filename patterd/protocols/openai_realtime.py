@@ -144,6 +144,17 @@ def user_text(text: str) -> str:
     )
 
 
+def history_item(role: str, text: str) -> str:
+    """`conversation.item.create` replaying an earlier turn as text (restoring context after a reconnect)."""
+    kind = "input_text" if role == "user" else "output_text"
+    return json.dumps(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": role, "content": [{"type": kind, "text": text}]},
+        }
+    )
+
+
 def response_create(instructions: str | None = None) -> str:
     """`response.create`, optionally with instructions for this response only."""
     if instructions is None:

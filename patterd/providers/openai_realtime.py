@@ -11,6 +11,7 @@ retired beta shapes). The wire format lives in `patterd.protocols.openai_realtim
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -34,6 +35,7 @@ from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, 
 log = logging.getLogger(__name__)
 
 PROVIDER = "openai_realtime"
+HISTORY_REPLAY_ITEMS = 40  # transcript lines replayed into a new connection after a reconnect
 # Server errors after which the session is unusable: reconnect (with a fresh session.update).
 RECONNECT_ERROR_TYPES = frozenset({"server_error"})
 RECONNECT_ERROR_CODES = frozenset({"session_expired", "server_error", "internal_error"})
@@ -107,6 +109,8 @@ class RealtimeSession:
         self._greeted = False
         self._say_next: str | None = None  # verbatim text to speak once the active response has ended
         self._cancel_created = False  # a response.cancel went out before the response's id was known
+        # The conversation so far as text: a new connection starts empty, so it is replayed there.
+        self._history: collections.deque[tuple[str, str]] = collections.deque(maxlen=HISTORY_REPLAY_ITEMS)
 
     # -------------------------------------------------------------- EngineSession
 
@@ -224,6 +228,8 @@ class RealtimeSession:
                     tools=self.ctx.tools,
                 )
             )
+            for role, text in self._history:  # a reconnect: give the new session the conversation so far
+                await ws.send(rt.history_item(role, text))
             if not self._greeted:
                 self._greeted = True
                 if self.ctx.first_message and self._say_next is None:
@@ -315,6 +321,7 @@ class RealtimeSession:
                         await self.ctx.audio.play(tail, segment=event.item_id)
             case rt.InputTranscriptionCompleted():
                 if event.transcript.strip():
+                    self._history.append(("user", event.transcript.strip()))
                     self.ctx.emit(
                         TranscriptLine(
                             **self.ctx.new_event_fields(), role="user", text=event.transcript.strip()
@@ -377,6 +384,7 @@ class RealtimeSession:
         item.reported = True
         text = transcript.strip()
         if text:
+            self._history.append(("assistant", text))
             self.ctx.emit(
                 TranscriptLine(
                     **self.ctx.new_event_fields(), role="assistant", text=text, interrupted=item.interrupted

@@ -510,7 +510,10 @@ class _Session:
             self.open_calls.discard(item["call_id"])
             self.server.tool_outputs.append(item)
         else:
-            self.server.user_texts.append(item["content"][0].get("text", ""))
+            text = item["content"][0].get("text", "")
+            self.server.message_items.append((item["role"], text))
+            if item["role"] == "user":
+                self.server.user_texts.append(text)
         item_id = item.get("id") or self.server.new_id("item")
         await self.send(
             {
@@ -744,6 +747,7 @@ class FakeRealtimeServer:
         self.truncates: list[dict[str, Any]] = []
         self.tool_outputs: list[dict[str, Any]] = []
         self.user_texts: list[str] = []
+        self.message_items: list[tuple[str, str]] = []  # (role, text) of every message item created
         self.user_turns: list[str] = []
         self.response_requests: list[str | None] = []
         self.cancels = 0  # response.cancel events received

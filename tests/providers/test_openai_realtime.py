@@ -335,6 +335,9 @@ async def test_reconnects_after_a_drop_and_resends_session_update() -> None:
             assert not task.done()
     assert session.connects == 2
     assert fake.response_requests.count(None) == 1  # the first message was not spoken twice
+    # The new connection was given the conversation so far before the caller's next turn.
+    assert fake.message_items[:2] == [("assistant", "Hi."), ("user", "are you there?")]
+    assert not fake.errors, fake.errors  # the replayed items follow the documented schema
 
 
 async def test_permanent_failure_raises_connection_error() -> None:
