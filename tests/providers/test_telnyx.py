@@ -16,15 +16,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from nacl.signing import SigningKey
 from pydantic import ValidationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
 from patterd.errors import (
     ProviderAuthError,
@@ -46,6 +39,7 @@ from patterd.providers.kinds import Admission, Carrier, CarrierLeg, DialRequest,
 from patterd.providers.spec import BuildContext
 from patterd.providers.telnyx import SPEC, UNAUTHENTICATED_WARNING, TelnyxCarrier, TelnyxOptions
 from tests.fakes.telnyx import Callee, FakeCall, FakeTelnyx
+from tests.serving import carrier_app, serve_app
 
 PUBLIC_HOST = "voice.example.test"
 CALLER = "+15550001111"
@@ -180,35 +174,9 @@ async def start_harness(stack: AsyncExitStack, router: ScriptedRouter, **option_
         SPEC.build(options, BuildContext(public_host=PUBLIC_HOST))
     )
 
-    async def webhook(request: Request) -> Response:
-        return await carrier.handle_webhook(request, request.path_params["hook"], router)
-
-    async def media(websocket: WebSocket) -> None:
-        await carrier.handle_media(websocket, websocket.path_params["call_id"], router)
-
-    app = Starlette(
-        routes=[
-            Route("/webhooks/telnyx/{hook}", webhook, methods=["POST"]),
-            WebSocketRoute("/ws/telnyx/stream/{call_id}", media),
-        ]
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the descriptor from here on
-    config.accesslog = None
-    config.graceful_timeout = 1
-    shutdown = asyncio.Event()
-    server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
-
-    async def stop_server() -> None:
-        shutdown.set()
-        await asyncio.wait_for(server, 5)
-
-    stack.push_async_callback(stop_server)
-    fake.webhook_base = f"http://127.0.0.1:{port}"
+    app = carrier_app(carrier, router, "/webhooks/telnyx/{hook}", "/ws/telnyx/stream/{call_id}")
+    base_url = await stack.enter_async_context(serve_app(app))
+    fake.webhook_base = base_url
     return Harness(fake, carrier, router, fake.webhook_base)
 
 

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from pydantic import SecretStr, ValidationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
 from patterd.protocols.events import (
@@ -31,6 +23,7 @@ from patterd.providers.kinds import Admission, Carrier, CarrierLeg, DialRequest,
 from patterd.providers.spec import BuildContext
 from patterd.providers.twilio import SPEC, Options, TwilioCarrier
 from tests.fakes.twilio import FakeCall, FakeTwilio, FakeTwilioRest
+from tests.serving import carrier_app, serve_app
 
 PUBLIC = "gw.example.com"
 TIMEOUT = 5.0
@@ -134,35 +127,9 @@ async def harness() -> AsyncIterator[Harness]:
             conforms: Carrier = carrier  # mypy checks TwilioCarrier against the Carrier protocol
             assert conforms is carrier
 
-            async def webhook(request: Request) -> Response:
-                return await carrier.handle_webhook(request, request.path_params["hook"], router)
-
-            async def media(websocket: WebSocket) -> None:
-                await carrier.handle_media(websocket, websocket.path_params["call_id"], router)
-
-            app = Starlette(
-                routes=[
-                    Route("/webhooks/twilio/{hook}", webhook, methods=["POST"]),
-                    WebSocketRoute("/ws/stream/{call_id}", media),
-                ]
-            )
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sock.listen(64)
-            port = sock.getsockname()[1]
-            config = Config()
-            config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns and closes the listening socket
-            config.accesslog = None
-            config.errorlog = None
-            stop = asyncio.Event()
-            server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-            url = f"http://127.0.0.1:{port}"
-            try:
-                async with FakeTwilio(url, PUBLIC, rest=rest) as net:
-                    yield Harness(rest, net, carrier, router)
-            finally:
-                stop.set()
-                await asyncio.wait_for(server, TIMEOUT)
+            app = carrier_app(carrier, router, "/webhooks/twilio/{hook}", "/ws/stream/{call_id}")
+            async with serve_app(app) as url, FakeTwilio(url, PUBLIC, rest=rest) as net:
+                yield Harness(rest, net, carrier, router)
 
 
 # ------------------------------------------------------------------ options

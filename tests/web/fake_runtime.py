@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
 
 from patterd import __version__
@@ -26,6 +22,7 @@ from patterd.store import CallStore
 from patterd.web.app import create_app
 from patterd.web.feed import EventFeed
 from patterd.web.runtime import ReloadResult
+from tests.serving import serve_app
 
 CONFIG = """
 carrier: {type: local}
@@ -111,22 +108,13 @@ async def serve_runtime(
     )
     graph = await build_graph(config, registry, local_url="http://127.0.0.1:0")
     runtime._switchboard = Switchboard(graph, emit=runtime.emit)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    sock.setblocking(False)
-    hyper = HypercornConfig()
-    hyper.bind = [f"fd://{sock.fileno()}"]
-    hyper.graceful_timeout = 1
-    hyper.accesslog = None
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve(create_app(runtime), hyper, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:
-        yield Served(runtime, f"http://127.0.0.1:{sock.getsockname()[1]}")
+        async with serve_app(create_app(runtime)) as base_url:
+            try:
+                yield Served(runtime, base_url)
+            finally:  # end calls and live feeds first, so the server stops without waiting on them
+                await runtime.switchboard.end_all("test over")
+                runtime.feed.close()
     finally:
-        await runtime.switchboard.end_all("test over")
-        runtime.feed.close()
-        stop.set()
-        await server
         await graph.aclose()
         runtime.store.close()
