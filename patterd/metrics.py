@@ -20,7 +20,6 @@ from patterd.protocols.events import (
     CallFailed,
     CallStarted,
     TranscriptLine,
-    Usage,
 )
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -151,8 +150,3 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition."""
         return bytes(generate_latest(self.registry))
-
-
-def usage_component(event: Usage) -> str:
-    """The cost component of a usage event."""
-    return event.component

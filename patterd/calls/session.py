@@ -126,6 +126,7 @@ class CallSession:
         self._end_requested = asyncio.Event()
         self._end_reason = ""
         self._ended = asyncio.Event()
+        self._engine_ready = asyncio.Event()
         self._connected_mono: float | None = None
         self._first_audio_sent = False
         # playout accounting: when the queued agent audio will have finished playing
@@ -178,6 +179,7 @@ class CallSession:
         try:
             async with self.agent.engine.session(self) as engine:
                 self._engine = engine
+                self._engine_ready.set()
                 reader = asyncio.create_task(self._read_media(leg, engine), name=f"media-{self.call_id}")
                 runner = asyncio.create_task(engine.run(), name=f"engine-{self.call_id}")
                 ender = asyncio.create_task(self._end_requested.wait(), name=f"end-{self.call_id}")
@@ -302,19 +304,17 @@ class CallSession:
         self._spawn(self._leave_voicemail(self.spec.voicemail_message))
 
     async def _leave_voicemail(self, message: str) -> None:
+        if self._engine is None:  # media not connected yet: wait for the engine (or the end of the call)
+            ready = asyncio.ensure_future(self._engine_ready.wait())
+            ended = asyncio.ensure_future(self._ended.wait())
+            await asyncio.wait({ready, ended}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            ended.cancel()
         engine = self._engine
-        if engine is None:  # media not connected yet: wait for it
-            while self._engine is None and self.state is not CallState.ENDED:
-                await asyncio.sleep(0.05)
-            engine = self._engine
         if engine is None:
             return
         await self.interrupt()
-        say = getattr(engine, "say", None)
-        if callable(say):
-            say(message)
-        else:
-            engine.push_text(f"Leave this voicemail message verbatim, then stop: {message}")
+        engine.say(message)
         self._spawn(self._end_after_goodbye("voicemail left"))
 
     def on_recording(self, url: str, duration_secs: float | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +116,3 @@ async def _call_webhook(
         raise ToolFailure(f"{hook.url} did not answer within {hook.timeout_secs:g} s") from exc
     except aiohttp.ClientError as exc:
         raise ToolFailure(f"{hook.url} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def tool_names(schemas: Sequence[ToolSchema]) -> list[str]:
-    """Names of the given tool schemas."""
-    return [s.name for s in schemas]
