@@ -16,7 +16,7 @@ import structlog
 
 from patterd.calls.tools import ToolActions, ToolFailure, ToolSet, run_tool
 from patterd.clock import Clock
-from patterd.errors import PatterdError, ProviderError
+from patterd.errors import PatterdError
 from patterd.protocols.audio import FRAME_BYTES
 from patterd.protocols.events import (
     AgentAudioStarted,
@@ -193,9 +193,7 @@ class CallSession:
                 for task in (reader, runner, ender):
                     task.cancel()
                 await asyncio.gather(reader, runner, ender, return_exceptions=True)
-        except ProviderError as exc:
-            failure = f"{type(exc).__name__}: {exc}"
-        except PatterdError as exc:
+        except PatterdError as exc:  # the engine could not even open its session
             failure = f"{type(exc).__name__}: {exc}"
         finally:
             for task in list(self._tasks):
@@ -207,7 +205,7 @@ class CallSession:
             self.error = failure
             self.emit(CallFailed(**self.new_event_fields(), message=failure, component="engine", fatal=True))
         if not caller_hung_up:
-            await self._hang_up_carrier()
+            await self.hang_up_carrier()
         with contextlib.suppress(Exception):
             await leg.close()
         status = "failed" if failure else ("voicemail" if self.status == "voicemail" else "completed")
@@ -234,20 +232,17 @@ class CallSession:
         self._ended.set()
         log.info("call ended", call_id=self.call_id, status=status, reason=reason)
 
-    async def wait_ended(self) -> None:
-        """Wait until the call has a final status."""
-        await self._ended.wait()
-
     def request_end(self, reason: str) -> None:
-        """Ask the call to end: finish playing agent audio, then hang up."""
+        """End the call now (API hang-up, drain, end_call after its goodbye): hang up through the carrier."""
         self._end_reason = self._end_reason or reason
         if self.state is CallState.RINGING:
             self.finish("canceled", reason=reason)
-            self._spawn(self._hang_up_carrier())
+            self._spawn(self.hang_up_carrier())
             return
         self._end_requested.set()
 
-    async def _hang_up_carrier(self) -> None:
+    async def hang_up_carrier(self) -> None:
+        """Tell the carrier to hang up (a failure is logged: the call is over for us either way)."""
         if not self.spec.carrier_call_id:
             return
         try:

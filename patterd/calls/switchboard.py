@@ -282,21 +282,13 @@ class Switchboard:
                 "failed", reason="media stream never connected", error="media stream never connected"
             )
         self._spawn(self._close(session))
-        self._spawn(self._hang_up(session))
+        self._spawn(session.hang_up_carrier())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background task, keeping a reference so it is not garbage-collected mid-flight."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _hang_up(self, session: CallSession) -> None:
-        if not session.spec.carrier_call_id:
-            return
-        try:
-            await session.carrier.hangup(session.spec.carrier_call_id)
-        except (PatterdError, OSError) as exc:
-            log.warning("carrier hangup failed", call_id=session.call_id, error=str(exc))
 
     def _end(self, session: CallSession, reason: str) -> None:
         session.request_end(reason)
