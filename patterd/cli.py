@@ -10,12 +10,17 @@ import sys
 from collections.abc import Coroutine, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from patterd import __version__
 from patterd.errors import ConfigError, PatterdError
+
+if TYPE_CHECKING:  # the CLI imports the heavy parts only for the command that needs them
+    from patterd.config import Config, ProviderSection
+    from patterd.daemon import ConfigSource
+    from patterd.plugins import Registry
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
@@ -119,7 +124,8 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(main)
 
 
-def _load(explicit: str | None):  # type: ignore[no-untyped-def]
+def _load(explicit: str | None) -> tuple[ConfigSource, Config, Registry]:
+    """The config to run: from a file, or the built-in default; ConfigError when it is invalid."""
     from patterd.config import load_config, load_config_text
     from patterd.daemon import ConfigSource
     from patterd.plugins import load_registry
@@ -186,10 +192,10 @@ def _check(explicit: str | None, probe: bool) -> int:
     return asyncio.run(_probe(config, registry))
 
 
-def config_warnings(config) -> list[str]:  # type: ignore[no-untyped-def]
+def config_warnings(config: Config) -> list[str]:
     """Things that are allowed but unwise (unauthenticated webhooks, ...)."""
     out: list[str] = []
-    sections = [("carrier", config.carrier)]
+    sections: list[tuple[str, ProviderSection]] = [("carrier", config.carrier)]
     for index, agent in enumerate(config.agents):
         for role in ("engine", "stt", "llm", "tts", "vad"):
             section = getattr(agent, role)
@@ -202,7 +208,7 @@ def config_warnings(config) -> list[str]:  # type: ignore[no-untyped-def]
     return out
 
 
-async def _probe(config, registry) -> int:  # type: ignore[no-untyped-def]
+async def _probe(config: Config, registry: Registry) -> int:
     from patterd.graph import build_graph
 
     try:

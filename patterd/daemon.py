@@ -409,10 +409,22 @@ class Daemon:
                 counts[session.agent.name] = counts.get(session.agent.name, 0) + 1
             return counts
 
+        def media_frames() -> tuple[int, int]:
+            sb = board()
+            return sb.media_frames() if sb else (0, 0)
+
+        def frames_dropped() -> int:
+            sb = board()
+            return sum(sb.bad_frames.values()) if sb else 0
+
+        def rejections() -> dict[tuple[str, str], int]:
+            sb = board()
+            return dict(sb.rejections) if sb else {}
+
         return LiveCounters(
-            media_frames=lambda: board().media_frames() if board() else (0, 0),  # type: ignore[union-attr]
-            frames_dropped=lambda: sum(board().bad_frames.values()) if board() else 0,  # type: ignore[union-attr]
-            rejections=lambda: dict(board().rejections) if board() else {},  # type: ignore[union-attr]
+            media_frames=media_frames,
+            frames_dropped=frames_dropped,
+            rejections=rejections,
             store_errors=lambda: int(self.store.stats().get("write_errors", 0)),
             active_calls=active,
         )
