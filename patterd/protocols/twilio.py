@@ -122,13 +122,14 @@ def decode_frame(text: str | bytes) -> dict[str, Any]:
 
 
 # Twilio's `media` frame in its documented member order (event, sequenceNumber, media{track, chunk,
-# timestamp, payload}, streamSid), optional whitespace. Everything this matches is a valid JSON
+# timestamp, payload}, streamSid; streamSid also accepted right after event), optional whitespace. Everything this matches is a valid JSON
 # object that json.loads would read the same way (no escapes, no duplicate keys), so the hot path
 # can take the payload without building dicts; any other shape goes through the full parser.
 _WS = r"[ \t\r\n]*"
 _STR = r'"[^"\\\x00-\x1f]*"'
 _MEDIA_FRAME = re.compile(
     rf'{_WS}\{{{_WS}"event"{_WS}:{_WS}"media"{_WS}'
+    rf'(?:,{_WS}"streamSid"{_WS}:{_WS}{_STR}{_WS})?'
     rf'(?:,{_WS}"sequenceNumber"{_WS}:{_WS}{_STR}{_WS})?'
     rf',{_WS}"media"{_WS}:{_WS}\{{{_WS}'
     rf'(?:"track"{_WS}:{_WS}"(?P<track>[^"\\\x00-\x1f]*)"{_WS},{_WS})?'

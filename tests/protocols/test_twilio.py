@@ -348,3 +348,14 @@ def test_media_fast_path_ignores_the_outbound_track_and_defers_escapes() -> None
     escaped_payload = payload[:2] + "\\u00" + format(ord(payload[2]), "02x") + payload[3:]
     escaped = '{"event":"media","media":{"track":"inbound","payload":"' + escaped_payload + '"}}'
     assert tw.parse_message(escaped) == CallerAudio(b"\x01\x02\x03")
+
+
+def test_fast_path_accepts_stream_sid_right_after_event() -> None:
+    """Some senders put streamSid before sequenceNumber; the hot path must not fall back to json for them."""
+    from patterd.protocols.twilio import _MEDIA_FRAME
+
+    frame = (
+        '{"event":"media","streamSid":"MZ1","sequenceNumber":"2",'
+        '"media":{"track":"inbound","chunk":"1","timestamp":"20","payload":"AAAA"}}'
+    )
+    assert _MEDIA_FRAME.fullmatch(frame) is not None
