@@ -1,5 +1,5 @@
 """Benchmark of the offline built-ins: pocketsphinx WER and real-time factor on phone-band espeak-ng speech,
-espeak-ng time to first audio, and webrtcvad vs an energy VAD on noisy 8 kHz μ-law. Run: python bench/offline_stt.py [MODE ...]
+and espeak-ng time to first audio (the VAD comparison is bench/offline_vad.py). Run: python bench/offline_stt.py [MODE ...]
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, silence_ulaw, ulaw_to_pcm16, wav_to_ulaw8k
+from patterd.protocols.audio import FRAME_BYTES, silence_ulaw, wav_to_ulaw8k
 from patterd.providers.offline_stt import SPEC as STT_SPEC
 from patterd.providers.offline_stt import OfflineSTT, OfflineSTTOptions
 from patterd.providers.offline_tts import SPEC as TTS_SPEC
 from patterd.providers.offline_tts import OfflineTTSOptions
-from patterd.providers.offline_vad import OfflineVADOptions, OfflineVADStream
 from patterd.providers.spec import BuildContext
 
 SENTENCES = [
@@ -148,59 +146,9 @@ async def bench_tts() -> None:
             print(f"{engine:8} unavailable: {exc}")
 
 
-def noisy(ulaw: bytes, rms: float, seed: int) -> bytes:
-    pcm = np.frombuffer(ulaw_to_pcm16(ulaw), dtype="<i2").astype(np.float64)
-    pcm += np.random.default_rng(seed).normal(0.0, rms, pcm.shape)
-    return pcm16_to_ulaw(np.clip(pcm, -32768, 32767).astype("<i2").tobytes())
-
-
-def frame_accuracy(options: OfflineVADOptions, audio: bytes, truth: list[bool]) -> tuple[float, int]:
-    """Share of frames whose speaking state matches the truth, and how many turns started."""
-    stream, hits, starts = OfflineVADStream(options), 0, 0
-    for n, i in enumerate(range(0, len(audio), FRAME_BYTES)):
-        if stream.process(audio[i : i + FRAME_BYTES]) == "speech_start":
-            starts += 1
-        hits += stream.speaking == truth[n]
-    return hits / len(truth), starts
-
-
-def bench_vad() -> None:
-    print(
-        "\n## vad.offline: webrtcvad vs energy on 8 kHz μ-law with white noise (3 utterances, 1 click each)"
-    )
-    print(f"{'noise rms':>9} {'detector':22} {'frame acc':>9} {'turns (want 3)':>15}")
-    rng = np.random.default_rng(3)
-    clickpcm = rng.uniform(-12000, 12000, 8 * 80).astype("<i2").tobytes()  # an 80 ms click/cough
-    parts: list[tuple[bytes, bool]] = []
-    for s in SENTENCES[:3]:
-        parts += [(silence_ulaw(600), False), (pcm16_to_ulaw(clickpcm), False), (silence_ulaw(600), False)]
-        parts += [(speak(s, ["-v", "en-us"]), True)]
-    parts.append((silence_ulaw(800), False))
-    clean = b"".join(p for p, _ in parts)
-    truth: list[bool] = []
-    for p, is_speech in parts:
-        truth += [is_speech] * (len(p) // FRAME_BYTES)
-    truth += [False] * (len(clean) // FRAME_BYTES + 1 - len(truth))
-    for rms in (0, 300, 1000, 2000):
-        audio = noisy(clean, rms, 5) if rms else clean
-        for label, options in (
-            ("webrtc aggr 2", OfflineVADOptions()),
-            ("webrtc aggr 3", OfflineVADOptions(aggressiveness=3)),
-            ("energy rms>500", OfflineVADOptions(detector="energy")),
-            ("energy rms>1500", OfflineVADOptions(detector="energy", energy_threshold=1500)),
-        ):
-            acc, starts = frame_accuracy(options, audio, truth)
-            print(f"{rms:9} {label:22} {acc:9.2f} {starts:15}")
-    print(
-        "(truth counts speech from the first to last frame of each utterance, pauses included; the hangover"
-    )
-    print(" and min-speech delays cost a few % even for a perfect detector)")
-
-
 async def main() -> None:
     await bench_stt(tuple(sys.argv[1:]) or ("open", "phrases", "grammar"))
     await bench_tts()
-    bench_vad()
 
 
 if __name__ == "__main__":

