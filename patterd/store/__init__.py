@@ -339,7 +339,10 @@ class CallStore:
         merged.update((m["call_id"], m) for m in mine)  # this process's view is the freshest
         page = sorted(merged.values(), key=_sort_key, reverse=True)
         more = len(page) > limit
-        page = copy.deepcopy(page[:limit])  # memory dicts are shared with the writer: hand out copies
+        # Memory dicts are shared with the writer: hand out copies. Index rows were parsed for this
+        # call and are nobody else's; copying them too was ~40 % of a listing's time.
+        shared = {id(m) for m in mine}
+        page = [copy.deepcopy(m) if id(m) in shared else m for m in page[:limit]]
         return page, encode_cursor(*_sort_key(page[-1])) if more else None
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Container
+from collections.abc import Container, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -150,6 +151,66 @@ def walk_calls(calls_root: Path) -> list[str]:
     return out
 
 
+# A (mtime_ns of metadata.json, its bytes or None when the index has it unchanged), or MISSING.
+Probe = tuple[int, bytes | None]
+MISSING: Probe = (-1, None)
+# The per-record stat/read runs in this many threads: on a cold page cache (the start after a
+# reboot) a disk answers many small reads in parallel far faster than one at a time (100k
+# records here: stat 8.7 s → 2.1 s, read 16 s → 3.9 s); the GIL is released in the syscalls.
+IO_THREADS = 8
+IO_BATCH = 4096  # records probed ahead of the (sequential) parsing: bounds memory
+MIN_PER_THREAD = 256  # below this many records per thread, threads cost more than they save
+
+
+def probe(meta_path: str, hit: tuple[int, str] | None) -> Probe:
+    """The I/O of one record: stat when the index knows it (unchanged and closed: not read), else read it."""
+    if hit is not None:
+        try:
+            mtime_ns = os.stat(meta_path).st_mtime_ns
+        except OSError:
+            return MISSING
+        if hit[0] == mtime_ns and hit[1] not in OPEN_STATUSES:
+            return mtime_ns, None
+    try:
+        fd = os.open(meta_path, os.O_RDONLY)
+    except OSError:
+        return MISSING
+    try:
+        st = os.fstat(fd)
+        return st.st_mtime_ns, _read_all(fd, st.st_size)
+    except OSError:
+        return 0, b""  # unreadable: parsing it fails and counts it as corrupt
+    finally:
+        os.close(fd)
+
+
+def probe_records(
+    base: str, relpaths: list[str], known: Mapping[str, tuple[int, str]]
+) -> Iterator[tuple[str, Probe]]:
+    """(relpath, probe) in walk order; the next batch is probed in threads while this one is used."""
+
+    def probe_slice(part: list[str]) -> list[Probe]:
+        return [probe(f"{base}/{r}/{METADATA}", known.get(r)) for r in part]
+
+    threads = min(IO_THREADS, len(relpaths) // MIN_PER_THREAD)
+    if threads <= 1:
+        yield from zip(relpaths, probe_slice(relpaths), strict=True)
+        return
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="hydrate-io") as pool:
+
+        def submit(start: int) -> list[Future[list[Probe]]]:
+            batch = relpaths[start : start + IO_BATCH]
+            step = -(-len(batch) // threads)
+            return [pool.submit(probe_slice, batch[k : k + step]) for k in range(0, len(batch), step)]
+
+        pending = submit(0)
+        for start in range(0, len(relpaths), IO_BATCH):
+            current, pending = pending, submit(start + IO_BATCH) if start + IO_BATCH < len(relpaths) else []
+            probes = [p for future in current for p in future.result()]
+            yield from zip(relpaths[start : start + IO_BATCH], probes, strict=True)
+
+
 def hydrate_tree(
     root: Path, index: CallIndex | None, *, now: datetime, live: Container[str] = ()
 ) -> HydrateReport:
@@ -164,37 +225,21 @@ def hydrate_tree(
     rows: list[Row] = []
     seen: set[str] = set()
     base = str(calls_root)
-    for relpath in walk_calls(calls_root):
+    for relpath, found in probe_records(base, walk_calls(calls_root), known):
         call_id = relpath.rsplit("/", 1)[1]
         if call_id in live:
             seen.add(relpath)
             continue
         meta_path = f"{base}/{relpath}/{METADATA}"
-        hit = known.get(relpath)
-        if hit is not None:
-            try:
-                mtime_ns = os.stat(meta_path).st_mtime_ns
-            except OSError:
-                _corrupt(report, relpath, "metadata.json missing")
-                continue
-            if hit[0] == mtime_ns and hit[1] not in OPEN_STATUSES:
-                seen.add(relpath)
-                report.unchanged += 1
-                report.records += 1
-                continue
-        try:
-            fd = os.open(meta_path, os.O_RDONLY)
-        except OSError:
+        if found is MISSING:
             _corrupt(report, relpath, "metadata.json missing")
             continue
-        try:
-            st = os.fstat(fd)
-            mtime_ns = st.st_mtime_ns
-            raw = _read_all(fd, st.st_size)
-        except OSError:
-            raw = b""
-        finally:
-            os.close(fd)
+        mtime_ns, raw = found
+        if raw is None:  # the index has it, unchanged and closed
+            seen.add(relpath)
+            report.unchanged += 1
+            report.records += 1
+            continue
         meta = parse_metadata(raw, call_id)
         if meta is None:
             _corrupt(report, relpath, "metadata.json unreadable or not a record of this call")

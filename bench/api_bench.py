@@ -1,0 +1,516 @@
+"""Issue 6's scale targets through the real daemon's HTTP API: hydrate and GET /api/v1/calls at 100,000 records.
+
+Run: `python bench/api_bench.py [--records 100000] [--calls 10] [--secs 10] [--keep DIR] [--json]`.
+
+1. Writes N call records under a temporary `persist` root (`generate` from bench/store_bench.py).
+2. Starts the real `patterd` (tests/daemon_process.py) on the shipped offline front desk with the
+   local softphone carrier, `persist:` at that root and retention off (the records are dated
+   2026-01…04), twice: cold (no index: hydrate parses every metadata.json) and warm (index
+   present). Ready = start → the daemon's first stdout line, which it prints once serving, i.e.
+   after hydrate; the hydrate's own time comes from its `call records loaded` log line.
+3. On the warm daemon, K softphone calls run in a separate process (POST /webhooks/local/voice,
+   then the local media protocol: 20 ms μ-law frames in real time, espeak-ng phrases the agent
+   answers, marks echoed once the agent's audio would have played). While they run, this process
+   requests the ops API sequentially over one keep-alive connection (latency, not throughput),
+   round-robin over the query kinds, for `--secs`, and prints p50/p95/p99/max per kind.
+
+Targets (issue 6): hydrate of 100,000 records ≤ 5 s, `GET /api/v1/calls?limit=50` p99 ≤ 50 ms at
+100,000 records while calls are running. `--pyspy PATH` records the daemon with py-spy during the
+measured window. `--drop-caches` (root) also times both starts with the kernel's page cache dropped
+first, as on the first start after a reboot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import http.client
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import yaml  # noqa: E402
+
+from bench.store_bench import AGENTS, generate  # noqa: E402
+from patterd.clock import iso_ms  # noqa: E402
+from patterd.protocols.audio import FRAME_BYTES, silence_ulaw  # noqa: E402
+from patterd.store.index import INDEX_NAME, encode_cursor  # noqa: E402
+from tests.daemon_process import DaemonProcess, run_daemon  # noqa: E402
+from tests.fakes.twilio import spoken_ulaw  # noqa: E402
+
+TARGET_HYDRATE_SECS = 5.0
+TARGET_LIST_P99_MS = 50.0
+PER_DAY = 1000  # generate()'s default: record n starts on day n // 1000 at (n % 1000) * 80 s
+GENERATE_START = datetime(2026, 1, 1, tzinfo=UTC)
+FRAME_SECS = 0.02
+# What the callers say, in turn (the front desk's grammar knows these); never "bye": calls stay up.
+PHRASES = ("hello", "what are your opening hours", "where are you located", "what time do you close today")
+PAUSE_SECS = 3.5  # silence after each phrase: the agent's reply plays meanwhile
+
+
+# ---------------------------------------------------------------- records and config
+
+
+def started_at(n: int) -> datetime:
+    """The start time generate() gives record n."""
+    return GENERATE_START + timedelta(days=n // PER_DAY, seconds=(n % PER_DAY) * 80)
+
+
+def write_config(directory: Path, persist: Path) -> Path:
+    """The shipped front desk (config/patter.yaml's agents), softphone carrier, records at `persist`."""
+    shipped = yaml.safe_load((ROOT / "config" / "patter.yaml").read_text())
+    config = {
+        "carrier": {"type": "local"},
+        "server": {"host": "127.0.0.1", "port": 0},
+        "logging": {"retention_days": 0},  # the generated records are months old: keep them
+        "persist": str(persist),
+        "agents": shipped["agents"],
+    }
+    path = directory / "patter.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@dataclass
+class Start:
+    """One daemon start: ready time, the hydrate's own time, and the store stats it reports."""
+
+    label: str
+    ready_secs: float
+    hydrate: dict[str, float]
+    store: dict[str, Any]
+
+
+def hydrate_report(daemon: DaemonProcess) -> dict[str, float]:
+    """The numbers of the hydrate report in the daemon's `call records loaded` log line."""
+    entry = daemon.wait_log(lambda e: e.get("event") == "call records loaded", timeout=5.0)
+    found = re.findall(r"(\w+)=([0-9.]+)[,)]", str(entry.get("report", "")))
+    return {name: float(value) for name, value in found}
+
+
+def timed_start(config: Path, label: str) -> tuple[Start, Any]:
+    """Enter run_daemon, timing start → first stdout line; returns the Start and the context manager."""
+    began = time.perf_counter()
+    ctx = run_daemon(config)
+    daemon = ctx.__enter__()
+    ready = time.perf_counter() - began
+    status, body = daemon.request("GET", "/api/v1/status")
+    if status != 200:
+        ctx.__exit__(None, None, None)
+        raise SystemExit(f"GET /api/v1/status answered {status}: {body}")
+    return Start(label, ready, hydrate_report(daemon), body["store"]), (ctx, daemon)
+
+
+# ---------------------------------------------------------------- softphone callers (own process)
+
+
+@dataclass
+class CallerStats:
+    """What the callers saw, so the report can show the calls were real."""
+
+    calls_started: int = 0
+    frames_sent: int = 0
+    agent_audio_secs: float = 0.0
+    transcript_lines: int = 0
+    marks_echoed: int = 0
+    late_frames: int = 0  # frames sent > 20 ms behind schedule
+    errors: list[str] = field(default_factory=list)
+
+
+async def one_caller(
+    index: int,
+    base_url: str,
+    session: aiohttp.ClientSession,
+    speech: list[bytes],
+    stats: CallerStats,
+    connected: Callable[[], None],
+    stop: asyncio.Event,
+) -> None:
+    """One softphone: a call that talks until `stop`; a call the agent ends is replaced by a new one."""
+    first = True
+    while not stop.is_set():
+        async with session.post(base_url + "/webhooks/local/voice", json={}) as resp:
+            body = await resp.json()
+            if resp.status != 201:
+                stats.errors.append(f"caller {index}: webhook answered {resp.status}: {body}")
+                return
+        stats.calls_started += 1
+        ws = await session.ws_connect(base_url.replace("http", "ws", 1) + body["media_path"])
+        await ws.send_str(json.dumps({"event": "start", "start": {"format": "mulaw/8000"}}))
+        if first:
+            connected()
+            first = False
+        try:
+            await talk(ws, index, speech, stats, stop)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            stats.errors.append(f"caller {index}: {exc!r}")
+        finally:
+            await ws.close()
+
+
+async def talk(
+    ws: aiohttp.ClientWebSocketResponse,
+    index: int,
+    speech: list[bytes],
+    stats: CallerStats,
+    stop: asyncio.Event,
+) -> None:
+    """Send 20 ms frames in real time (phrases, then silence) until `stop` or the daemon ends the call."""
+    playout_end = time.monotonic()  # when the agent audio received so far has finished playing
+    pending_marks: list[tuple[float, str]] = []
+
+    async def receive() -> None:
+        nonlocal playout_end
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            event = data.get("event")
+            if event == "media":
+                secs = len(base64.b64decode(data["media"]["payload"])) / 8000
+                stats.agent_audio_secs += secs
+                playout_end = max(playout_end, time.monotonic()) + secs
+            elif event == "mark":
+                pending_marks.append((playout_end, data["mark"]["name"]))
+            elif event == "clear":
+                playout_end = time.monotonic()
+                pending_marks.clear()
+            elif event == "transcript":
+                stats.transcript_lines += 1
+
+    receiver = asyncio.create_task(receive())
+    silence = silence_ulaw(20)
+    # Callers start staggered so their frames do not all land on the same millisecond.
+    script = [silence] * (50 + 7 * index)
+    turn = index
+    next_at = time.monotonic()
+    try:
+        while not stop.is_set() and not receiver.done():
+            if not script:
+                audio = speech[turn % len(speech)]
+                turn += 1
+                script = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+                script[-1] = script[-1].ljust(FRAME_BYTES, b"\xff")
+                script += [silence] * int(PAUSE_SECS / FRAME_SECS)
+            payload = base64.b64encode(script.pop(0)).decode()
+            await ws.send_str(json.dumps({"event": "media", "media": {"payload": payload}}))
+            stats.frames_sent += 1
+            now = time.monotonic()
+            while pending_marks and pending_marks[0][0] <= now:
+                name = pending_marks.pop(0)[1]
+                await ws.send_str(json.dumps({"event": "mark", "mark": {"name": name}}))
+                stats.marks_echoed += 1
+            next_at += FRAME_SECS
+            if now - next_at > FRAME_SECS:
+                stats.late_frames += 1
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        if not ws.closed:
+            await ws.send_str(json.dumps({"event": "stop"}))
+    finally:
+        receiver.cancel()
+
+
+def run_callers(base_url: str, calls: int, speech: list[bytes], ready: Any, stop: Any, out: Any) -> None:
+    """Process body: `calls` softphone callers until `stop` (a multiprocessing Event) is set."""
+
+    async def main() -> None:
+        stats = CallerStats()
+        up = 0
+        stopping = asyncio.Event()
+
+        def connected() -> None:
+            nonlocal up
+            up += 1
+            if up == calls:
+                ready.set()
+
+        async def watch_stop() -> None:
+            await asyncio.to_thread(stop.wait)
+            stopping.set()
+
+        async with aiohttp.ClientSession() as session:
+            watcher = asyncio.create_task(watch_stop())
+            results = await asyncio.gather(
+                *(one_caller(i, base_url, session, speech, stats, connected, stopping) for i in range(calls)),
+                return_exceptions=True,
+            )
+            watcher.cancel()
+        stats.errors += [repr(r) for r in results if isinstance(r, BaseException)]
+        out.put(stats.__dict__)
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- the measuring client
+
+
+def percentile(sorted_ms: list[float], q: float) -> float:
+    """The q-quantile (0..1) of sorted samples, nearest rank."""
+    return sorted_ms[min(len(sorted_ms) - 1, max(0, round(q * len(sorted_ms)) - 1))]
+
+
+class Client:
+    """Sequential GETs over one keep-alive HTTP/1.1 connection; the latency includes reading the body."""
+
+    def __init__(self, base_url: str) -> None:
+        parts = urlsplit(base_url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+
+    def get(self, path: str) -> tuple[float, int, Any]:
+        began = time.perf_counter()
+        self.conn.request("GET", path)
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        ms = (time.perf_counter() - began) * 1000
+        return ms, resp.status, json.loads(raw) if raw else None
+
+
+def query_kinds(records: int) -> dict[str, Callable[[dict[str, Any]], str]]:
+    """Query kind → fn(state) giving the next path; `state` carries the cursors between calls."""
+    rng = random.Random(6)
+
+    def calls(**params: Any) -> str:
+        return "/api/v1/calls?" + urlencode({"limit": 50, **params})
+
+    def walk(key: str, **params: Any) -> Callable[[dict[str, Any]], str]:
+        def path(state: dict[str, Any]) -> str:
+            cursor = state.get(key)
+            return calls(**params, cursor=cursor) if cursor else calls(**params)
+
+        path.cursor_key = key  # type: ignore[attr-defined]
+        return path
+
+    def deep(state: dict[str, Any]) -> str:
+        n = rng.randrange(min(50, records - 1), records)  # record 0 has nothing older
+        return calls(cursor=encode_cursor(iso_ms(started_at(n)), f"call-{n:07d}"))
+
+    def fortnight(state: dict[str, Any]) -> str:
+        day = rng.randrange(max(1, records // PER_DAY))
+        since = GENERATE_START + timedelta(days=day)
+        return calls(since=iso_ms(since), until=iso_ms(since + timedelta(days=14)))
+
+    def detail(state: dict[str, Any]) -> str:
+        return f"/api/v1/calls/call-{rng.randrange(records):07d}"
+
+    return {
+        "first page": lambda state: calls(),
+        "status=failed": lambda state: calls(status="failed"),
+        "agent=support": lambda state: calls(agent="support"),
+        "status=in_progress": lambda state: calls(status="in_progress"),
+        "cursor walk": walk("all"),
+        "status=failed, cursor walk": walk("failed", status="failed"),
+        "agent=sales, cursor walk": walk("sales", agent=AGENTS[2]),
+        "random deep cursor": deep,
+        "since+until (14 days)": fortnight,
+        "GET /calls/{id} (old)": detail,
+    }
+
+
+def hammer(base_url: str, records: int, secs: float) -> tuple[dict[str, list[float]], list[str], int]:
+    """Round-robin over the query kinds for `secs`; latency samples per kind, errors, live calls seen."""
+    client = Client(base_url)
+    kinds = query_kinds(records)
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    errors: list[str] = []
+    state: dict[str, Any] = {}
+    live_seen = 0
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        for kind, make in kinds.items():
+            path = make(state)
+            ms, status, body = client.get(path)
+            samples[kind].append(ms)
+            if status != 200:
+                errors.append(f"{kind}: {path} answered {status}: {body}")
+                continue
+            key = getattr(make, "cursor_key", None)
+            if key is not None:
+                state[key] = body["next_cursor"]  # None at the end: the walk starts over
+            if kind == "status=in_progress":
+                live_seen = max(live_seen, len(body["calls"]))
+            elif kind != "GET /calls/{id} (old)" and not body["calls"]:
+                errors.append(f"{kind}: {path} returned no calls")
+    return samples, errors, live_seen
+
+
+def cpu_secs(pid: int) -> float:
+    """utime + stime of a process (all threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--calls", type=int, default=10, help="softphone calls running while measuring")
+    parser.add_argument("--secs", type=float, default=10.0, help="length of the measured window")
+    parser.add_argument(
+        "--keep", type=Path, help="use (and keep) this records root instead of a temporary one"
+    )
+    parser.add_argument("--pyspy", type=Path, help="record the daemon with py-spy (raw) to this file")
+    parser.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="also time both starts after dropping the page cache (needs root: /proc/sys/vm/drop_caches)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="patterd-api-bench-"))
+    root = args.keep or work / "records"
+    result: dict[str, Any] = {"records": args.records, "calls": args.calls, "secs": args.secs}
+    try:
+        if not (root / "calls").exists():
+            began = time.perf_counter()
+            generate(root, args.records)
+            print(f"generated {args.records} records in {time.perf_counter() - began:.1f} s at {root}")
+        config = write_config(work, root)
+        starts: list[Start] = []
+        # (drop the page cache first?, delete the index first?); the last start stays up for the load.
+        plan = [(False, True), (False, False)]
+        plan += [(True, True), (True, False)] if args.drop_caches else []
+        for drop, no_index in plan:
+            if no_index:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{root / INDEX_NAME}{suffix}").unlink(missing_ok=True)
+            os.sync()
+            if drop:
+                Path("/proc/sys/vm/drop_caches").write_text("3\n")  # as after a reboot
+            label = ("cold (no index)" if no_index else "warm (index present)") + (
+                ", page cache dropped" if drop else ""
+            )
+            start, (ctx, daemon) = timed_start(config, label)
+            starts.append(start)
+            if (drop, no_index) != plan[-1]:
+                ctx.__exit__(None, None, None)
+        result["starts"] = [s.__dict__ for s in starts]
+        try:
+            speech = [spoken_ulaw(p) for p in PHRASES]
+            mpctx = mp.get_context("fork")
+            ready, stop, out = mpctx.Event(), mpctx.Event(), mpctx.Queue()
+            callers = mpctx.Process(
+                target=run_callers, args=(daemon.base_url, args.calls, speech, ready, stop, out), daemon=True
+            )
+            callers.start()
+            if args.calls and not ready.wait(30):
+                raise SystemExit("the softphone calls did not all connect within 30 s")
+            time.sleep(2.0)  # past the greetings' start: every call is in its steady state
+            _, status = daemon.request("GET", "/api/v1/status")
+            live_before = len(status["live_calls"])
+            spy = None
+            if args.pyspy is not None:
+                spy = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "--format",
+                        "raw",
+                        "-r",
+                        "200",
+                        "-o",
+                        str(args.pyspy),
+                        "-p",
+                        str(daemon.proc.pid),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1.0)
+            cpu0, t0 = cpu_secs(daemon.proc.pid), time.monotonic()
+            samples, errors, live_seen = hammer(daemon.base_url, args.records, args.secs)
+            cpu1, t1 = cpu_secs(daemon.proc.pid), time.monotonic()
+            if spy is not None:
+                spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+                spy.wait(30)
+            _, status = daemon.request("GET", "/api/v1/status")
+            live_after = len(status["live_calls"])
+            stop.set()
+            caller_stats = out.get(timeout=30)
+            callers.join(10)
+        finally:
+            ctx.__exit__(None, None, None)
+        result.update(
+            live_calls={"before": live_before, "after": live_after, "in_progress_listed_max": live_seen},
+            daemon_cpu_pct=round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+            callers=caller_stats,
+            errors=errors,
+            latency_ms={kind: summary(values) for kind, values in samples.items()},
+        )
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report(result)
+    return 0
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """n, p50, p95, p99, max of latency samples (ms)."""
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50": round(statistics.median(ordered), 2),
+        "p95": round(percentile(ordered, 0.95), 2),
+        "p99": round(percentile(ordered, 0.99), 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the result as tables (or JSON with --json)."""
+    if "--json" in sys.argv:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"\n{result['records']} records; target: ready/hydrate ≤ {TARGET_HYDRATE_SECS} s")
+    print("| start | ready s | hydrate s | records | parsed/unchanged | skipped corrupt |")
+    print("|---|---|---|---|---|---|")
+    for s in result["starts"]:
+        store = s["store"]
+        hyd = s["hydrate"]
+        print(
+            f"| {s['label']} | {s['ready_secs']:.2f} | {hyd.get('seconds', float('nan')):.2f} | "
+            f"{store.get('records')} | {hyd.get('parsed', 0):.0f}/{hyd.get('unchanged', 0):.0f} | "
+            f"{store.get('skipped_corrupt')} |"
+        )
+    c = result["callers"]
+    live = result["live_calls"]
+    print(
+        f"\nwhile {result['calls']} softphone calls ran (live before/after: {live['before']}/{live['after']}; "
+        f"calls started {c['calls_started']}, frames sent {c['frames_sent']}, late frames {c['late_frames']}, "
+        f"agent audio {c['agent_audio_secs']:.1f} s, transcript lines {c['transcript_lines']}, "
+        f"marks echoed {c['marks_echoed']}); daemon CPU {result['daemon_cpu_pct']} % of a core"
+    )
+    print(
+        f"sequential requests for {result['secs']} s; target: /api/v1/calls p99 ≤ {TARGET_LIST_P99_MS} ms\n"
+    )
+    print("| query | n | p50 ms | p95 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|---|")
+    for kind, s in result["latency_ms"].items():
+        print(f"| {kind} | {s['n']} | {s['p50']} | {s['p95']} | {s['p99']} | {s['max']} |")
+    errors = result["errors"] + c["errors"]
+    print(f"\nerrors: {len(errors)}" + "".join(f"\n  {e}" for e in errors[:10]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
