@@ -48,8 +48,6 @@ from patterd.providers.spec import (
 
 log = structlog.get_logger(__name__)
 
-MAX_FRAMES_PER_MESSAGE = 25  # at most 500 ms of audio per media message: small frames on the wire
-
 CARRIER = "telnyx"
 UNAUTHENTICATED_WARNING = "Telnyx webhooks are unauthenticated: set TELNYX_PUBLIC_KEY"
 _SEEN_EVENTS_MAX = 4096  # webhook ids remembered for de-duplication (Telnyx retries for minutes, not days)
@@ -487,10 +485,9 @@ class TelnyxLeg:
                     return
 
     async def send_audio(self, ulaw: bytes) -> None:
-        """Queue μ-law toward the caller: whole 20 ms frames in one media message (Telnyx takes 20 ms–30 s)."""
-        frames = self._splitter.push(ulaw)
-        for start in range(0, len(frames), MAX_FRAMES_PER_MESSAGE):
-            await self._send(proto.encode_media(b"".join(frames[start : start + MAX_FRAMES_PER_MESSAGE])))
+        """Queue μ-law toward the caller in 20 ms (160-byte) media frames."""
+        for frame in self._splitter.push(ulaw):
+            await self._send(proto.encode_media(frame))
 
     async def send_mark(self, name: str) -> None:
         """Flush the partial frame (padded with silence) and ask Telnyx to echo `name` once played."""

@@ -49,8 +49,6 @@ from patterd.providers.spec import (
 
 log = structlog.get_logger("patterd.providers.twilio")
 
-MAX_FRAMES_PER_MESSAGE = 25  # at most 500 ms of audio per media message: small frames on the wire
-
 CARRIER = "twilio"
 HOOKS = ("voice", "status", "recording", "amd")
 API_VERSION = "2010-04-01"
@@ -169,15 +167,9 @@ class TwilioLeg:
             log.debug("twilio_send_after_close", error=str(exc))
 
     async def send_audio(self, ulaw: bytes) -> None:
-        """Queue agent audio: whole 20 ms frames in one media message, a partial frame waits for more.
-
-        Twilio buffers what it is sent and plays it in order, whatever the message size; one message
-        per engine chunk instead of one per 20 ms frame cuts the per-message cost (JSON, websocket
-        framing, a socket write) about fivefold for a 100 ms chunk.
-        """
-        frames = self._splitter.push(ulaw)
-        for start in range(0, len(frames), MAX_FRAMES_PER_MESSAGE):
-            await self._send(self._state.media(b"".join(frames[start : start + MAX_FRAMES_PER_MESSAGE])))
+        """Queue agent audio; sent as 20 ms media frames, a partial frame waits for more audio."""
+        for frame in self._splitter.push(ulaw):
+            await self._send(self._state.media(frame))
 
     async def send_mark(self, name: str) -> None:
         """Send what is left of the audio, then the mark.

@@ -235,7 +235,7 @@ async def test_inbound_call_answers_with_bidirectional_pcmu_stream_and_round_tri
     media_frames = [
         base64.b64decode(f["media"]["payload"]) for f in call.frames_from_daemon if f["event"] == "media"
     ]
-    assert all(len(frame) % FRAME_BYTES == 0 for frame in media_frames)  # whole 20 ms frames per message
+    assert {len(frame) for frame in media_frames} == {FRAME_BYTES}
     await h.router.until(lambda: any(isinstance(e, MarkPlayed) for e in h.router.events[call_id]))
     assert played_after < 1.0
 
