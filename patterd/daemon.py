@@ -26,6 +26,7 @@ from patterd import __version__
 from patterd.calls.switchboard import Switchboard
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.config import Config, load_config, load_config_text
+from patterd.config.model import is_loopback
 from patterd.errors import ConfigError, PatterdError
 from patterd.graph import Graph, build_context, build_graph
 from patterd.logs import configure_logging
@@ -38,7 +39,6 @@ from patterd.sdnotify import Notifier
 from patterd.store import CallStore
 from patterd.tracing import tracer_from_environment
 from patterd.web.app import create_app
-from patterd.web.auth import is_loopback
 from patterd.web.feed import EventFeed
 from patterd.web.runtime import ReloadResult
 
@@ -381,10 +381,9 @@ class Daemon:
             self._count_cost(event.call_id)
 
     def _count_cost(self, call_id: str) -> None:
-        record = self.store.get_call(call_id)
-        if not record:
+        meta = self.store.recent_metadata(call_id)  # metadata only: no transcript copy at every call end
+        if not meta:
             return
-        meta = record.get("metadata", {})
         agent = (meta.get("agent") or {}).get("name", "")
         for component, usd in (meta.get("cost") or {}).items():
             if component != "total" and isinstance(usd, (int, float)):
@@ -425,7 +424,7 @@ class Daemon:
             media_frames=media_frames,
             frames_dropped=frames_dropped,
             rejections=rejections,
-            store_errors=lambda: int(self.store.stats().get("write_errors", 0)),
+            store_errors=lambda: self.store.write_errors,  # not stats(): that counts the index per scrape
             active_calls=active,
         )
 

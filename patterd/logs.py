@@ -24,11 +24,11 @@ import structlog
 from pydantic import SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from patterd.redact import RedactMode, check_mode, redact_number
+from patterd.redact import SECRET_MASK, RedactMode, check_mode, redact_number
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
-MASK = "**********"
+MASK = SECRET_MASK
 
 # Keys whose values are secrets whatever they hold (matched case-insensitively, as substrings).
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|api_key|apikey|authorization|credential", re.I)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Literal, get_args
 
+SECRET_MASK = "**********"  # what a secret looks like wherever it is shown (logs, check, API)
+
 RedactMode = Literal["full", "mask", "hash_only"]
 REDACT_MODES: tuple[str, ...] = get_args(RedactMode)
 

@@ -24,9 +24,9 @@ from pydantic import (
 )
 
 from patterd.providers.spec import ProviderOptions, ProviderSpec
+from patterd.redact import SECRET_MASK
 
 E164_PATTERN = r"^\+[1-9]\d{1,14}$"
-SECRET_MASK = "**********"
 PROVIDER_ROLES = ("engine", "stt", "llm", "tts", "vad")
 LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -345,6 +345,12 @@ class CallStore:
         page = [copy.deepcopy(m) if id(m) in shared else m for m in page[:limit]]
         return page, encode_cursor(*_sort_key(page[-1])) if more else None
 
+    def recent_metadata(self, call_id: str) -> dict[str, Any] | None:
+        """Metadata of a call still held in memory (live or just ended), without touching the disk."""
+        with self._lock:
+            entry = self._live.get(call_id) or self._recent.get(call_id)
+            return copy.deepcopy(entry.metadata()) if entry is not None else None
+
     def get_call(self, call_id: str) -> dict[str, Any] | None:
         """{"metadata", "transcript", "events"} of a call, live or finished; None if unknown."""
         with self._lock:

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from starlette.requests import HTTPConnection
 
 COOKIE_NAME = "patterd_session"
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def token_matches(given: str | None, expected: str) -> bool:
