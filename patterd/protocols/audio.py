@@ -113,12 +113,15 @@ class Pcm24ToUlaw:
 
     Accepts chunks of any length, including an odd number of bytes (the stray byte waits
     for the next chunk), since engines cut their audio deltas wherever they like.
+    The soxr stream (~37 KB) exists only while a response plays: `flush` and `reset` drop it
+    and the next chunk makes a fresh one (~17 µs), so a call holds it only while the agent talks.
     """
 
-    __slots__ = ("_odd", "_stream")
+    __slots__ = ("_odd", "_quality", "_stream")
 
     def __init__(self, quality: str = TRANSCODE_QUALITY) -> None:
-        self._stream = soxr.ResampleStream(PCM24_RATE, ULAW_RATE, 1, dtype="int16", quality=quality)
+        self._quality = quality
+        self._stream: soxr.ResampleStream | None = None
         self._odd = b""
 
     def process(self, pcm: bytes) -> bytes:
@@ -129,20 +132,26 @@ class Pcm24ToUlaw:
         if len(pcm) & 1:
             self._odd = pcm[-1:]
             pcm = pcm[:-1]
-        out = self._stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = soxr.ResampleStream(
+                PCM24_RATE, ULAW_RATE, 1, dtype="int16", quality=self._quality
+            )
+        out = stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
         # lin2ulaw reads the numpy buffer directly: no intermediate bytes object.
         return bytes(audioop.lin2ulaw(out, 2))
 
     def flush(self) -> bytes:
         """The filter's tail at the end of a stream (e.g. the end of an agent response)."""
         self._odd = b""
-        tail = bytes(audioop.lin2ulaw(self._stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True), 2))
-        self._stream.clear()  # ready for the next response
-        return tail
+        stream, self._stream = self._stream, None  # the next response starts a fresh stream
+        if stream is None:
+            return b""
+        return bytes(audioop.lin2ulaw(stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True), 2))
 
     def reset(self) -> None:
         """Forget buffered audio (barge-in: what was pending must not leak into the next reply)."""
-        self._stream.clear()
+        self._stream = None
         self._odd = b""
 
 

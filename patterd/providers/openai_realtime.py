@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
+import aiohttp
 from pydantic import Field, SecretStr, model_validator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
 from patterd.protocols import openai_realtime as rt
@@ -44,6 +43,7 @@ BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active", "conversation_alre
 PENDING = "(requested)"  # a response.create is on its way; its id comes with response.created
 AUDIO_APPEND_PREFIX = rt.input_audio_append(b"")[:40]
 SEND_QUEUE_LIMIT = 500  # 10 s of 20 ms frames; beyond that the link is dead and audio is dropped
+CLOSE_TIMEOUT_SECS = 2.0  # how long a closing handshake may wait for the server's close frame
 
 
 class OpenAIRealtimeOptions(ProviderOptions):
@@ -87,9 +87,10 @@ class _Item:
 class RealtimeSession:
     """One call's conversation over a Realtime websocket (implements kinds.EngineSession)."""
 
-    def __init__(self, options: OpenAIRealtimeOptions, ctx: CallContext) -> None:
+    def __init__(self, options: OpenAIRealtimeOptions, ctx: CallContext, http: aiohttp.ClientSession) -> None:
         self.options = options
         self.ctx = ctx
+        self.http = http
         self.bad_frames = 0  # malformed server frames (logged, never fatal)
         self.unknown_events = 0  # server event types we do not know
         self.dropped_frames = 0  # caller audio dropped while disconnected or backlogged
@@ -163,13 +164,7 @@ class RealtimeSession:
                     failures = 0  # a healthy connection that ended: start counting afresh
                 except ProviderAuthError:
                     raise
-                except (
-                    OSError,
-                    TimeoutError,
-                    ConnectionClosed,
-                    InvalidHandshake,
-                    ProviderConnectionError,
-                ) as exc:
+                except (OSError, TimeoutError, aiohttp.ClientError, ProviderConnectionError) as exc:
                     failures += 1
                     self._connected = False
                     if failures > self.options.max_retries:
@@ -191,34 +186,18 @@ class RealtimeSession:
 
     # -------------------------------------------------------------- connection
 
-    async def _open(self) -> ClientConnection:
-        key = self.options.api_key.get_secret_value() if self.options.api_key else ""
+    async def _open(self) -> aiohttp.ClientWebSocketResponse:
         try:
-            return await connect(
-                self.options.url(),
-                additional_headers={"Authorization": f"Bearer {key}"},
-                open_timeout=self.options.connect_timeout_secs,
-                compression=None,  # audio does not compress; deflate would only burn CPU
-                max_size=None,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise ProviderAuthError(
-                    f"OpenAI Realtime refused the api_key (HTTP {status} at {self.options.base_url})",
-                    provider=PROVIDER,
-                ) from exc
-            raise ProviderConnectionError(
-                f"OpenAI Realtime handshake at {self.options.base_url} failed with HTTP {status}",
-                provider=PROVIDER,
-            ) from exc
+            return await open_socket(self.http, self.options)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise handshake_error(exc, self.options) from exc
 
     async def _run_connection(self) -> None:
         ws = await self._open()
         try:
             self.connects += 1
             self._reset_state()
-            await ws.send(
+            await ws.send_str(
                 rt.session_update(
                     instructions=self.ctx.instructions,
                     voice=self.options.voice,
@@ -229,11 +208,13 @@ class RealtimeSession:
                 )
             )
             for role, text in self._history:  # a reconnect: give the new session the conversation so far
-                await ws.send(rt.history_item(role, text))
+                await ws.send_str(rt.history_item(role, text))
             if not self._greeted:
                 self._greeted = True
                 if self.ctx.first_message and self._say_next is None:
-                    await ws.send(rt.response_create(rt.say_verbatim_instructions(self.ctx.first_message)))
+                    await ws.send_str(
+                        rt.response_create(rt.say_verbatim_instructions(self.ctx.first_message))
+                    )
                     self._active_response = PENDING
             if self._say_next is not None and self._active_response is None:
                 text, self._say_next = self._say_next, None
@@ -275,15 +256,19 @@ class RealtimeSession:
         if self._down is not None:
             self._down.reset()
 
-    async def _send_loop(self, ws: ClientConnection) -> None:
+    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        send, get = ws.send_str, self._queue.get
         while True:
-            message = await self._queue.get()
-            await ws.send(message)
+            await send(await get())
 
-    async def _receive_loop(self, ws: ClientConnection) -> None:
-        async for frame in ws:
+    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:  # ends at the server's close frame
+            if frame.type is aiohttp.WSMsgType.ERROR:
+                raise ProviderConnectionError(
+                    f"OpenAI Realtime websocket failed: {frame.data}", provider=PROVIDER
+                )
             try:
-                event = rt.parse_server_event(frame)
+                event = rt.parse_server_event(frame.data)
             except rt.RealtimeProtocolError as exc:
                 self.bad_frames += 1
                 log.warning("openai_realtime: bad server frame (%s); %d so far", exc, self.bad_frames)
@@ -468,13 +453,16 @@ class RealtimeSession:
 class OpenAIRealtimeEngine:
     """The built provider: opens one RealtimeSession per call (implements kinds.Engine)."""
 
-    def __init__(self, options: OpenAIRealtimeOptions, build: BuildContext) -> None:
+    def __init__(
+        self, options: OpenAIRealtimeOptions, build: BuildContext, http: aiohttp.ClientSession
+    ) -> None:
         self.options = options
         self.build = build
+        self.http = http  # every call's websocket goes through this one session
 
     @asynccontextmanager
     async def _session(self, call: CallContext) -> AsyncIterator[RealtimeSession]:
-        session = RealtimeSession(self.options, call)
+        session = RealtimeSession(self.options, call, self.http)
         try:
             yield session
         finally:
@@ -492,39 +480,67 @@ async def build(options: OpenAIRealtimeOptions, ctx: BuildContext) -> AsyncItera
             "openai_realtime: temperature=%s ignored: the GA Realtime session has no temperature",
             options.temperature,
         )
-    yield OpenAIRealtimeEngine(options, ctx)
+    async with aiohttp.ClientSession(connector=_connector()) as http:
+        yield OpenAIRealtimeEngine(options, ctx, http)
+
+
+def _connector() -> aiohttp.TCPConnector:
+    # One websocket per call holds its connection for the whole call: no pool limit.
+    return aiohttp.TCPConnector(limit=0)
+
+
+async def open_socket(
+    http: aiohttp.ClientSession, opts: OpenAIRealtimeOptions
+) -> aiohttp.ClientWebSocketResponse:
+    """Open the Realtime websocket (the handshake bounded by connect_timeout_secs)."""
+    key = opts.api_key.get_secret_value() if opts.api_key else ""
+    async with asyncio.timeout(opts.connect_timeout_secs):
+        return await http.ws_connect(
+            opts.url(),
+            headers={"Authorization": f"Bearer {key}"},
+            compress=0,  # audio does not compress; deflate would only burn CPU
+            max_msg_size=0,  # audio deltas have no size bound in the API
+            autoping=True,
+            timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_SECS),
+        )
+
+
+def handshake_error(exc: aiohttp.WSServerHandshakeError, opts: OpenAIRealtimeOptions) -> ProviderError:
+    """A refused handshake as our error: a bad key is not worth retrying, anything else is."""
+    if exc.status in (401, 403):
+        return ProviderAuthError(
+            f"OpenAI Realtime refused the api_key (HTTP {exc.status} at {opts.base_url})", provider=PROVIDER
+        )
+    return ProviderConnectionError(
+        f"OpenAI Realtime handshake at {opts.base_url} failed with HTTP {exc.status}", provider=PROVIDER
+    )
 
 
 async def check(engine: OpenAIRealtimeEngine) -> None:
     """Open a websocket and wait for session.created (proves the key and the endpoint)."""
     opts = engine.options
-    key = opts.api_key.get_secret_value() if opts.api_key else ""
     try:
-        async with connect(
-            opts.url(),
-            additional_headers={"Authorization": f"Bearer {key}"},
-            open_timeout=opts.connect_timeout_secs,
-            compression=None,
-        ) as ws:
+        ws = await open_socket(engine.http, opts)
+        try:
             async with asyncio.timeout(opts.connect_timeout_secs):
-                while True:
-                    event = rt.parse_server_event(await ws.recv())
+                async for frame in ws:
+                    if frame.type is not aiohttp.WSMsgType.TEXT:
+                        break
+                    event = rt.parse_server_event(frame.data)
                     if isinstance(event, rt.SessionCreated):
                         return
                     if isinstance(event, rt.ErrorEvent):
                         raise ProviderError(
                             f"OpenAI Realtime error on connect: {event.message}", provider=PROVIDER
                         )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        if status in (401, 403):
-            raise ProviderAuthError(
-                f"OpenAI Realtime refused the api_key (HTTP {status})", provider=PROVIDER
-            ) from exc
-        raise ProviderConnectionError(
-            f"OpenAI Realtime handshake failed with HTTP {status}", provider=PROVIDER
-        ) from exc
-    except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            raise ProviderConnectionError(
+                "OpenAI Realtime closed the connection before session.created", provider=PROVIDER
+            )
+        finally:
+            await ws.close()
+    except aiohttp.WSServerHandshakeError as exc:
+        raise handshake_error(exc, opts) from exc
+    except (OSError, TimeoutError, aiohttp.ClientError) as exc:
         raise ProviderConnectionError(
             f"OpenAI Realtime at {opts.base_url} unreachable: {exc}", provider=PROVIDER
         ) from exc

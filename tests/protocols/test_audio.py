@@ -85,6 +85,17 @@ def test_reset_drops_pending_audio() -> None:
     assert down.flush() == b""
 
 
+def test_each_response_starts_a_fresh_filter_and_none_is_held_between() -> None:
+    src = sweep(24000, 0.3).tobytes()
+    fresh = Pcm24ToUlaw()
+    first = fresh.process(src) + fresh.flush()
+    down = Pcm24ToUlaw()
+    down.process(sweep(24000, 0.2).tobytes())
+    down.flush()
+    assert down._stream is None  # no resampler memory while the agent is silent
+    assert down.process(src) + down.flush() == first  # nothing of the last response leaks in
+
+
 def test_frame_splitter_and_resampler() -> None:
     split = FrameSplitter()
     assert split.push(b"\x00" * 100) == []
