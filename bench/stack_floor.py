@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,45 +121,36 @@ def serve(stack: str, sock: socket.socket, reply: str, every: int) -> None:
 Sender = Callable[[str], Awaitable[Any]]
 
 
+async def drain(ws: AsyncIterable[Any]) -> None:
+    """Read and drop whatever the server sends."""
+    async for _ in ws:
+        pass
+
+
 async def open_clients(lib: str, url: str, n: int) -> tuple[list[Sender], Callable[[], Awaitable[None]]]:
     """N connections: their send functions, and a closer. Received messages are read and dropped."""
-    readers: list[asyncio.Task[None]] = []
+    http: aiohttp.ClientSession | None = None
+    conns: list[Any]
     if lib == "aiohttp":
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         conns = [await http.ws_connect(url, max_msg_size=0) for _ in range(n)]
+        senders: list[Sender] = [ws.send_str for ws in conns]
+    else:
+        import websockets.asyncio.client as ws_client
 
-        async def drain_aiohttp(ws: aiohttp.ClientWebSocketResponse) -> None:
-            async for _ in ws:
-                pass
+        conns = [await ws_client.connect(url, compression=None, max_size=None) for _ in range(n)]
+        senders = [ws.send for ws in conns]
+    readers = [asyncio.create_task(drain(ws)) for ws in conns]
 
-        readers = [asyncio.create_task(drain_aiohttp(ws)) for ws in conns]
-
-        async def close_aiohttp() -> None:
-            for task in readers:
-                task.cancel()
-            for ws in conns:
-                await ws.close()
-            await http.close()
-
-        return [ws.send_str for ws in conns], close_aiohttp
-
-    import websockets.asyncio.client as ws_client
-
-    clients = [await ws_client.connect(url, compression=None, max_size=None) for _ in range(n)]
-
-    async def drain_websockets(ws: ws_client.ClientConnection) -> None:
-        async for _ in ws:
-            pass
-
-    readers = [asyncio.create_task(drain_websockets(ws)) for ws in clients]
-
-    async def close_websockets() -> None:
+    async def close() -> None:
         for task in readers:
             task.cancel()
-        for ws in clients:
+        for ws in conns:
             await ws.close()
+        if http is not None:
+            await http.close()
 
-    return [ws.send for ws in clients], close_websockets
+    return senders, close
 
 
 async def pace(senders: list[Sender], message: str, stop: asyncio.Event) -> None:

@@ -10,7 +10,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -52,6 +52,7 @@ CARRIERS_WITH_NUMBERS = ("twilio", "telnyx")  # these carriers route calls by th
 SECRET_WORDS = ("token", "key", "secret", "password")
 
 YamlPath = tuple[PathPart, ...]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _E164 = TypeAdapter(E164)
 _PRICING = TypeAdapter(dict[str, dict[str, float]])
@@ -358,12 +359,8 @@ class _Loader:
             if tool is not None:
                 tools.append(tool)
         rest = {k: v for k, v in raw.items() if k not in PROVIDER_ROLES and k != "tools"}
-        try:
-            agent = AgentConfig.model_validate({**rest, **sections, "tools": tools}, context=self.context)
-        except ValidationError as exc:
-            self.pydantic_issues(exc, path, AgentConfig)
-            return None
-        return agent if ok else None
+        agent = self.model(AgentConfig, {**rest, **sections, "tools": tools}, path)
+        return agent if ok and agent is not None else None
 
     def tool(self, raw: Any, path: YamlPath) -> Section | None:
         if not isinstance(raw, dict):
@@ -381,11 +378,7 @@ class _Loader:
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(TOOL_TYPES)}"
             self.issue((*path, "type"), f"unknown tool type {kind!r}; {hint}")
             return None
-        try:
-            return model.model_validate(raw, context=self.context)
-        except ValidationError as exc:
-            self.pydantic_issues(exc, path, model)
-            return None
+        return cast(Section | None, self.model(model, raw, path))
 
     # ------------------------------------------------------------------ providers
 
@@ -412,10 +405,8 @@ class _Loader:
             self.issue((*path, "type"), str(exc))
             return None
         options = {k: v for k, v in raw.items() if k != "type"}
-        try:
-            validated = spec.options.model_validate(options, context=self.context)
-        except ValidationError as exc:
-            self.pydantic_issues(exc, path, spec.options, extra_names=("type",))
+        validated = self.model(spec.options, options, path, extra_names=("type",))
+        if validated is None:
             return None
         return ProviderSection(kind=kind, type=name, options=validated, spec=spec, line=self.doc.line(path))
 
@@ -427,10 +418,16 @@ class _Loader:
         if not isinstance(raw, dict):
             self.issue(path, f"expected a mapping, got {_type_name(raw)}")
             return None
+        return self.model(model, raw, path)
+
+    def model(
+        self, model: type[ModelT], raw: Any, path: YamlPath, *, extra_names: tuple[str, ...] = ()
+    ) -> ModelT | None:
+        """`raw` validated as `model`, or None with every problem recorded under `path`."""
         try:
             return model.model_validate(raw, context=self.context)
         except ValidationError as exc:
-            self.pydantic_issues(exc, path, model)
+            self.pydantic_issues(exc, path, model, extra_names=extra_names)
             return None
 
     def validate(self, adapter: TypeAdapter[Any], raw: Any, path: YamlPath) -> Any:
