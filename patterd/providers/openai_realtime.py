@@ -62,6 +62,11 @@ class OpenAIRealtimeOptions(ProviderOptions):
     max_retries: int = Field(default=3, ge=0)
     retry_backoff_secs: float = Field(default=0.5, ge=0)
     connect_timeout_secs: float = Field(default=10.0, gt=0)
+    keepalive_secs: float | None = Field(
+        default=20.0,
+        gt=0,
+        description="ping the server this often; no pong within half of it counts as a lost connection (null: never)",
+    )
 
     @model_validator(mode="after")
     def _require_key(self) -> OpenAIRealtimeOptions:
@@ -501,6 +506,7 @@ async def open_socket(
             compress=0,  # audio does not compress; deflate would only burn CPU
             max_msg_size=0,  # audio deltas have no size bound in the API
             autoping=True,
+            heartbeat=opts.keepalive_secs,  # a link that hangs silently is found and reconnected
             timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_SECS),
         )
 

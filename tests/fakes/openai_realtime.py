@@ -756,6 +756,9 @@ class FakeRealtimeServer:
         self.audio_bytes_in = 0
         self._ids = itertools.count(1)
         self._live: set[ServerConnection] = set()
+        self._frozen: set[ServerConnection] = (
+            set()
+        )  # never read again: cut them at exit, no closing handshake
         self._server: Server | None = None
         self._changed = asyncio.Event()
 
@@ -791,6 +794,13 @@ class FakeRealtimeServer:
         """Cut every live connection without a close frame, like a network failure."""
         for ws in list(self._live):
             ws.transport.abort()
+
+    def freeze_all(self) -> None:
+        """Stop reading every live connection: the link stays up but nothing answers, pings included
+        (a peer that hangs, or a NAT that silently dropped the flow)."""
+        for ws in list(self._live):
+            ws.transport.pause_reading()
+            self._frozen.add(ws)
 
     async def inject(self, raw: str | bytes) -> None:
         """Send a raw frame (garbage, an unknown event) to every live connection."""
@@ -857,6 +867,8 @@ class FakeRealtimeServer:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
+        for ws in self._frozen:
+            ws.transport.abort()
         self._server.close()
         await self._server.wait_closed()
 
