@@ -89,6 +89,20 @@ def test_check_reports_every_mistake_with_lines(tmp_path: Path) -> None:
         assert any(line.startswith(want) for line in lines), (want, lines)
 
 
+def test_check_warns_about_the_contract_example_voice(tmp_path: Path) -> None:
+    config = tmp_path / "patter.yaml"
+    config.write_text(
+        "carrier: {type: local}\n"
+        "agents:\n"
+        "  - name: receptionist\n"
+        "    engine: {type: openai_realtime, voice: nova, model: gpt-realtime, api_key: sk-x}\n"
+    )
+    proc = run_cli("check", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: agents[0].engine: voice 'nova' is not a Realtime voice" in proc.stdout
+    assert "sk-x" not in proc.stdout + proc.stderr
+
+
 def test_check_missing_file_exits_78(tmp_path: Path) -> None:
     proc = run_cli("check", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 78

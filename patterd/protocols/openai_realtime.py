@@ -75,17 +75,33 @@ def tool_object(tool: ToolLike) -> dict[str, Any]:
     }
 
 
+# The GA session's built-in voices (session.audio.output.voice). A custom voice is sent as {"id": ...}.
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+CUSTOM_VOICE_PREFIX = "voice_"
+# The event_id our session.update carries: an `error` naming it means the session was not configured.
+SESSION_UPDATE_EVENT_ID = "patterd_session_update"
+VOICE_PARAM = "session.audio.output.voice"  # the `param` of an error that refuses the voice
+
+
+def voice_value(voice: str) -> str | dict[str, str]:
+    """A built-in voice name as is; a custom voice id (`voice_...`) as the object the API wants."""
+    return {"id": voice} if voice.startswith(CUSTOM_VOICE_PREFIX) else voice
+
+
 def session_update(
     *,
     instructions: str,
-    voice: str,
+    voice: str | None,
     audio_format: AudioFormat = "pcm",
     turn_detection: Mapping[str, Any] | None = DEFAULT_TURN_DETECTION,
     transcription_model: str | None = "gpt-4o-mini-transcribe",
     tools: Sequence[ToolLike] = (),
     model: str | None = None,
 ) -> str:
-    """`session.update` configuring audio both ways, VAD, input transcription, voice and tools."""
+    """`session.update` configuring audio both ways, VAD, input transcription, voice and tools.
+
+    `voice=None` leaves the voice to the server (its default).
+    """
     fmt = audio_format_object(audio_format)
     audio_input: dict[str, Any] = {
         "format": fmt,
@@ -97,13 +113,15 @@ def session_update(
         "type": "realtime",
         "instructions": instructions,
         "output_modalities": ["audio"],
-        "audio": {"input": audio_input, "output": {"format": dict(fmt), "voice": voice}},
+        "audio": {"input": audio_input, "output": {"format": dict(fmt)}},
         "tools": [tool_object(t) for t in tools],
         "tool_choice": "auto",
     }
+    if voice is not None:
+        session["audio"]["output"]["voice"] = voice_value(voice)
     if model:
         session["model"] = model
-    return json.dumps({"type": "session.update", "session": session})
+    return json.dumps({"type": "session.update", "event_id": SESSION_UPDATE_EVENT_ID, "session": session})
 
 
 def input_audio_append(audio: bytes) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import difflib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -51,7 +52,12 @@ class OpenAIRealtimeOptions(ProviderOptions):
 
     api_key: SecretStr | None = Field(default_factory=env_secret("OPENAI_API_KEY"))
     model: str = "gpt-realtime"
-    voice: str = "alloy"
+    voice: str = Field(
+        default="alloy",
+        description="a Realtime voice (alloy, ash, ballad, coral, echo, sage, shimmer, verse, marin, cedar) "
+        "or a custom voice id voice_...; OpenAI refuses others (e.g. the TTS voice nova): `patterd check` "
+        "warns, and calls then speak in the default voice",
+    )
     temperature: float | None = Field(
         default=None, description="accepted for compatibility; the GA API has no temperature"
     )
@@ -73,6 +79,22 @@ class OpenAIRealtimeOptions(ProviderOptions):
         if self.api_key is None or not self.api_key.get_secret_value():
             raise ValueError("OpenAI Realtime engine requires api_key (set OPENAI_API_KEY)")
         return self
+
+    def config_warnings(self) -> list[str]:
+        """Allowed but unwise settings: printed by `patterd check`, logged when the engine is built."""
+        out: list[str] = []
+        if self.voice not in rt.VOICES and not self.voice.startswith(rt.CUSTOM_VOICE_PREFIX):
+            close = difflib.get_close_matches(self.voice, rt.VOICES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append(
+                f"voice {self.voice!r} is not a Realtime voice{hint}: OpenAI refuses it and calls speak in "
+                f"its default voice. Realtime voices: {', '.join(rt.VOICES)}, or a custom voice id voice_..."
+            )
+        if self.temperature is not None:
+            out.append(
+                f"temperature {self.temperature} is ignored: the GA Realtime session has no temperature"
+            )
+        return out
 
     def url(self) -> str:
         sep = "&" if "?" in self.base_url else "?"
@@ -104,6 +126,7 @@ class RealtimeSession:
         self._up = UlawToPcm24() if self._pcm else None
         self._down = Pcm24ToUlaw() if self._pcm else None
         self._bytes_per_ms = rt.PCM24_BYTES_PER_MS if self._pcm else rt.PCMU_BYTES_PER_MS
+        self._voice: str | None = options.voice  # None once the server refused it: its default voice
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._connected = False
         self._items: dict[str, _Item] = {}
@@ -202,16 +225,7 @@ class RealtimeSession:
         try:
             self.connects += 1
             self._reset_state()
-            await ws.send_str(
-                rt.session_update(
-                    instructions=self.ctx.instructions,
-                    voice=self.options.voice,
-                    audio_format=self.options.audio_format,
-                    turn_detection=self.options.turn_detection,
-                    transcription_model=self.options.transcription_model,
-                    tools=self.ctx.tools,
-                )
-            )
+            await ws.send_str(self._session_update())
             for role, text in self._history:  # a reconnect: give the new session the conversation so far
                 await ws.send_str(rt.history_item(role, text))
             if not self._greeted:
@@ -240,6 +254,16 @@ class RealtimeSession:
         finally:
             self._connected = False
             await ws.close()
+
+    def _session_update(self) -> str:
+        return rt.session_update(
+            instructions=self.ctx.instructions,
+            voice=self._voice,
+            audio_format=self.options.audio_format,
+            turn_detection=self.options.turn_detection,
+            transcription_model=self.options.transcription_model,
+            tools=self.ctx.tools,
+        )
 
     def _reset_state(self) -> None:
         # Stale caller audio is dropped; text, DTMF and response requests queued before the
@@ -407,6 +431,30 @@ class RealtimeSession:
             self._active_response = PENDING
 
     def _on_error(self, event: rt.ErrorEvent) -> None:
+        if event.event_id == rt.SESSION_UPDATE_EVENT_ID:
+            # The whole session.update was refused, so the session has no instructions, tools or
+            # transcription. A refused voice (the contract's example names the TTS voice nova) is
+            # dropped and the update sent again: the call goes on in the server's default voice.
+            if event.param == rt.VOICE_PARAM and self._voice is not None:
+                refused, self._voice = self._voice, None
+                log.warning(
+                    "openai_realtime: voice %r refused (%s); using the default voice", refused, event.message
+                )
+                self.ctx.emit(
+                    CallFailed(
+                        **self.ctx.new_event_fields(),
+                        message=f"OpenAI Realtime refused voice {refused!r}; speaking with its default voice",
+                        component="engine",
+                        fatal=False,
+                    )
+                )
+                self._queue.put_nowait(self._session_update())
+                return
+            # Anything else would fail the same way again: not retried.
+            raise ProviderError(
+                f"OpenAI Realtime refused the session configuration ({event.param or event.code}): {event.message}",
+                provider=PROVIDER,
+            )
         if event.code in BENIGN_ERROR_CODES:
             log.debug("openai_realtime: %s (%s)", event.code, event.message)
             return
@@ -464,6 +512,7 @@ class OpenAIRealtimeEngine:
         self.options = options
         self.build = build
         self.http = http  # every call's websocket goes through this one session
+        self.warnings = options.config_warnings()  # logged by the daemon at start and reload
 
     @asynccontextmanager
     async def _session(self, call: CallContext) -> AsyncIterator[RealtimeSession]:
@@ -480,11 +529,6 @@ class OpenAIRealtimeEngine:
 
 @asynccontextmanager
 async def build(options: OpenAIRealtimeOptions, ctx: BuildContext) -> AsyncIterator[OpenAIRealtimeEngine]:
-    if options.temperature is not None:
-        log.warning(
-            "openai_realtime: temperature=%s ignored: the GA Realtime session has no temperature",
-            options.temperature,
-        )
     async with aiohttp.ClientSession(connector=_connector()) as http:
         yield OpenAIRealtimeEngine(options, ctx, http)
 

@@ -90,6 +90,10 @@ def pcm24_to_format(pcm24: bytes, fmt: str) -> bytes:
 
 # ------------------------------------------------------------------ client event schemas (GA)
 
+# RealtimeAudioConfigOutput.voice: "Supported built-in voices are alloy, ash, ballad, coral, echo,
+# sage, shimmer, verse, marin, and cedar", or a custom voice object {"id": "voice_..."}.
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+
 _FORMAT = {
     "oneOf": [
         {
@@ -410,6 +414,16 @@ class _Session:
         session = event["session"]
         audio = session.get("audio", {})
         inp, out = audio.get("input", {}), audio.get("output", {})
+        voice = out.get("voice")
+        if isinstance(voice, str) and voice not in VOICES:
+            # The API refuses the whole update (nothing of it applies) and names the client event.
+            await self.error(
+                "invalid_value",
+                f"Invalid value: '{voice}'. Supported values are: {', '.join(repr(v) for v in VOICES)}.",
+                "session.audio.output.voice",
+                event.get("event_id"),
+            )
+            return
         if "format" in inp:
             self.input_format = inp["format"]["type"]
         if "format" in out:

@@ -40,6 +40,12 @@ def test_session_update_pcm_with_tools_is_ga_shaped() -> None:
     assert "temperature" not in session and "input_audio_format" not in session
 
 
+def test_session_update_names_itself_and_sends_custom_voices_as_objects() -> None:
+    event = valid(rt.session_update(instructions="", voice="voice_123abc"))
+    assert event["event_id"] == rt.SESSION_UPDATE_EVENT_ID  # an error naming it means "not configured"
+    assert event["session"]["audio"]["output"]["voice"] == {"id": "voice_123abc"}
+
+
 def test_session_update_pcmu_semantic_vad_no_transcription() -> None:
     event = valid(
         rt.session_update(

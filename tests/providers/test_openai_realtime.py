@@ -14,7 +14,7 @@ import pydantic
 import pytest
 
 from patterd.clock import SYSTEM_CLOCK, Clock
-from patterd.errors import ProviderAuthError, ProviderConnectionError
+from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
 from patterd.protocols.audio import FRAME_BYTES, read_wav_ulaw8k, silence_ulaw
 from patterd.protocols.events import BargeIn, CallEvent, CallFailed, TranscriptLine, Usage
 from patterd.providers.kinds import ToolSchema
@@ -372,6 +372,43 @@ async def test_a_server_that_stops_answering_is_found_by_keepalive_and_reconnect
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_a_refused_voice_is_dropped_and_the_session_configured_without_it(spoken_ulaw: bytes) -> None:
+    replies = [Say("Hi."), Say("Sure.")]
+    async with FakeRealtimeServer(replies=replies, transcripts=["Where is my order?"], pace=20) as fake:
+        call = Call(first_message="Hi.")
+        opts = options(fake, voice="nova")  # a TTS voice, not a Realtime one (the contract's example)
+        assert "'nova' is not a Realtime voice" in opts.config_warnings()[0]
+        async with SPEC.build(opts, BuildContext()) as engine:
+            assert engine.warnings == opts.config_warnings()  # the daemon logs them at start and reload
+        async with running(opts, call) as (session, _):
+            await fake.wait_for(lambda: len(fake.sessions) == 1, TIMEOUT)
+            configured = fake.sessions[0]
+            assert configured["instructions"] == call.instructions
+            assert "voice" not in configured["audio"]["output"]
+            refused = call.of(CallFailed)
+            assert len(refused) == 1 and not refused[0].fatal and "'nova'" in refused[0].message
+            await call.until(lambda: len(call.lines("assistant")) == 1)  # the greeting
+            await push_speech(session, spoken_ulaw)
+            await call.until(lambda: len(call.lines("assistant")) == 2)  # the conversation goes on
+    assert fake.connections == 1 and [e["param"] for e in fake.errors] == ["session.audio.output.voice"]
+
+
+async def test_any_other_refused_session_update_fails_the_call() -> None:
+    async with FakeRealtimeServer() as fake:
+        call = Call()
+        opts = options(fake, turn_detection={"type": "server_vad", "silence_duration_ms": "soon"})
+        async with SPEC.build(opts, BuildContext()) as engine, engine.session(call) as session:
+            with pytest.raises(ProviderError, match="refused the session configuration"):
+                await asyncio.wait_for(session.run(), TIMEOUT)
+    assert fake.connections == 1 and fake.sessions == []  # not retried: it would fail the same way
+
+
+def test_voice_warnings_suggest_the_nearest_voice_and_accept_custom_ids() -> None:
+    assert "did you mean 'shimmer'" in OpenAIRealtimeOptions(api_key="k", voice="shimer").config_warnings()[0]
+    assert OpenAIRealtimeOptions(api_key="k", voice="marin").config_warnings() == []
+    assert OpenAIRealtimeOptions(api_key="k", voice="voice_1234").config_warnings() == []
 
 
 async def test_bad_key_is_an_auth_error_not_retried() -> None:
