@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -137,6 +138,9 @@ class BenchEngine(FakeRealtimeServer):
 
 
 fake_rt._Session = BenchSession  # type: ignore[misc]
+# The fake converts each reply to the session's format per response; the bench says the same line
+# thousands of times, so convert it once (μ-law output would otherwise cost the fakes a resample each).
+fake_rt.pcm24_to_format = functools.lru_cache(maxsize=4)(fake_rt.pcm24_to_format)
 
 
 def trimmed_speech(text: str) -> bytes:
@@ -422,7 +426,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_level(
-    n: int, secs: float, ramp_secs: float, speech: bytes, workers: int, pyspy: str | None
+    n: int,
+    secs: float,
+    ramp_secs: float,
+    speech: bytes,
+    workers: int,
+    pyspy: str | None,
+    audio_format: str = "pcm",
 ) -> dict[str, Any]:
     ENGINE.stopped.clear()
     ENGINE.delays_ms.clear()
@@ -440,7 +450,7 @@ persist: {tmp / "records"}
 logging: {{level: warning}}
 agents:
   - name: bench
-    engine: {{type: openai_realtime, base_url: '{engine.url}', api_key: sk-bench}}
+    engine: {{type: openai_realtime, base_url: '{engine.url}', api_key: sk-bench, audio_format: {audio_format}}}
     system_prompt: You are a load test.
     first_message: Hello, how can I help?
 """
@@ -510,6 +520,7 @@ agents:
     max_lag = max(r["tick_lag_ms"] for r in results)
     return {
         "calls": n,
+        "audio_format": audio_format,
         "turns": len(added),
         "added_p50_ms": round(pct(added, 0.5), 1),
         "added_p99_ms": round(pct(added, 0.99), 1),
@@ -570,6 +581,12 @@ def main() -> None:
     parser.add_argument("--ramp-secs", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=0, help="caller processes (0: one per 100 calls)")
     parser.add_argument("--pyspy", help="record the daemon with py-spy into PATH.N (raw stacks)")
+    parser.add_argument(
+        "--audio-format",
+        choices=["pcm", "pcmu"],
+        default="pcm",
+        help="the engine's audio: pcm (PCM16 24 kHz, the daemon transcodes; the targets' setting) or pcmu (μ-law passed through)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     speech = trimmed_speech(CALLER_TEXT)
@@ -577,7 +594,9 @@ def main() -> None:
     for n in args.calls:
         workers = args.workers or max(1, math.ceil(n / 100))
         spy = f"{args.pyspy}.{n}" if args.pyspy else None
-        rows.append(asyncio.run(run_level(n, args.secs, args.ramp_secs, speech, workers, spy)))
+        rows.append(
+            asyncio.run(run_level(n, args.secs, args.ramp_secs, speech, workers, spy, args.audio_format))
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -598,6 +617,8 @@ def main() -> None:
         for sample in r["error_samples"]:
             print(f"    e.g. {sample}")
     print()
+    if args.audio_format != "pcm":
+        print("(engine audio pcmu: no transcoding; the targets are stated with PCM24 transcoding on)")
     for line in verdict(rows):
         print(line)
 
