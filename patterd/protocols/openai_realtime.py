@@ -80,7 +80,11 @@ VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",
 CUSTOM_VOICE_PREFIX = "voice_"
 # The event_id our session.update carries: an `error` naming it means the session was not configured.
 SESSION_UPDATE_EVENT_ID = "patterd_session_update"
-VOICE_PARAM = "session.audio.output.voice"  # the `param` of an error that refuses the voice
+
+
+def is_voice_param(param: str | None) -> bool:
+    """Whether an error's `param` names the voice (GA `session.audio.output.voice`, beta `session.voice`)."""
+    return param is not None and param.rsplit(".", 1)[-1] == "voice"
 
 
 def voice_value(voice: str) -> str | dict[str, str]:

@@ -435,7 +435,7 @@ class RealtimeSession:
             # The whole session.update was refused, so the session has no instructions, tools or
             # transcription. A refused voice (the contract's example names the TTS voice nova) is
             # dropped and the update sent again: the call goes on in the server's default voice.
-            if event.param == rt.VOICE_PARAM and self._voice is not None:
+            if rt.is_voice_param(event.param) and self._voice is not None:
                 refused, self._voice = self._voice, None
                 log.warning(
                     "openai_realtime: voice %r refused (%s); using the default voice", refused, event.message

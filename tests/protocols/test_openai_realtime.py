@@ -46,6 +46,11 @@ def test_session_update_names_itself_and_sends_custom_voices_as_objects() -> Non
     assert event["session"]["audio"]["output"]["voice"] == {"id": "voice_123abc"}
 
 
+def test_voice_params_are_recognised_in_both_shapes() -> None:
+    assert rt.is_voice_param("session.audio.output.voice") and rt.is_voice_param("session.voice")
+    assert not rt.is_voice_param("session.audio.input.turn_detection") and not rt.is_voice_param(None)
+
+
 def test_session_update_pcmu_semantic_vad_no_transcription() -> None:
     event = valid(
         rt.session_update(
