@@ -54,9 +54,9 @@ class OpenAIRealtimeOptions(ProviderOptions):
     model: str = "gpt-realtime"
     voice: str = Field(
         default="alloy",
-        description="a Realtime voice (alloy, ash, ballad, coral, echo, sage, shimmer, verse, marin, cedar) "
-        "or a custom voice id voice_...; OpenAI refuses others (e.g. the TTS voice nova): `patterd check` "
-        "warns, and calls then speak in the default voice",
+        description=f"a Realtime voice ({', '.join(rt.VOICES)}) or a custom voice id voice_...; OpenAI "
+        "refuses others (e.g. the TTS voice nova): `patterd check` warns, and calls then speak in the "
+        "default voice",
     )
     temperature: float | None = Field(
         default=None, description="accepted for compatibility; the GA API has no temperature"
@@ -214,14 +214,8 @@ class RealtimeSession:
 
     # -------------------------------------------------------------- connection
 
-    async def _open(self) -> aiohttp.ClientWebSocketResponse:
-        try:
-            return await open_socket(self.http, self.options)
-        except aiohttp.WSServerHandshakeError as exc:
-            raise handshake_error(exc, self.options) from exc
-
     async def _run_connection(self) -> None:
-        ws = await self._open()
+        ws = await open_socket(self.http, self.options)
         try:
             self.connects += 1
             self._reset_state()
@@ -541,29 +535,32 @@ def _connector() -> aiohttp.TCPConnector:
 async def open_socket(
     http: aiohttp.ClientSession, opts: OpenAIRealtimeOptions
 ) -> aiohttp.ClientWebSocketResponse:
-    """Open the Realtime websocket (the handshake bounded by connect_timeout_secs)."""
+    """Open the Realtime websocket (the handshake bounded by connect_timeout_secs).
+
+    A refused handshake raises ProviderAuthError for a bad key (not worth retrying) and
+    ProviderConnectionError otherwise.
+    """
     key = opts.api_key.get_secret_value() if opts.api_key else ""
-    async with asyncio.timeout(opts.connect_timeout_secs):
-        return await http.ws_connect(
-            opts.url(),
-            headers={"Authorization": f"Bearer {key}"},
-            compress=0,  # audio does not compress; deflate would only burn CPU
-            max_msg_size=0,  # audio deltas have no size bound in the API
-            autoping=True,
-            heartbeat=opts.keepalive_secs,  # a link that hangs silently is found and reconnected
-            timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_SECS),
-        )
-
-
-def handshake_error(exc: aiohttp.WSServerHandshakeError, opts: OpenAIRealtimeOptions) -> ProviderError:
-    """A refused handshake as our error: a bad key is not worth retrying, anything else is."""
-    if exc.status in (401, 403):
-        return ProviderAuthError(
-            f"OpenAI Realtime refused the api_key (HTTP {exc.status} at {opts.base_url})", provider=PROVIDER
-        )
-    return ProviderConnectionError(
-        f"OpenAI Realtime handshake at {opts.base_url} failed with HTTP {exc.status}", provider=PROVIDER
-    )
+    try:
+        async with asyncio.timeout(opts.connect_timeout_secs):
+            return await http.ws_connect(
+                opts.url(),
+                headers={"Authorization": f"Bearer {key}"},
+                compress=0,  # audio does not compress; deflate would only burn CPU
+                max_msg_size=0,  # audio deltas have no size bound in the API
+                autoping=True,
+                heartbeat=opts.keepalive_secs,  # a link that hangs silently is found and reconnected
+                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_SECS),
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        if exc.status in (401, 403):
+            raise ProviderAuthError(
+                f"OpenAI Realtime refused the api_key (HTTP {exc.status} at {opts.base_url})",
+                provider=PROVIDER,
+            ) from exc
+        raise ProviderConnectionError(
+            f"OpenAI Realtime handshake at {opts.base_url} failed with HTTP {exc.status}", provider=PROVIDER
+        ) from exc
 
 
 async def check(engine: OpenAIRealtimeEngine) -> None:
@@ -588,8 +585,6 @@ async def check(engine: OpenAIRealtimeEngine) -> None:
             )
         finally:
             await ws.close()
-    except aiohttp.WSServerHandshakeError as exc:
-        raise handshake_error(exc, opts) from exc
     except (OSError, TimeoutError, aiohttp.ClientError) as exc:
         raise ProviderConnectionError(
             f"OpenAI Realtime at {opts.base_url} unreachable: {exc}", provider=PROVIDER
