@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.procstat import cpu_secs  # noqa: E402
 from bench.store_bench import AGENTS, generate  # noqa: E402
 from patterd.clock import iso_ms  # noqa: E402
 from patterd.protocols.audio import FRAME_BYTES, silence_ulaw  # noqa: E402
@@ -350,12 +351,6 @@ def hammer(base_url: str, records: int, secs: float) -> tuple[dict[str, list[flo
             elif kind != "GET /calls/{id} (old)" and not body["calls"]:
                 errors.append(f"{kind}: {path} returned no calls")
     return samples, errors, live_seen
-
-
-def cpu_secs(pid: int) -> float:
-    """utime + stime of a process (all threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- main

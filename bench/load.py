@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 
 import tests.fakes.openai_realtime as fake_rt
+from bench.procstat import cpu_times, rss_kb
 from patterd.protocols.audio import FRAME_BYTES, rms_pcm16, ulaw_to_pcm16
 from tests.daemon_process import run_daemon
 from tests.fakes.openai_realtime import FakeRealtimeServer, Say
@@ -68,7 +69,6 @@ SILENCE_MS = 500  # the engine's end-of-turn silence (DEFAULT_TURN_DETECTION)
 VAD_RMS = 300
 CALLER_TEXT = "Hello, I would like to know my account balance please."
 REPLY_TEXT = "Sure, your balance is twelve dollars."
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Read once, before the first level narrows this process to the fake cores: read again at the
 # second level, it would put the daemon on the fakes' core (which made every level after the
 # first look throttled in earlier runs).
@@ -405,19 +405,6 @@ def _worker(job: dict[str, Any], conn: Any, cores: set[int]) -> None:
 # ------------------------------------------------------------------ measuring
 
 
-def proc_cpu_secs(pid: int) -> tuple[float, float]:
-    """(utime, stime) of a process in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def proc_rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -466,7 +453,7 @@ agents:
             os.sched_setaffinity(0, fake_cores)
         procs: list[tuple[Any, Any]] = []
         try:
-            rss_idle = proc_rss_kb(pid)
+            rss_idle = rss_kb(pid)
             loop = asyncio.get_running_loop()
             start = loop.time() + 1.5  # the workers' interpreters start meanwhile
             measure_from = start + ramp_secs + 6.0
@@ -490,12 +477,12 @@ agents:
             fake_pids = [os.getpid()] + [p.pid for p, _ in procs]
             await asyncio.sleep(max(0.0, measure_from - loop.time()))
             spy = _pyspy(pid, secs, pyspy) if pyspy else None
-            cpu0, fakes0, wall0 = proc_cpu_secs(pid), _fakes_cpu(fake_pids), time.monotonic()
+            cpu0, fakes0, wall0 = cpu_times(pid), _fakes_cpu(fake_pids), time.monotonic()
             rss_samples = []
             while loop.time() < until:
                 await asyncio.sleep(1.0)
-                rss_samples.append(proc_rss_kb(pid))
-            cpu1, fakes1, wall1 = proc_cpu_secs(pid), _fakes_cpu(fake_pids), time.monotonic()
+                rss_samples.append(rss_kb(pid))
+            cpu1, fakes1, wall1 = cpu_times(pid), _fakes_cpu(fake_pids), time.monotonic()
             results = [await asyncio.to_thread(conn.recv) for _, conn in procs]
             if spy is not None:
                 await asyncio.to_thread(spy.wait)
@@ -545,7 +532,7 @@ def _fakes_cpu(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
         with contextlib.suppress(OSError):
-            total += sum(proc_cpu_secs(pid))
+            total += sum(cpu_times(pid))
     return total
 
 

@@ -31,11 +31,13 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import aiohttp
 import uvloop
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from bench.procstat import cpu_secs, rss_kb
+
 SLOTS = 10  # connections are spread over 10 send slots per 20 ms tick, like independent calls
 TWILIO_MEDIA = json.dumps(
     {
@@ -60,15 +62,6 @@ DELTA = json.dumps(
         "delta": base64.b64encode(b"\0" * 4800).decode(),
     }
 )
-
-
-def cpu_secs(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mb(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
 
 
 # ------------------------------------------------------------------ servers (run in a child process)
@@ -170,7 +163,7 @@ async def measure(
     lib: str, url: str, n: int, message: str, secs: float, pid: int
 ) -> tuple[float, float, float]:
     """Drive N connections; return (peer process %/call, this process %/call, peer RSS MB/call)."""
-    idle_rss = rss_mb(pid)
+    idle_rss = rss_kb(pid)
     senders, close = await open_clients(lib, url, n)
     stop = asyncio.Event()
     driver = asyncio.create_task(pace(senders, message, stop))
@@ -180,7 +173,7 @@ async def measure(
     elapsed = time.monotonic() - t0
     peer = (cpu_secs(pid) - c_peer) / elapsed * 100 / n
     own = (cpu_secs(os.getpid()) - c_self) / elapsed * 100 / n
-    rss = (rss_mb(pid) - idle_rss) / n
+    rss = (rss_kb(pid) - idle_rss) / 1000 / n
     stop.set()
     await driver
     await close()
