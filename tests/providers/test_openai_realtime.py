@@ -359,19 +359,12 @@ async def test_permanent_failure_raises_connection_error() -> None:
 async def test_a_server_that_stops_answering_is_found_by_keepalive_and_reconnected() -> None:
     async with FakeRealtimeServer(replies=[Say("Hi.")], pace=50) as fake:
         call = Call(first_message="Hi.")
-        async with (
-            SPEC.build(options(fake, keepalive_secs=0.2), BuildContext()) as engine,
-            engine.session(call) as session,
-        ):
-            task = asyncio.create_task(session.run())
+        async with running(options(fake, keepalive_secs=0.2), call) as (session, task):
             await call.until(lambda: bool(call.lines("assistant")))
             fake.freeze_all()  # TCP stays up; no data, no pongs
             # The new connection's session.update: the client noticed and reconnected by itself.
             await fake.wait_for(lambda: len(fake.sessions) == 2, TIMEOUT)
             assert session.connects == 2 and fake.connections == 2 and not task.done()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def test_a_refused_voice_is_dropped_and_the_session_configured_without_it(spoken_ulaw: bytes) -> None:
