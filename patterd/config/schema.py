@@ -33,11 +33,12 @@ def json_schema(registry: Registry) -> dict[str, Any]:
     if tunnel_names:
         tunnel_forms.insert(1, Literal[tuple(tunnel_names)])
     tunnel = functools.reduce(operator.or_, tunnel_forms)
+    carrier = roles["carrier"]
     file_model = create_model(
         "PatterConfig",
         __base__=_FileBase,
         __doc__="patterd configuration (patter.yaml)",
-        carrier=(roles["carrier"] | None, Field(None, description="telephony carrier; omitted → local")),
+        carrier=(carrier | None, Field(None, description="telephony carrier; omitted → local")),
         phone_number=(E164 | None, Field(None, description="E.164; required for twilio and telnyx")),
         webhook_url=(
             str | None,
@@ -67,7 +68,7 @@ def _kind_type(registry: Registry, kind: str) -> Any:
 def _options_model(spec: ProviderSpec) -> type[BaseModel]:
     """`spec.options` plus its `type: <name>` key, named after the provider (e.g. `TtsElevenlabs`)."""
     name = spec.kind.title() + "".join(part.title() for part in spec.name.replace("-", "_").split("_"))
-    type_field = (Literal[spec.name], Field(description=spec.summary))
+    type_field: Any = (Literal[spec.name], Field(description=spec.summary))
     strict: type[BaseModel] = create_model(name, __base__=spec.options, type=type_field)
     try:
         strict.model_json_schema()
