@@ -13,6 +13,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from patterd.protocols.events import (
+    TURN_STAGES,
     AgentAudioStarted,
     BargeIn,
     CallEnded,
@@ -24,6 +25,8 @@ from patterd.protocols.events import (
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+# Stages are smaller than whole turns: transport and TTS take a few ms, endpointing hundreds.
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 
 
 @dataclass
@@ -93,10 +96,19 @@ class Metrics:
         )
         self.turn_latency = Histogram(
             "patterd_turn_latency_seconds",
-            "Caller speech end to first agent audio",
+            "Caller's last voiced audio to the first agent audio sent to the carrier",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.turn_stage = Histogram(
+            "patterd_turn_stage_seconds",
+            "One stage of a turn's latency (stages sum to patterd_turn_latency_seconds)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        # children resolved once: labels() takes a lock and builds a key on every call
+        self._stages = [(key, self.turn_stage.labels(stage)) for key, stage in TURN_STAGES]
         self.first_audio = Histogram(
             "patterd_time_to_first_audio_seconds",
             "Call connected to first agent audio",
@@ -129,6 +141,10 @@ class Metrics:
             assert isinstance(event, TranscriptLine)
             if event.role == "assistant" and event.latency_ms is not None:
                 self.turn_latency.observe(event.latency_ms / 1000)
+                for key, histogram in self._stages:
+                    value = getattr(event, key)
+                    if value is not None:
+                        histogram.observe(value / 1000)
         elif kind is AgentAudioStarted:
             assert isinstance(event, AgentAudioStarted)
             self.first_audio.observe(event.first_audio_ms / 1000)

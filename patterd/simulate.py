@@ -22,6 +22,7 @@ from patterd.graph import build_graph
 from patterd.plugins import Registry
 from patterd.protocols.audio import FRAME_BYTES, FrameSplitter, read_wav_ulaw8k, silence_ulaw
 from patterd.protocols.events import (
+    TURN_STAGES,
     CallEnded,
     CallerAudio,
     CallEvent,
@@ -146,11 +147,8 @@ class TranscriptPrinter:
             extra = []
             if event.latency_ms is not None:
                 extra.append(f"turn {event.latency_ms:.0f} ms")
-            for name, value in (
-                ("stt", event.stt_ms),
-                ("llm", event.llm_ttft_ms),
-                ("tts", event.tts_ttfb_ms),
-            ):
+            for key, name in TURN_STAGES:  # the turn's stages, which sum to it
+                value = getattr(event, key)
                 if value is not None:
                     extra.append(f"{name} {value:.0f} ms")
             if event.interrupted:
@@ -238,6 +236,15 @@ async def run_simulation(
         file=out,
         flush=True,
     )
+    stages = []
+    for key, name in TURN_STAGES:
+        values = sorted(
+            v for t in printer.lines if t.latency_ms is not None and (v := getattr(t, key)) is not None
+        )
+        if values:
+            stages.append(f"{name} {values[len(values) // 2]:.0f} ms")
+    if stages:
+        print(f"turn stages p50: {', '.join(stages)}", file=out, flush=True)
     if config.persist is not None:
         print(f"record: {config.persist}/calls/", file=out, flush=True)
     return 0 if status in ("completed", "voicemail") else 1

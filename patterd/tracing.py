@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from patterd.protocols.events import (
+    TURN_STAGES,
     BargeIn,
     CallEnded,
     CallEvent,
@@ -66,7 +67,7 @@ class CallTracer:
                 turn = self.tracer.start_span(
                     "turn", context=context, start_time=end - int(event.latency_ms * 1_000_000)
                 )
-                for name in ("latency_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms"):
+                for name in ("latency_ms", *(key for key, _ in TURN_STAGES)):
                     value = getattr(event, name)
                     if value is not None:
                         turn.set_attribute(f"patterd.{name}", value)

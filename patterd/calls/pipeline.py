@@ -20,6 +20,7 @@ fully played plus the played share of the current one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import structlog
 
 from patterd.errors import ProviderConnectionError, ProviderError
+from patterd.protocols.audio import is_voiced
 from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, Usage
 from patterd.providers.kinds import (
     LLM,
@@ -47,6 +49,7 @@ from patterd.providers.kinds import (
 log = structlog.get_logger(__name__)
 
 ULAW_BYTES_PER_MS = 8  # 8 kHz μ-law: one byte per sample
+ARRIVALS_KEPT = 1500  # 30 s of frame arrival times: an STT ends an utterance on audio newer than that
 SENTENCE_ENDS = ".!?;:"
 CLOSERS = "\"')]»”’"
 
@@ -138,15 +141,16 @@ class _Round:
 @dataclass
 class _UserTurn:
     text: str
-    at: float  # monotonic time the caller finished (speech end, or when the text arrived)
+    at: float  # monotonic arrival of the turn's last voiced frame (or of the text / key press)
     stt_ms: float | None = None
+    endpointing_ms: float | None = None
     show: bool = True  # emit a user TranscriptLine (DTMF is recorded by the session instead)
 
 
 @dataclass
 class _Reply:
     turn_id: str
-    speech_end_at: float | None = None
+    endpointing_ms: float | None = None
     stt_ms: float | None = None
     fixed_text: str | None = None  # speak this instead of asking the LLM (first message)
     sentences: list[_Sentence] = field(default_factory=list)  # in playout order
@@ -228,7 +232,7 @@ class PipelineSession:
         self._opts = engine.options
         self._clock = ctx.clock
         self._vad: VADStream | None = engine.vad.stream() if engine.vad is not None else None
-        self._audio_q: asyncio.Queue[bytes] = asyncio.Queue()
+        self._audio_q: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()  # (frame, monotonic arrival)
         self._turn_q: asyncio.Queue[_UserTurn] = asyncio.Queue()
         self.history: list[Message] = []  # what the conversation was, as the caller heard it
         self._stt_stream: STTStream | None = None
@@ -238,8 +242,12 @@ class PipelineSession:
         # turn-taking state
         self._run_ms = 0.0  # length of the current VAD speech run
         self._utterance_ms = 0.0  # VAD speech since the last committed turn
-        self._speech_start_at: float | None = None
-        self._speech_end_at: float | None = None
+        # turn timing: the arrival of the turn's last voiced frame, when the pipeline asked the STT to
+        # finalize, and (stream audio ms at the frame's end, arrival) of recent frames for the STT's own end
+        self._last_voiced_at: float | None = None
+        self._flushed_at: float | None = None
+        self._stream_ms = 0.0  # audio given to the current STT stream
+        self._arrivals: collections.deque[tuple[float, float]] = collections.deque(maxlen=ARRIVALS_KEPT)
         self._barged = False  # this speech run already interrupted the agent
         self._pending: list[str] = []  # final transcript segments of the turn in progress
         self._flush_requested = False
@@ -251,7 +259,7 @@ class PipelineSession:
 
     def push_audio(self, ulaw: bytes) -> None:
         """Caller audio (one frame); processed by the audio loop."""
-        self._audio_q.put_nowait(ulaw)
+        self._audio_q.put_nowait((ulaw, self._clock.monotonic()))  # arrival: where a turn's latency starts
 
     def push_dtmf(self, digit: str) -> None:
         """A key press is a user turn for the model ("caller pressed 5"), not speech."""
@@ -298,16 +306,22 @@ class PipelineSession:
     async def _audio_loop(self) -> None:
         opts = self._opts
         while True:
-            frame = await self._audio_q.get()
+            frame, arrived = await self._audio_q.get()
             self._stt_bytes_unbilled += len(frame)
             stream = self._stt_stream
             if stream is not None:
                 stream.push_audio(frame)
+                self._stream_ms += len(frame) / ULAW_BYTES_PER_MS
+                self._arrivals.append((self._stream_ms, arrived))
             vad = self._vad
             if vad is None:
+                if is_voiced(frame):
+                    self._last_voiced_at = arrived
                 continue
             now = self._clock.monotonic()
             change = vad.process(frame)
+            if vad.voiced:
+                self._last_voiced_at = arrived
             if change == "speech_start":
                 self._on_speech_start(now)
             elif change == "speech_end":
@@ -322,7 +336,6 @@ class PipelineSession:
                         await self._barge_in(now)
 
     def _on_speech_start(self, now: float) -> None:
-        self._speech_start_at = now
         self._run_ms = 0.0
         self._barged = False
         self._cancel_endpoint()  # the caller went on talking
@@ -330,8 +343,6 @@ class PipelineSession:
     def _on_speech_end(self, now: float) -> None:
         if self._utterance_ms < self._opts.min_speech_ms and not self._pending:
             return  # a cough or a click: not a turn
-        self._speech_end_at = now
-        self._ctx.mark_user_speech_end()
         self._start_endpoint()
 
     def _start_endpoint(self) -> None:
@@ -343,6 +354,7 @@ class PipelineSession:
         """Silence long enough: ask the STT to finalize, then take what we have if it stays quiet."""
         await asyncio.sleep(self._opts.endpointing_ms / 1000)
         self._flush_requested = True
+        self._flushed_at = self._clock.monotonic()  # the pipeline decided the turn is over
         stream = self._stt_stream
         if stream is not None:
             try:
@@ -366,6 +378,8 @@ class PipelineSession:
         while True:
             try:
                 async with self._engine.stt.stream() as stream:
+                    self._stream_ms = 0.0  # audio_ms of a new stream counts from its own start
+                    self._arrivals.clear()
                     self._stt_stream = stream
                     async for transcript in stream:
                         retried = False  # the stream works again: a later failure gets its own retry
@@ -392,16 +406,18 @@ class PipelineSession:
         if text:
             self._pending.append(text)
         if transcript.end_of_utterance or self._flush_requested or self._vad is None:
-            self._commit()
+            self._commit(transcript.audio_ms)
         elif text and not self._vad.speaking and self._endpoint_task is None:
             # The STT heard words the VAD missed: end the turn on silence all the same.
             self._start_endpoint()
 
-    def _commit(self) -> None:
-        """The caller's turn is over: queue it with its timing."""
+    def _commit(self, stt_audio_ms: float | None = None) -> None:
+        """The caller's turn is over: queue it with its timing (`stt_audio_ms`: where the STT ended it)."""
         now = self._clock.monotonic()
         self._cancel_endpoint()
         self._flush_requested = False
+        flushed_at, self._flushed_at = self._flushed_at, None
+        voiced_at, self._last_voiced_at = self._last_voiced_at, None
         text = " ".join(self._pending).strip()
         self._pending = []
         utterance_ms = self._utterance_ms
@@ -412,16 +428,20 @@ class PipelineSession:
         if self._vad is not None and utterance_ms < self._opts.min_speech_ms and self._busy():
             log.info("ignored short speech over the agent", text=text, speech_ms=utterance_ms)
             return
-        end = self._speech_end_at
-        if end is None or (self._speech_start_at is not None and end < self._speech_start_at):
-            # The STT ended the turn before the VAD did (or there is no VAD): the end is now.
-            self._ctx.mark_user_speech_end()
-            end, stt_ms = now, None
-        else:
-            stt_ms = (now - end) * 1000
-        self._speech_end_at = None
+        at, endpointing_ms, stt_ms = _turn_timing(now, voiced_at, flushed_at, self._arrival_of(stt_audio_ms))
         self._bill_stt()
-        self._turn_q.put_nowait(_UserTurn(text, end, stt_ms))
+        self._turn_q.put_nowait(_UserTurn(text, at, stt_ms, endpointing_ms))
+
+    def _arrival_of(self, audio_ms: float | None) -> float | None:
+        """When the frame holding the current STT stream's `audio_ms` arrived (None: unknown or too old)."""
+        if audio_ms is None:
+            return None
+        found: float | None = None
+        for end_ms, arrived in reversed(self._arrivals):  # the newest frames are the likely ones
+            if end_ms < audio_ms:
+                break
+            found = arrived
+        return found
 
     def _bill_stt(self) -> None:
         if self._stt_bytes_unbilled:
@@ -449,7 +469,11 @@ class PipelineSession:
             elif self._opts.interruptible and self._ctx.audio.speaking:
                 await self._barge_in(self._clock.monotonic())
             self.history.append(Message("user", turn.text))
-            self._start_reply(_Reply(self._next_turn_id(), speech_end_at=turn.at, stt_ms=turn.stt_ms))
+            # Started only now that the previous reply is over, so its audio is not taken for this one's.
+            self._ctx.mark_user_speech_end(turn.at)
+            self._start_reply(
+                _Reply(self._next_turn_id(), endpointing_ms=turn.endpointing_ms, stt_ms=turn.stt_ms)
+            )
 
     def _busy(self) -> bool:
         reply = self._reply
@@ -643,16 +667,14 @@ class PipelineSession:
         self.history.extend(_round_messages(reply, heard))
         text = " ".join(t for t in heard if t)
         if text:
-            latency = None
-            if reply.first_audio_at is not None and reply.speech_end_at is not None:
-                latency = (reply.first_audio_at - reply.speech_end_at) * 1000
+            # latency_ms and transport_ms are the call session's: it knows when audio reached the carrier.
             self._ctx.emit(
                 TranscriptLine(
                     **self._ctx.new_event_fields(),
                     role="assistant",
                     text=text,
                     interrupted=interrupted,
-                    latency_ms=_r(latency),
+                    endpointing_ms=_r(reply.endpointing_ms),
                     stt_ms=_r(reply.stt_ms),
                     llm_ttft_ms=_r(reply.llm_ttft_ms),
                     tts_ttfb_ms=_r(reply.tts_ttfb_ms),
@@ -712,3 +734,22 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _turn_timing(
+    now: float, voiced_at: float | None, flushed_at: float | None, stt_decided_at: float | None
+) -> tuple[float, float | None, float | None]:
+    """(turn start, endpointing ms, stt ms) of a turn committed `now`.
+
+    The end of the turn was decided by the pipeline's endpointing timer (`flushed_at`), else by
+    the STT at the arrival of the audio it ended the utterance on (`stt_decided_at`); an STT that
+    does not say where it ended gives one endpointing stage up to the transcript, with no stt stage.
+    """
+    decided = flushed_at if flushed_at is not None else stt_decided_at
+    if voiced_at is None:  # no voiced frame seen (words in noise the VAD missed): time from the decision
+        start = decided if decided is not None else now
+        return start, None, (now - start) * 1000 if decided is not None else None
+    if decided is None:
+        return voiced_at, (now - voiced_at) * 1000, None
+    decided = min(max(decided, voiced_at), now)  # the STT's own VAD may call the end before ours
+    return voiced_at, (decided - voiced_at) * 1000, (now - decided) * 1000

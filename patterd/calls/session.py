@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import enum
 import itertools
 import json
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from patterd.calls.tools import ToolActions, ToolFailure, ToolSet, run_tool
+from patterd.calls.turn_latency import TurnLatency
 from patterd.clock import Clock
 from patterd.errors import PatterdError
 from patterd.protocols.audio import FRAME_BYTES
@@ -141,8 +141,7 @@ class CallSession:
         self._marks_done.set()
         self._last_play_mono = 0.0
         self._audio_played = asyncio.Event()  # set by every play(); lets a goodbye wait for its first audio
-        self._turn_t0: float | None = None
-        self._turn_latency_ms: float | None = None
+        self._turn = TurnLatency(clock)  # caller's last voiced frame → first agent frame on the socket
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ending_soon = False
         self._voicemail_left = False
@@ -361,11 +360,9 @@ class CallSession:
             self._first_audio_sent = True
             connected = self._connected_mono if self._connected_mono is not None else now
             self.emit(AgentAudioStarted(**self.new_event_fields(), first_audio_ms=(now - connected) * 1000))
-        if self._turn_t0 is not None:
-            self._turn_latency_ms = (now - self._turn_t0) * 1000
-            self._turn_t0 = None
         self.frames_out += (len(ulaw) + FRAME_BYTES - 1) // FRAME_BYTES
         await leg.send_audio(ulaw)
+        self._turn.sent()  # after the write: queues and socket back-pressure count in the turn's latency
         self._unmarked_ms += ms
         if self._unmarked_ms >= MARK_EVERY_MS:
             await self._send_mark()
@@ -421,20 +418,14 @@ class CallSession:
         """`call_id` and `ts` for a new CallEvent."""
         return {"call_id": self.call_id, "ts": self.clock.now()}
 
-    def mark_user_speech_end(self) -> None:
-        """The caller stopped speaking: start the turn-latency clock."""
-        self._turn_t0 = self.clock.monotonic()
+    def mark_user_speech_end(self, at: float | None = None) -> None:
+        """The caller's turn ended, its last voiced frame having arrived at monotonic `at` (None: now)."""
+        self._turn.start(at)
 
     def emit(self, event: CallEvent) -> None:
         """Pass an event to the observers; assistant lines get the measured turn latency."""
-        if (
-            isinstance(event, TranscriptLine)
-            and event.role == "assistant"
-            and event.latency_ms is None
-            and self._turn_latency_ms is not None
-        ):
-            event = dataclasses.replace(event, latency_ms=round(self._turn_latency_ms, 1))
-            self._turn_latency_ms = None
+        if isinstance(event, TranscriptLine):
+            event = self._turn.complete(event)
         if isinstance(event, TranscriptLine) and self._leg is not None:
             show = getattr(self._leg, "send_transcript", None)  # legs with a screen (the softphone) show it
             if show is not None:

@@ -59,6 +59,14 @@ def rms_pcm16(pcm: bytes) -> int:
     return int(audioop.rms(pcm, 2))
 
 
+VOICED_RMS = 500  # RMS of 16-bit PCM above which a frame counts as voiced (vad.offline's energy default)
+
+
+def is_voiced(ulaw: bytes, threshold: int = VOICED_RMS) -> bool:
+    """Whether a μ-law frame is loud enough to be speech: a cheap local estimate where no VAD runs here."""
+    return int(audioop.rms(audioop.ulaw2lin(ulaw, 2), 2)) >= threshold
+
+
 def silence_ulaw(ms: int) -> bytes:
     """`ms` milliseconds of μ-law silence at 8 kHz."""
     return ULAW_SILENCE * (ULAW_RATE * ms // 1000)

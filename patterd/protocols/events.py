@@ -110,10 +110,28 @@ class TranscriptLine(CallEvent):
     role: Literal["user", "assistant"] = "user"
     text: str = ""
     interrupted: bool = False  # the agent was cut off; text is what the caller heard
-    latency_ms: float | None = None  # assistant turns: caller speech end → first agent audio
-    stt_ms: float | None = None
-    llm_ttft_ms: float | None = None
-    tts_ttfb_ms: float | None = None
+    # Assistant turns, in ms: the caller's last voiced frame as received → the first agent audio frame
+    # written to the carrier socket, and its stages (docs/operations.md "Turn latency"). Stages of a
+    # turn sum to latency_ms; a stage that did not happen is None.
+    latency_ms: float | None = None
+    stt_ms: float | None = None  # end of turn decided → final transcript (also on user lines)
+    llm_ttft_ms: float | None = None  # transcript sent to the LLM → first token
+    tts_ttfb_ms: float | None = None  # first text sent to the TTS → first audio byte
+    endpointing_ms: float | None = None  # last voiced frame → end of turn decided
+    engine_ms: float | None = None  # realtime engines: last voiced frame → first audio from the engine
+    transport_ms: float | None = None  # the remainder: first audio → first frame on the carrier socket
+
+
+# The stages of a turn's latency in waterfall order: (TranscriptLine field, stage name of
+# patterd_turn_stage_seconds). Pipelines measure all but engine; realtime engines engine and transport.
+TURN_STAGES: tuple[tuple[str, str], ...] = (
+    ("endpointing_ms", "endpointing"),
+    ("stt_ms", "stt"),
+    ("llm_ttft_ms", "llm"),
+    ("tts_ttfb_ms", "tts"),
+    ("engine_ms", "engine"),
+    ("transport_ms", "transport"),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,8 +207,11 @@ class CallContext(Protocol):
         """`call_id` and `ts` for a new CallEvent: `TranscriptLine(**ctx.new_event_fields(), ...)`."""
         ...
 
-    def mark_user_speech_end(self) -> None:
-        """The caller stopped speaking now: the turn-latency clock starts here."""
+    def mark_user_speech_end(self, at: float | None = None) -> None:
+        """The engine answers a caller turn whose last voiced frame arrived at monotonic `at` (None: now).
+
+        The turn-latency clock starts there and stops at the first agent audio written to the carrier.
+        """
         ...
 
 
@@ -255,6 +258,9 @@ class Transcript:
     is_final: bool
     end_of_utterance: bool = False
     confidence: float | None = None
+    # ms of the stream's audio the STT had been given when it produced this result (None: unknown);
+    # lets the pipeline time an STT's own end-of-turn decision by when that audio arrived.
+    audio_ms: float | None = None
 
 
 class STTStream(Protocol):
@@ -352,6 +358,11 @@ class VADStream(Protocol):
 
     def process(self, ulaw: bytes) -> Literal["speech_start", "speech_end"] | None:
         """Feed one 20 ms frame; returns a transition when speech starts or ends. Cheap and synchronous."""
+        ...
+
+    @property
+    def voiced(self) -> bool:
+        """Whether the audio just processed held speech, before any smoothing (turn latency starts at the last)."""
         ...
 
     @property

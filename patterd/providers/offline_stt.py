@@ -429,6 +429,7 @@ class OfflineSTTStream:
         resampler: Resampler | None = None
         preroll: collections.deque[bytes] = collections.deque(maxlen=max(1, _PREROLL_MS // frame_ms))
         pending = b""
+        received = 0  # bytes of 8 kHz PCM16 taken in: 16 per ms of the stream's audio
         in_utt, silence_ms, since_interim, last_interim = False, 0, 0, ""
 
         def feed(pcm: bytes, *, last: bool = False) -> None:
@@ -469,7 +470,13 @@ class OfflineSTTStream:
                 self._cmn.value = decoder.get_cmn()
             if text or final:  # an utterance that was only noise ends silently unless asked for
                 confidence = self._confidence(text, posterior)
-                self._emit(Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence))
+                # Where in the stream the utterance was closed: the pipeline times the end of the turn by it.
+                audio_ms = (received - len(pending)) / 16
+                self._emit(
+                    Transcript(
+                        text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms
+                    )
+                )
 
         while True:
             item = self._inbox.get()
@@ -485,7 +492,9 @@ class OfflineSTTStream:
                     finish(final=True)
                 item.done.set()
                 continue
-            pending += ulaw_to_pcm16(item)
+            pcm_in = ulaw_to_pcm16(item)
+            received += len(pcm_in)
+            pending += pcm_in
             while len(pending) >= frame_bytes:
                 frame, pending = pending[:frame_bytes], pending[frame_bytes:]
                 speech = bool(vad.is_speech(frame))

@@ -186,6 +186,7 @@ class OfflineVADStream:
         elif options.detector == "silero":
             self._silero = _SileroClassifier(silero or load_silero(), options.threshold)
         self._rest = b""
+        self.voiced = False  # the raw decision on the newest whole frame (kinds.VADStream.voiced)
 
     def _is_speech(self, pcm: bytes) -> bool:
         if self._webrtc is not None:
@@ -200,11 +201,16 @@ class OfflineVADStream:
         whole = len(buf) - len(buf) % FRAME_BYTES
         self._rest = buf[whole:]  # odd-sized input: keep the tail for the next call
         result: Transition | None = None
+        voiced = False
         for i in range(0, whole, FRAME_BYTES):
             pcm = ulaw_to_pcm16(buf[i : i + FRAME_BYTES])
-            change = self._debounce.update(self._is_speech(pcm), FRAME_MS)
+            speech = self._is_speech(pcm)
+            voiced = voiced or speech
+            change = self._debounce.update(speech, FRAME_MS)
             if change is not None:
                 result = change if result is None else None  # start+end inside one chunk cancel out
+        if whole:  # an odd tail too short for a frame says nothing new
+            self.voiced = voiced
         return result
 
     @property

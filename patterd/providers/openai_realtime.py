@@ -27,7 +27,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
 from patterd.protocols import openai_realtime as rt
-from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24
+from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24, is_voiced
 from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, Usage
 from patterd.providers.kinds import CallContext
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
@@ -109,6 +109,7 @@ class _Item:
     transcript: list[str] = field(default_factory=list)
     interrupted: bool = False
     reported: bool = False
+    engine_ms: float | None = None  # the caller's last voiced frame → this item's first audio from the engine
 
 
 class RealtimeSession:
@@ -136,6 +137,8 @@ class RealtimeSession:
         self._want_response = False
         self._tools: set[asyncio.Task[None]] = set()
         self._greeted = False
+        self._last_voiced_at: float | None = None  # arrival of the newest loud caller frame
+        self._turn_voiced_at: float | None = None  # the ended caller turn's last voiced frame, until answered
         self._say_next: str | None = None  # verbatim text to speak once the active response has ended
         self._cancel_created = False  # a response.cancel went out before the response's id was known
         # The conversation so far as text: a new connection starts empty, so it is replayed there.
@@ -147,6 +150,10 @@ class RealtimeSession:
         if not self._connected or self._queue.qsize() >= SEND_QUEUE_LIMIT:
             self.dropped_frames += 1
             return
+        if is_voiced(ulaw):
+            # The server's VAD decides the turn; our estimate of where its speech ended is the last frame
+            # loud enough to be speech (speech_stopped's audio_end_ms includes its silence window).
+            self._last_voiced_at = self.ctx.clock.monotonic()
         audio = self._up.process(ulaw) if self._up is not None else ulaw
         if audio:
             self._queue.put_nowait(rt.input_audio_append(audio))
@@ -309,7 +316,7 @@ class RealtimeSession:
             case rt.SpeechStarted():
                 await self._on_speech_started()
             case rt.SpeechStopped():
-                self.ctx.mark_user_speech_end()
+                self._on_speech_stopped()
             case rt.ResponseCreated():
                 self._active_response = event.response_id
                 if self._cancel_created:
@@ -355,9 +362,18 @@ class RealtimeSession:
             item = self._items[item_id] = _Item()
         return item
 
+    def _on_speech_stopped(self) -> None:
+        """The server ended the caller's turn: its latency runs from the turn's last voiced frame."""
+        voiced_at, self._last_voiced_at = self._last_voiced_at, None  # a later turn never reuses it
+        self._turn_voiced_at = voiced_at if voiced_at is not None else self.ctx.clock.monotonic()
+        self.ctx.mark_user_speech_end(self._turn_voiced_at)
+
     async def _on_audio(self, event: rt.OutputAudioDelta) -> None:
         if event.response_id in self._cancelled:
             return  # in flight when we cancelled; the caller must not hear it
+        if self._turn_voiced_at is not None:  # the answer's first audio: the engine's share of the turn
+            self._item(event.item_id).engine_ms = (self.ctx.clock.monotonic() - self._turn_voiced_at) * 1000
+            self._turn_voiced_at = None
         self._item(event.item_id).sent_ms += len(event.audio) / self._bytes_per_ms
         ulaw = self._down.process(event.audio) if self._down is not None else event.audio
         if ulaw:
@@ -393,9 +409,14 @@ class RealtimeSession:
         text = transcript.strip()
         if text:
             self._history.append(("assistant", text))
+            engine_ms = None if item.engine_ms is None else round(item.engine_ms, 1)
             self.ctx.emit(
                 TranscriptLine(
-                    **self.ctx.new_event_fields(), role="assistant", text=text, interrupted=item.interrupted
+                    **self.ctx.new_event_fields(),
+                    role="assistant",
+                    text=text,
+                    interrupted=item.interrupted,
+                    engine_ms=engine_ms,
                 )
             )
 

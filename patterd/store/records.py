@@ -30,7 +30,15 @@ SCHEMA_VERSION = "1.0"
 # Statuses a record may be left in by a crash; hydrate turns them into `failed`.
 OPEN_STATUSES = frozenset({"ringing", "in_progress"})
 CRASH_ERROR = "daemon stopped during call"
-TRANSCRIPT_OPTIONAL = ("latency_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")
+TRANSCRIPT_OPTIONAL = (
+    "latency_ms",
+    "stt_ms",
+    "llm_ttft_ms",
+    "tts_ttfb_ms",
+    "endpointing_ms",
+    "engine_ms",
+    "transport_ms",
+)
 
 
 def day_path(started: datetime | str) -> str:

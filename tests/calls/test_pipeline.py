@@ -17,6 +17,7 @@ from patterd.calls.pipeline import (
     SentenceChunker,
     heard_texts,
 )
+from patterd.calls.turn_latency import TurnLatency
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import ProviderAuthError, ProviderError
 from patterd.protocols.audio import FRAME_BYTES
@@ -49,6 +50,7 @@ class FakeAudioOut:
         self._idle.set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.on_play: list[Callable[[], None]] = []  # what a call session does once audio reaches the carrier
 
     async def __aenter__(self) -> FakeAudioOut:
         self._task = asyncio.get_running_loop().create_task(self._playout())
@@ -85,6 +87,8 @@ class FakeAudioOut:
         self._queue.append((segment, ulaw))
         self._idle.clear()
         self._wake.set()
+        for callback in self.on_play:
+            callback()
 
     async def interrupt(self) -> tuple[str, int] | None:
         heard: tuple[str, int] | None = None
@@ -128,19 +132,28 @@ class FakeCall:
     speech_ends: list[float] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def __post_init__(self) -> None:
+        # The turn timer the call session keeps: latency_ms and transport_ms come from it, as in a real call.
+        self.turns = TurnLatency(self.clock)
+        if isinstance(self.audio, FakeAudioOut):
+            self.audio.on_play.append(self.turns.sent)
+
     async def run_tool(self, name: str, arguments: Mapping[str, Any]) -> str:
         self.tool_calls.append((name, dict(arguments)))
         return self.tool_results.get(name, '{"ok": true}')
 
     def emit(self, event: CallEvent) -> None:
+        if isinstance(event, TranscriptLine):
+            event = self.turns.complete(event)
         self.events.append(event)
         self._changed.set()
 
     def new_event_fields(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "ts": self.clock.now()}
 
-    def mark_user_speech_end(self) -> None:
-        self.speech_ends.append(self.clock.monotonic())
+    def mark_user_speech_end(self, at: float | None = None) -> None:
+        self.speech_ends.append(self.clock.monotonic() if at is None else at)
+        self.turns.start(at)
 
     def of(self, kind: type[CallEvent]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -173,8 +186,10 @@ class FakeVADStream:
         self.hangover = hangover
         self._speaking = False
         self._quiet = 0
+        self.voiced = False
 
     def process(self, ulaw: bytes) -> Literal["speech_start", "speech_end"] | None:
+        self.voiced = loud(ulaw)
         if loud(ulaw):
             self._quiet = 0
             if not self._speaking:
@@ -483,12 +498,15 @@ async def test_voice_turn_has_sane_metrics_and_usage() -> None:
         (line,) = await r.call.wait_lines("assistant", 1)
         assert user.text == "what are your hours"
         assert r.stt.flushes == 1 and len(r.call.speech_ends) == 1
-        assert line.stt_ms is not None and 80 <= line.stt_ms < 1000  # endpointing 80 ms + flush
+        # last loud frame → 3 quiet frames for the VAD's speech end → 80 ms endpointing → flush
+        assert line.endpointing_ms is not None and 80 <= line.endpointing_ms < 1000
+        assert line.stt_ms is not None and 0 <= line.stt_ms < 200  # the fake STT answers a flush at once
         assert line.llm_ttft_ms is not None and 50 <= line.llm_ttft_ms < 1000  # the server waits 50 ms
         assert line.tts_ttfb_ms is not None and 0 <= line.tts_ttfb_ms < 200
-        assert line.latency_ms is not None
-        assert line.latency_ms >= line.stt_ms + line.llm_ttft_ms
-        assert line.latency_ms < line.stt_ms + line.llm_ttft_ms + line.tts_ttfb_ms + 200
+        assert line.latency_ms is not None and line.transport_ms is not None
+        stages = line.endpointing_ms + line.stt_ms + line.llm_ttft_ms + line.tts_ttfb_ms + line.transport_ms
+        assert stages == pytest.approx(line.latency_ms, abs=0.05)
+        assert line.transport_ms < 200
         usage = {u.component: u for u in r.call.of(Usage)}
         assert usage["llm"].provider == "openai"
         assert usage["llm"].quantities == {"input_tokens": 11.0, "output_tokens": 7.0}
@@ -713,6 +731,10 @@ class DeafVAD:
 
     @property
     def speaking(self) -> bool:
+        return False
+
+    @property
+    def voiced(self) -> bool:
         return False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import subprocess
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
@@ -15,7 +16,7 @@ import pytest
 
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
-from patterd.protocols.audio import FRAME_BYTES, read_wav_ulaw8k, silence_ulaw
+from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, read_wav_ulaw8k, silence_ulaw
 from patterd.protocols.events import BargeIn, CallEvent, CallFailed, TranscriptLine, Usage
 from patterd.providers.kinds import ToolSchema
 from patterd.providers.openai_realtime import SPEC, OpenAIRealtimeOptions, RealtimeSession, check
@@ -116,8 +117,8 @@ class Call:
     def new_event_fields(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "ts": datetime.now().astimezone()}
 
-    def mark_user_speech_end(self) -> None:
-        self.speech_ends.append(self.clock.monotonic())
+    def mark_user_speech_end(self, at: float | None = None) -> None:
+        self.speech_ends.append(self.clock.monotonic() if at is None else at)
         self.changed.set()
 
     def of(self, kind: type[CallEvent]) -> list[Any]:
@@ -423,3 +424,47 @@ async def test_check_probes_the_session() -> None:
         async with SPEC.build(options(fake, api_key="sk-wrong"), BuildContext()) as engine:
             with pytest.raises(ProviderAuthError):
                 await check(engine)
+
+
+class SteppedClock:
+    """A clock the test moves by hand: caller frames are stamped with exactly known arrival times."""
+
+    def __init__(self) -> None:
+        self.t = 500.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return datetime.now().astimezone()
+
+
+async def test_turn_is_timed_from_the_last_loud_frame_sent_to_the_first_audio_back() -> None:
+    # 440 Hz at a third of full scale: voiced for our estimate and for the fake server's VAD alike.
+    tone = pcm16_to_ulaw(
+        b"".join(
+            int(10000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
+            for i in range(160)
+        )
+    )
+    async with FakeRealtimeServer(
+        replies=[Say("Hello."), Say("We open at nine.")], transcripts=["hours?"]
+    ) as fake:
+        call = Call()
+        clock = SteppedClock()
+        call.clock = call.audio.clock = clock
+        async with running(options(fake), call) as (session, _):
+            await call.until(lambda: len(call.lines("assistant")) == 1)  # greeted: the session is live
+            for _ in range(25):  # 500 ms of speech, then 700 ms of silence: all stamped before any reply
+                clock.t += 0.02
+                session.push_audio(tone)
+            last_voiced = clock.t
+            for _ in range(35):
+                clock.t += 0.02
+                session.push_audio(silence_ulaw(20))
+            await call.until(lambda: len(call.lines("assistant")) == 2)
+    greeting, answer = call.lines("assistant")
+    assert greeting.engine_ms is None  # no caller turn before it
+    assert call.speech_ends == [last_voiced]  # not the server's speech_stopped, 500 ms of silence later
+    # The clock stood still from the last silent frame on, so the engine's share is exactly the silence.
+    assert answer.engine_ms == 700.0
