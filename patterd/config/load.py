@@ -185,6 +185,7 @@ class _Loader:
             )
         public_host, public_scheme = self.webhook_url(root.get("webhook_url"))
         tunnel = self.tunnel(root.get("tunnel"))
+        self.check_reachable(carrier_type, root.get("webhook_url"), root.get("tunnel"))
         persist = self.persist(root.get("persist"))
         pricing = self.validate(_PRICING, root.get("pricing"), ("pricing",)) or {}
         for provider, prices in pricing.items():
@@ -239,14 +240,33 @@ class _Loader:
             host = raw.get("host") or self.environ.get("PATTER_BIND_HOST", "").strip() or "127.0.0.1"
             dashboard = raw.get("dashboard", True) not in (False, "false", "off", "no", 0)
             token = bool(raw.get("dashboard_token"))
-            if not isinstance(host, str):
-                return
+            if not isinstance(host, str) or any(issue.path == "server.host" for issue in self.issues):
+                return  # an invalid host is reported on its own
         if dashboard and not token and not is_loopback(host):
-            self.issue(
-                ("server",),
+            raw_host = raw.get("host") if isinstance(raw, dict) else None
+            origin = " from $PATTER_BIND_HOST" if raw_host is None and host != "127.0.0.1" else ""
+            message = (
                 "server.dashboard_token is required when server.host is not loopback "
-                f"(host is {host!r} and the dashboard is on)",
+                f"(host is {host!r}{origin} and the dashboard is on)"
             )
+            # no `server:` in the file (the host came from the environment): no line to point at
+            self.issues.append(ConfigIssue("server", message, self.doc.lines.get(("server",))))
+
+    def check_reachable(self, carrier_type: Any, raw_url: Any, raw_tunnel: Any) -> None:
+        """Twilio and Telnyx call back over the internet: without webhook_url or a tunnel every call fails."""
+        if carrier_type not in CARRIERS_WITH_NUMBERS or raw_tunnel not in (None, False):
+            return
+        if raw_url not in (None, ""):
+            return  # given (an invalid one is reported by webhook_url)
+        vendor = carrier_type.capitalize()
+        line = self.doc.line(("webhook_url",) if raw_url == "" else ("carrier", "type"))
+        self.issue(
+            ("webhook_url",),
+            f"required when carrier is {carrier_type}: the public host[:port] {vendor} reaches for its "
+            "webhooks and media streams (e.g. gw.example.com), or set `tunnel: true` to have patterd "
+            "open a cloudflared tunnel, or `tunnel: {type: static, hostname: ...}`",
+            line,
+        )
 
     def webhook_url(self, raw: Any) -> tuple[str | None, str]:
         path: YamlPath = ("webhook_url",)
@@ -292,6 +312,15 @@ class _Loader:
         path = resolve_persist(raw, self.environ)
         if path is not None and not path.is_absolute() and self.base_dir is not None and raw is not None:
             path = self.base_dir / path  # a path written in the file is relative to the file
+        if path is not None and path.exists() and not path.is_dir():
+            # the store would give up on its first write and keep no records at all
+            problem = f"{str(path)!r} exists and is not a directory; call records need a directory"
+            env_dir = self.environ.get("PATTER_LOG_DIR", "").strip()
+            if raw is not None:
+                self.issue(("persist",), problem)
+            else:  # not in the file: say where the path came from instead of a line
+                origin = f"$PATTER_LOG_DIR={env_dir!r}" if env_dir else "the default record directory"
+                self.issues.append(ConfigIssue("persist", f"{origin}: {problem}"))
         return path
 
     # ------------------------------------------------------------------ agents
@@ -418,7 +447,20 @@ class _Loader:
         if not isinstance(raw, dict):
             self.issue(path, f"expected a mapping, got {_type_name(raw)}")
             return None
-        return self.model(model, raw, path)
+        try:
+            return model.model_validate(raw, context=self.context)
+        except ValidationError as exc:
+            self.pydantic_issues(exc, path, model, from_env=self.env_defaults(model, raw))
+            return None
+
+    def env_defaults(self, model: type[BaseModel], raw: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+        """The keys of `model` that the environment fills in here: key → (variable, value)."""
+        out: dict[str, tuple[str, str]] = {}
+        for key, var in getattr(model, "ENV_DEFAULTS", {}).items():
+            value = self.environ.get(var, "").strip()
+            if key not in raw and value:
+                out[key] = (var, value)
+        return out
 
     def model(
         self, model: type[ModelT], raw: Any, path: YamlPath, *, extra_names: tuple[str, ...] = ()
@@ -445,12 +487,27 @@ class _Loader:
         prefix: YamlPath,
         model: type[BaseModel] | None,
         extra_names: tuple[str, ...] = (),
+        from_env: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
-        """One issue per pydantic error, with the full path and the line of the offending key."""
+        """One issue per pydantic error, with the full path and the line of the offending key.
+
+        A value the environment supplied (`from_env`) is not in the file: its issue names the
+        variable and has no line.
+        """
         for err in exc.errors(include_url=False):
             loc: YamlPath = tuple(err["loc"])
             path = prefix + loc
             kind = err["type"]
+            if from_env and len(loc) == 1 and loc[0] in from_env:
+                var, value = from_env[str(loc[0])]
+                choices = _literal_choices(model, str(loc[0]))
+                if choices and kind == "literal_error":
+                    message = f"${var}={value!r} is not one of {'|'.join(choices)}"
+                else:
+                    detail = _clean(err["msg"])
+                    message = f"${var}={value!r} is invalid: {detail[:1].lower()}{detail[1:]}"
+                self.issues.append(ConfigIssue(format_path(path), message, None))
+                continue
             if kind == "extra_forbidden":
                 names = _field_names_at(model, loc[:-1])
                 message = unknown_key_message(
@@ -475,6 +532,14 @@ def _clean(message: str) -> str:
         if message.startswith(prefix):
             return message[len(prefix) :]
     return message
+
+
+def _literal_choices(model: type[BaseModel] | None, key: str) -> tuple[str, ...]:
+    """The allowed values of a `Literal[...]` field of `model`, else ()."""
+    field = model.model_fields.get(key) if model is not None else None
+    if field is None or typing.get_origin(field.annotation) is not typing.Literal:
+        return ()
+    return tuple(str(choice) for choice in typing.get_args(field.annotation))
 
 
 def _field_names_at(model: type[BaseModel] | None, loc: YamlPath) -> list[str]:

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -64,6 +64,40 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _env_defaults(model: type[BaseModel], data: Any, info: ValidationInfo) -> Any:
+    """`data` plus the model's ENV_DEFAULTS for keys the file leaves out and the environment sets."""
+    if not isinstance(data, Mapping):
+        return data
+    environ = _environ(info)
+    out = dict(data)
+    for key, var in getattr(model, "ENV_DEFAULTS", {}).items():
+        value = environ.get(var, "").strip()
+        if key not in out and value:
+            out[key] = value
+    return out
+
+
+_HOST_NAME = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _bind_host(value: object) -> object:
+    """An IP address or a host name to listen on; a port, scheme or path here would only fail at start."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        if not _HOST_NAME.match(text):
+            raise ValueError(
+                "must be an IP address or host name to listen on, without a port "
+                f"(like 127.0.0.1, 0.0.0.0 or ::), got {value!r}"
+            ) from None
+    return text
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost, 127.0.0.0/8 and ::1."""
     name = host.strip().strip("[]").lower()
@@ -78,7 +112,11 @@ def is_loopback(host: str) -> bool:
 class ServerConfig(Section):
     """`server:` — where the one HTTP port listens and who may use the dashboard."""
 
-    host: str = Field("127.0.0.1", min_length=1, description="bind address; default $PATTER_BIND_HOST")
+    ENV_DEFAULTS: ClassVar[dict[str, str]] = {"host": "PATTER_BIND_HOST"}  # key → variable it defaults to
+
+    host: Annotated[str, BeforeValidator(_bind_host)] = Field(
+        "127.0.0.1", min_length=1, description="bind address; default $PATTER_BIND_HOST"
+    )
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free port)")
     dashboard: bool = True
     dashboard_token: SecretStr | None = Field(None, description="required when host is not loopback")
@@ -87,11 +125,7 @@ class ServerConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _env_defaults(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, Mapping) and "host" not in data:
-            host = _environ(info).get("PATTER_BIND_HOST", "").strip()
-            if host:
-                return {**data, "host": host}
-        return data
+        return _env_defaults(cls, data, info)
 
     @field_validator("dashboard_token", mode="before")
     @classmethod
@@ -116,21 +150,15 @@ class LoggingConfig(Section):
     )
     retention_days: int = Field(30, ge=0, description="0 keeps forever; default $PATTER_LOG_RETENTION_DAYS")
 
+    ENV_DEFAULTS: ClassVar[dict[str, str]] = {
+        "redact_phone": "PATTER_LOG_REDACT_PHONE",
+        "retention_days": "PATTER_LOG_RETENTION_DAYS",
+    }
+
     @model_validator(mode="before")
     @classmethod
     def _env_defaults(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        environ = _environ(info)
-        data = dict(data)
-        for key, var in (
-            ("redact_phone", "PATTER_LOG_REDACT_PHONE"),
-            ("retention_days", "PATTER_LOG_RETENTION_DAYS"),
-        ):
-            value = environ.get(var, "").strip()
-            if key not in data and value:
-                data[key] = value
-        return data
+        return _env_defaults(cls, data, info)
 
     @field_validator("level", mode="before")
     @classmethod

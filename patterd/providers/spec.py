@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -61,6 +61,29 @@ def env_str(name: str, default: str | None = None) -> Callable[[], str | None]:
         return getenv(name) or default
 
     return factory
+
+
+def missing_credentials(what: str, keys: Sequence[tuple[str, str, object]]) -> str | None:
+    """Why `what` cannot run without some of `keys` ((option, environment variable, value) each), or None.
+
+    `Twilio carrier requires account_sid and auth_token; missing auth_token: set auth_token in the
+    config or TWILIO_AUTH_TOKEN in the environment` — naming only what is missing, and where to put it.
+    """
+    missing = [(key, var) for key, var, value in keys if not _present(value)]
+    if not missing:
+        return None
+    names = " and ".join(key for key, _ in missing)
+    variables = " and ".join(var for _, var in missing)
+    return (
+        f"{what} requires {' and '.join(key for key, _, _ in keys)}; missing {names}: "
+        f"set {names} in the config or {variables} in the environment"
+    )
+
+
+def _present(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and (not isinstance(value, str) or bool(value.strip()))
 
 
 @dataclass(frozen=True)

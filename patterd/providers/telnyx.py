@@ -44,6 +44,7 @@ from patterd.providers.spec import (
     ProviderSpec,
     env_secret,
     env_str,
+    missing_credentials,
 )
 
 log = structlog.get_logger(__name__)
@@ -83,20 +84,15 @@ class TelnyxOptions(ProviderOptions):
 
     @model_validator(mode="after")
     def _required(self) -> TelnyxOptions:
-        if self.api_key is None or not self.api_key.get_secret_value() or not self.connection_id:
-            missing = [
-                name
-                for name, env, value in (
-                    ("api_key", "TELNYX_API_KEY", self.api_key),
-                    ("connection_id", "TELNYX_CONNECTION_ID", self.connection_id),
-                )
-                if not value
-            ]
-            raise ValueError(
-                "Telnyx carrier requires api_key and connection_id; missing "
-                + ", ".join(missing)
-                + " (set them in the config or via TELNYX_API_KEY / TELNYX_CONNECTION_ID)"
-            )
+        problem = missing_credentials(
+            "Telnyx carrier",
+            (
+                ("api_key", "TELNYX_API_KEY", self.api_key),
+                ("connection_id", "TELNYX_CONNECTION_ID", self.connection_id),
+            ),
+        )
+        if problem:
+            raise ValueError(problem)
         if self.public_key:
             try:
                 proto.public_key_b64_to_bytes(self.public_key)

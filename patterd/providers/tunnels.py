@@ -34,10 +34,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from patterd.errors import ProviderConnectionError, ProviderError
-from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
+from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, getenv
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +108,17 @@ class CloudflaredOptions(ProviderOptions):
             raise ValueError(
                 "cloudflared `hostname` is only for a named tunnel and needs `token`; "
                 "omit both for a quick tunnel, or use `type: static` for a host you route yourself"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _installed(self, info: ValidationInfo) -> CloudflaredOptions:
+        # A config file being loaded (the loader passes a context) must name a binary this machine
+        # has, so `patterd check` and start say so with the line, instead of start failing later;
+        # options built in code (tests, tools) are not tied to this machine.
+        if info.context is not None and shutil.which(self.binary, path=getenv("PATH")) is None:
+            raise ValueError(
+                f"cloudflared binary {self.binary!r} not found or not executable; {INSTALL_HELP}"
             )
         return self
 

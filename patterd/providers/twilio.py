@@ -45,6 +45,7 @@ from patterd.providers.spec import (
     ProviderSpec,
     env_secret,
     env_str,
+    missing_credentials,
 )
 
 log = structlog.get_logger("patterd.providers.twilio")
@@ -90,8 +91,15 @@ class Options(ProviderOptions):
 
     @model_validator(mode="after")
     def _credentials(self) -> Options:
-        if not self.account_sid or self.auth_token is None or not self.auth_token.get_secret_value():
-            raise ValueError("Twilio carrier requires account_sid and auth_token")
+        problem = missing_credentials(
+            "Twilio carrier",
+            (
+                ("account_sid", "TWILIO_ACCOUNT_SID", self.account_sid),
+                ("auth_token", "TWILIO_AUTH_TOKEN", self.auth_token),
+            ),
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
 

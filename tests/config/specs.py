@@ -9,7 +9,14 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from patterd.plugins.registry import Registry
-from patterd.providers.spec import BuildContext, ProviderOptions, ProviderSpec, env_secret, env_str
+from patterd.providers.spec import (
+    BuildContext,
+    ProviderOptions,
+    ProviderSpec,
+    env_secret,
+    env_str,
+    missing_credentials,
+)
 
 CREDENTIAL_VARS = (
     "TWILIO_ACCOUNT_SID",
@@ -36,8 +43,15 @@ class TwilioOptions(ProviderOptions):
 
     @model_validator(mode="after")
     def _credentials(self) -> TwilioOptions:
-        if not self.account_sid or self.auth_token is None:
-            raise ValueError("Twilio carrier requires account_sid and auth_token")
+        problem = missing_credentials(
+            "Twilio carrier",
+            (
+                ("account_sid", "TWILIO_ACCOUNT_SID", self.account_sid),
+                ("auth_token", "TWILIO_AUTH_TOKEN", self.auth_token),
+            ),
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -49,10 +63,15 @@ class TelnyxOptions(ProviderOptions):
 
     @model_validator(mode="after")
     def _credentials(self) -> TelnyxOptions:
-        if self.api_key is None or not self.connection_id:
-            raise ValueError(
-                "Telnyx carrier requires api_key and connection_id (or $TELNYX_API_KEY, $TELNYX_CONNECTION_ID)"
-            )
+        problem = missing_credentials(
+            "Telnyx carrier",
+            (
+                ("api_key", "TELNYX_API_KEY", self.api_key),
+                ("connection_id", "TELNYX_CONNECTION_ID", self.connection_id),
+            ),
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from patterd.config import Config, ProviderSection, load_config, load_config_text
 from patterd.errors import ConfigError
+from patterd.plugins import load_registry
 from tests.config.specs import DeepgramOptions, TwilioOptions, make_registry
 
 PIPELINE = "{name: a, stt: {type: offline}, llm: {type: script}, tts: {type: offline}}"
@@ -17,6 +18,7 @@ carrier:
   type: twilio
   account_sid: ${SID}
 phone_number: "+15550001234"
+webhook_url: gw.example.com
 agents:
   - {name: a, stt: {type: offline}, llm: {type: script}, tts: {type: offline}}
 """
@@ -64,12 +66,15 @@ def test_missing_required_option_points_at_its_section() -> None:
 
 def test_twilio_message_is_carried_unchanged() -> None:
     assert errors_of(TWILIO) == [
-        "carrier (line 1): Twilio carrier requires account_sid and auth_token",
+        "carrier (line 1): Twilio carrier requires account_sid and auth_token; missing auth_token: "
+        "set auth_token in the config or TWILIO_AUTH_TOKEN in the environment",
         "carrier.account_sid (line 3): environment variable SID is not set",
     ]
     assert errors_of(TWILIO, SID="AC1") == [
-        "carrier (line 1): Twilio carrier requires account_sid and auth_token"
+        "carrier (line 1): Twilio carrier requires account_sid and auth_token; missing auth_token: "
+        "set auth_token in the config or TWILIO_AUTH_TOKEN in the environment"
     ]
+    assert errors_of(TWILIO, SID="AC1", TWILIO_AUTH_TOKEN=" ") == errors_of(TWILIO, SID="AC1")
 
 
 def test_credentials_fall_back_to_the_given_environment() -> None:
@@ -208,9 +213,14 @@ def test_dashboard_token_rule_is_checked_even_when_server_has_other_errors() -> 
 
 def test_bind_host_from_environment_needs_a_token_too() -> None:
     issues = errors_of(f"agents:\n  - {PIPELINE}\n", PATTER_BIND_HOST="0.0.0.0")
+    assert issues == [  # the host is not in the file: the variable is named instead of a line
+        "server: server.dashboard_token is required when server.host is not loopback "
+        "(host is '0.0.0.0' from $PATTER_BIND_HOST and the dashboard is on)"
+    ]
+    issues = errors_of(f"server: {{port: 80}}\nagents:\n  - {PIPELINE}\n", PATTER_BIND_HOST="0.0.0.0")
     assert issues == [
         "server (line 1): server.dashboard_token is required when server.host is not loopback "
-        "(host is '0.0.0.0' and the dashboard is on)"
+        "(host is '0.0.0.0' from $PATTER_BIND_HOST and the dashboard is on)"
     ]
 
 
@@ -312,3 +322,67 @@ def test_secret_typed_fields_are_never_echoed_whatever_their_name() -> None:
         load_config_text(text, registry, environ={})
     assert "pw-1234" not in str(info.value)
     assert "agents[0].tts.credentials (line 2): " in str(info.value)
+
+
+# ------------------------------------------------------------------ with the real providers
+
+
+def real_errors(text: str, **environ: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, load_registry(), environ={"HOME": "/h", **environ})
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_cloudflared_must_be_installed_for_check_and_start(tmp_path: Path) -> None:
+    text = f"tunnel: true\npersist: false\nagents:\n  - {PIPELINE}\n"
+    (issue,) = real_errors(text, PATH=str(tmp_path))
+    assert issue.startswith("tunnel (line 1): cloudflared binary 'cloudflared' not found or not executable;")
+    assert "apt-get install cloudflared" in issue and "binary: /path/to/cloudflared" in issue
+    # a named binary that is not executable is no better
+    fake = tmp_path / "bin" / "cloudflared"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    named = f"agents:\n  - {PIPELINE}\ntunnel: {{type: cloudflared, binary: {fake}}}\n"
+    (issue,) = real_errors(named)
+    assert issue.startswith(f"tunnel (line 3): cloudflared binary '{fake}' not found")
+    fake.chmod(0o755)
+    assert load_config_text(named, load_registry(), environ={"HOME": "/h"}).tunnel is not None
+    on_path = load_config_text(text, load_registry(), environ={"HOME": "/h", "PATH": str(fake.parent)})
+    assert on_path.tunnel is not None and on_path.tunnel.type == "cloudflared"
+
+
+def test_real_carriers_name_the_missing_credential() -> None:
+    twilio = 'carrier: {type: twilio}\nphone_number: "+15550001234"\nwebhook_url: gw.example.com\n'
+    twilio += f"agents:\n  - {PIPELINE}\n"
+    assert real_errors(twilio, TWILIO_AUTH_TOKEN="tok") == [
+        "carrier (line 1): Twilio carrier requires account_sid and auth_token; missing account_sid: "
+        "set account_sid in the config or TWILIO_ACCOUNT_SID in the environment"
+    ]
+    telnyx = twilio.replace("twilio", "telnyx")
+    assert real_errors(telnyx, TELNYX_CONNECTION_ID="123") == [
+        "carrier (line 1): Telnyx carrier requires api_key and connection_id; missing api_key: "
+        "set api_key in the config or TELNYX_API_KEY in the environment"
+    ]
+
+
+def test_twilio_without_webhook_url_or_tunnel_fails_check() -> None:
+    text = 'carrier:\n  type: twilio\nphone_number: "+15550001234"\n' + f"agents:\n  - {PIPELINE}\n"
+    env = {"TWILIO_ACCOUNT_SID": "AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN": "tok"}
+    (issue,) = real_errors(text, **env)
+    assert issue.startswith("webhook_url (line 2): required when carrier is twilio")
+    config = load_config_text(
+        text + "webhook_url: gw.example.com\n", load_registry(), environ={"HOME": "/h", **env}
+    )
+    assert config.public_host == "gw.example.com"
+
+
+def test_persist_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    a_file = tmp_path / "records"
+    a_file.write_text("")
+    assert errors_of(f"agents:\n  - {PIPELINE}\n", PATTER_LOG_DIR=str(a_file)) == [
+        f"persist: $PATTER_LOG_DIR={str(a_file)!r}: {str(a_file)!r} exists and is not a directory; "
+        "call records need a directory"
+    ]
+    assert errors_of(f"agents:\n  - {PIPELINE}\npersist: {a_file}\n") == [
+        f"persist (line 3): {str(a_file)!r} exists and is not a directory; call records need a directory"
+    ]
