@@ -30,7 +30,7 @@ import structlog
 
 from patterd.errors import ProviderConnectionError, ProviderError
 from patterd.protocols.audio import is_voiced
-from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, Usage
+from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, TranscriptPartial, Usage
 from patterd.providers.kinds import (
     LLM,
     STT,
@@ -162,6 +162,7 @@ class _Reply:
     tts_failed: bool = False
     finished: bool = False
     task: asyncio.Task[None] | None = None
+    announcements: list[asyncio.TimerHandle] = field(default_factory=list)  # TranscriptPartial to come
 
     def queued_ms(self) -> float:
         return sum(s.audio_bytes for s in self.sentences) / ULAW_BYTES_PER_MS
@@ -644,6 +645,8 @@ class PipelineSession:
                         if not chunk:
                             continue
                         now = self._clock.monotonic()
+                        if sentence.audio_bytes == 0:
+                            self._announce(reply, sentence, now)
                         if reply.tts_ttfb_ms is None:
                             reply.tts_ttfb_ms = (now - started) * 1000
                         if reply.first_audio_at is None:
@@ -657,11 +660,34 @@ class PipelineSession:
                     continue
                 raise
 
+    def _announce(self, reply: _Reply, sentence: _Sentence, now: float) -> None:
+        """Show live views the reply's words so far when `sentence` starts playing (it may queue behind others)."""
+        spoken = " ".join(s.text for s in reply.sentences[: reply.sentences.index(sentence) + 1])
+
+        def announce() -> None:
+            if not reply.finished:
+                self._ctx.emit(
+                    TranscriptPartial(
+                        **self._ctx.new_event_fields(), role="assistant", text=spoken, turn=reply.turn_id
+                    )
+                )
+
+        ahead_secs = 0.0
+        if reply.first_audio_at is not None:  # audio of earlier sentences still playing
+            queued_ms = sum(s.audio_bytes for s in reply.sentences if s is not sentence) / ULAW_BYTES_PER_MS
+            ahead_secs = queued_ms / 1000 - (now - reply.first_audio_at)
+        if ahead_secs > 0:
+            reply.announcements.append(asyncio.get_running_loop().call_later(ahead_secs, announce))
+        else:
+            announce()
+
     def _finish_reply(self, reply: _Reply, *, played_ms: float | None) -> None:
         """Put what the caller heard into the history and the transcript (once per reply)."""
         if reply.finished:
             return
         reply.finished = True
+        for handle in reply.announcements:  # words not reached (barge-in) are never shown
+            handle.cancel()
         interrupted = played_ms is not None
         heard = heard_texts(reply.sentences, played_ms)
         self.history.extend(_round_messages(reply, heard))

@@ -34,6 +34,7 @@ from patterd.protocols.events import (
     StreamStopped,
     ToolCalled,
     TranscriptLine,
+    TranscriptPartial,
     TransferStarted,
 )
 from patterd.providers.kinds import AudioOut, Carrier, CarrierLeg, EngineSession, ToolSchema
@@ -426,10 +427,13 @@ class CallSession:
         """Pass an event to the observers; assistant lines get the measured turn latency."""
         if isinstance(event, TranscriptLine):
             event = self._turn.complete(event)
-        if isinstance(event, TranscriptLine) and self._leg is not None:
+        if isinstance(event, TranscriptLine | TranscriptPartial) and self._leg is not None:
             show = getattr(self._leg, "send_transcript", None)  # legs with a screen (the softphone) show it
             if show is not None:
-                self._spawn(show(event.role, event.text))
+                partial = isinstance(event, TranscriptPartial)
+                self._spawn(
+                    show(event.role, event.text, partial=True) if partial else show(event.role, event.text)
+                )
         self._emit(event)
 
     async def run_tool(self, name: str, arguments: Mapping[str, Any]) -> str:

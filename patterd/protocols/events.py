@@ -135,6 +135,19 @@ TURN_STAGES: tuple[tuple[str, str], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptPartial(CallEvent):
+    """The agent's words so far in a reply, sent as their audio starts playing (live views only).
+
+    Not a record: the store skips it; the TranscriptLine at the end of the reply is what is kept.
+    """
+
+    type: ClassVar[str] = "transcript_partial"
+    role: Literal["user", "assistant"] = "assistant"
+    text: str = ""  # everything said so far in this reply
+    turn: str = ""  # the reply it belongs to
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCalled(CallEvent):
     """The agent called a tool; `result` is what went back to the model."""
 

@@ -3,7 +3,8 @@
 Browser → daemon: `start` {start: {format: "mulaw/8000"}}, `media` {media: {payload: base64 μ-law}},
 `dtmf` {dtmf: {digit}}, `mark` {mark: {name}} (echo of a mark we sent, once played), `stop`.
 Daemon → browser: `media` {media: {payload}}, `mark` {mark: {name}}, `clear`, and `transcript`
-{role, text} lines so the page can show the conversation beside the call.
+{role, text} lines so the page can show the conversation beside the call (with `partial: true`: the
+agent's words so far, as their audio starts playing; the final line of the reply replaces them).
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def clear_message() -> str:
     return _dump({"event": "clear"})
 
 
-def transcript_message(role: str, text: str) -> str:
-    """A transcript line for the page."""
-    return _dump({"event": "transcript", "role": role, "text": text})
+def transcript_message(role: str, text: str, *, partial: bool = False) -> str:
+    """A transcript line for the page; `partial`: the agent's words so far, replaced by the final line."""
+    msg: dict[str, Any] = {"event": "transcript", "role": role, "text": text}
+    if partial:
+        msg["partial"] = True
+    return _dump(msg)

@@ -69,9 +69,9 @@ class WebSocketLeg:
     async def clear(self) -> None:
         await self._send(codec.clear_message())
 
-    async def send_transcript(self, role: str, text: str) -> None:
-        """Show a transcript line beside the call on the softphone page."""
-        await self._send(codec.transcript_message(role, text))
+    async def send_transcript(self, role: str, text: str, *, partial: bool = False) -> None:
+        """Show a transcript line (or the agent's words so far, `partial`) beside the call on the softphone page."""
+        await self._send(codec.transcript_message(role, text, partial=partial))
 
     async def close(self) -> None:
         if self._closed:
@@ -85,6 +85,7 @@ class LocalCarrier:
     """The softphone carrier: `POST /webhooks/local/voice` starts a call, `WS /ws/local/{id}` carries it."""
 
     name = "local"
+    can_transfer = False  # the dashboard hides Transfer for its calls
 
     def __init__(self, ctx: BuildContext) -> None:
         self.ctx = ctx

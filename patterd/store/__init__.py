@@ -22,7 +22,7 @@ import structlog
 
 from patterd.clock import SYSTEM_CLOCK, Clock, iso_ms
 from patterd.cost import pricing_problems
-from patterd.protocols.events import CallEvent, TranscriptLine
+from patterd.protocols.events import CallEvent, TranscriptLine, TranscriptPartial
 from patterd.redact import check_mode
 from patterd.store.hydrate import HydrateReport, hydrate_tree, read_jsonl, read_metadata
 from patterd.store.index import INDEX_NAME, CallIndex, decode_cursor, encode_cursor, row_of
@@ -117,6 +117,8 @@ class CallStore:
 
     def handle(self, event: CallEvent) -> None:
         """Fold a call event into its record and queue the disk writes; never raises."""
+        if type(event) is TranscriptPartial:  # live views only; the final TranscriptLine is the record
+            return
         try:
             self._handle(event)
         except Exception:  # an observer must never break a call

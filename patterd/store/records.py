@@ -16,6 +16,7 @@ from patterd.protocols.events import (
     FINAL_STATUSES,
     CallEnded,
     CallEvent,
+    CallFailed,
     CallStarted,
     CallStatusChanged,
     MachineDetected,
@@ -99,6 +100,7 @@ class CallRecord:
     error: str | None = None
     turns: int = 0
     barge_ins: int = 0
+    errors: int = 0  # CallFailed events: the dashboard warns about a "completed" call that had them
     latencies: list[float] = field(default_factory=list)
     usages: list[tuple[str, str, dict[str, float]]] = field(default_factory=list)
     answered_by: str | None = None
@@ -157,6 +159,9 @@ class CallRecord:
         if isinstance(event, RecordingReady):
             self.recording_url = event.url
             return self.finished  # recordings arrive after the call ended
+        if isinstance(event, CallFailed):
+            self.errors += 1
+            return self.finished
         if event.type == "barge_in":
             self.barge_ins += 1
         return False
@@ -191,6 +196,7 @@ class CallRecord:
             "answered_by": self.answered_by,
             "recording_url": self.recording_url,
             "barge_ins": self.barge_ins,
+            "errors": self.errors,
         }
 
     def transcript_line(self, event: TranscriptLine) -> dict[str, Any]:

@@ -10,12 +10,14 @@ also need a same-origin `Origin` or the `X-Patterd-CSRF` header that the page's 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, tzinfo
 from html import escape
 from pathlib import Path
 from string import Template
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -24,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from patterd.web.auth import COOKIE_NAME, is_authorized, token_matches
 from patterd.web.call_stats import hourly_stats
-from patterd.web.metrics_svg import render_chart
+from patterd.web.metrics_svg import WIDTH, render_chart
 from patterd.web.runtime import Runtime
 
 HERE = Path(__file__).parent
@@ -45,6 +47,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 LIVE_STATUSES = frozenset({"ringing", "in_progress"})
+ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
 
 _templates: dict[str, Template] = {}
 
@@ -88,6 +91,24 @@ def json_for_script(value: Any) -> str:
     """JSON safe inside a `<script type="application/json">` element."""
     text = json.dumps(value, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def chart_zone(name: str | None) -> tuple[tzinfo, str]:
+    """The IANA time zone the page asked the chart in; UTC for none or an unknown name."""
+    if not name or name == "UTC" or len(name) > 64 or not ZONE_NAME.fullmatch(name):
+        return UTC, "UTC"
+    try:
+        return ZoneInfo(name), name
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC, "UTC"
+
+
+def chart_width(value: str | None) -> int:
+    """The chart's width in px as the page asked (its container's width), else the default."""
+    try:
+        return int(value) if value else WIDTH
+    except ValueError:
+        return WIDTH
 
 
 def _uptime(seconds: float) -> str:
@@ -155,6 +176,14 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         except AttributeError:
             return []
 
+    def carrier_can_transfer(name: Any) -> bool:
+        """Whether the call's carrier can transfer (the local softphone cannot): the page hides Transfer."""
+        try:
+            carrier = runtime.switchboard.graph.carriers.get(str(name))
+        except AttributeError:
+            return False
+        return carrier is not None and bool(getattr(carrier, "can_transfer", True))
+
     def stats_now() -> dict[str, Any]:
         return hourly_stats(runtime.store, datetime.now(UTC))
 
@@ -191,6 +220,7 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
             )
             return page(request, "call", "Not found", body, status=404)
         record["live"] = call_id in runtime.switchboard.calls
+        record["can_transfer"] = carrier_can_transfer(record["metadata"].get("telephony_provider"))
         body = template("call").substitute(call_id=escape(call_id), record_json=json_for_script(record))
         return page(request, "call", f"Call {call_id}", body, scripts=("dashboard.js",))
 
@@ -205,9 +235,12 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         return JSONResponse(stats_now(), headers={"Cache-Control": "no-store"})
 
     async def chart_svg(request: Request) -> Response:
-        return Response(
-            render_chart(stats_now()), media_type="image/svg+xml", headers={"Cache-Control": "no-store"}
+        # The page asks at its real width and in the browser's time zone (see dashboard.js).
+        zone, zone_name = chart_zone(request.query_params.get("tz"))
+        svg = render_chart(
+            stats_now(), width=chart_width(request.query_params.get("width")), tz=zone, tz_name=zone_name
         )
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
     def login_form(request: Request, next_path: str, error: str = "", status: int = 200) -> Response:
         note = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""

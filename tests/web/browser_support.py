@@ -211,7 +211,7 @@ class PythonSoftphone:
                     self.frames_received += 1
                 elif msg.get("event") == "mark":
                     self._send({"event": "mark", "mark": msg["mark"]})
-                elif msg.get("event") == "transcript":
+                elif msg.get("event") == "transcript" and not msg.get("partial"):  # final lines only
                     self.lines.put(msg)
         except Exception:
             pass

@@ -425,3 +425,124 @@ def test_hourly_stats_pages_through_the_store_and_buckets_by_hour() -> None:
     assert svg.count('class="bar"') == 24 + 1  # one bar per hour with calls, plus the legend's swatch
     assert 'class="line p50"' in svg and 'class="line p95"' in svg
     assert [nice_ceiling(v) for v in (0, 0.3, 3, 7, 11, 240)] == [1.0, 0.5, 5.0, 10.0, 20.0, 250.0]
+
+
+def _day_of_calls(now: datetime, per_hour: list[int]) -> dict[str, Any]:
+    """hourly_stats output for 24 hours ending with the hour of `now`, `per_hour[i]` calls in hour i."""
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    hours = [
+        {
+            "start": (end - timedelta(hours=24 - i)).isoformat().replace("+00:00", "Z"),
+            "calls": n,
+            "failed": 0,
+            "p50_ms": 400.0 if n else None,
+            "p95_ms": 900.0 if n else None,
+        }
+        for i, n in enumerate(per_hour)
+    ]
+    return {"hours": hours, "totals": {"calls": sum(per_hour), "failed": 0, "p50_ms": 400.0, "p95_ms": 900.0}}
+
+
+def test_the_calls_axis_ticks_in_whole_calls() -> None:
+    from patterd.web.metrics_svg import integer_step, render_chart
+
+    assert [integer_step(v) for v in (0, 1, 4, 5, 9, 13, 21, 170)] == [1, 1, 1, 2, 5, 5, 10, 50]
+    now = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
+    for busiest in (0, 1, 3, 5, 7, 13, 25, 999):
+        svg = render_chart(_day_of_calls(now, [0] * 23 + [busiest]))
+        ticks = re.findall(r'class="axis calls-tick"[^>]*>([^<]*)<', svg)
+        assert len(ticks) == 5 and all(t.isdigit() for t in ticks), (busiest, ticks)
+        assert int(ticks[-1]) >= busiest
+
+
+def test_a_narrow_chart_shows_the_most_recent_hours_at_its_real_width() -> None:
+    from patterd.web.metrics_svg import MIN_WIDTH, render_chart
+
+    now = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
+    stats = _day_of_calls(now, list(range(24)))
+    wide = render_chart(stats)
+    assert 'data-hours="24"' in wide and 'viewBox="0 0 960 ' in wide
+    narrow = render_chart(stats, width=320)
+    shown = int(re.search(r'data-hours="(\d+)"', narrow).group(1))  # type: ignore[union-attr]
+    assert 6 <= shown <= 12 and 'viewBox="0 0 320 ' in narrow and 'width="320"' in narrow
+    # The newest hours, and the current one is labelled.
+    bars = re.findall(r'<rect class="bar"[^>]*><title>(\d\d:\d\d) UTC: (\d+) call', narrow)
+    assert [int(n) for _, n in bars if int(n)] == list(range(24 - shown, 24))
+    hour_labels = re.findall(r'class="axis hour"[^>]*>([^<]*)<', narrow)
+    assert hour_labels[-1] == "12:00"
+    assert 'viewBox="0 0 280 ' in render_chart(stats, width=10) and MIN_WIDTH == 280
+
+
+def test_the_chart_names_its_time_zone_and_labels_hours_in_it(client: Client, runtime: FakeRuntime) -> None:
+    from zoneinfo import ZoneInfo
+
+    from patterd.web.dashboard import chart_zone
+    from patterd.web.metrics_svg import render_chart
+
+    now = datetime(2026, 7, 4, 12, 30, tzinfo=UTC)
+    svg = render_chart(
+        _day_of_calls(now, [1] * 24), tz=ZoneInfo("America/New_York"), tz_name="America/New_York"
+    )
+    assert "(America/New_York)" in svg and "America/New_York time" in svg
+    assert re.findall(r'class="axis hour"[^>]*>([^<]*)<', svg)[-1] == "08:00"  # 12:00 UTC is 08:00 EDT
+    assert chart_zone("Europe/Paris")[1] == "Europe/Paris"
+    for bad in ("", None, "Not/AZone", "../../etc/passwd", "<script>", "x" * 100):
+        assert chart_zone(bad)[1] == "UTC"
+    login(client)
+    resp = client.get("/dashboard/chart.svg?width=390&tz=Asia/Tokyo")
+    assert 'data-tz="Asia/Tokyo"' in resp.text and 'viewBox="0 0 390 ' in resp.text
+    assert 'data-tz="UTC"' in client.get("/dashboard/chart.svg?width=abc&tz=%3Cb%3E").text
+
+
+def test_the_call_page_says_whether_the_carrier_can_transfer(runtime: FakeRuntime) -> None:
+    from patterd.providers.local import LocalCarrier
+
+    add_call(runtime, "call_local")
+    runtime.switchboard.graph.carriers = {"local": LocalCarrier.__new__(LocalCarrier), "twilio": object()}
+    client = Client(create_app(runtime))  # type: ignore[arg-type]
+    login(client)
+
+    def embedded(call_id: str) -> dict[str, Any]:
+        html = client.get(f"/calls/{call_id}").text
+        match = re.search(r'id="call-data">(.*?)</script>', html, re.S)
+        assert match is not None
+        return dict(json.loads(match.group(1)))
+
+    assert embedded("call_local")["can_transfer"] is False
+    runtime.store.handle(CallStarted("call_twilio", datetime.now(UTC), agent="front-desk", carrier="twilio"))
+    assert embedded("call_twilio")["can_transfer"] is True
+    runtime.store.handle(CallStarted("call_gone", datetime.now(UTC), agent="front-desk", carrier="telnyx"))
+    assert embedded("call_gone")["can_transfer"] is False  # a carrier this config does not run
+
+
+def test_records_count_error_events_and_skip_partial_transcripts() -> None:
+    from patterd.protocols.events import CallFailed, TranscriptPartial
+    from patterd.protocols.local import transcript_message
+
+    store = CallStore(None)
+    t0 = datetime.now(UTC)
+    store.handle(CallStarted("call_x", t0, agent="a"))
+    store.handle(TranscriptPartial("call_x", t0, role="assistant", text="Hello", turn="r1"))
+    for _ in range(2):
+        store.handle(CallFailed("call_x", t0, component="llm", message="refused"))
+    store.handle(CallEnded("call_x", t0 + timedelta(seconds=1), status="completed"))
+    call = store.get_call("call_x")
+    assert call is not None
+    assert call["metadata"]["errors"] == 2 and call["metadata"]["status"] == "completed"
+    assert call["transcript"] == [] and "transcript_partial" not in [e["type"] for e in call["events"]]
+    assert json.loads(transcript_message("assistant", "Hi", partial=True)) == {
+        "event": "transcript",
+        "role": "assistant",
+        "text": "Hi",
+        "partial": True,
+    }
+    assert "partial" not in json.loads(transcript_message("assistant", "Hi"))
+
+
+def test_costs_have_one_format(client: Client, runtime: FakeRuntime) -> None:
+    from patterd.web.dashboard import _totals_text
+
+    assert _totals_text({"totals": {"calls": 2, "failed": 0, "cost_usd": 1.00591}}).endswith("$1.0059")
+    assert _totals_text({"totals": {"calls": 2, "failed": 0, "cost_usd": 0.06}}).endswith("$0.0600")
+    js = client.get("/static/dashboard.js").text
+    assert "toFixed(2)" not in js  # every amount goes through fmtCost's 4 decimals

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from patterd.protocols.events import CallEnded, CallStarted, TranscriptLine
+from patterd.store import CallStore
 from tests.daemon_process import run_daemon
 from tests.web.browser_support import (
     TOKEN,
@@ -17,6 +23,7 @@ from tests.web.browser_support import (
     screenshot,
     write_config,
 )
+from tests.web.dashboard_server import DashboardServer, write_record
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
 
@@ -64,10 +71,10 @@ def test_dashboard_shows_a_call_live_and_its_transcript(tmp_path: Path) -> None:
         page.locator("#toast", has_text=re.compile("Config reloaded")).wait_for()
 
         # The call page: transcript as a chat, events timeline, the number masked until revealed.
-        page.locator(f'#history tr[data-call="{caller.call_id}"] a').click()
+        page.locator(f'#history tr[data-call="{caller.call_id}"] td').nth(2).click()  # anywhere on the row
         page.wait_for_url(re.compile(f"/calls/{caller.call_id}$"))
         page.locator("#chat li.assistant .bubble", has_text="Thanks for calling").wait_for()
-        page.locator("#timeline li", has_text="call_started").wait_for()
+        page.locator('#timeline li[data-type="call_started"]').wait_for()
         page.locator("#call-status[data-state=completed]").wait_for()
         assert page.locator("#call-actions").is_hidden()  # no hang-up for a finished call
         number = page.locator("#call-summary .number").first
@@ -91,3 +98,219 @@ def test_dashboard_shows_a_call_live_and_its_transcript(tmp_path: Path) -> None:
         )  # nothing overflows sideways
 
         assert console.errors == []
+
+
+# ---------------------------------------------------------------- the in-process app (tests/web/dashboard_server.py)
+
+PARIS = "Europe/Paris"
+TURN_MEANING = "from the caller's last voiced audio to the first agent audio sent to the carrier"
+# One pipeline turn with every stage (latency_fields contract) and one older turn without endpointing/transport.
+STAGED = {
+    "latency_ms": 642.3,
+    "endpointing_ms": 500.0,
+    "stt_ms": 38.1,
+    "llm_ttft_ms": 1.2,
+    "tts_ttfb_ms": 80.0,
+    "transport_ms": 23.0,
+}
+
+
+def _records(root: Path) -> datetime:
+    now = datetime.now(UTC)
+    write_record(
+        root,
+        "call_waterfall",
+        started=now - timedelta(minutes=30),
+        transcript=[
+            {"role": "assistant", "text": "Thanks for calling Acme."},
+            {"role": "user", "text": "what time do you open", "stt_ms": 40.0},
+            {"role": "assistant", "text": "We are open 9 to 5.", **STAGED},
+            {
+                "role": "assistant",
+                "text": "Older turn.",
+                "latency_ms": 300.0,
+                "stt_ms": 50.0,
+                "tts_ttfb_ms": 60.0,
+            },
+        ],
+        events=[
+            {
+                "type": "call_started",
+                "data": {"direction": "inbound", "agent": "front-desk", "carrier": "local"},
+            },
+            {
+                "type": "tool_call",
+                "data": {
+                    "name": "lookup_order",
+                    "arguments": {"id": 7},
+                    "result": "shipped",
+                    "duration_ms": 12.0,
+                },
+            },
+        ],
+        recording_url="javascript:alert(document.cookie)",
+        cost={"total": 0.0042, "stt": 0, "tts": 0.06, "llm": 1.0059, "telephony": 0.0},
+    )
+    write_record(
+        root,
+        "call_errors",
+        started=now - timedelta(minutes=20),
+        transcript=[{"role": "user", "text": "hello?"}],
+        events=[
+            {"type": "error", "data": {"component": "llm", "message": "connection refused", "fatal": False}}
+        ]
+        * 2,
+        errors=2,
+        cost={"total": 1.0059},
+    )
+    for i in range(5):  # five calls in the current hour: the calls axis must still tick in whole calls
+        write_record(root, f"call_busy{i}", started=now - timedelta(seconds=10 * i + 1), transcript=[])
+    return now
+
+
+def _page(browser: Any, width: int, **kw: Any) -> tuple[Any, ConsoleLog]:
+    context = browser.new_context(viewport={"width": width, "height": 900}, timezone_id=PARIS, **kw)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    console = ConsoleLog()
+    console.attach(page)
+    return page, console
+
+
+def test_history_call_page_and_chart_read_well_on_desktop_and_phone(tmp_path: Path) -> None:
+    now = _records(tmp_path / "records")
+    server = DashboardServer(tmp_path / "records")
+    server.start()
+    try:
+        with chromium() as browser:
+            page, console = _page(browser, 1280)
+            page.goto(server.base_url + "/")
+            rows = page.locator("#history tr[data-call]")
+            rows.nth(6).wait_for()
+            # One time zone, named: the table and the chart are both in the browser's (Paris) time.
+            assert page.locator("#tz-note").inner_text() == f"({PARIS})"
+            page.locator(f'#chart svg[data-tz="{PARIS}"]').wait_for()
+            paris_hour = now.astimezone(ZoneInfo(PARIS)).strftime("%H:00")
+            assert page.locator("#chart text.hour").last.text_content() == paris_hour
+            # One cost format everywhere.
+            costs = page.locator("#history td.num:last-child").all_inner_texts()
+            assert costs and all(re.fullmatch(r"\$\d+\.\d{4}", c) for c in costs), costs
+            assert "$1.0059" in costs and "$0.0042" in costs and "$0.0000" in costs
+            # A completed call whose agent failed says so.
+            pill = page.locator('#history tr[data-call="call_errors"] .pill')
+            assert pill.inner_text() == "completed · errors" and pill.get_attribute("data-state") == "warning"
+            # Integer ticks on the calls axis (5 calls in one hour).
+            ticks = page.locator("#chart text.calls-tick").all_text_contents()
+            assert ticks == ["0", "2", "4", "6", "8"], ticks
+
+            # The whole row opens the call, by mouse (on a cell that is not the link) and by keyboard.
+            page.locator('#history tr[data-call="call_errors"] td').nth(2).click()
+            page.wait_for_url(re.compile("/calls/call_errors$"))
+            page.locator('#call-status[data-state="warning"]').wait_for()
+            page.go_back()
+            row = page.locator('#history tr[data-call="call_waterfall"]')
+            row.focus()
+            page.keyboard.press("Enter")
+            page.wait_for_url(re.compile("/calls/call_waterfall$"))
+
+            # The waterfall: one bar per measured turn, its segments sum to the turn's total.
+            falls = page.locator("#chat .waterfall")
+            falls.nth(1).wait_for()
+            assert falls.count() == 2
+            first = falls.first
+            title = first.get_attribute("title") or ""
+            assert TURN_MEANING in title and "642 ms" in title
+            segments = first.locator(".wf-seg")
+            stages = segments.evaluate_all("els => els.map(e => [e.dataset.stage, Number(e.dataset.ms)])")
+            assert [s for s, _ in stages] == ["endpointing", "stt", "llm", "tts", "transport"]
+            assert sum(ms for _, ms in stages) == pytest.approx(STAGED["latency_ms"], abs=0.5)
+            widths = first.evaluate(
+                "w => [w.querySelector('.wf-bar').getBoundingClientRect().width,"
+                " [...w.querySelectorAll('.wf-seg')].reduce((a, s) => a + s.getBoundingClientRect().width, 0)]"
+            )
+            assert widths[1] == pytest.approx(widths[0], abs=1.0), widths
+            # The older turn: what its stages do not explain is an "other" segment, so it still sums up.
+            older = falls.nth(1).locator(".wf-seg").evaluate_all("els => els.map(e => Number(e.dataset.ms))")
+            assert sum(older) == pytest.approx(300.0, abs=0.5)
+            assert TURN_MEANING in page.locator(".wf-legend").inner_text()
+
+            # A javascript: recording URL is text, never a link; costs as on the list.
+            assert page.locator("#call-summary a").count() == 0
+            assert "javascript:alert" in page.locator("#call-summary").inner_text()
+            assert page.locator("#call-cost dd").all_inner_texts() == [
+                "$0.0042",
+                "$0.0000",
+                "$1.0059",
+                "$0.0600",
+                "$0.0000",
+            ]
+            # Events read as sentences; the raw JSON is behind a toggle.
+            tool = page.locator('#timeline li[data-type="tool_call"]')
+            assert tool.locator(".type").inner_text() == "tool lookup_order"
+            assert "shipped" in tool.locator(".data").inner_text()
+            raw = tool.locator("details.raw pre")
+            assert not raw.is_visible()
+            tool.locator("summary").click()
+            assert '"lookup_order"' in raw.inner_text()
+            screenshot(page, "dashboard-call-waterfall")
+
+            # A phone's width: the most recent hours, 12 px labels, nothing sideways.
+            phone, phone_console = _page(browser, 390, device_scale_factor=1)
+            phone.goto(server.base_url + "/")
+            svg = phone.locator(f'#chart svg[data-tz="{PARIS}"]')
+            svg.wait_for()
+            hours = int(svg.get_attribute("data-hours") or "0")
+            assert 6 <= hours <= 12
+            assert phone.locator("#chart-h").inner_text() == f"Last {hours} hours"
+            assert phone.locator("#chart text.hour").last.text_content() == paris_hour
+            sizes = phone.evaluate(
+                "() => { const svg = document.querySelector('#chart svg');"
+                " const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;"
+                " return [...svg.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale); }"
+            )
+            assert min(sizes) >= 10, sizes
+            assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+            assert phone.evaluate(
+                "() => document.getElementById('chart').scrollWidth <= document.getElementById('chart').clientWidth"
+            )
+            screenshot(phone, "dashboard-phone-width")
+            assert console.errors == [] and phone_console.errors == []
+    finally:
+        server.stop()
+
+
+def test_calls_from_another_process_appear_and_a_restart_reconnects_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "records"
+    server = DashboardServer(root)
+    server.start()
+    try:
+        with chromium() as browser:
+            page, console = _page(browser, 1280)
+            page.add_init_script("window.patterdPollMs = 300")  # the page re-reads the list every 5 s
+            page.goto(server.base_url + "/")
+            page.locator("#conn[data-state=live]").wait_for()
+            # `patterd simulate` runs its call in its own process, writing the same records (and index).
+            other = CallStore(root)
+            t0 = datetime.now(UTC)
+            other.handle(CallStarted("call_simulated", t0, agent="front-desk", carrier="local"))
+            other.handle(TranscriptLine("call_simulated", t0, role="assistant", text="hi"))
+            other.handle(CallEnded("call_simulated", t0 + timedelta(seconds=2), status="completed"))
+            other.flush()
+            other.close()
+            page.locator('#history tr[data-call="call_simulated"] .pill[data-state="completed"]').wait_for()
+
+            # A restart: unreachable at once with no stale uptime, then back as soon as it serves.
+            server.stop()
+            page.locator("#st-state", has_text="unreachable").wait_for(timeout=5000)
+            assert page.locator("#st-uptime").inner_text() == "—"
+            server.start()
+            up = time.monotonic()
+            page.locator("#st-state", has_text="serving").wait_for(timeout=5000)
+            page.locator("#conn[data-state=live]").wait_for(timeout=5000)
+            reconnect_secs = time.monotonic() - up
+            assert reconnect_secs < 3.0, reconnect_secs  # backoff starts at 250 ms and stops at 2 s
+            assert re.fullmatch(r"0m \d+s", page.locator("#st-uptime").inner_text())
+            print(f"dashboard back {reconnect_secs:.2f} s after the restart")
+            assert [e for e in console.errors if "ERR_CONNECTION_REFUSED" not in e] == []
+    finally:
+        server.stop()

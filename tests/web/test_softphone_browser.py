@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from tests.web.browser_support import (
     spoken_wav,
     write_config,
 )
+from tests.web.dashboard_server import DashboardServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
 
@@ -121,3 +124,91 @@ def test_the_worklet_filters_before_decimating_and_round_trips_mulaw() -> None:
     assert 0.95 < result["up"] < 1.05, result
     assert 0.99 < result["upRatio"] <= 1.0 and 0.99 < result["downRatio"] <= 1.0, result
     assert result["codecError"] < 0.03, result  # μ-law's step at full scale is ~1/32 of it
+
+
+def _silence(directory: Path) -> Path:
+    """Five seconds of silence as the fake microphone (the agent only greets)."""
+    if shutil.which("sox") is None:
+        pytest.skip("this test needs sox (apt-get install sox)")
+    wav = directory / "silence.wav"
+    subprocess.run(
+        ["sox", "-n", "-r", "48000", "-c", "1", "-b", "16", str(wav), "trim", "0", "5"], check=True
+    )
+    return wav
+
+
+def test_the_call_button_calls_again_and_the_agents_words_stream_as_spoken(tmp_path: Path) -> None:
+    server = DashboardServer(tmp_path / "records")
+    server.start()
+    try:
+        with chromium(_silence(tmp_path)) as browser:
+            page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+            console = ConsoleLog()
+            console.attach(page)
+            page.set_default_timeout(15_000)
+            page.goto(server.base_url + "/")
+            calls: list[str] = []
+            for _ in range(3):  # the dashboard's Call button, again and again from the same page
+                page.locator("#open-phone").click()
+                page.locator("#phone-state[data-state=connected]").wait_for()
+                # The greeting shows while it plays (a partial line), then the final line replaces it.
+                interim = page.locator("#phone-chat li.interim .bubble", has_text="Hello from the test desk")
+                interim.wait_for()
+                page.locator(
+                    "#phone-chat li.assistant:not(.interim) .bubble", has_text="Hello from the test desk"
+                ).wait_for()
+                assert page.locator("#phone-chat li.interim").count() == 0
+                assert page.evaluate("() => patterdPhone.partials") >= 1
+                calls.append(page.evaluate("() => patterdPhone.callId"))
+                page.get_by_role("button", name="Hang up").click()
+                page.locator("#phone-state[data-state=ended]").wait_for()
+            assert len(set(calls)) == 3, calls
+
+            # The call page of a live softphone call: hang-up offered, transfer not (the local carrier
+            # cannot), and the agent's next words appear while they are spoken.
+            page.locator("#open-phone").click()
+            page.locator(
+                "#phone-chat li.assistant:not(.interim)", has_text="Hello from the test desk"
+            ).wait_for()
+            call_id = page.evaluate("() => patterdPhone.callId")
+            call_page = page.context.new_page()
+            console.attach(call_page)
+            call_page.set_default_timeout(15_000)
+            call_page.goto(f"{server.base_url}/calls/{call_id}")
+            call_page.locator("#conn[data-state=live]").wait_for()
+            assert call_page.locator("#hangup").is_visible()
+            assert not call_page.locator("#transfer-form").is_visible()
+            runtime = server.runtime
+            assert runtime is not None
+            server.call_soon(lambda: runtime.switchboard.calls[call_id].push_text("tell me something"))
+            call_page.locator("#chat li.interim .bubble", has_text="Sorry?").wait_for()
+            call_page.locator("#chat li.assistant:not(.interim) .bubble", has_text="Sorry?").wait_for()
+            assert call_page.locator("#chat li.interim").count() == 0
+            page.get_by_role("button", name="Hang up").click()
+            assert console.errors == []
+    finally:
+        server.stop()
+
+
+def test_a_denied_microphone_says_what_to_do(tmp_path: Path) -> None:
+    server = DashboardServer(tmp_path / "records")
+    server.start()
+    try:
+        with chromium() as browser:
+            page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+            # What Chromium does when the user (or a policy) blocks the microphone for the site.
+            page.add_init_script(
+                "navigator.mediaDevices.getUserMedia = () =>"
+                " Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));"
+            )
+            page.goto(server.base_url + "/phone")
+            page.get_by_role("button", name="Call", exact=True).click()
+            alert = page.get_by_role("alert")
+            alert.wait_for()
+            text = alert.inner_text()
+            assert "blocked" in text and "Site settings" in text and "Call again" in text, text
+            assert page.locator("#phone-state").get_attribute("data-state") == "error"
+            assert page.get_by_role("button", name="Call", exact=True).is_enabled()  # try again once allowed
+            screenshot(page, "softphone-mic-denied")
+    finally:
+        server.stop()

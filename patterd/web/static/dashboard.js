@@ -77,10 +77,20 @@
     return h ? `${h}h ${String(m).padStart(2, "0")}m` : `${m}:${String(r).padStart(2, "0")}`;
   }
   function fmtMs(v) { return v === null || v === undefined ? "—" : `${Math.round(v)} ms`; }
+  // One format for every amount on every page: dollars with 4 decimals (calls cost fractions of a cent).
   function fmtCost(v) {
-    if (v === null || v === undefined) return "—";
-    if (v === 0) return "$0";
-    return v < 0.01 ? `$${v.toFixed(4)}` : `$${v.toFixed(2)}`;
+    if (typeof v !== "number" || !isFinite(v)) return "—";
+    return `$${v.toFixed(4)}`;
+  }
+  // Times are the browser's local time everywhere (table, call page, chart), labelled with its zone.
+  const TZ = (() => { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch (_) { return "UTC"; } })();
+  // Only http(s) URLs become links; anything else (javascript:, data:, …) is shown as text.
+  function safeHref(u) {
+    if (typeof u !== "string" || !u) return null;
+    try {
+      const url = new URL(u, location.href);
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch (_) { return null; }
   }
   function agentName(meta) { return meta && meta.agent && typeof meta.agent === "object" ? meta.agent.name : meta.agent || ""; }
 
@@ -106,28 +116,56 @@
     return wrap;
   }
 
-  function statusPill(status) { return el("span", { class: "pill", dataset: { state: status || "" } }, (status || "?").replace("_", " ")); }
+  // A call that ended "completed" but had errors (e.g. the agent failed every turn) gets a warning state.
+  function statusPill(status, errors) {
+    const label = (status || "?").replace("_", " ");
+    if (errors > 0 && status === "completed") {
+      return el("span", { class: "pill", dataset: { state: "warning" }, title: `${errors} error event${errors === 1 ? "" : "s"} during the call` }, `${label} · errors`);
+    }
+    return el("span", { class: "pill", dataset: { state: status || "" } }, label);
+  }
 
   // ------------------------------------------------------------------ live feed (SSE)
 
+  // The page reconnects itself, starting at 250 ms and doubling up to 2 s: EventSource's own retry
+  // waits ~3 s and gives up for good when the daemon answers an error while restarting. Listeners
+  // hear "open" (connected again: refetch what may have been missed) and "down".
   const listeners = [];
+  const connListeners = [];
   function onFeed(fn) { listeners.push(fn); }
+  function onConnection(fn) { connListeners.push(fn); }
+  const RETRY_FIRST_MS = 250, RETRY_MAX_MS = 2000;
+  let retryMs = RETRY_FIRST_MS, retryTimer = 0, source = null, everOpened = false;
   function connectFeed() {
     const conn = $("conn");
-    const source = new EventSource("/api/v1/events");
     const setConn = (s, label) => { if (conn) { conn.dataset.state = s; conn.textContent = label; } };
-    source.onopen = () => setConn("live", "live");
-    source.onerror = () => setConn("down", "reconnecting…");
+    clearTimeout(retryTimer);
+    const es = new EventSource("/api/v1/events");
+    source = es;
+    es.onopen = () => {
+      retryMs = RETRY_FIRST_MS;
+      setConn("live", "live");
+      const again = everOpened;
+      everOpened = true;
+      for (const fn of connListeners) fn("open", again);
+    };
+    es.onerror = () => {
+      if (source !== es) return;
+      setConn("down", "reconnecting…");
+      es.close();
+      for (const fn of connListeners) fn("down");
+      retryTimer = setTimeout(connectFeed, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    };
     for (const name of ["call.started", "call.updated", "call.ended", "transcript", "call.event", "config.reloaded"]) {
-      source.addEventListener(name, (ev) => {
+      es.addEventListener(name, (ev) => {
         let data;
         try { data = JSON.parse(ev.data); } catch (_) { return; }
         for (const fn of listeners) fn(name, data);
       });
     }
-    window.addEventListener("pagehide", () => source.close());
-    return source;
   }
+  window.addEventListener("pagehide", () => { clearTimeout(retryTimer); if (source) source.close(); source = null; });
 
   // ------------------------------------------------------------------ dashboard page
 
@@ -168,12 +206,15 @@
       return q.toLowerCase().split(/\s+/).every((w) => hay.includes(w));
     }
 
+    // The whole row opens the call: a click anywhere on it (bar its own buttons and links), or
+    // Enter on the focused row; the time stays a real link (middle-click, screen readers).
     function row(meta, fresh) {
       const cost = meta.cost && typeof meta.cost === "object" ? meta.cost.total : null;
       const p50 = meta.latency && typeof meta.latency === "object" ? meta.latency.p50_ms : null;
-      return el("tr", { class: fresh ? "fresh" : "", dataset: { call: meta.call_id } },
-        el("td", {}, el("a", { href: `/calls/${encodeURIComponent(meta.call_id)}`, title: meta.call_id }, fmtTime(meta.started_at))),
-        el("td", {}, statusPill(meta.status)),
+      const href = `/calls/${encodeURIComponent(meta.call_id)}`;
+      const tr = el("tr", { class: "clickable" + (fresh ? " fresh" : ""), tabindex: "0", dataset: { call: meta.call_id, href }, "aria-label": `Call ${meta.call_id}, ${fmtTime(meta.started_at)}, ${meta.status || ""}` },
+        el("td", {}, el("a", { href, title: meta.call_id, tabindex: "-1" }, fmtTime(meta.started_at))),
+        el("td", {}, statusPill(meta.status, meta.errors)),
         el("td", {}, agentName(meta)),
         el("td", {}, numberNode(meta.caller, state.revealAll)),
         el("td", {}, numberNode(meta.callee, state.revealAll)),
@@ -181,12 +222,30 @@
         el("td", { class: "num" }, meta.turns ?? "—"),
         el("td", { class: "num" }, fmtMs(p50)),
         el("td", { class: "num" }, fmtCost(cost)));
+      tr.addEventListener("click", (e) => {
+        if (e.target.closest("a, button, input, select")) return;
+        if (window.getSelection && String(window.getSelection()).length) return; // selecting text, not opening
+        location.href = href;
+      });
+      tr.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" && e.target === tr) { e.preventDefault(); location.href = href; }
+      });
+      return tr;
     }
 
+    let shownRows = null; // what the table shows, to skip re-rendering (and losing focus) when nothing changed
     function renderRows(freshId) {
       const body = $("history");
+      const sig = JSON.stringify([rows, state.revealAll]);
+      if (sig === shownRows && !freshId) return false;
+      const before = shownRows;
+      const focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest("tr[data-call]") : null;
+      const focusId = focused && body.contains(focused) ? focused.dataset.call : null;
+      shownRows = sig;
       body.replaceChildren(...rows.map((m) => row(m, m.call_id === freshId)));
+      if (focusId) { const again = body.querySelector(`tr[data-call="${CSS.escape(focusId)}"]`); if (again) again.focus(); }
       $("history-empty").hidden = rows.length > 0;
+      return before !== null; // a change after the first drawing (the chart may have changed too)
     }
 
     function query(limit, cursor) {
@@ -201,7 +260,7 @@
       return "/api/v1/calls?" + q.toString();
     }
 
-    async function loadPage(freshId) {
+    async function loadPage(freshId, quiet) {
       const info = $("page-info");
       try {
         if (filters.search) {
@@ -222,9 +281,9 @@
           nextCursor = res.next_cursor;
           info.textContent = rows.length ? `page ${cursors.length}` : "";
         }
-        renderRows(freshId);
+        if (renderRows(freshId)) refreshChartSoon();
       } catch (err) {
-        toast("Could not load calls: " + err.message, "error");
+        if (!quiet) toast("Could not load calls: " + err.message, "error");
       }
       $("page-next").disabled = !nextCursor;
       $("page-prev").disabled = cursors.length < 2 || !!filters.search;
@@ -239,26 +298,49 @@
     $("f-search").addEventListener("input", debounce((e) => { filters.search = e.target.value.trim(); resetAndLoad(); }, 250));
     $("filters").addEventListener("submit", (e) => e.preventDefault());
     $("f-reveal").addEventListener("change", (e) => { state.revealAll = e.target.checked; renderRows(); renderLive(); });
+    // Calls this daemon did not run (`patterd simulate` is its own process writing to the same
+    // records) never reach the live feed; the first page is re-read every few seconds while the page
+    // is visible, and only redrawn when it changed.
+    const POLL_MS = window.patterdPollMs || 5000; // tests shorten it
+    setInterval(() => {
+      if (document.visibilityState !== "visible" || cursors.length !== 1 || filters.search) return;
+      loadPage(undefined, true);
+    }, POLL_MS);
     $("page-next").addEventListener("click", () => { if (nextCursor) { cursors.push(nextCursor); loadPage(); } });
     $("page-prev").addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); loadPage(); } });
     $("page-first").addEventListener("click", () => { cursors = [null]; loadPage(); });
 
+    // The chart is drawn by the server at the box's real width (text stays 12 px) in this browser's zone;
+    // a narrow screen gets the most recent hours.
+    let chartWidth = 0;
     async function refreshChart() {
+      const box = $("chart");
+      const width = Math.max(280, Math.floor(box.clientWidth || 960));
+      const q = new URLSearchParams({ width: String(width), tz: TZ });
       try {
         const [svg, stats] = await Promise.all([
-          fetch("/dashboard/chart.svg", { credentials: "same-origin" }).then((r) => (r.ok ? r.text() : Promise.reject(new Error(String(r.status))))),
+          fetch("/dashboard/chart.svg?" + q.toString(), { credentials: "same-origin" }).then((r) => (r.ok ? r.text() : Promise.reject(new Error(String(r.status))))),
           api("/dashboard/stats.json"),
         ]);
-        $("chart").innerHTML = svg; // rendered and escaped by the server (metrics_svg.py)
+        box.innerHTML = svg; // rendered and escaped by the server (metrics_svg.py)
+        chartWidth = width;
+        const drawn = box.querySelector("svg");
+        const hoursShown = drawn && drawn.dataset.hours ? Number(drawn.dataset.hours) : 24;
+        $("chart-h").textContent = `Last ${hoursShown} hours`;
         const t = stats.totals;
         const parts = [`${t.calls} call${t.calls === 1 ? "" : "s"}`, `${t.failed} failed`];
         if (t.p50_ms !== null) parts.push(`p50 ${Math.round(t.p50_ms)} ms`);
         if (t.p95_ms !== null) parts.push(`p95 ${Math.round(t.p95_ms)} ms`);
-        if (t.cost_usd) parts.push(`$${t.cost_usd.toFixed(4)}`);
-        $("chart-totals").textContent = parts.join(" · ");
+        if (t.cost_usd) parts.push(fmtCost(t.cost_usd));
+        $("chart-totals").textContent = (hoursShown !== stats.hours.length ? `${stats.hours.length} h: ` : "") + parts.join(" · ");
       } catch (_) { /* the next event retries */ }
     }
     const refreshChartSoon = debounce(refreshChart, 800);
+    window.addEventListener("resize", debounce(() => {
+      if (Math.abs(Math.floor($("chart").clientWidth) - chartWidth) > 8) refreshChart();
+    }, 200));
+    refreshChart();
+    $("tz-note").textContent = `(${TZ})`;
 
     let startedAt = parseTs($("st-uptime").dataset.started);
     async function refreshStatus() {
@@ -274,19 +356,30 @@
         $("st-carrier").textContent = st.carrier;
         $("st-records").textContent = String(st.store && st.store.records !== undefined ? st.store.records : "—");
         startedAt = parseTs(st.started_at) || startedAt;
+        showUptime();
         return st;
       } catch (err) {
-        $("st-state").textContent = "unreachable";
-        $("st-state").dataset.state = "error";
+        showUnreachable();
         return null;
       }
     }
-    setInterval(() => {
+    // While the daemon does not answer, say so and drop what may be stale (uptime, live calls).
+    function showUnreachable() {
+      $("st-state").textContent = "unreachable";
+      $("st-state").dataset.state = "error";
+      startedAt = null;
+      for (const id of ["st-uptime", "st-records"]) $(id).textContent = "—";
+      $("st-generation").textContent = "";
+      live.clear();
+      renderLive();
+    }
+    function showUptime() {
       if (!startedAt) return;
-      const s = Math.floor((Date.now() - startedAt) / 1000);
+      const s = Math.max(0, Math.floor((Date.now() - startedAt) / 1000));
       const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
       $("st-uptime").textContent = d ? `${d}d ${h}h ${m}m` : h ? `${h}h ${m}m` : `${m}m ${s % 60}s`;
-    }, 1000);
+    }
+    setInterval(showUptime, 1000);
     setInterval(refreshStatus, 15000);
 
     $("reload").addEventListener("click", async (e) => {
@@ -309,7 +402,9 @@
       slot.hidden = false;
       openPhone.setAttribute("aria-expanded", "true");
       slot.scrollIntoView({ behavior: "smooth", block: "start" });
-      if (window.patterdPhone && window.patterdPhone.state === "idle") window.patterdPhone.call();
+      // Any state but a call in progress: idle, or after an earlier call (ended, error).
+      const phone = window.patterdPhone;
+      if (phone && phone.state !== "connecting" && phone.state !== "connected") phone.call();
     });
 
     onFeed((name, data) => {
@@ -332,53 +427,151 @@
       }
     });
 
-    (async () => {
+    // The live list comes from the status (calls already running) and then the feed.
+    async function loadLive(replace) {
       const [st, first] = await Promise.all([refreshStatus(), api("/api/v1/calls?limit=50").catch(() => ({ calls: [] }))]);
+      if (!st) return;
+      if (replace) live.clear();
       const byId = new Map(first.calls.map((m) => [m.call_id, m]));
-      for (const s of (st && st.live_calls) || []) {
+      for (const s of st.live_calls || []) {
         if (live.has(s.call_id)) continue;
         const m = byId.get(s.call_id) || {};
         live.set(s.call_id, { call_id: s.call_id, agent: s.agent, caller: m.caller, callee: m.callee, direction: s.direction, started: m.started_at, status: s.status });
       }
       renderLive();
-    })();
+    }
+    onConnection((what, again) => {
+      if (what === "down") { refreshStatus(); return; } // unreachable at once if the daemon is gone
+      if (again) { loadLive(true); loadPage(undefined, true); refreshChart(); } // connected again: catch up
+    });
+    loadLive(false);
     loadPage();
   }
 
   // ------------------------------------------------------------------ call page
 
+  // Turn latency stages, in the order they happen (latency_fields contract). Pipeline turns have
+  // endpointing → stt → llm → tts → transport; realtime turns engine → transport.
+  const STAGES = [
+    ["endpointing_ms", "endpointing", "last voiced frame → end of turn decided (VAD silence window / STT endpointing)"],
+    ["stt_ms", "stt", "end of turn → final transcript"],
+    ["llm_ttft_ms", "llm", "transcript sent to the LLM → first token"],
+    ["tts_ttfb_ms", "tts", "first text sent to the TTS → first audio byte"],
+    ["engine_ms", "engine", "last voiced frame sent to the engine → first agent audio from it"],
+    ["transport_ms", "transport", "first audio byte → first frame on the carrier socket (chunking, resampling, queues, gaps)"],
+  ];
+  const TURN_MEANING = "from the caller's last voiced audio to the first agent audio sent to the carrier";
+
+  // A stacked bar of one turn's stages, `scale` ms = full width; the segments sum to latency_ms (a
+  // remainder the stages do not explain is its own "other" segment).
+  function waterfall(line, scale) {
+    const total = line.latency_ms;
+    const parts = STAGES.filter(([key]) => typeof line[key] === "number" && line[key] > 0).map(([key, name, what]) => ({ name, what, ms: line[key] }));
+    const staged = parts.reduce((a, p) => a + p.ms, 0);
+    if (total - staged >= 0.5) parts.push({ name: "other", what: "not attributed to a stage", ms: total - staged });
+    const sum = parts.reduce((a, p) => a + p.ms, 0);
+    const fit = sum > total ? total / sum : 1; // stages that overlap are drawn within the total
+    const detail = parts.map((p) => `${p.name} ${fmtMs(p.ms)}`).join(" · ");
+    const title = `Turn latency ${fmtMs(total)}, ${TURN_MEANING}.` + (detail ? `\n${detail}` : "");
+    const bar = el("span", { class: "wf-bar" });
+    bar.style.width = `${Math.max(2, (100 * total) / scale)}%`; // CSSOM, allowed by the CSP (style attributes are not)
+    for (const p of parts) {
+      const share = (p.ms * fit) / total;
+      // Segments too narrow for their name carry it in the tooltip and the breakdown line below.
+      const seg = el("span", { class: `wf-seg wf-${p.name}`, title: `${p.name}: ${fmtMs(p.ms)} — ${p.what}`, dataset: { stage: p.name, ms: String(p.ms) } },
+        share * total / scale >= 0.2 ? el("span", { class: "wf-label" }, `${p.name} ${Math.round(p.ms)}`) : null);
+      seg.style.width = `${(100 * p.ms * fit) / total}%`;
+      bar.append(seg);
+    }
+    return el("span", { class: "waterfall", role: "img", title, "aria-label": title, dataset: { total: String(total) } },
+      el("span", { class: "wf-row" }, el("span", { class: "wf-track" }, bar), el("span", { class: "wf-total" }, fmtMs(total))),
+      detail ? el("span", { class: "wf-detail" }, detail) : null);
+  }
+
+  function stageLegend() {
+    const dl = el("p", { class: "wf-legend small muted" }, `Turn latency is measured ${TURN_MEANING}: `);
+    for (const [, name, what] of [...STAGES, ["", "other", "not attributed to a stage"]]) {
+      dl.append(el("span", { class: "wf-key", title: what }, el("span", { class: `wf-swatch wf-${name}`, "aria-hidden": "true" }), name));
+    }
+    return dl;
+  }
+
+  // Readable events: a headline per type with its key fields; the raw JSON behind a toggle.
+  function eventSummary(ev) {
+    const d = ev.data && typeof ev.data === "object" ? ev.data : {};
+    const n = (v, unit) => (typeof v === "number" ? `${Math.round(v)}${unit || ""}` : "");
+    switch (ev.type) {
+      case "call_started": return [`${d.direction || "inbound"} call to ${d.agent || "an agent"}`, d.carrier ? `via ${d.carrier}` : ""];
+      case "status": return [`status ${String(d.status || "").replace("_", " ")}`];
+      case "call_ended": return [`ended ${d.status || ""}`, d.reason ? `(${d.reason})` : "", d.duration_ms != null ? fmtDuration(d.duration_ms) : "", d.error ? `error: ${d.error}` : ""];
+      case "tool_call": return [`tool ${d.name || "?"}`, d.error ? `failed: ${d.error}` : d.result ? `→ ${String(d.result).slice(0, 120)}` : "", n(d.duration_ms, " ms")];
+      case "barge_in": return ["caller interrupted", d.played_ms != null ? `after ${n(d.played_ms, " ms")} of agent audio` : "", d.reaction_ms != null ? `cleared in ${n(d.reaction_ms, " ms")}` : ""];
+      case "dtmf": return [`key ${d.digit || "?"}`];
+      case "transfer": return [`transfer to ${d.to || "?"}`];
+      case "error": return [`${d.component ? d.component + " " : ""}error${d.fatal ? " (fatal)" : ""}`, d.message || ""];
+      case "usage": return [`usage ${d.component || ""}`, d.provider || "", Object.entries(d.quantities || {}).map(([k, v]) => `${k} ${Math.round(v * 100) / 100}`).join(", ")];
+      case "first_audio": return [`first agent audio after ${n(d.first_audio_ms, " ms")}`];
+      case "amd": return [`answered by ${d.answered_by || "unknown"}`];
+      case "recording": return ["recording ready", d.duration_secs != null ? `${Math.round(d.duration_secs)} s` : ""];
+      default: return [String(ev.type || "event").replace(/_/g, " "), Object.entries(d).filter(([, v]) => v === null || typeof v !== "object").slice(0, 4).map(([k, v]) => `${k} ${v}`).join(", ")];
+    }
+  }
+
   function initCall() {
     const dataEl = $("call-data");
     let record = JSON.parse(dataEl.textContent);
     const callId = record.metadata.call_id;
+    const canTransfer = !!record.can_transfer;
     const revealed = new Set();
+    const openRaw = new Set(); // events whose raw JSON is open, kept across redraws
     const toggle = (key, on) => { if (on) revealed.add(key); else revealed.delete(key); };
+    let interim = null; // the agent's words so far in the reply being spoken {turn, text}
 
     function kv(target, pairs) {
       target.replaceChildren();
       for (const [k, v] of pairs) target.append(el("dt", {}, k), el("dd", {}, v));
     }
 
+    function errorCount() {
+      const fromEvents = record.events.filter((e) => e.type === "error").length;
+      return Math.max(fromEvents, record.metadata.errors || 0);
+    }
+
+    function chatLine(line, scale) {
+      const meta = el("span", { class: "meta" }, el("time", { datetime: line.ts }, fmtTime(line.ts)));
+      if (line.cost != null) meta.append(el("span", {}, fmtCost(line.cost)));
+      if (line.interrupted) meta.append(el("span", { class: "cut" }, "interrupted"));
+      const who = line.role === "assistant" ? "Agent" : "Caller";
+      const hasWf = line.role === "assistant" && typeof line.latency_ms === "number";
+      return el("li", { class: (line.role === "assistant" ? "assistant" : "user") + (hasWf ? " has-wf" : "") },
+        el("span", { class: "sr-only" }, who + ": "), el("span", { class: "bubble" }, line.text), meta,
+        line.role === "assistant" && typeof line.latency_ms === "number" ? waterfall(line, scale) : null);
+    }
+
     function render() {
       const m = record.metadata;
       const isLive = record.live && LIVE.has(m.status);
       const status = $("call-status");
-      status.textContent = (m.status || "?").replace("_", " ");
-      status.dataset.state = m.status || "";
+      status.replaceWith(Object.assign(statusPill(m.status, errorCount()), { id: "call-status" }));
       $("call-actions").hidden = !isLive;
+      $("transfer-form").hidden = !canTransfer;
+      const recording = m.recording_url ? safeHref(m.recording_url) : null;
       kv($("call-summary"), [
         ["Agent", `${agentName(m)}${m.agent && m.agent.provider ? " (" + m.agent.provider + ")" : ""}`],
         ["Direction", m.direction || "—"],
         ["From", numberNode(m.caller, revealed.has("caller"), (on) => toggle("caller", on))],
         ["To", numberNode(m.callee, revealed.has("callee"), (on) => toggle("callee", on))],
         ["Carrier", m.telephony_provider || "—"],
-        ["Started", fmtTime(m.started_at)],
+        ["Started", el("span", {}, fmtTime(m.started_at), " ", el("span", { class: "tz" }, `(${TZ})`))],
         ["Duration", isLive ? "live" : fmtDuration(m.duration_ms)],
         ["Turns", m.turns ?? "—"],
         ["Barge-ins", m.barge_ins ?? "—"],
         ...(m.answered_by ? [["Answered by", m.answered_by]] : []),
-        ...(m.recording_url ? [["Recording", el("a", { href: m.recording_url, rel: "noopener noreferrer", target: "_blank" }, "listen")]] : []),
+        ...(m.recording_url ? [["Recording", recording
+          ? el("a", { href: recording, rel: "noopener noreferrer", target: "_blank" }, "listen")
+          : el("span", { class: "mono", title: "not an http(s) address: not a link" }, m.recording_url)]] : []),
         ...(m.error ? [["Error", el("span", { class: "error" }, m.error)]] : []),
+        ...(errorCount() ? [["Errors", el("span", { class: "warn" }, `${errorCount()} error event${errorCount() === 1 ? "" : "s"} (see Events)`)]] : []),
         ["Trace", el("code", {}, m.trace_id || "—")],
       ]);
       const cost = m.cost || {};
@@ -387,36 +580,35 @@
       kv($("call-latency"), [["p50", fmtMs(lat.p50_ms)], ["p95", fmtMs(lat.p95_ms)], ["p99", fmtMs(lat.p99_ms)]]);
 
       const chat = $("chat");
-      chat.replaceChildren();
-      for (const line of record.transcript) {
-        const meta = el("span", { class: "meta" }, el("time", { datetime: line.ts }, fmtTime(line.ts)));
-        if (line.latency_ms != null) meta.append(el("span", { title: "caller speech end → first agent audio" }, `turn ${fmtMs(line.latency_ms)}`));
-        if (line.stt_ms != null) meta.append(el("span", {}, `stt ${fmtMs(line.stt_ms)}`));
-        if (line.llm_ttft_ms != null) meta.append(el("span", {}, `llm ${fmtMs(line.llm_ttft_ms)}`));
-        if (line.tts_ttfb_ms != null) meta.append(el("span", {}, `tts ${fmtMs(line.tts_ttfb_ms)}`));
-        if (line.cost != null) meta.append(el("span", {}, fmtCost(line.cost)));
-        if (line.interrupted) meta.append(el("span", { class: "cut" }, "interrupted"));
-        const who = line.role === "assistant" ? "Agent" : "Caller";
-        chat.append(el("li", { class: line.role === "assistant" ? "assistant" : "user" },
-          el("span", { class: "sr-only" }, who + ": "), el("span", { class: "bubble" }, line.text), meta));
+      const scale = Math.max(1, ...record.transcript.map((l) => (typeof l.latency_ms === "number" ? l.latency_ms : 0)));
+      chat.replaceChildren(...record.transcript.map((line) => chatLine(line, scale)));
+      if (interim) {
+        chat.append(el("li", { class: "assistant interim", dataset: { turn: interim.turn } },
+          el("span", { class: "sr-only" }, "Agent (speaking): "), el("span", { class: "bubble" }, interim.text),
+          el("span", { class: "meta" }, "speaking…")));
       }
-      $("chat-empty").hidden = record.transcript.length > 0;
+      $("chat-empty").hidden = record.transcript.length > 0 || !!interim;
 
       const tl = $("timeline");
       tl.replaceChildren();
-      for (const ev of record.events) {
-        const data = ev.data && Object.keys(ev.data).length ? JSON.stringify(ev.data) : "";
-        tl.append(el("li", { class: ev.type === "error" ? "error" : "" },
+      record.events.forEach((ev, i) => {
+        const key = `${i}:${ev.type}`;
+        const raw = el("details", { class: "raw", open: openRaw.has(key) }, el("summary", {}, "raw JSON"), el("pre", {}, JSON.stringify(ev, null, 2)));
+        raw.addEventListener("toggle", () => { if (raw.open) openRaw.add(key); else openRaw.delete(key); });
+        const [head, ...rest] = eventSummary(ev);
+        tl.append(el("li", { class: ev.type === "error" ? "is-error" : "", dataset: { type: ev.type } },
           el("time", { class: "when", datetime: ev.ts }, fmtTime(ev.ts)),
-          el("span", { class: "type" }, ev.type),
-          data ? el("span", { class: "data" }, data) : null));
-      }
+          el("span", { class: "type" }, head),
+          rest.filter(Boolean).length ? el("span", { class: "data" }, rest.filter(Boolean).join(" · ")) : null,
+          raw));
+      });
     }
 
     const refetch = debounce(async () => {
       try {
         const fresh = await api(`/api/v1/calls/${encodeURIComponent(callId)}`);
         fresh.live = record.live;
+        fresh.can_transfer = canTransfer;
         record = fresh;
         render();
       } catch (_) { /* keep what we show */ }
@@ -424,14 +616,24 @@
 
     onFeed((name, data) => {
       if (data.call_id !== callId) return;
+      if (name === "call.event" && data.type === "transcript_partial") { // the agent's words as they are spoken
+        interim = { turn: data.turn, text: data.text };
+        render();
+        return;
+      }
       if (name === "transcript") { // show it at once; the refetch brings the stored line with its metrics
-        record.transcript.push({ ts: data.ts, role: data.role, text: data.text, latency_ms: data.latency_ms, interrupted: data.interrupted });
+        if (data.role === "assistant") interim = null;
+        const line = Object.assign({}, data);
+        delete line.call_id; delete line.type;
+        record.transcript.push(line);
         render();
       }
-      if (name === "call.ended") record.live = false;
+      if (name === "call.ended") { record.live = false; interim = null; }
       refetch();
     });
+    onConnection((what, again) => { if (what === "open" && again) refetch(); });
 
+    $("call-latency").after(stageLegend());
     $("hangup").addEventListener("click", async (e) => {
       const btn = e.currentTarget;
       btn.disabled = true;

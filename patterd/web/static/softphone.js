@@ -14,8 +14,30 @@
   const ui = {
     state: $("phone-state"), call: $("phone-call"), hangup: $("phone-hangup"), mute: $("phone-mute"),
     mic: $("meter-mic"), agent: $("meter-agent"), chat: $("phone-chat"), empty: $("phone-chat-empty"),
-    info: $("phone-info"), keys: root.querySelectorAll(".keypad button"),
+    info: $("phone-info"), alert: $("phone-alert"), keys: root.querySelectorAll(".keypad button"),
   };
+
+  // What the user can do about a microphone that cannot be opened, by the browser's error name.
+  function micHelp(err) {
+    const name = err && err.name;
+    if (!window.isSecureContext) {
+      return "The browser only allows the microphone on secure pages: open this dashboard at https:// " +
+        "(e.g. through the tunnel) or at http://localhost / http://127.0.0.1 on this machine.";
+    }
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      return "Microphone access is blocked for this site. Allow it in the browser (the microphone or lock icon " +
+        "in the address bar → Site settings → Microphone → Allow), and check the system's privacy settings " +
+        "let the browser use the microphone; then press Call again.";
+    }
+    if (name === "NotFoundError" || name === "DevicesNotFoundError" || name === "OverconstrainedError") {
+      return "No microphone was found. Connect one (or pick it as the input device in the system settings), then press Call again.";
+    }
+    if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError") {
+      return "The microphone is busy or could not be started (another application may be using it). Close that application, then press Call again.";
+    }
+    return null;
+  }
+  class MicError extends Error {}
 
   function b64encode(bytes) {
     let s = "";
@@ -61,7 +83,28 @@
       root.dispatchEvent(new CustomEvent("phonestate", { detail: { state } }));
     }
 
+    // The agent's words so far, shown as they start playing; the final line replaces them.
+    showInterim(role, text) {
+      if (!this.interim) {
+        const li = document.createElement("li");
+        li.className = (role === "assistant" ? "assistant" : "user") + " interim";
+        const label = document.createElement("span");
+        label.className = "sr-only";
+        label.textContent = (role === "assistant" ? "Agent" : "You") + " (speaking): ";
+        const bubble = document.createElement("span");
+        bubble.className = "bubble";
+        li.append(label, bubble);
+        this.interim = { li, bubble, role };
+        ui.chat.append(li);
+        ui.empty.hidden = true;
+      }
+      this.interim.bubble.textContent = text;
+      this.partials = (this.partials || 0) + 1;
+      ui.chat.parentElement.scrollTop = ui.chat.parentElement.scrollHeight;
+    }
+
     addLine(role, text) {
+      if (this.interim && this.interim.role === role) { this.interim.li.remove(); this.interim = null; }
       this.transcript.push({ role, text });
       const who = role === "assistant" ? "Agent" : "You";
       const li = document.createElement("li");
@@ -83,8 +126,12 @@
       this.framesSent = this.framesPlayed = this.framesReceived = this.bytesReceived = this.marksEchoed = this.underruns = 0;
       this.transcript = [];
       this.error = null;
+      this.interim = null;
+      this.partials = 0;
+      this.callId = null;
       ui.chat.replaceChildren();
       ui.empty.hidden = false;
+      this.showAlert(null);
       this.setState("connecting", "Starting audio…");
       try {
         await this.startAudio();
@@ -106,12 +153,17 @@
     }
 
     async startAudio() {
-      if (!navigator.mediaDevices || !window.AudioWorkletNode) {
-        throw new Error("this browser cannot capture audio here (it needs https or localhost, and AudioWorklet)");
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.AudioWorkletNode) {
+        throw new MicError(micHelp(null) || "This browser cannot capture audio here (it needs AudioWorklet support).");
       }
-      this.stream = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
-      });
+      try {
+        this.stream = await navigator.mediaDevices.getUserMedia({
+          audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+        });
+      } catch (err) {
+        const help = micHelp(err);
+        throw help ? new MicError(help) : err;
+      }
       this.ctx = new AudioContext({ latencyHint: "interactive" });
       await this.ctx.audioWorklet.addModule("/static/softphone-worklet.js");
       const source = this.ctx.createMediaStreamSource(this.stream);
@@ -157,7 +209,8 @@
       } else if (msg.event === "clear") {
         this.node.port.postMessage({ type: "clear" });
       } else if (msg.event === "transcript") {
-        this.addLine(msg.role, msg.text);
+        if (msg.partial) this.showInterim(msg.role, msg.text);
+        else this.addLine(msg.role, msg.text);
       }
     }
 
@@ -210,9 +263,20 @@
       this.setMuted(false);
     }
 
+    showAlert(message) {
+      if (!ui.alert) return;
+      ui.alert.textContent = message || "";
+      ui.alert.hidden = !message;
+    }
+
     fail(err) {
       this.error = String(err && err.message ? err.message : err);
-      this.setState("error", "Call failed: " + this.error);
+      if (err instanceof MicError) {
+        this.showAlert(this.error);
+        this.setState("error", "The microphone could not be opened.");
+      } else {
+        this.setState("error", "Call failed: " + this.error);
+      }
       const ws = this.ws;
       this.ws = null;
       if (ws) ws.close();
