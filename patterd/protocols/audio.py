@@ -1,16 +1,19 @@
 """Audio plumbing: G.711 μ-law ⇄ PCM16, stateful resampling, 20 ms framing, WAV reading.
 
 All functions are pure (no I/O besides `read_wav_ulaw8k`), C-speed where it matters: μ-law
-conversion uses `audioop` (stdlib on 3.11/3.12, `audioop-lts` on 3.13+), resampling uses
-soxr's streaming resampler, which keeps its filter state across 20 ms chunks so chunk
-edges do not click.
+conversion uses `audioop` (stdlib on 3.11/3.12, `audioop-lts` on 3.13+).
 
-Why soxr and not `audioop.ratecv` (measured by bench/transcode.py on a 100-3000 Hz sweep):
-ratecv interpolates linearly with no anti-alias filter, so 8→24 kHz reaches only ~14 dB SNR
-and 24→8 kHz folds a 6 kHz tone back into the phone band at full level; soxr "LQ" gives
-54 dB up / 62 dB down (G.711 itself is ~38 dB) and -75 dB aliasing for about the same CPU
-(~4 µs per 20 ms frame). "LQ" holds back 12.5 ms of filter delay per direction where "MQ"
-holds 30 ms and "HQ" 43 ms for no audible gain on a phone line, so latency decides.
+Resampling between the telephony rates (8 kHz ⇄ 24 kHz for the Realtime engine, 8 ⇄ 16 kHz
+for STT/TTS vendors) uses `resample.FirResampler`: every 20 ms frame in gives exactly one 20 ms
+frame out, delayed only by the filter's 2 ms. soxr's streaming resampler, used before, held audio
+back and released it in blocks (LQ: 0, 0, 900, 900, 0, 900 … samples for 20 ms frames at 8 → 24
+kHz), which put 5-40 ms on the end of every caller turn and sent the agent's frames in pairs
+(bench/turn_latency.py measures both). soxr remains for the other ratios (22.05 kHz espeak-ng,
+WAV files of any rate), where nothing streams against a deadline.
+
+Why not `audioop.ratecv` (bench/transcode.py, 100-3000 Hz sweep): it interpolates linearly with
+no anti-alias filter, so 8→24 kHz reaches only ~14 dB SNR and 24→8 kHz folds a 6 kHz tone back
+into the phone band at full level.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import soxr
+
+from patterd.protocols.resample import FirResampler
 
 with warnings.catch_warnings():
     # The stdlib module warns of its removal in 3.13; 3.13+ gets the audioop-lts backport.
@@ -72,94 +77,112 @@ def silence_ulaw(ms: int) -> bytes:
     return ULAW_SILENCE * (ULAW_RATE * ms // 1000)
 
 
+# The ratios FirResampler serves (integer factors of the phone rate): zero-hold streaming.
+FIR_RATES = frozenset({(8000, 24000), (24000, 8000), (8000, 16000), (16000, 8000)})
+
+
 class Resampler:
-    """Streaming 16-bit mono PCM resampler; keeps state across chunks (one per direction per call)."""
+    """Streaming 16-bit mono PCM resampler; keeps state across chunks (one per direction per call).
+
+    The telephony ratios (`FIR_RATES`) use the zero-hold FIR (`quality` ignored); any other ratio
+    uses soxr at `quality`, which may hold audio back until `last`. Like soxr, the stream as a whole
+    is delay-compensated: the FIR's first 2 ms of output (its ramp-in) are dropped and `last`
+    returns its tail, so converting a whole buffer gives exactly `len × ratio` aligned samples.
+    """
 
     def __init__(self, in_rate: int, out_rate: int, quality: str = "LQ") -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+        self._fir = FirResampler(in_rate, out_rate) if (in_rate, out_rate) in FIR_RATES else None
+        self._skip = 2 * self._fir.delay if self._fir is not None else 0  # bytes of ramp-in still to drop
+        self._stream = (
+            None
+            if self._fir is not None
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+        )
 
     def process(self, pcm: bytes, *, last: bool = False) -> bytes:
         """Resample one chunk; pass `last=True` on the final chunk to flush the filter."""
+        if self._fir is not None:
+            out = self._fir.process(pcm)
+            if last:
+                out += self._fir.tail()
+            if self._skip:
+                dropped = min(self._skip, len(out))
+                out, self._skip = out[dropped:], self._skip - dropped
+            if last:  # tail() reset the filter: a new stream starts with a new ramp-in
+                self._skip = 2 * self._fir.delay
+            return out
+        assert self._stream is not None
         samples = np.frombuffer(pcm, dtype="<i2")
-        out = self._stream.resample_chunk(samples, last=last)
-        return bytes(out.astype("<i2", copy=False).tobytes())
+        res = self._stream.resample_chunk(samples, last=last)
+        return bytes(res.astype("<i2", copy=False).tobytes())
 
 
 PCM24_RATE = 24000
-TRANSCODE_QUALITY = "LQ"  # soxr low quality: 54-62 dB on the phone band, 12.5 ms delay (see above)
 
 
 class UlawToPcm24:
     """Caller audio for a 24 kHz PCM engine: 8 kHz μ-law → 16-bit LE PCM at 24 kHz, stateful.
 
-    One per call direction; the soxr stream carries the filter phase across frames, so a
-    signal cut into 20 ms frames comes out as if it had been converted in one piece.
+    One per call direction. Each 160-byte frame gives exactly 960 bytes at once (nothing is held
+    for a later frame); the filter state carries across frames, so a signal cut into 20 ms frames
+    comes out as if converted in one piece, 2 ms later.
     """
 
-    __slots__ = ("_stream",)
+    __slots__ = ("_fir",)
 
-    def __init__(self, quality: str = TRANSCODE_QUALITY) -> None:
-        self._stream = soxr.ResampleStream(ULAW_RATE, PCM24_RATE, 1, dtype="int16", quality=quality)
+    def __init__(self) -> None:
+        self._fir = FirResampler(ULAW_RATE, PCM24_RATE)
 
     def process(self, ulaw: bytes) -> bytes:
-        """Transcode one chunk (any length; normally a 160-byte frame → about 960 bytes)."""
-        # audioop decodes in C; frombuffer is a view, so the only copies are the unavoidable ones.
-        samples = np.frombuffer(audioop.ulaw2lin(ulaw, 2), dtype="<i2")
-        return bytes(self._stream.resample_chunk(samples).tobytes())
+        """Transcode one chunk (any length: n bytes of μ-law → 6n bytes of PCM)."""
+        return self._fir.process(audioop.ulaw2lin(ulaw, 2))
 
     def flush(self) -> bytes:
-        """The filter's tail at the end of a stream."""
-        tail = bytes(self._stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True).tobytes())
-        self._stream.clear()  # ready for a new stream
-        return tail
+        """The filter's tail (its 2 ms delay) at the end of a stream; the next chunk starts afresh."""
+        return self._fir.tail()
 
 
 class Pcm24ToUlaw:
     """Engine audio for the carrier: 16-bit LE PCM at 24 kHz → 8 kHz μ-law, stateful and anti-aliased.
 
     Accepts chunks of any length, including an odd number of bytes (the stray byte waits
-    for the next chunk), since engines cut their audio deltas wherever they like.
-    The soxr stream (~37 KB) exists only while a response plays: `flush` and `reset` drop it
-    and the next chunk makes a fresh one (~17 µs), so a call holds it only while the agent talks.
+    for the next chunk), since engines cut their audio deltas wherever they like; a 20 ms delta
+    (960 bytes) gives one 160-byte frame at once. The filter state (~1 KB) exists only while a
+    response plays: `flush` and `reset` drop it and the next chunk makes a fresh one.
     """
 
-    __slots__ = ("_odd", "_quality", "_stream")
+    __slots__ = ("_fir", "_odd")
 
-    def __init__(self, quality: str = TRANSCODE_QUALITY) -> None:
-        self._quality = quality
-        self._stream: soxr.ResampleStream | None = None
+    def __init__(self) -> None:
+        self._fir: FirResampler | None = None
         self._odd = b""
 
     def process(self, pcm: bytes) -> bytes:
-        """Transcode one chunk; returns what the resampler has ready (may be empty at the start)."""
+        """Transcode one chunk; returns every output sample it completes (about a third of its samples)."""
         if self._odd:
             pcm = self._odd + pcm
             self._odd = b""
         if len(pcm) & 1:
             self._odd = pcm[-1:]
             pcm = pcm[:-1]
-        stream = self._stream
-        if stream is None:
-            stream = self._stream = soxr.ResampleStream(
-                PCM24_RATE, ULAW_RATE, 1, dtype="int16", quality=self._quality
-            )
-        out = stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
-        # lin2ulaw reads the numpy buffer directly: no intermediate bytes object.
-        return bytes(audioop.lin2ulaw(out, 2))
+        fir = self._fir
+        if fir is None:
+            fir = self._fir = FirResampler(PCM24_RATE, ULAW_RATE)
+        return audioop.lin2ulaw(fir.process(pcm), 2)
 
     def flush(self) -> bytes:
-        """The filter's tail at the end of a stream (e.g. the end of an agent response)."""
+        """The filter's tail (its 2 ms delay) at the end of a stream (e.g. the end of an agent response)."""
         self._odd = b""
-        stream, self._stream = self._stream, None  # the next response starts a fresh stream
-        if stream is None:
+        fir, self._fir = self._fir, None  # the next response starts a fresh filter
+        if fir is None:
             return b""
-        return bytes(audioop.lin2ulaw(stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True), 2))
+        return audioop.lin2ulaw(fir.tail(), 2)
 
     def reset(self) -> None:
         """Forget buffered audio (barge-in: what was pending must not leak into the next reply)."""
-        self._stream = None
+        self._fir = None
         self._odd = b""
 
 

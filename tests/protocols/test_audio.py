@@ -1,8 +1,9 @@
-"""G.711, stateful transcoding μ-law 8 kHz ⇄ PCM16 24 kHz, framing and WAV reading."""
+"""G.711, stateful transcoding μ-law 8 kHz ⇄ PCM16 24 kHz, framing and WAV reading (the FIR itself: test_resample.py)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from patterd.protocols.audio import (
     FRAME_BYTES,
@@ -44,13 +45,12 @@ def test_upsampling_in_frames_is_clean_and_seamless() -> None:
     src = sweep(8000)
     up = UlawToPcm24()
     ulaw = pcm16_to_ulaw(src.tobytes())
-    out = (
-        b"".join(up.process(ulaw[i : i + FRAME_BYTES]) for i in range(0, len(ulaw), FRAME_BYTES)) + up.flush()
-    )
-    got = np.frombuffer(out, "<i2")
-    assert len(got) == 3 * len(src)
-    # Against the same sweep generated directly at 24 kHz: only G.711 noise is left.
-    assert snr_db(sweep(24000), got, 240) > 30
+    outs = [up.process(ulaw[i : i + FRAME_BYTES]) for i in range(0, len(ulaw), FRAME_BYTES)]
+    assert {len(o) for o in outs} == {6 * FRAME_BYTES}  # every 20 ms frame gives one 20 ms frame, none held
+    got = np.frombuffer(b"".join(outs) + up.flush(), "<i2")
+    assert len(got) == 3 * len(src) + 48  # + the filter's 2 ms tail
+    # Against the same sweep generated directly at 24 kHz, 2 ms later: only G.711 noise is left.
+    assert snr_db(sweep(24000), got[48:], 240) > 30
     # No clicks at frame edges: no jump between neighbouring samples bigger than the signal allows.
     assert np.max(np.abs(np.diff(got[240:-240].astype(int)))) < 8000 * 2 * np.pi * 3000 / 24000 * 1.3
 
@@ -66,8 +66,14 @@ def test_downsampling_any_chunk_sizes_including_odd_bytes() -> None:
         i, k = i + n, k + 1
     out.append(down.flush())
     got = np.frombuffer(ulaw_to_pcm16(b"".join(out)), "<i2")
-    assert abs(len(got) - 8000) <= 1
-    assert snr_db(sweep(8000), got, 80) > 30
+    assert len(got) == 8000 + 16
+    assert snr_db(sweep(8000), got[16:], 80) > 30
+
+
+def test_each_20ms_engine_delta_gives_one_carrier_frame_at_once() -> None:
+    src = sweep(24000, 0.5).tobytes()
+    down = Pcm24ToUlaw()
+    assert [len(down.process(src[i : i + 960])) for i in range(0, len(src), 960)] == [FRAME_BYTES] * 25
 
 
 def test_downsampling_filters_what_the_phone_band_cannot_carry() -> None:
@@ -92,16 +98,31 @@ def test_each_response_starts_a_fresh_filter_and_none_is_held_between() -> None:
     down = Pcm24ToUlaw()
     down.process(sweep(24000, 0.2).tobytes())
     down.flush()
-    assert down._stream is None  # no resampler memory while the agent is silent
+    assert down._fir is None  # no resampler memory while the agent is silent
     assert down.process(src) + down.flush() == first  # nothing of the last response leaks in
 
 
-def test_frame_splitter_and_resampler() -> None:
+def test_frame_splitter() -> None:
     split = FrameSplitter()
     assert split.push(b"\x00" * 100) == []
     frames = split.push(b"\x00" * 300)
     assert [len(f) for f in frames] == [160, 160] and split.flush() == [b"\x00" * 80 + b"\xff" * 80]
-    assert len(Resampler(16000, 8000).process(b"\x00\x00" * 1600, last=True)) == 1600
+
+
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out"), [(8000, 24000), (24000, 8000), (8000, 16000), (16000, 8000), (22050, 8000)]
+)
+def test_resampler_whole_buffer_is_exact_length_and_aligned(rate_in: int, rate_out: int) -> None:
+    # FIR ratios drop the filter's ramp-in and append its tail; other ratios go through soxr.
+    out = np.frombuffer(Resampler(rate_in, rate_out).process(sweep(rate_in).tobytes(), last=True), "<i2")
+    assert len(out) == rate_out
+    assert snr_db(sweep(rate_out), out, rate_out // 100) > 35
+
+
+def test_streaming_resampler_holds_nothing_but_the_ramp_in() -> None:
+    stream = Resampler(8000, 16000)
+    frames = [stream.process(sweep(8000, 0.02, level=1000).tobytes()) for _ in range(5)]
+    assert [len(f) for f in frames] == [640 - 64, 640, 640, 640, 640]  # 2 ms ramp-in dropped once
 
 
 def test_wav_to_ulaw8k_resamples() -> None:
