@@ -28,7 +28,7 @@ from pydantic import Field, SecretStr, model_validator
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
 from patterd.protocols import openai_realtime as rt
 from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24, is_voiced
-from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, Usage
+from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, TranscriptPartial, Usage
 from patterd.providers.kinds import CallContext
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
 
@@ -326,7 +326,17 @@ class RealtimeSession:
                 if event.item_type == "function_call" and event.call_id and event.name:
                     self._tool_names[event.call_id] = event.name
             case rt.OutputTranscriptDelta():
-                self._item(event.item_id).transcript.append(event.delta)
+                item = self._item(event.item_id)
+                item.transcript.append(event.delta)
+                if not item.reported and not item.interrupted:  # live views show the words as they stream
+                    self.ctx.emit(
+                        TranscriptPartial(
+                            **self.ctx.new_event_fields(),
+                            role="assistant",
+                            text="".join(item.transcript),
+                            turn=event.item_id,
+                        )
+                    )
             case rt.OutputTranscriptDone():
                 self._report_assistant(event.item_id, event.transcript)
             case rt.OutputAudioDone():

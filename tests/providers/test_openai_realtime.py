@@ -468,3 +468,21 @@ async def test_turn_is_timed_from_the_last_loud_frame_sent_to_the_first_audio_ba
     assert call.speech_ends == [last_voiced]  # not the server's speech_stopped, 500 ms of silence later
     # The clock stood still from the last silent frame on, so the engine's share is exactly the silence.
     assert answer.engine_ms == 700.0
+
+
+async def test_the_agents_words_stream_as_partial_lines_before_the_final_one() -> None:
+    from itertools import pairwise
+
+    from patterd.protocols.events import TranscriptPartial
+
+    async with FakeRealtimeServer(replies=[Say("Thanks for calling Acme, how can I help?")], pace=20) as fake:
+        call = Call()
+        async with running(options(fake), call):
+            await call.until(lambda: len(call.lines("assistant")) == 1)
+        partials = call.of(TranscriptPartial)
+        assert len(partials) >= 2  # the fake streams the transcript a few words at a time
+        texts = [p.text for p in partials]
+        assert all(b.startswith(a.strip()) for a, b in pairwise(texts))  # growing
+        assert texts[-1].strip() == call.lines("assistant")[0].text
+        final_at = call.events.index(call.lines("assistant")[0])
+        assert all(call.events.index(p) < final_at for p in partials)
