@@ -20,7 +20,7 @@ from patterd.config import Config
 from patterd.errors import PatterdError
 from patterd.graph import build_graph
 from patterd.plugins import Registry
-from patterd.protocols.audio import FRAME_BYTES, FrameSplitter, read_wav_ulaw8k, silence_ulaw
+from patterd.protocols.audio import FRAME_BYTES, FrameSplitter, silence_ulaw
 from patterd.protocols.events import (
     TURN_STAGES,
     CallEnded,
@@ -32,6 +32,7 @@ from patterd.protocols.events import (
     ToolCalled,
     TranscriptLine,
 )
+from patterd.protocols.wav import WavError, wav_to_ulaw8k
 from patterd.providers.kinds import TTS
 from patterd.providers.spec import BuildContext
 from patterd.store import CallStore
@@ -175,7 +176,8 @@ async def run_simulation(
     wav: Path | None = None,
     out: IO[str] = sys.stdout,
 ) -> int:
-    """Run the call; returns 0 when it completed, 1 otherwise."""
+    """Run the call; returns 0 when it completed, 1 otherwise (WavError before the call for a bad `wav`)."""
+    caller_audio = read_caller_wav(wav) if wav is not None else None
     store = CallStore(
         config.persist,
         redact_phone=config.logging.redact_phone,
@@ -214,7 +216,7 @@ async def run_simulation(
         call = asyncio.create_task(board.run_media(session.call_id, caller))
         line_open = asyncio.create_task(caller.keep_line_open())
         try:
-            await _script(caller, session, runtime, graph, registry, say=say, text=text, wav=wav)
+            await _script(caller, session, runtime, graph, registry, say=say, text=text, wav=caller_audio)
         finally:
             if not caller.hung_up.is_set():
                 caller.hang_up()
@@ -259,8 +261,12 @@ async def _script(
     *,
     say: Sequence[str] | None,
     text: Sequence[str] | None,
-    wav: Path | None,
+    wav: bytes | None,
 ) -> None:
+    # Like a caller who waits for the line to connect: text pushed (or audio played) before the
+    # engine session is open would be lost, and without a greeting nothing else waits for it.
+    if not await session.engine_ready():
+        return  # the call ended before its engine was up (the summary says why)
     start = caller.clock.monotonic()
     if session.first_message:  # let the greeting play out first
         await caller.wait_agent_done(start - 1)
@@ -284,8 +290,17 @@ async def _script(
             await caller.wait_agent_done(sent)
     elif wav is not None:
         sent = caller.clock.monotonic()
-        await caller.speak(read_wav_ulaw8k(wav))
+        await caller.speak(wav)
         await caller.wait_agent_done(sent)
+
+
+def read_caller_wav(path: Path) -> bytes:
+    """The WAV file at `path` as 8 kHz μ-law; WavError (one line) when it cannot be read or decoded."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WavError(f"cannot read it: {exc.strerror or exc}") from None
+    return wav_to_ulaw8k(data)
 
 
 @contextlib.asynccontextmanager
@@ -312,4 +327,7 @@ def simulate(
         )
     except PatterdError as exc:
         print(f"patterd simulate: {exc}", file=sys.stderr)
+        return 1
+    except WavError as exc:
+        print(f"patterd simulate: {wav}: {exc}", file=sys.stderr)
         return 1

@@ -166,3 +166,117 @@ def test_builtin_default_is_the_shipped_config() -> None:
     from patterd.cli import default_config_text
 
     assert default_config_text() == (ROOT / "config" / "patter.yaml").read_text()
+
+
+# The README's first example written literally: a Twilio number but nothing Twilio can reach.
+SEED_EXAMPLE = """\
+carrier: {type: twilio}
+phone_number: "+15550001234"
+agents:
+  - name: receptionist
+    engine: {type: openai_realtime, voice: alloy}
+    system_prompt: You are a friendly receptionist.
+"""
+OFFLINE_AGENT = "agents:\n  - {name: a, stt: {type: offline}, llm: {type: script}, tts: {type: offline}}\n"
+
+
+def run_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str, **env: str
+) -> tuple[int, str, str]:
+    """`patterd ARGS` in this process (the exit code main returns), with only `env` of the credentials."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("TWILIO_", "TELNYX_", "OPENAI_", "PATTER")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_carrier_nobody_can_reach_fails_check_and_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "patter.yaml"
+    config.write_text(SEED_EXAMPLE)
+    env = {k: v for k, v in EXAMPLE_ENV.items() if k != "PATTERD_PUBLIC_HOST"}
+    for command in ("check", "run"):
+        code, _, err = run_main(monkeypatch, capsys, command, "--config", str(config), **env)
+        assert code == 78, (command, err)
+        assert "webhook_url (line 1): required when carrier is twilio" in err
+        assert "tunnel: true" in err
+    config.write_text(SEED_EXAMPLE + "webhook_url: gw.example.com\n")
+    assert run_main(monkeypatch, capsys, "check", "--config", str(config), **env)[0] == 0
+
+
+def test_tunnel_without_cloudflared_fails_check_and_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "patter.yaml"
+    config.write_text("tunnel: true\npersist: false\n" + OFFLINE_AGENT)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for command in ("check", "run"):
+        code, _, err = run_main(monkeypatch, capsys, command, "--config", str(config), PATH=str(bin_dir))
+        assert code == 78, (command, err)
+        assert "tunnel (line 1): cloudflared binary 'cloudflared' not found" in err
+        assert "apt-get install cloudflared" in err
+    fake = bin_dir / "cloudflared"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    code, _, err = run_main(monkeypatch, capsys, "check", "--config", str(config), PATH=str(bin_dir))
+    assert code == 0, err
+
+
+def test_bad_environment_defaults_name_their_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {
+        "PATTER_LOG_REDACT_PHONE": "xyz",
+        "PATTER_LOG_RETENTION_DAYS": "-3",
+        "PATTER_BIND_HOST": "0.0.0.0:80",
+    }
+    code, _, err = run_main(monkeypatch, capsys, "check", "--config", str(SHIPPED[0]), **env)
+    assert code == 78
+    assert err.strip().splitlines()[1:] == [
+        "server.host: $PATTER_BIND_HOST='0.0.0.0:80' is invalid: must be an IP address or host name to "
+        "listen on, without a port (like 127.0.0.1, 0.0.0.0 or ::), got '0.0.0.0:80'",
+        "logging.redact_phone: $PATTER_LOG_REDACT_PHONE='xyz' is not one of full|mask|hash_only",
+        "logging.retention_days: $PATTER_LOG_RETENTION_DAYS='-3' is invalid: input should be greater "
+        "than or equal to 0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,data,reason",
+    [
+        ("song.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 64, "an MP3 file, not a WAV"),
+        ("notes.wav", b"this is not audio\n", "not a RIFF/WAVE file"),
+        (
+            "cut.wav",
+            b"RIFF\x00\x10\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00\x80\x3e\x00\x00"
+            b"\x02\x00\x10\x00data\x00\x10\x00\x00" + b"\x00" * 100,
+            "truncated: the data chunk declares 4096 bytes but the file holds 100",
+        ),
+        ("missing.wav", None, "cannot read it: No such file or directory"),
+    ],
+)
+def test_simulate_refuses_unreadable_audio_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    data: bytes | None,
+    reason: str,
+) -> None:
+    path = tmp_path / name
+    if data is not None:
+        path.write_bytes(data)
+    args = ("simulate", "--config", str(SHIPPED[0]), "--wav", str(path))
+    code, out, err = run_main(monkeypatch, capsys, *args, PATTER_LOG_DIR=str(tmp_path))
+    assert code == 1
+    (line,) = err.splitlines()
+    assert line.startswith(f"patterd simulate: {path}: {reason}"), line
+    assert not out and not (tmp_path / "calls").exists()  # refused before any call started

@@ -266,9 +266,19 @@ class CallSession:
         self._end_requested.set()
 
     def push_text(self, text: str) -> None:
-        """Caller text that bypasses speech recognition (simulate --text)."""
+        """Caller text that bypasses speech recognition (simulate --text); dropped before `engine_ready`."""
         if self._engine is not None:
             self._engine.push_text(text)
+
+    async def engine_ready(self) -> bool:
+        """Wait until the engine session is open (True) or the call ended without one (False)."""
+        if self._engine is None:
+            ready = asyncio.ensure_future(self._engine_ready.wait())
+            ended = asyncio.ensure_future(self._ended.wait())
+            await asyncio.wait({ready, ended}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            ended.cancel()
+        return self._engine is not None
 
     # ------------------------------------------------------------------ carrier callbacks
 
