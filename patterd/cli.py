@@ -140,7 +140,10 @@ def _load(explicit: str | None) -> tuple[ConfigSource, Config, Registry]:
             registry,
         )
     if not path.is_file():
-        raise ConfigError([], source=f"{path}: no such file")
+        # a path from the environment names its variable: the command line did not mention it
+        from_env = explicit is None and os.environ.get("PATTERD_CONFIG")
+        where = f"$PATTERD_CONFIG={from_env!r}" if from_env else str(path)
+        raise ConfigError([], source=f"{where}: no such file")
     return ConfigSource(path), load_config(path, registry), registry
 
 

@@ -109,6 +109,15 @@ def test_check_missing_file_exits_78(tmp_path: Path) -> None:
     assert "no such file" in proc.stderr
 
 
+def test_missing_file_from_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "nope.yaml")
+    code, _, err = run_main(monkeypatch, capsys, "check", PATTERD_CONFIG=missing)
+    assert code == 78
+    assert err.strip() == f"$PATTERD_CONFIG={missing!r}: no such file"
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_check_ok(path: Path) -> None:
     proc = run_cli("check", "--config", str(path), env=EXAMPLE_ENV)
