@@ -22,6 +22,9 @@ computes the same sums.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
@@ -61,11 +64,54 @@ _HI, _LO = np.float32(32767), np.float32(-32768)  # numpy scalars: a Python int 
 
 
 def _to_int16(y: F32) -> bytes:
-    np.rint(y, out=y)
     # Two ufuncs: np.clip's Python wrapper alone costs more than the filter's arithmetic.
     np.minimum(y, _HI, out=y)
     np.maximum(y, _LO, out=y)
+    np.rint(y, out=y)
     return y.astype("<i2").tobytes()
+
+
+@dataclass(frozen=True)
+class _Design:
+    """What every resampler of one ratio shares (read-only): taps and the block Toeplitz matrix."""
+
+    up: int
+    down: int
+    row: int  # input samples per block row
+    span: int  # the filter's reach back in input samples
+    w: F32  # weights of a window of span + 1 input samples, oldest first (up: one column per phase)
+    t: F32  # rows [previous R samples | this row's R samples] @ t = this row's outputs, interleaved
+
+
+@functools.cache
+def _design(in_rate: int, out_rate: int) -> _Design:
+    low, high = min(in_rate, out_rate), max(in_rate, out_rate)
+    if high % low:
+        raise ValueError(f"{in_rate} → {out_rate} Hz is not an integer ratio")
+    factor = high // low
+    h = telephony_taps(low, high)
+    if out_rate > in_rate:
+        # Polyphase: output phase p of input n is factor × Σ_k h[p + k·factor] x[n - k].
+        phases = -(-len(h) // factor)
+        h = np.concatenate((h, np.zeros(phases * factor - len(h)))) * factor
+        span = phases - 1
+        w = np.ascontiguousarray(h.reshape(phases, factor)[::-1])
+        row = _row_len(span, 1)
+        t = np.zeros((2 * row, row * factor))
+        for j in range(row):
+            t[row + j - span : row + j + 1, j * factor : (j + 1) * factor] = w
+    else:
+        span = len(h) - 1
+        w = np.ascontiguousarray(h[::-1])  # the taps reversed: weights of window samples, oldest first
+        row = _row_len(span, factor)
+        t = np.zeros((2 * row, row // factor))
+        for q in range(row // factor):
+            t[row + q * factor - span : row + q * factor + 1, q] = w
+    # float32: BLAS's single-precision products are faster and ~1e-3 LSB is plenty for 16-bit audio.
+    w32, t32 = w.astype(np.float32), np.ascontiguousarray(t, dtype=np.float32)
+    w32.flags.writeable = t32.flags.writeable = False
+    up, down = (factor, 1) if out_rate > in_rate else (1, factor)
+    return _Design(up, down, row, span, w32, t32)
 
 
 class FirResampler:
@@ -74,83 +120,73 @@ class FirResampler:
     `process(pcm)` → bytes: n samples in → n × factor out (up), or every sample whose index is a
     multiple of the factor (down: n // factor per call when chunks are multiples of the factor).
     Filter state (the last R input samples) carries across calls, so audio cut into frames comes
-    out exactly as if converted whole (up to ±1 LSB rounding).
+    out exactly as if converted whole (up to ±1 LSB rounding). A 20 ms frame takes a fast path
+    through buffers made once: the input lands after the history, one matrix product writes the
+    output, and the last R samples move to the front.
     """
 
-    __slots__ = ("_count", "_hist", "_row", "_span", "_t", "_w", "delay", "down", "in_rate", "out_rate", "up")
+    __slots__ = ("_buf", "_count", "_d", "_frame", "_pairs", "_y", "delay", "in_rate", "out_rate")
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
-        low, high = min(in_rate, out_rate), max(in_rate, out_rate)
-        if high % low:
-            raise ValueError(f"{in_rate} → {out_rate} Hz is not an integer ratio")
         self.in_rate, self.out_rate = in_rate, out_rate
-        factor = high // low
-        self.up = factor if out_rate >= in_rate else 1
-        self.down = factor if in_rate > out_rate else 1
-        h = telephony_taps(low, high)
+        d = self._d = _design(in_rate, out_rate)
         self.delay = round(GROUP_DELAY_S * out_rate)  # the filter's group delay in output samples
-        if self.up > 1:
-            # Polyphase: output phase p of input n is factor × Σ_k h[p + k·factor] x[n - k].
-            phases = -(-len(h) // factor)
-            h = np.concatenate((h, np.zeros(phases * factor - len(h)))) * factor
-            span = phases - 1
-            # w[i, p]: weight of window sample i (oldest first) for output phase p.
-            w = np.ascontiguousarray(h.reshape(phases, factor)[::-1])
-            row = _row_len(span, 1)
-            t = np.zeros((2 * row, row * factor))
-            for j in range(row):
-                t[row + j - span : row + j + 1, j * factor : (j + 1) * factor] = w
-        else:
-            span = len(h) - 1
-            w = np.ascontiguousarray(h[::-1])  # the taps reversed: weights of window samples, oldest first
-            row = _row_len(span, factor)
-            outs = row // factor
-            t = np.zeros((2 * row, outs))
-            for q in range(outs):
-                t[row + q * factor - span : row + q * factor + 1, q] = w
-        self._row = row
-        self._span = span
-        # float32: BLAS's single-precision products are faster and ~1e-3 LSB is plenty for 16-bit audio.
-        self._w: F32 = w.astype(np.float32)
-        # Rows [previous R samples | this row's R samples] @ _t: one row's outputs per row.
-        self._t: F32 = np.ascontiguousarray(t, dtype=np.float32)
-        self._hist: F32 = np.zeros(row, dtype=np.float32)  # the last `row` input samples
+        self._frame = in_rate // 50  # 20 ms
+        if self._frame % d.row:
+            self._frame = 0  # no fast path for this rate
+        # _buf = [history: the last R input samples | the frame being converted]
+        self._buf: F32 = np.zeros(d.row + self._frame, dtype=np.float32)
+        rows = self._frame // d.row
+        # Overlapping rows straight over _buf (no copy): row c = samples [cR, cR + 2R).
+        self._pairs: F32 = np.ndarray((rows, 2 * d.row), np.float32, self._buf, 0, (d.row * 4, 4))
+        self._y: F32 = np.empty((rows, d.t.shape[1]), dtype=np.float32)
         self._count = 0  # input samples seen, modulo the down factor (output phase)
+
+    @property
+    def up(self) -> int:
+        return self._d.up
+
+    @property
+    def down(self) -> int:
+        return self._d.down
 
     def reset(self) -> None:
         """Forget the filter state (a new stream starts from silence)."""
-        self._hist = np.zeros(self._row, dtype=np.float32)
+        self._buf[: self._d.row] = 0
         self._count = 0
 
     def process(self, pcm: bytes) -> bytes:
         """Resample one chunk of 16-bit LE samples (even length)."""
         x = np.frombuffer(pcm, dtype="<i2")
         n = len(x)
+        row = self._d.row
+        buf = self._buf
+        if n == self._frame and n and self._count == 0:
+            buf[row:] = x
+            np.matmul(self._pairs, self._d.t, out=self._y)
+            buf[:row] = buf[n:]
+            return _to_int16(self._y.ravel())
         if n == 0:
             return b""
-        row = self._row
-        xh = np.concatenate((self._hist, x))  # int16 promoted to float32 in the same copy
-        self._hist = xh[-row:]
-        if n % row == 0 and self._count == 0:
-            # Overlapping rows straight over xh's memory (no copy): row c = samples [cR, cR + 2R).
-            pairs = np.ndarray((n // row, 2 * row), np.float32, xh, 0, (row * 4, 4))
-            return _to_int16((pairs @ self._t).ravel())
+        xh = np.concatenate((buf[:row], x))  # int16 promoted to float32 in the same copy
+        buf[:row] = xh[-row:]
         return _to_int16(self._strided(xh, n))
 
     def _strided(self, xh: F32, n: int) -> F32:
         """Any chunk length or phase: the same sums through a strided window view."""
-        row, span = self._row, self._span
-        if self.up > 1:
+        d = self._d
+        row, span = d.row, d.span
+        if d.up > 1:
             windows = np.ndarray((n, span + 1), np.float32, xh, (row - span) * 4, (4, 4))
-            return np.ascontiguousarray(windows @ self._w).ravel()
-        factor = self.down
+            return np.ascontiguousarray(windows @ d.w).ravel()
+        factor = d.down
         first = (-self._count) % factor
         self._count = (self._count + n) % factor
         outs = (n - first + factor - 1) // factor if n > first else 0
         if outs == 0:
             return np.zeros(0, dtype=np.float32)
         windows = np.ndarray((outs, span + 1), np.float32, xh, (row + first - span) * 4, (4 * factor, 4))
-        return np.asarray(windows @ self._w, dtype=np.float32)
+        return np.asarray(windows @ d.w, dtype=np.float32)
 
     def tail(self) -> bytes:
         """The filter's delayed tail: what silence would push out over one group delay (then reset)."""
