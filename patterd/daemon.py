@@ -7,6 +7,7 @@ import contextlib
 import enum
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -47,6 +48,8 @@ log = structlog.get_logger("patterd.daemon")
 WATCH_INTERVAL_SECS = 1.0  # how often the config file is checked for changes
 WATCH_DEBOUNCE_SECS = 0.5  # editors write in bursts: wait for the file to settle
 HYPERCORN_GRACE_SECS = 5.0
+MAX_HEADER_BYTES = 16 * 1024
+KEEP_ALIVE_SECS = 5.0
 
 
 class State(enum.Enum):
@@ -189,10 +192,15 @@ class Daemon:
             self._spawn(self.store.run_retention_loop())
             if self.watch:
                 self._spawn(self._watch_config())
-            app = create_app(self)
+            app = create_app(self, dashboard=self.config.server.dashboard)
             hyper = HypercornConfig()
             hyper.bind = [f"fd://{sock.fileno()}"]
             hyper.graceful_timeout = HYPERCORN_GRACE_SECS
+            # The edge before the app (web.limits guards bodies): a request's headers must fit in 16 KB, and
+            # a connection idle before or between requests is closed after 5 s. `read_timeout` (silence on
+            # a socket) stays off: a live-feed (SSE) client sends nothing for as long as it listens.
+            hyper.h11_max_incomplete_size = MAX_HEADER_BYTES
+            hyper.keep_alive_timeout = KEEP_ALIVE_SECS
             hyper.accesslog = None
             hyper.errorlog = logging.getLogger("hypercorn.error")  # through structlog's formatter
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
@@ -340,6 +348,8 @@ class Daemon:
             log.warning("tunnel changed: takes effect after a restart")
         if new.persist != old.persist:
             log.warning("persist changed: takes effect after a restart")
+        if new.server.dashboard != old.server.dashboard:
+            log.warning("server.dashboard changed: takes effect after a restart")
 
     async def _watch_config(self) -> None:
         """Reload when the config file (or its .env) changes on disk."""
@@ -439,6 +449,18 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
 
+def raise_fd_limit() -> None:
+    """Raise the soft open-files limit to the hard one: every connection is a descriptor, and the usual
+    soft default (1024) lets a thousand idle clients starve new calls (systemd's unit sets LimitNOFILE)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and hard != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open files limit raised", soft=hard, was=soft)
+    except (ValueError, OSError) as exc:  # not allowed here (some containers): keep what we have
+        log.warning("cannot raise the open files limit", error=str(exc))
+
+
 def run_daemon(
     source: ConfigSource,
     config: Config,
@@ -449,6 +471,7 @@ def run_daemon(
 ) -> int:
     """Run a daemon to completion in a fresh event loop; returns the exit code."""
     configure_logging(config.logging.level, redact_phone=config.logging.redact_phone)
+    raise_fd_limit()
     if configure is not None:
         configure(config)
 

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from patterd.protocols import jsontext
 from patterd.protocols.audio import alaw_to_ulaw
 from patterd.protocols.events import (
     CallerAudio,
@@ -179,8 +180,8 @@ def _text(value: Any) -> str:
 def parse_webhook(body: bytes | str) -> WebhookEvent:
     """Parse a Call Control webhook envelope `{data: {event_type, id, occurred_at, payload}}`."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = jsontext.loads(body)  # deep nesting and bad bytes are JSONErrors too (a 400, never a 500)
+    except jsontext.JSONError as exc:
         raise TelnyxProtocolError(f"Telnyx webhook body is not JSON: {exc}") from exc
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, dict):

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from patterd.errors import CallError
+from patterd.protocols import jsontext
 from patterd.protocols import local as codec
 from patterd.protocols.events import MediaEvent, StreamStopped
 from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
@@ -81,6 +82,10 @@ class WebSocketLeg:
             await self.websocket.close()
 
 
+def _bad_request(message: str) -> Response:
+    return JSONResponse({"error": {"code": "bad_request", "message": message}}, 400)
+
+
 class LocalCarrier:
     """The softphone carrier: `POST /webhooks/local/voice` starts a call, `WS /ws/local/{id}` carries it."""
 
@@ -93,11 +98,16 @@ class LocalCarrier:
     async def handle_webhook(self, request: Request, hook: str, router: CallRouter) -> Response:
         if hook != "voice":
             return JSONResponse({"error": {"code": "not_found", "message": f"no local hook {hook!r}"}}, 404)
-        body: dict[str, Any] = {}
-        with contextlib.suppress(ValueError):
-            raw = await request.json()
-            body = raw if isinstance(raw, dict) else {}
-        to = str(body.get("to") or self.ctx.phone_number or "")
+        raw = await request.body()
+        try:
+            body: Any = jsontext.loads(raw) if raw.strip() else {}
+        except jsontext.JSONError as exc:
+            return _bad_request(f"the body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return _bad_request("the body must be a JSON object like {} or {\"to\": \"+15550001234\"}")
+        to = body.get("to") or self.ctx.phone_number or ""
+        if not isinstance(to, str):
+            return _bad_request(f"`to` must be a string, not {type(to).__name__}")
         admission = router.admit(
             InboundCall(carrier="local", carrier_call_id="", caller=SOFTPHONE_NUMBER, callee=to)
         )

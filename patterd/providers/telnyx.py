@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
@@ -33,6 +32,7 @@ from patterd.errors import (
     ProviderRateLimitError,
     error_for_status,
 )
+from patterd.protocols import jsontext
 from patterd.protocols import telnyx as proto
 from patterd.protocols.audio import FrameSplitter
 from patterd.protocols.events import MediaEvent, StreamStopped
@@ -418,8 +418,8 @@ class TelnyxCarrier:
                 provider=CARRIER,
             ) from exc
         try:
-            doc: Any = json.loads(text) if text else {}
-        except ValueError:
+            doc: Any = jsontext.loads(text) if text else {}
+        except jsontext.JSONError:
             doc = {}
         if 200 <= status < 300:
             return doc.get("data") if isinstance(doc, dict) else None

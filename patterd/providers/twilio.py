@@ -34,6 +34,7 @@ from patterd.errors import (
     ProviderProtocolError,
     error_for_status,
 )
+from patterd.protocols import jsontext
 from patterd.protocols import twilio as proto
 from patterd.protocols.audio import FrameSplitter
 from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
@@ -247,8 +248,8 @@ class TwilioCarrier:
         if request.headers.get("content-type", "").startswith("application/json"):
             signed = body
             try:
-                loaded = json.loads(body)
-            except ValueError:
+                loaded = jsontext.loads(body)  # deep nesting or bad text is a JSONError, never a 500
+            except jsontext.JSONError:
                 loaded = {}
             fields = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
         else:

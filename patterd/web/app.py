@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -9,32 +11,47 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from patterd.web.auth import csrf_refused, is_authorized
+from patterd.web.auth import check_access, csrf_refused
 from patterd.web.carrier_routes import carrier_routes
 from patterd.web.dashboard import dashboard_routes
 from patterd.web.errors import error_response, http_exception_handler
 from patterd.web.health import health_routes
+from patterd.web.limits import PROBES, EdgeLimits, EdgeSettings
 from patterd.web.ops_api import ops_routes
 from patterd.web.runtime import Runtime
+from patterd.web.throttle import FailureThrottle
 
 # Paths with their own authentication (carrier signatures) or none by design (the login form itself).
 OPEN_PREFIXES = ("/webhooks/", "/ws/", "/login", "/static/")
 
 
 class TokenMiddleware:
-    """Applies the token rule to the ops API, probes, metrics and dashboard."""
+    """Applies the token rule to the ops API, metrics and dashboard (probes are open to everyone)."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    def __init__(
+        self, app: ASGIApp, runtime: Runtime, throttle: FailureThrottle, dashboard: bool = True
+    ) -> None:
         self.app = app
         self.runtime = runtime
+        self.throttle = throttle
+        self.dashboard = dashboard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(OPEN_PREFIXES) or path in PROBES:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        path = scope["path"]
-        if is_authorized(request, self.runtime.token, loopback=self.runtime.loopback):
+        access = check_access(
+            request, self.runtime.token, loopback=self.runtime.loopback, throttle=self.throttle
+        )
+        if access.retry_after > 0:
+            wait = math.ceil(access.retry_after)
+            response = error_response(429, f"too many wrong tokens from this address; retry in {wait} s")
+            response.headers["Retry-After"] = str(wait)
+            await response(scope, receive, send)
+            return
+        if access.ok:
             if path.startswith("/api/") and csrf_refused(request, scope["method"]):
                 await error_response(403, "a browser POST needs the header X-Patterd-CSRF: 1")(
                     scope, receive, send
@@ -42,7 +59,11 @@ class TokenMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "GET" and (path in ("/", "/phone") or path.startswith("/calls")):
+        if (
+            self.dashboard
+            and scope["method"] == "GET"
+            and (path in ("/", "/phone") or path.startswith("/calls"))
+        ):
             await RedirectResponse(f"/login?next={path}", status_code=303)(scope, receive, send)
             return
         response = error_response(401, "a valid token is required: Authorization: Bearer <token>")
@@ -50,16 +71,20 @@ class TokenMiddleware:
         await response(scope, receive, send)
 
 
-def create_app(runtime: Runtime) -> Starlette:
-    """The ASGI app for a running daemon."""
+def create_app(runtime: Runtime, *, dashboard: bool = True, edge: EdgeSettings | None = None) -> Starlette:
+    """The ASGI app for a running daemon; `dashboard=False` (`server.dashboard: false`) leaves out its pages."""
+    throttle = FailureThrottle()  # one per app: the token rule, the login form and the softphone share it
     routes = [
-        *carrier_routes(runtime),
+        *carrier_routes(runtime, throttle),
         *health_routes(runtime),
         *ops_routes(runtime),
-        *dashboard_routes(runtime),
+        *(dashboard_routes(runtime, throttle) if dashboard else ()),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(TokenMiddleware, runtime=runtime)],
+        middleware=[
+            Middleware(EdgeLimits, settings=edge),  # outermost: limits apply before anything reads a body
+            Middleware(TokenMiddleware, runtime=runtime, throttle=throttle, dashboard=dashboard),
+        ],
         exception_handlers={HTTPException: http_exception_handler},
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
+
+from patterd.web.throttle import FailureThrottle
 
 COOKIE_NAME = "patterd_session"
 
@@ -30,6 +33,38 @@ def is_authorized(conn: HTTPConnection, token: str | None, *, loopback: bool) ->
     if token:
         return token_matches(presented_token(conn), token)
     return loopback
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """Who is asking: the socket peer (no forwarded header is trusted: no proxy is configured as trusted)."""
+    return conn.client.host if conn.client is not None else ""
+
+
+@dataclass(frozen=True)
+class Access:
+    """The token rule's answer for one request."""
+
+    ok: bool
+    retry_after: float = 0.0  # > 0: refused unchecked, this address failed too often (answer 429)
+
+
+def check_access(
+    conn: HTTPConnection, token: str | None, *, loopback: bool, throttle: FailureThrottle
+) -> Access:
+    """`is_authorized`, with wrong tokens counted per client address and a locked address refused."""
+    if not token:
+        return Access(loopback)
+    given = presented_token(conn)
+    if not given:  # nothing presented is not a guess (a browser's first visit, a forgotten header)
+        return Access(False)
+    client = client_address(conn)
+    wait = throttle.retry_after(client)
+    if wait > 0:
+        return Access(False, wait)
+    if token_matches(given, token):
+        return Access(True)
+    throttle.failed(client, given)
+    return Access(False)
 
 
 CSRF_HEADER = "x-patterd-csrf"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -10,9 +11,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from patterd.providers.kinds import Carrier
-from patterd.web.auth import csrf_refused, is_authorized
+from patterd.web.auth import check_access, csrf_refused
 from patterd.web.errors import error_response
 from patterd.web.runtime import Runtime
+from patterd.web.throttle import FailureThrottle
 
 
 def _carrier(runtime: Runtime, name: str, call_id: str | None = None) -> Carrier | None:
@@ -31,13 +33,24 @@ def _cross_origin(websocket: WebSocket) -> bool:
     return urlsplit(origin).netloc != websocket.headers.get("host", "")
 
 
-def carrier_routes(runtime: Runtime) -> list[BaseRoute]:
+def carrier_routes(runtime: Runtime, throttle: FailureThrottle | None = None) -> list[BaseRoute]:
     """Routes of contracts §3 for Twilio, Telnyx and the local softphone."""
+    guesses = (
+        FailureThrottle() if throttle is None else throttle
+    )  # the softphone's wrong tokens count like the dashboard's
 
     def webhook(name: str) -> Route:
         async def handle(request: Request) -> Response:
             if name == "local":  # the softphone follows the dashboard's rules
-                if not is_authorized(request, runtime.token, loopback=runtime.loopback):
+                access = check_access(request, runtime.token, loopback=runtime.loopback, throttle=guesses)
+                if access.retry_after > 0:
+                    wait = str(math.ceil(access.retry_after))
+                    response = error_response(
+                        429, f"too many wrong tokens from this address; retry in {wait} s"
+                    )
+                    response.headers["Retry-After"] = wait
+                    return response
+                if not access.ok:
                     return error_response(401, "a token is required")
                 if csrf_refused(request, request.method):
                     return error_response(403, "a browser POST needs the header X-Patterd-CSRF: 1")
@@ -52,7 +65,7 @@ def carrier_routes(runtime: Runtime) -> list[BaseRoute]:
         async def handle(websocket: WebSocket) -> None:
             call_id = websocket.path_params["call_id"]
             if name == "local" and (
-                not is_authorized(websocket, runtime.token, loopback=runtime.loopback)
+                not check_access(websocket, runtime.token, loopback=runtime.loopback, throttle=guesses).ok
                 or _cross_origin(websocket)
             ):
                 runtime.switchboard.count_rejection(name, "token")

@@ -10,6 +10,7 @@ also need a same-origin `Origin` or the `X-Patterd-CSRF` header that the page's 
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, tzinfo
 from html import escape
@@ -24,10 +25,11 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from patterd.web.auth import COOKIE_NAME, is_authorized, token_matches
+from patterd.web.auth import COOKIE_NAME, check_access, client_address, token_matches
 from patterd.web.call_stats import hourly_stats
 from patterd.web.metrics_svg import WIDTH, render_chart
 from patterd.web.runtime import Runtime
+from patterd.web.throttle import FailureThrottle
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -136,8 +138,9 @@ def _totals_text(stats: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
+def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) -> list[BaseRoute]:
     """Dashboard pages, the login form, the plot's data, and /static."""
+    guesses = FailureThrottle() if throttle is None else throttle  # wrong tokens per client address (web.throttle)
 
     def cookie_session(request: Request) -> bool:
         """Signed in through the login form (so a Log out button makes sense)."""
@@ -247,16 +250,30 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         body = template("login").substitute(next=escape(next_path), error=note)
         return page(request, "login", "Sign in", body, status=status)
 
+    def locked_out(request: Request, next_path: str, wait: float) -> Response:
+        seconds = math.ceil(wait)
+        response = login_form(
+            request, next_path, f"Too many wrong tokens from your address: try again in {seconds} s.", 429
+        )
+        response.headers["Retry-After"] = str(seconds)
+        return response
+
     async def login(request: Request) -> Response:
         next_path = safe_next(request.query_params.get("next"))
-        if not runtime.token or is_authorized(request, runtime.token, loopback=runtime.loopback):
+        access = check_access(request, runtime.token, loopback=runtime.loopback, throttle=guesses)
+        if not runtime.token or access.ok:
             return RedirectResponse(next_path, status_code=303)
+        if access.retry_after > 0:
+            return locked_out(request, next_path, access.retry_after)
         return login_form(request, next_path)
 
     async def login_post(request: Request) -> Response:
         if not same_origin(request):
             return login_form(request, "/", "This sign-in did not come from this dashboard's page.", 403)
-        raw = await request.body()
+        wait = guesses.retry_after(client_address(request))
+        if runtime.token and wait > 0:  # refused before the body is even read
+            return locked_out(request, "/", wait)
+        raw = await request.body()  # at most 8 KB: web.limits refuses a larger body while it streams
         if len(raw) > MAX_FORM_BYTES:
             return login_form(request, "/", "The form is too large.", 413)
         fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
@@ -265,6 +282,8 @@ def dashboard_routes(runtime: Runtime) -> list[BaseRoute]:
         if not runtime.token:
             return RedirectResponse(next_path, status_code=303)
         if not token_matches(given, runtime.token):
+            if given:
+                guesses.failed(client_address(request), given)
             # 200, not 401: the browser shows the form again (a 4xx document is a console error).
             return login_form(request, next_path, "That token is not right.")
         response = RedirectResponse(next_path, status_code=303)

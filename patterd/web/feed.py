@@ -67,8 +67,14 @@ class EventFeed:
                 queue.get_nowait()
                 queue.put_nowait(None)
 
-    async def subscribe(self, last_event_id: int | None = None) -> AsyncGenerator[FeedItem, None]:
-        """Items after `last_event_id` from history, then live ones; ends when dropped or closed."""
+    async def subscribe(
+        self, last_event_id: int | None = None, *, idle_secs: float | None = None
+    ) -> AsyncGenerator[FeedItem | None, None]:
+        """Items after `last_event_id` from history, then live ones; ends when dropped or closed.
+
+        With `idle_secs`, None is yielded after that long without an item (time for a heartbeat). The wait
+        happens here, on the queue, so a subscriber that goes away mid-wait just closes the generator.
+        """
         queue: asyncio.Queue[FeedItem | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self._subscribers.add(queue)
         try:
@@ -77,7 +83,12 @@ class EventFeed:
                     if item.id > last_event_id:
                         yield item
             while True:
-                next_item = await queue.get()
+                try:
+                    async with asyncio.timeout(idle_secs):
+                        next_item = await queue.get()
+                except TimeoutError:
+                    yield None
+                    continue
                 if next_item is None:
                     return
                 if last_event_id is not None and next_item.id <= last_event_id:

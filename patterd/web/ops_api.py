@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from patterd.calls.agent import agent_runtime
 from patterd.clock import iso_ms
 from patterd.errors import CallError, PatterdError
+from patterd.protocols import jsontext
 from patterd.web.errors import error_response
 from patterd.web.openapi import openapi_document
 from patterd.web.runtime import Runtime
@@ -48,9 +48,11 @@ class TransferCall(BaseModel):
 async def parse_body(request: Request, model: type[Body]) -> Body | Response:
     """Validate a JSON body; a bad body is a 422 naming each field path."""
     try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return error_response(400, "the body is not valid JSON")
+        raw = jsontext.loads(await request.body())
+    except jsontext.JSONError as exc:
+        return error_response(400, f"the body is not JSON this API accepts: {exc}")
+    if not isinstance(raw, dict):
+        return error_response(400, f"the body must be a JSON object, not {_json_kind(raw)}")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -60,6 +62,19 @@ async def parse_body(request: Request, model: type[Body]) -> Body | Response:
         ]
         summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
         return error_response(422, summary, fields=fields)
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array"
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -181,27 +196,14 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
         last_id = int(header) if header and header.isdigit() else None
 
         async def stream() -> AsyncIterator[str]:
+            # A client going away cancels this generator wherever it waits; that is the normal end of
+            # a feed, so nothing here may turn it into an error (aclosing ends the subscription quietly).
             yield "retry: 2000\n\n"
-            subscription = runtime.feed.subscribe(last_id)
-            next_item: asyncio.Future[Any] | None = None
-            try:
-                while True:
-                    if next_item is None:
-                        next_item = _anext(subscription)
-                    done, _ = await asyncio.wait({next_item}, timeout=HEARTBEAT_SECS)
-                    if not done:
-                        yield f": heartbeat {int(time.time())}\n\n"
-                        continue
-                    try:
-                        item = next_item.result()
-                    except StopAsyncIteration:
-                        return
-                    next_item = None
-                    yield item.encode()
-            finally:
-                if next_item is not None:
-                    next_item.cancel()
-                await subscription.aclose()
+            async with contextlib.aclosing(
+                runtime.feed.subscribe(last_id, idle_secs=HEARTBEAT_SECS)
+            ) as items:
+                async for item in items:
+                    yield f": heartbeat {int(time.time())}\n\n" if item is None else item.encode()
 
         return StreamingResponse(
             stream(),
@@ -261,6 +263,3 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
     ]
 
-
-def _anext(iterator: AsyncIterator[Any]) -> asyncio.Future[Any]:
-    return asyncio.ensure_future(iterator.__anext__())

@@ -98,7 +98,12 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve_runtime(
-    tmp_path: Path, *, token: str | None = None, loopback: bool = True, config_text: str = CONFIG
+    tmp_path: Path,
+    *,
+    token: str | None = None,
+    loopback: bool = True,
+    config_text: str = CONFIG,
+    dashboard: bool = True,
 ) -> AsyncIterator[Served]:
     """Build an offline graph and serve the app on a loopback socket for the test's duration."""
     registry = load_registry()
@@ -109,7 +114,7 @@ async def serve_runtime(
     graph = await build_graph(config, registry, local_url="http://127.0.0.1:0")
     runtime._switchboard = Switchboard(graph, emit=runtime.emit)
     try:
-        async with serve_app(create_app(runtime)) as base_url:
+        async with serve_app(create_app(runtime, dashboard=dashboard)) as base_url:
             try:
                 yield Served(runtime, base_url)
             finally:  # end calls and live feeds first, so the server stops without waiting on them
