@@ -177,9 +177,10 @@ def _page(browser: Any, width: int, **kw: Any) -> tuple[Any, ConsoleLog]:
     return page, console
 
 
-def test_history_call_page_and_chart_read_well_on_desktop_and_phone(tmp_path: Path) -> None:
-    now = _records(tmp_path / "records")
-    server = DashboardServer(tmp_path / "records")
+def test_history_call_page_chart_live_refresh_and_restart(tmp_path: Path) -> None:
+    root = tmp_path / "records"
+    now = _records(root)
+    server = DashboardServer(root)
     server.start()
     try:
         with chromium() as browser:
@@ -275,16 +276,8 @@ def test_history_call_page_and_chart_read_well_on_desktop_and_phone(tmp_path: Pa
             )
             screenshot(phone, "dashboard-phone-width")
             assert console.errors == [] and phone_console.errors == []
-    finally:
-        server.stop()
 
-
-def test_calls_from_another_process_appear_and_a_restart_reconnects_at_once(tmp_path: Path) -> None:
-    root = tmp_path / "records"
-    server = DashboardServer(root)
-    server.start()
-    try:
-        with chromium() as browser:
+            # Calls from another process on the same records appear; a restart reconnects at once.
             page, console = _page(browser, 1280)
             page.add_init_script("window.patterdPollMs = 300")  # the page re-reads the list every 5 s
             page.goto(server.base_url + "/")
@@ -303,14 +296,19 @@ def test_calls_from_another_process_appear_and_a_restart_reconnects_at_once(tmp_
             server.stop()
             page.locator("#st-state", has_text="unreachable").wait_for(timeout=5000)
             assert page.locator("#st-uptime").inner_text() == "—"
+            restarted = time.monotonic()
             server.start()
             up = time.monotonic()
             page.locator("#st-state", has_text="serving").wait_for(timeout=5000)
             page.locator("#conn[data-state=live]").wait_for(timeout=5000)
             reconnect_secs = time.monotonic() - up
-            assert reconnect_secs < 3.0, reconnect_secs  # backoff starts at 250 ms and stops at 2 s
-            assert re.fullmatch(r"0m \d+s", page.locator("#st-uptime").inner_text())
+            # The retry delay starts at 250 ms and doubles up to 2 s (it was a 15 s status poll).
+            assert reconnect_secs < 4.0, reconnect_secs
+            uptime = re.fullmatch(r"0m (\d+)s", page.locator("#st-uptime").inner_text())
+            # The new process's uptime (it counts from before its start-up), not the old one's.
+            assert uptime and int(uptime.group(1)) <= time.monotonic() - restarted + 1
             print(f"dashboard back {reconnect_secs:.2f} s after the restart")
-            assert [e for e in console.errors if "ERR_CONNECTION_REFUSED" not in e] == []
+            # Chromium logs each refused connection while the daemon is down; nothing else.
+            assert [e for e in console.errors if "net::ERR_" not in e] == []
     finally:
         server.stop()
