@@ -37,7 +37,7 @@ from patterd.protocols.events import CallEnded, CallEvent
 from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_number
 from patterd.sdnotify import Notifier
-from patterd.store import CallStore
+from patterd.store import CallStore, HydrateReport
 from patterd.tracing import tracer_from_environment
 from patterd.web.app import create_app
 from patterd.web.feed import EventFeed
@@ -160,8 +160,6 @@ class Daemon:
         async with AsyncExitStack() as stack:
             http = await stack.enter_async_context(aiohttp.ClientSession())
             try:
-                report = await asyncio.to_thread(self.store.hydrate)
-                log.info("call records loaded", report=str(report))
                 if self.config.tunnel is not None:
                     tunnel_ctx = build_context(self.config, local_url=self._local_url, clock=self.clock)
                     section = self.config.tunnel
@@ -184,12 +182,13 @@ class Daemon:
                 log.error("cannot start", error=str(exc))
                 sock.close()
                 return 1
-            self._switchboard = Switchboard(graph, emit=self._emit, clock=self.clock, http=http)
+            self._switchboard = Switchboard(
+                graph, emit=self._emit, clock=self.clock, http=http, recorded=self.store.wait_durable
+            )
             self._warn_about(graph)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
             loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "SIGHUP")
-            self._spawn(self.store.run_retention_loop())
             if self.watch:
                 self._spawn(self._watch_config())
             app = create_app(self, dashboard=self.config.server.dashboard)
@@ -205,6 +204,9 @@ class Daemon:
             hyper.errorlog = logging.getLogger("hypercorn.error")  # through structlog's formatter
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
             self._become_serving()
+            # The call history loads while calls are served (100k records take seconds); retention starts after it.
+            hydrating = asyncio.create_task(asyncio.to_thread(self.store.hydrate))
+            history = asyncio.create_task(self._load_history(hydrating))
             await self._wait_for_stop(server)
             self._state = State.DRAINING
             self.notifier.stopping()
@@ -222,6 +224,10 @@ class Daemon:
                 await server
             for task in list(self._tasks):
                 task.cancel()
+            self.store.stop_hydrate()  # a hydrate still running stops at its next record
+            history.cancel()
+            # The hydrate thread must be out of the index before the store closes it.
+            await asyncio.gather(history, hydrating, return_exceptions=True)
             await self.switchboard.graph.aclose()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -229,6 +235,17 @@ class Daemon:
         self._state = State.STOPPED
         log.info("stopped")
         return 0
+
+    async def _load_history(self, hydrating: asyncio.Task[HydrateReport]) -> None:
+        """Wait for the hydrate running while serving (the list API shows its progress), then run retention."""
+        try:
+            report = await asyncio.shield(hydrating)
+            log.info("call records loaded", report=str(report))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the tree stays the truth: listings show what the index has, a restart retries
+            log.exception("call records could not be loaded")
+        await self.store.run_retention_loop()
 
     def _open_socket(self) -> socket.socket:
         """The listening socket: inherited (`fd://N`, systemd LISTEN_FDS) or bound to server.host:port."""

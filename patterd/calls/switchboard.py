@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -15,6 +16,7 @@ from patterd.calls.session import CallSession, CallSpec, CallState
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import CallError, PatterdError
 from patterd.protocols.events import FINAL_STATUSES, CallEvent
+from patterd.protocols.jsontext import clean_text
 from patterd.providers.kinds import Admission, CarrierLeg, DialRequest, InboundCall
 
 if TYPE_CHECKING:
@@ -44,9 +46,11 @@ class Switchboard:
         emit: Callable[[CallEvent], None],
         clock: Clock = SYSTEM_CLOCK,
         http: aiohttp.ClientSession | None = None,
+        recorded: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.graph = graph
         self._emit = emit
+        self._recorded = recorded  # the store's wait for a call's first durable record (carriers answer after it)
         self.clock = clock
         self.http = http
         self.calls: dict[str, CallSession] = {}
@@ -80,14 +84,18 @@ class Switchboard:
             if call.carrier_call_id and not session.spec.carrier_call_id:
                 session.spec.carrier_call_id = call.carrier_call_id
                 self._by_carrier[(call.carrier, call.carrier_call_id)] = session.call_id
-            return Admission(session.call_id, session.agent.name, {"call_id": session.call_id})
+            return self._admission(session)
         if self.draining:
             log.info("call refused: draining", carrier=call.carrier)
+            self._count_refusal(call.carrier, "draining")
             return None
         existing = self._by_carrier.get((call.carrier, call.carrier_call_id))
         if existing is not None and existing in self.calls:  # a retried webhook: same answer as before
-            session = self.calls[existing]
-            return Admission(existing, session.agent.name, {"call_id": existing})
+            return self._admission(self.calls[existing])
+        if self.at_capacity:
+            log.warning("call refused: at server.max_calls", carrier=call.carrier, live_calls=len(self.calls))
+            self._count_refusal(call.carrier, "max_calls")
+            return None
         session = self.open_call(
             CallSpec(
                 call_id=new_call_id(),
@@ -100,7 +108,18 @@ class Switchboard:
             ),
             agent_name=None,
         )
-        return Admission(session.call_id, session.agent.name, {"call_id": session.call_id})
+        return self._admission(session)
+
+    def _admission(self, session: CallSession) -> Admission:
+        """An admitted call's answer; the carrier awaits `recorded` before telling the caller's network."""
+        wait = self._recorded
+        call_id = session.call_id
+        return Admission(
+            call_id,
+            session.agent.name,
+            {"call_id": call_id},
+            recorded=(lambda: wait(call_id)) if wait is not None else None,
+        )
 
     def expects_media(self, call_id: str) -> bool:
         """True for a call we issued whose media has not connected yet."""
@@ -267,6 +286,15 @@ class Switchboard:
         timeout = self.media_timeouts.get(spec.direction, MEDIA_TIMEOUT_SECS["inbound"])
         asyncio.get_running_loop().call_later(timeout, self._media_timed_out, session)
         return session
+
+    def _emit_clean(self, event: CallEvent) -> None:
+        """A call's events to the observers, text from the caller or the engine made encodable first."""
+        text = getattr(event, "text", None)
+        if isinstance(text, str):
+            cleaned = clean_text(text)
+            if cleaned is not text:
+                event = dataclasses.replace(event, text=cleaned)  # type: ignore[call-arg]
+        self._emit(event)
 
     def _media_timed_out(self, session: CallSession) -> None:
         if session.state is not CallState.RINGING or session.call_id not in self.calls:

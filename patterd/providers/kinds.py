@@ -7,7 +7,7 @@ transcode with `patterd.protocols.audio`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -65,6 +65,14 @@ class Admission:
     call_id: str
     agent: str
     parameters: Mapping[str, str] = field(default_factory=dict)
+    # Resolves once the call's record is durable on disk; `wait_recorded` before answering the carrier,
+    # so a crash at any later instant cannot lose a call the carrier was told about.
+    recorded: Callable[[], Awaitable[object]] | None = None
+
+    async def wait_recorded(self) -> None:
+        """Wait until the call's first record is on disk (at once when there is nothing to wait for)."""
+        if self.recorded is not None:
+            await self.recorded()
 
 
 class CallRouter(Protocol):

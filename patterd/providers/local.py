@@ -115,6 +115,7 @@ class LocalCarrier:
             return JSONResponse(
                 {"error": {"code": "unavailable", "message": "not taking calls (draining)"}}, 503
             )
+        await admission.wait_recorded()  # the 201 answers the call: its record is on disk first
         return JSONResponse(
             {
                 "call_id": admission.call_id,

@@ -36,7 +36,7 @@ from patterd.protocols import jsontext
 from patterd.protocols import telnyx as proto
 from patterd.protocols.audio import FrameSplitter
 from patterd.protocols.events import MediaEvent, StreamStopped
-from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.kinds import Admission, CallRouter, DialRequest, InboundCall
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
@@ -263,7 +263,12 @@ class TelnyxCarrier:
             client_state=proto.encode_client_state(admission.call_id),
             command_id=proto.command_id_for(key, "answer"),
         )
-        self._background(self._command(event.call_control_id, "answer", body))
+        self._background(self._answer(admission, event.call_control_id, body))
+
+    async def _answer(self, admission: Admission, call_control_id: str, body: dict[str, Any]) -> None:
+        """Answer once the call's record is durable: a crash after Telnyx hears `answer` loses no call."""
+        await admission.wait_recorded()
+        await self._command(call_control_id, "answer", body)
 
     def _call_id(self, event: proto.CallControlEvent, router: CallRouter) -> str | None:
         return (

@@ -262,7 +262,7 @@ class TwilioCarrier:
             log.warning("twilio_bad_signature", hook=hook, url=url, call_sid=fields.get("CallSid"))
             return Response("invalid X-Twilio-Signature", 403)
         if hook == "voice":
-            return self._voice(request, fields, router)
+            return await self._voice(request, fields, router)
         call_id = self._call_id(request, fields, router)
         if call_id is None:
             log.info("twilio_callback_for_unknown_call", hook=hook, call_sid=fields.get("CallSid"))
@@ -281,7 +281,7 @@ class TwilioCarrier:
             router.machine_detected(call_id, fields.get("AnsweredBy", "unknown"))
         return Response(status_code=204)
 
-    def _voice(self, request: Request, fields: Mapping[str, str], router: CallRouter) -> Response:
+    async def _voice(self, request: Request, fields: Mapping[str, str], router: CallRouter) -> Response:
         call_sid = fields.get("CallSid")
         if not call_sid:
             return Response("Twilio voice webhook without CallSid", 400)
@@ -301,6 +301,7 @@ class TwilioCarrier:
             log.info("twilio_call_rejected", call_sid=call_sid)
             return Response(proto.reject(), media_type=proto.TWIML_CONTENT_TYPE)
         self._remember(call_sid, admission.call_id)
+        await admission.wait_recorded()  # the TwiML tells Twilio the call is answered: the record goes first
         stream_url = self._ctx.public_url(f"/ws/stream/{quote(admission.call_id, safe='')}", websocket=True)
         parameters = {"call_id": admission.call_id, **admission.parameters}
         return Response(proto.connect_stream(stream_url, parameters), media_type=proto.TWIML_CONTENT_TYPE)

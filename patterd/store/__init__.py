@@ -8,11 +8,12 @@ Layout and fields are contracts.md §4. Modules: `records` (a call in memory, fr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from patterd.clock import SYSTEM_CLOCK, Clock, iso_ms
 from patterd.cost import pricing_problems
 from patterd.protocols.events import CallEvent, TranscriptLine, TranscriptPartial
 from patterd.redact import check_mode
-from patterd.store.hydrate import HydrateReport, hydrate_tree, read_jsonl, read_metadata
+from patterd.store.hydrate import HydrateReport, Progress, hydrate_tree, read_jsonl, read_metadata
 from patterd.store.index import INDEX_NAME, CallIndex, decode_cursor, encode_cursor, row_of
 from patterd.store.records import CallRecord, call_path, day_path
 from patterd.store.retention import SWEEP_INTERVAL_SECS, sweep
@@ -34,11 +35,28 @@ __all__ = ["CallStore", "HydrateReport"]
 
 log = structlog.get_logger(__name__)
 
+
+def _resolver(future: concurrent.futures.Future[None]) -> Callable[[BaseException | None], None]:
+    """The writer's `done` callback for one metadata write: resolves `future` once, from any thread."""
+
+    def done(exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
+
+    return done
+
 MAX_LIMIT = 1000
 # Finished calls kept in memory: for late events (recordings) and detail before the disk caught
 # up; without a root this is the whole call history of the process.
 RECENT_WITH_ROOT = 500
 RECENT_WITHOUT_ROOT = 10_000
+# How long a carrier's answer waits for the call's first metadata.json to be durable. A disk slower
+# than this (a hung NFS mount) must not fail calls: the answer goes out anyway and it is counted.
+DURABLE_TIMEOUT_SECS = 2.0
 
 
 @dataclass
@@ -47,6 +65,8 @@ class _Entry:
     transcript: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     cached: dict[str, Any] | None = None
+    # Resolved once the first metadata.json is durable (or failed): what a carrier's answer waits for.
+    durable: concurrent.futures.Future[None] | None = None
 
     def metadata(self) -> dict[str, Any]:
         if self.cached is None:
@@ -108,7 +128,9 @@ class CallStore:
         self._index_failed = False
         self._other_errors = 0
         self._bugs = 0
+        self._slow_durable = 0
         self.last_hydrate = HydrateReport()
+        self.progress = Progress()  # of the running (or last) hydrate: /api/v1/status and listings show it
         self._writer = (
             RecordWriter(self.root / "calls", on_metadata=self._indexed) if self.root is not None else None
         )
@@ -144,7 +166,9 @@ class CallStore:
             entry.cached = None
             relpath = record.relpath
             if new and writer is not None:
-                writer.write_metadata(relpath, entry.metadata())  # first, so the directory is a record
+                entry.durable = concurrent.futures.Future()
+                # first, so the directory is a record
+                writer.write_metadata(relpath, entry.metadata(), done=_resolver(entry.durable))
             if isinstance(event, TranscriptLine):
                 line = record.transcript_line(event)
                 entry.transcript.append(line)
@@ -164,6 +188,30 @@ class CallStore:
                     self._recent.popitem(last=False)
                 if writer is not None:
                     writer.call_done(relpath)
+
+    async def wait_durable(self, call_id: str, timeout: float = DURABLE_TIMEOUT_SECS) -> bool:
+        """Wait until the call's first metadata.json is on disk (fsynced, renamed, directory fsynced).
+
+        Await it before telling a carrier a call is answered: then a crash at any later instant
+        cannot lose a call the carrier knows about. True when durable (or nothing to wait for:
+        memory-only store, unknown call); False when the write failed or took longer than `timeout`
+        (logged and counted: the call goes on, the disk must not fail it).
+        """
+        with self._lock:
+            entry = self._live.get(call_id) or self._recent.get(call_id)
+            durable = entry.durable if entry is not None else None
+        if durable is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(durable)), timeout)
+        except TimeoutError:
+            self._slow_durable += 1
+            log.warning("store_record_not_durable_in_time", call_id=call_id, timeout_secs=timeout)
+            return False
+        except Exception as exc:  # the write failed: the writer logged and counted it
+            log.warning("store_record_not_durable", call_id=call_id, error=str(exc))
+            return False
+        return True
 
     # ------------------------------------------------------------------ index plumbing
 
@@ -213,23 +261,51 @@ class CallStore:
     # ------------------------------------------------------------------ lifecycle
 
     def hydrate(self) -> HydrateReport:
-        """Rebuild the index from the tree (blocking: run in a thread). Idempotent."""
+        """Rebuild the index from the tree (blocking: run in a thread). Idempotent.
+
+        Safe while calls run and listings are served: `progress` says how far it has got, and
+        listings meanwhile answer from what the index holds (the newest days are loaded first).
+        """
         if self.root is None:
             return self.last_hydrate
+        self.progress = progress = Progress(loading=True, stopping=self.progress.stopping)
         try:
-            report = hydrate_tree(
-                self.root, self._index(write=True), now=self.clock.now(), live=_InMemory(self)
-            )
-        except sqlite3.DatabaseError as exc:  # corrupt beyond what opening noticed: start afresh
-            log.warning(
-                "store_index_corrupt", path=str(self.root / INDEX_NAME), error=str(exc), action="rebuilding"
-            )
-            self._drop_index()
-            report = hydrate_tree(
-                self.root, self._index(write=True), now=self.clock.now(), live=_InMemory(self)
-            )
+            try:
+                report = hydrate_tree(
+                    self.root,
+                    self._index(write=True),
+                    now=self.clock.now(),
+                    live=_InMemory(self),
+                    progress=progress,
+                )
+            except sqlite3.DatabaseError as exc:  # corrupt beyond what opening noticed: start afresh
+                log.warning(
+                    "store_index_corrupt",
+                    path=str(self.root / INDEX_NAME),
+                    error=str(exc),
+                    action="rebuilding",
+                )
+                self._drop_index()
+                progress.loaded = 0
+                report = hydrate_tree(
+                    self.root,
+                    self._index(write=True),
+                    now=self.clock.now(),
+                    live=_InMemory(self),
+                    progress=progress,
+                )
+        finally:
+            progress.loading = False
         self.last_hydrate = report
         return report
+
+    def stop_hydrate(self) -> None:
+        """Ask a running hydrate to stop at its next record (shutdown); what it read so far stays indexed."""
+        self.progress.stopping = True
+
+    def history(self) -> dict[str, Any]:
+        """How far loading the call history has got: {"loading", "loaded", "total"} (call directories)."""
+        return self.progress.as_dict()
 
     def sweep_retention(self, now: datetime | None = None) -> int:
         """Delete day directories older than retention_days (blocking); the number deleted."""
@@ -327,7 +403,7 @@ class CallStore:
 
         with self._lock:
             entries = (*self._live.values(), *self._recent.values())
-            mine = [m for m in (e.metadata() for e in entries) if wanted(m)]
+            mine = [m for m in self._renderable(entries) if wanted(m)]
         index = self._index(write=False)
         found: list[dict[str, Any]] = []
         if index is not None:
@@ -346,6 +422,18 @@ class CallStore:
         shared = {id(m) for m in mine}
         page = [copy.deepcopy(m) if id(m) in shared else m for m in page[:limit]]
         return page, encode_cursor(*_sort_key(page[-1])) if more else None
+
+    def _renderable(self, entries: Iterable[_Entry]) -> Iterator[dict[str, Any]]:
+        """Metadata of in-memory calls; one that cannot be rendered is logged, counted and left out.
+
+        A listing shows many calls: one broken record must never turn the whole page into a 500.
+        """
+        for entry in entries:
+            try:
+                yield entry.metadata()
+            except Exception:
+                self._bugs += 1
+                log.exception("store_record_unlistable", call_id=entry.record.call_id)
 
     def recent_metadata(self, call_id: str) -> dict[str, Any] | None:
         """Metadata of a call still held in memory (live or just ended), without touching the disk."""
@@ -393,6 +481,8 @@ class CallStore:
             "live": len(self._live),
             "skipped_corrupt": self.last_hydrate.skipped_corrupt,
             "recovered_in_progress": self.last_hydrate.recovered_in_progress,
+            "recovered_tmp": self.last_hydrate.recovered_tmp,
+            "records_not_durable_in_time": self._slow_durable,
             "write_errors": self.write_errors,
             "handle_errors": self._bugs,
         }

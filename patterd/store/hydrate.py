@@ -15,9 +15,10 @@ from typing import Any
 import structlog
 
 from patterd.clock import iso_ms
+from patterd.protocols.jsontext import clean, loads
 from patterd.store.index import CallIndex, Row, row_of
 from patterd.store.records import CRASH_ERROR, OPEN_STATUSES, json_line, latency_summary
-from patterd.store.writer import EVENTS, METADATA, TRANSCRIPT, write_atomic
+from patterd.store.writer import EVENTS, METADATA, TRANSCRIPT, fsync_dir, write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +34,8 @@ class HydrateReport:
     unchanged: int = 0  # taken from the index without reading
     skipped_corrupt: int = 0  # call directories with a missing or unreadable metadata.json
     recovered_in_progress: int = 0  # records left open by a crash, now `failed`
+    recovered_tmp: int = 0  # metadata.json.tmp files a crash left whole before their rename: renamed
+    removed_tmp: int = 0  # torn metadata.json.tmp files (a crash mid-write): deleted
     removed: int = 0  # index rows whose directory is gone
     write_errors: int = 0
     seconds: float = 0.0
@@ -48,7 +51,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for line in raw.splitlines():
         try:
-            obj = json.loads(line)
+            obj = loads(line)  # also cleans lone surrogates another writer may have escaped in
         except ValueError:
             continue
         if isinstance(obj, dict):
@@ -57,11 +60,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def parse_metadata(raw: bytes, call_id: str) -> dict[str, Any] | None:
-    """metadata.json content if it is a record of `call_id`, else None."""
+    """metadata.json content if it is a record of `call_id`, else None (strings cleaned of lone surrogates)."""
     try:
-        meta = json.loads(raw)
+        meta = loads(raw)
     except ValueError:
-        return None
+        try:  # valid JSON in UTF-16/32 (json detects the encoding), cleaned the same way
+            meta = clean(json.loads(raw))
+        except (ValueError, RecursionError):
+            return None
     if (
         not isinstance(meta, dict)
         or meta.get("call_id") != call_id
@@ -211,12 +217,66 @@ def probe_records(
             yield from zip(relpaths[start : start + IO_BATCH], probes, strict=True)
 
 
+@dataclass
+class Progress:
+    """How far a hydrate has got, read by the API while it runs (plain fields: one writer thread)."""
+
+    loading: bool = False
+    total: int = 0  # call directories found by the walk
+    loaded: int = 0  # of them handled so far (indexed, unchanged, or skipped as corrupt)
+    stopping: bool = False  # set by another thread: stop at the next record (shutdown)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loading": self.loading, "loaded": self.loaded, "total": self.total}
+
+
+TMP = METADATA + ".tmp"
+# While serving, rows go to the index in chunks of this many, so listings fill up as the hydrate
+# goes (and the writer thread, which shares the index, never waits long behind one transaction).
+CHUNK_ROWS = 2000
+
+
+def settle_tmp(directory: Path, call_id: str, report: HydrateReport) -> dict[str, Any] | None:
+    """A `metadata.json.tmp` a crash left behind: renamed over metadata.json when whole, deleted when torn.
+
+    write_atomic fsyncs the tmp before renaming it, so a whole tmp is the newest state of the record
+    (a SIGKILL between the write and the rename). Returns that metadata, else None.
+    """
+    tmp = directory / TMP
+    try:
+        raw = tmp.read_bytes()
+    except OSError:
+        return None  # no tmp: the common case
+    meta = parse_metadata(raw, call_id)
+    try:
+        if meta is None:
+            tmp.unlink()
+            report.removed_tmp += 1
+            log.warning("store_torn_tmp_removed", path=str(tmp))
+            return None
+        os.replace(tmp, directory / METADATA)
+        fsync_dir(directory)
+        report.recovered_tmp += 1
+        log.info("store_tmp_recovered", path=str(tmp))
+    except OSError as exc:
+        report.write_errors += 1
+        log.warning("store_tmp_settle_failed", path=str(tmp), error=str(exc))
+    return meta
+
+
 def hydrate_tree(
-    root: Path, index: CallIndex | None, *, now: datetime, live: Container[str] = ()
+    root: Path,
+    index: CallIndex | None,
+    *,
+    now: datetime,
+    live: Container[str] = (),
+    progress: Progress | None = None,
 ) -> HydrateReport:
     """Bring `index` in line with `<root>/calls`; records of `live` call ids are left alone.
 
     `live` is asked while walking, so calls starting during a hydrate are not taken for crashed.
+    With `progress` (a hydrate running while the daemon serves) the newest days go first and rows
+    are committed in chunks, so a listing sees the recent history early and `progress` says how far.
     """
     began = time.perf_counter()
     report = HydrateReport()
@@ -225,34 +285,61 @@ def hydrate_tree(
     rows: list[Row] = []
     seen: set[str] = set()
     base = str(calls_root)
-    for relpath, found in probe_records(base, walk_calls(calls_root), known):
+    relpaths = walk_calls(calls_root)
+    relpaths.reverse()  # newest day first: the first page of a listing is complete soonest
+    if progress is not None:
+        progress.total = len(relpaths)
+    stopped = False
+    for relpath, found in probe_records(base, relpaths, known):
+        if progress is not None:
+            if progress.stopping:
+                stopped = True
+                break
+            progress.loaded += 1
+            if index is not None and len(rows) >= CHUNK_ROWS:
+                index.upsert(rows)
+                rows = []
         call_id = relpath.rsplit("/", 1)[1]
         if call_id in live:
             seen.add(relpath)
             continue
+        directory = calls_root / relpath
         meta_path = f"{base}/{relpath}/{METADATA}"
+        text: str | None = None
         if found is MISSING:
-            _corrupt(report, relpath, "metadata.json missing")
-            continue
-        mtime_ns, raw = found
-        if raw is None:  # the index has it, unchanged and closed
-            seen.add(relpath)
-            report.unchanged += 1
-            report.records += 1
-            continue
-        meta = parse_metadata(raw, call_id)
-        if meta is None:
-            _corrupt(report, relpath, "metadata.json unreadable or not a record of this call")
-            continue
+            meta = settle_tmp(directory, call_id, report)
+            if meta is None:
+                _corrupt(report, relpath, "metadata.json missing")
+                continue
+            mtime_ns = _mtime_ns(meta_path)
+        else:
+            mtime_ns, raw = found
+            if raw is None:  # the index has it, unchanged and closed
+                seen.add(relpath)
+                report.unchanged += 1
+                report.records += 1
+                continue
+            parsed = parse_metadata(raw, call_id)
+            if parsed is None:
+                parsed = settle_tmp(directory, call_id, report)  # a torn metadata.json with a whole tmp
+                if parsed is None:
+                    _corrupt(report, relpath, "metadata.json unreadable or not a record of this call")
+                    continue
+                mtime_ns = _mtime_ns(meta_path)
+            elif parsed["status"] in OPEN_STATUSES:  # a crash mid-rewrite may have left a newer tmp
+                newer = settle_tmp(directory, call_id, report)
+                if newer is not None:
+                    parsed, mtime_ns = newer, _mtime_ns(meta_path)
+                else:
+                    text = _as_text(raw)
+            else:
+                text = _as_text(raw)
+            meta = parsed
         seen.add(relpath)
         report.parsed += 1
         report.records += 1
-        try:
-            text: str | None = raw.decode()
-        except UnicodeDecodeError:  # valid JSON in UTF-16/32: index a UTF-8 rendering instead
-            text = None
         if meta["status"] in OPEN_STATUSES:
-            meta = recover(calls_root / relpath, meta, now)
+            meta = recover(directory, meta, now)
             text = None
             report.recovered_in_progress += 1
             try:
@@ -265,7 +352,7 @@ def hydrate_tree(
     if index is not None:
         if rows:
             index.upsert(rows)
-        gone = [r for r in known if r not in seen]
+        gone = [] if stopped else [r for r in known if r not in seen]  # unseen ≠ gone when stopped
         if gone:
             index.delete(gone)
         report.removed = len(gone)
@@ -276,10 +363,33 @@ def hydrate_tree(
         parsed=report.parsed,
         skipped_corrupt=report.skipped_corrupt,
         recovered_in_progress=report.recovered_in_progress,
+        recovered_tmp=report.recovered_tmp,
+        removed_tmp=report.removed_tmp,
         removed=report.removed,
         seconds=report.seconds,
     )
     return report
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0  # not on disk after all: the next hydrate reads it again
+
+
+def _as_text(raw: bytes) -> str | None:
+    """metadata.json's bytes as the index's JSON text, or None when it must be rendered again.
+
+    None for UTF-16/32 JSON and for text with \\u escapes (lone surrogates among them are cleaned
+    by parsing: the index must hold the cleaned rendering, not the original escapes).
+    """
+    if b"\\u" in raw:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _corrupt(report: HydrateReport, relpath: str, why: str) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import structlog
 
+from patterd.protocols.jsontext import loads
+
 log = structlog.get_logger(__name__)
 
 INDEX_NAME = "index.sqlite3"
@@ -188,7 +190,7 @@ class CallIndex:
                 "SELECT relpath, metadata FROM calls WHERE call_id = ? ORDER BY started_at DESC LIMIT 1",
                 (call_id,),
             ).fetchone()
-        return None if row is None else (row[0], json.loads(row[1]))
+        return None if row is None else (row[0], loads(row[1]))
 
     def query(
         self,
@@ -223,4 +225,5 @@ class CallIndex:
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        # jsontext.loads: a row an older version indexed with a lone surrogate comes back cleaned.
+        return [loads(r[0]) for r in rows]

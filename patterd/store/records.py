@@ -25,6 +25,7 @@ from patterd.protocols.events import (
     TransferStarted,
     Usage,
 )
+from patterd.protocols.jsontext import clean, clean_text
 from patterd.redact import RedactMode, redact_number
 
 SCHEMA_VERSION = "1.0"
@@ -74,8 +75,16 @@ def latency_summary(latencies: list[float]) -> dict[str, float | None]:
 
 
 def json_line(obj: Mapping[str, Any]) -> bytes:
-    """One JSONL line, newline included, ready for a single write."""
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
+    """One JSONL line, newline included, ready for a single write; always valid UTF-8.
+
+    Text from callers and engines can hold lone UTF-16 surrogates (a JSON `\\ud800` escape), which
+    UTF-8 cannot encode: such a line is written with U+FFFD in their place instead of failing.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return clean_text(text).encode()
 
 
 @dataclass
@@ -115,8 +124,9 @@ class CallRecord:
         if isinstance(event, CallStarted):
             record.trace_id = event.trace_id
             record.direction = event.direction
-            record.caller = redact_number(event.caller, redact)
-            record.callee = redact_number(event.callee, redact)
+            # Caller-supplied: cleaned here too (not only at the edge) so no event can make a record unwritable.
+            record.caller = redact_number(clean_text(event.caller), redact)
+            record.callee = redact_number(clean_text(event.callee), redact)
             record.carrier = event.carrier
             record.carrier_call_id = event.carrier_call_id
             record.agent = event.agent
@@ -167,8 +177,8 @@ class CallRecord:
         return False
 
     def metadata(self) -> dict[str, Any]:
-        """metadata.json content (contracts §4), with extra keys readers may ignore."""
-        return {
+        """metadata.json content (contracts §4), with extra keys readers may ignore; every string encodable."""
+        meta: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "call_id": self.call_id,
             "trace_id": self.trace_id,
@@ -198,6 +208,9 @@ class CallRecord:
             "barge_ins": self.barge_ins,
             "errors": self.errors,
         }
+        # Error texts and provider names can quote what a caller or an engine sent: clean them all.
+        cleaned: dict[str, Any] = clean(meta)
+        return cleaned
 
     def transcript_line(self, event: TranscriptLine) -> dict[str, Any]:
         """A transcript.jsonl object."""
@@ -205,7 +218,7 @@ class CallRecord:
             "schema_version": SCHEMA_VERSION,
             "ts": iso_ms(event.ts),
             "role": event.role,
-            "text": event.text,
+            "text": clean_text(event.text),
         }
         for key in TRANSCRIPT_OPTIONAL:
             value = getattr(event, key)
@@ -223,4 +236,4 @@ class CallRecord:
             data["callee"] = self.callee
         elif isinstance(event, TransferStarted):
             data["to"] = redact_number(event.to, self.redact)
-        return {"schema_version": SCHEMA_VERSION, "ts": iso_ms(event.ts), "type": event.type, "data": data}
+        return {"schema_version": SCHEMA_VERSION, "ts": iso_ms(event.ts), "type": event.type, "data": clean(data)}

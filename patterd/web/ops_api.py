@@ -105,6 +105,7 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
                 "public_host": runtime.public_host,
                 "live_calls": [s.snapshot() for s in board.calls.values()],
                 "store": runtime.store.stats(),
+                "history": runtime.store.history(),  # {"loading", "loaded", "total"}: hydrate progress
             }
         )
 
@@ -130,7 +131,8 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
             )
         except ValueError as exc:
             return error_response(422, str(exc))
-        return JSONResponse({"calls": items, "next_cursor": cursor})
+        # While the history is still loading (start-up), a listing may miss older calls: say so.
+        return JSONResponse({"calls": items, "next_cursor": cursor, "history": runtime.store.history()})
 
     async def create_call(request: Request) -> Response:
         """Place an outbound call."""

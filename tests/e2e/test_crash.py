@@ -38,8 +38,9 @@ async def test_sigkill_with_calls_in_flight_loses_nothing(tmp_path: Path) -> Non
                 )
                 ids = {c.call_id for c in calls}
                 assert len(ids) == CALLS
-                # Every call is live and its opening record is on disk before the kill.
-                await asyncio.gather(*(c.wait_heard(800, timeout=15) for c in calls))
+                # Every call is live and its opening record is on disk before the kill. The bound is
+                # generous: 20 real-time calls on a loaded 2-core machine take a while to all be heard.
+                await asyncio.gather(*(c.wait_heard(800, timeout=60) for c in calls))
                 async with Api(daemon.base_url) as api:
                     status, body = await api.request("GET", "/api/v1/status")
                     assert status == 200 and len(body["live_calls"]) == CALLS
@@ -49,12 +50,21 @@ async def test_sigkill_with_calls_in_flight_loses_nothing(tmp_path: Path) -> Non
                 daemon.proc.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(daemon.proc.wait, 10)
             finally:
+                # Dead before the fake carrier detaches, on every path: a daemon still running here (an
+                # assertion failed above) would hang its calls up over REST as detaching closes their
+                # streams, and the fake would post status callbacks from a closing session (the
+                # ClientOSError "Can not write request body" once seen in this teardown).
+                if daemon.proc.poll() is None:
+                    daemon.proc.kill()
+                    await asyncio.to_thread(daemon.proc.wait, 10)
                 await carrier.detach()
                 await asyncio.to_thread(cm.__exit__, None, None, None)
 
             cm2 = run_daemon(config)
             daemon2 = await asyncio.to_thread(cm2.__enter__)
             try:
+                # The history loads in the background once serving: wait for the hydrate's log line.
+                await asyncio.to_thread(daemon2.wait_log, lambda e: e.get("event") == "call records loaded")
                 async with Api(daemon2.base_url) as api:
                     status, body = await api.request("GET", "/api/v1/status")
                     assert status == 200, body

@@ -703,7 +703,10 @@ class FakeCall:
         await self._end_stream()
         await self.close()
         if status is not None and self.status_callback:
-            await self.post_status(status)
+            # Like Twilio, a status callback the daemon cannot take (it was just killed, or is stopping)
+            # is a failed delivery, not an error of the call: this runs in a background task nobody awaits.
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self.post_status(status)
 
     async def _end_stream(self) -> None:
         await self._send(
