@@ -34,6 +34,7 @@ from patterd.logs import configure_logging
 from patterd.metrics import LiveCounters, Metrics
 from patterd.plugins import Registry, load_registry
 from patterd.protocols.events import CallEnded, CallEvent
+from patterd.protocols.frames import MAX_WEBSOCKET_MESSAGE_BYTES
 from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_number
 from patterd.sdnotify import Notifier
@@ -200,6 +201,9 @@ class Daemon:
             # a socket) stays off: a live-feed (SSE) client sends nothing for as long as it listens.
             hyper.h11_max_incomplete_size = MAX_HEADER_BYTES
             hyper.keep_alive_timeout = KEEP_ALIVE_SECS
+            # A websocket message above this closes its socket (1009); smaller oversized media frames are
+            # dropped by the carrier leg and the call goes on (protocols.frames).
+            hyper.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE_BYTES
             hyper.accesslog = None
             hyper.errorlog = logging.getLogger("hypercorn.error")  # through structlog's formatter
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
@@ -439,9 +443,13 @@ class Daemon:
             sb = board()
             return sb.media_frames() if sb else (0, 0)
 
-        def frames_dropped() -> int:
+        def frames_dropped() -> dict[tuple[str, str], int]:
             sb = board()
-            return sum(sb.bad_frames.values()) if sb else 0
+            return dict(sb.bad_frames) if sb else {}
+
+        def calls_refused() -> dict[tuple[str, str], int]:
+            sb = board()
+            return dict(sb.refused) if sb else {}
 
         def rejections() -> dict[tuple[str, str], int]:
             sb = board()
@@ -450,6 +458,7 @@ class Daemon:
         return LiveCounters(
             media_frames=media_frames,
             frames_dropped=frames_dropped,
+            calls_refused=calls_refused,
             rejections=rejections,
             store_errors=lambda: self.store.write_errors,  # not stats(): that counts the index per scrape
             active_calls=active,

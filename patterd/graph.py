@@ -144,6 +144,7 @@ def build_context(config: Config, *, local_url: str, clock: Clock = SYSTEM_CLOCK
         clock=clock,
         phone_number=config.phone_number,
         config_dir=config.source.parent if config.source else None,
+        media_idle_timeout_secs=config.server.media_idle_timeout_secs,
         extra={"local_url": local_url},
     )
 

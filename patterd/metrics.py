@@ -34,9 +34,9 @@ class LiveCounters:
     """Callables the collector reads at scrape time (counters kept as plain ints on the hot path)."""
 
     media_frames: Callable[[], tuple[int, int]] = lambda: (0, 0)
-    frames_dropped: Callable[[], int] = lambda: 0
+    frames_dropped: Callable[[], Mapping[tuple[str, str], int]] = dict  # (carrier, reason) → count
+    calls_refused: Callable[[], Mapping[tuple[str, str], int]] = dict  # (carrier, reason) → count
     rejections: Callable[[], Mapping[tuple[str, str], int]] = dict
-    bad_frames: Callable[[], Mapping[str, int]] = dict
     store_errors: Callable[[], int] = lambda: 0
     active_calls: Callable[[], Mapping[str, int]] = dict
     extra: dict[str, Any] = field(default_factory=dict)
@@ -52,11 +52,22 @@ class _LiveCollector(Collector):
         frames.add_metric(["in"], frames_in)
         frames.add_metric(["out"], frames_out)
         yield frames
-        yield CounterMetricFamily(
+        dropped = CounterMetricFamily(
             "patterd_media_frames_dropped",
-            "Media frames that could not be parsed",
-            value=self.live.frames_dropped(),
+            "Media frames dropped (malformed, oversized, out of place); the call goes on",
+            labels=["carrier", "reason"],
         )
+        for (carrier, reason), count in sorted(self.live.frames_dropped().items()):
+            dropped.add_metric([carrier, reason], count)
+        yield dropped
+        refused = CounterMetricFamily(
+            "patterd_calls_refused",
+            "New calls refused (draining, or server.max_calls live)",
+            labels=["carrier", "reason"],
+        )
+        for (carrier, reason), count in sorted(self.live.calls_refused().items()):
+            refused.add_metric([carrier, reason], count)
+        yield refused
         rejected = CounterMetricFamily(
             "patterd_webhook_rejections",
             "Refused carrier webhooks and websockets",

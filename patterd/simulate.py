@@ -36,6 +36,7 @@ from patterd.protocols.wav import WavError, wav_to_ulaw8k
 from patterd.providers.kinds import TTS
 from patterd.providers.spec import BuildContext
 from patterd.store import CallStore
+from patterd.tasks import cancel_and_wait
 
 FRAME_SECS = 0.02
 SIMULATED_CALLER = "+15550000000"  # the synthetic caller's number in records
@@ -222,9 +223,7 @@ async def run_simulation(
                 caller.hang_up()
             with contextlib.suppress(PatterdError):
                 await call
-            line_open.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await line_open
+            await cancel_and_wait(line_open)
     await graph.aclose()
     store.flush()
     store.close()

@@ -121,6 +121,12 @@ class ServerConfig(Section):
     dashboard: bool = True
     dashboard_token: SecretStr | None = Field(None, description="required when host is not loopback")
     drain_timeout_secs: float = Field(30, ge=0)
+    max_calls: int = Field(
+        500, ge=0, description="live calls at most; more are refused the carrier's way (0: no limit)"
+    )
+    media_idle_timeout_secs: float = Field(
+        30, ge=0, description="a carrier media socket silent this long ends its call as failed (0: never)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -270,6 +276,9 @@ class AgentConfig(Section):
     tools: list[ToolConfig] = Field(default_factory=list)
     recording: bool = False
     language: str = Field("en", min_length=2)
+    max_duration_secs: float = Field(
+        3600, ge=0, description="a connected call is ended (completed, reason max_duration) after this (0: no limit)"
+    )
 
     @model_validator(mode="after")
     def _engine_or_pipeline(self, info: ValidationInfo) -> AgentConfig:

@@ -13,6 +13,7 @@ import binascii
 import json
 from typing import Any
 
+from patterd.protocols import frames
 from patterd.protocols.events import (
     CallerAudio,
     CallerDtmf,
@@ -23,35 +24,45 @@ from patterd.protocols.events import (
 )
 
 
-class LocalProtocolError(ValueError):
-    """A softphone frame that does not follow the protocol."""
+class LocalProtocolError(frames.BadFrame):
+    """A softphone frame that does not follow the protocol (`reason`: see protocols.frames)."""
 
 
 def parse_message(text: str | bytes) -> MediaEvent | None:
-    """One frame from the browser as a media event (None for frames we ignore, such as `connected`)."""
+    """One frame from the browser as a media event (None for frames we ignore, such as `connected`).
+
+    Raises LocalProtocolError (and nothing else) for a frame it cannot take.
+    """
     try:
-        msg = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LocalProtocolError(f"not JSON: {exc}") from exc
-    if not isinstance(msg, dict):
-        raise LocalProtocolError(f"expected a JSON object, got {type(msg).__name__}")
-    event = msg.get("event")
-    try:
+        msg = frames.load_object(text, "softphone")
+        event = msg.get("event")
         if event == "media":
-            return CallerAudio(binascii.a2b_base64(msg["media"]["payload"]))
+            return CallerAudio(frames.b64_audio(_member(msg, "media", "payload"), "softphone"))
         if event == "dtmf":
-            return CallerDtmf(str(msg["dtmf"]["digit"]))
+            return CallerDtmf(frames.dtmf_digit(_member(msg, "dtmf", "digit"), "softphone"))
         if event == "mark":
-            return MarkPlayed(str(msg["mark"]["name"]))
+            name = _member(msg, "mark", "name")
+            if not isinstance(name, str):
+                raise frames.BadFrame(f"softphone mark name is {name!r:.40}, expected a string")
+            return MarkPlayed(name)
         if event == "start":
-            return StreamStarted(stream_id=str(msg.get("streamSid", "local")))
+            sid = msg.get("streamSid", "local")
+            return StreamStarted(stream_id=sid if isinstance(sid, str) else "local")
         if event == "stop":
             return StreamStopped("caller hung up")
         if event == "connected":
             return None
-    except (KeyError, TypeError, binascii.Error) as exc:
-        raise LocalProtocolError(f"malformed {event!r} frame: {exc!r}") from exc
-    raise LocalProtocolError(f"unknown event {event!r}")
+    except frames.BadFrame as exc:
+        raise LocalProtocolError(str(exc), exc.reason) from None
+    raise LocalProtocolError(f"unknown softphone event {event!r:.60}", "unknown_event")
+
+
+def _member(msg: dict[str, object], key: str, member: str) -> object:
+    """msg[key][member]; BadFrame `bad_shape` when msg[key] is not an object or lacks it."""
+    inner = msg.get(key)
+    if not isinstance(inner, dict) or member not in inner:
+        raise frames.BadFrame(f"softphone {key!r} frame without {key}.{member}: {inner!r:.60}")
+    return inner[member]
 
 
 def _dump(msg: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from urllib.parse import quote
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from patterd.protocols import jsontext
+from patterd.protocols import frames, jsontext
 from patterd.protocols.audio import alaw_to_ulaw
 from patterd.protocols.events import (
     CallerAudio,
@@ -51,8 +51,8 @@ STREAM_CODEC = "PCMU"
 _COMMAND_NAMESPACE = uuid.UUID("6f1c2a8e-3d55-4f4e-9b7a-2f0c1e5d7a10")
 
 
-class TelnyxProtocolError(ValueError):
-    """A webhook body or media frame does not follow the Telnyx protocol."""
+class TelnyxProtocolError(frames.BadFrame):
+    """A webhook body or media frame does not follow the Telnyx protocol (`reason`: see protocols.frames)."""
 
 
 # ---------------------------------------------------------------- webhooks (Telnyx → us)
@@ -525,13 +525,21 @@ class MediaStreamError:
     detail: str
 
 
+# A chunk number this far from the expected one is not reordering: a corrupted or forged frame, or (seen
+# RESYNC_AFTER times in a row, consecutively numbered) a stream that was renumbered.
+CHUNK_JUMP_LIMIT = 250  # 5 s of 20 ms frames
+RESYNC_AFTER = 3
+
+
 class MediaDecoder:
     """Turns Telnyx media-stream text frames into MediaEvents for one stream.
 
     Stateful only in the ways the protocol asks: the codec announced by `start` (PCMA is
     transcoded to μ-law) and chunk order (frames are not guaranteed to arrive in order, so a
     frame that skips ahead waits for the missing ones up to `reorder_window` frames; in-order
-    frames pass straight through, so the window adds no delay on a healthy stream).
+    frames pass straight through, so the window adds no delay on a healthy stream). A frame whose
+    chunk is wildly off is set aside rather than trusted: one forged number must not make every
+    later (correct) frame look late.
     """
 
     def __init__(self, reorder_window: int = 3) -> None:
@@ -539,20 +547,22 @@ class MediaDecoder:
         self.stream_id = ""
         self.call_control_id = ""
         self.encoding = STREAM_CODEC
+        self.started = False
         self.reordered = 0  # frames that arrived ahead of a missing one and were held back
         self.late = 0  # frames dropped because their slot had already passed (or duplicates)
         self.lost = 0  # frames never received, skipped once the window was full
+        self.stray = 0  # frames dropped because their chunk was far from the stream's
         self._next_chunk: int | None = None
         self._held: dict[int, bytes] = {}
+        self._stray_last: int | None = None
+        self._stray_run = 0
 
     def feed(self, text: str | bytes) -> list[MediaEvent | MediaStreamError]:
-        """Decode one frame; raises TelnyxProtocolError when it is malformed."""
+        """Decode one frame; raises TelnyxProtocolError (and nothing else) when it is malformed."""
         try:
-            msg = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise TelnyxProtocolError(f"Telnyx media frame is not JSON: {exc}") from exc
-        if not isinstance(msg, dict):
-            raise TelnyxProtocolError(f"Telnyx media frame is a {type(msg).__name__}; expected an object")
+            msg = frames.load_object(text, "Telnyx")
+        except frames.BadFrame as exc:
+            raise TelnyxProtocolError(str(exc), exc.reason) from None
         event = msg.get("event")
         match event:
             case "connected":
@@ -562,9 +572,10 @@ class MediaDecoder:
             case "media":
                 return list(self._media(msg))
             case "dtmf":
-                digit = _text(_obj(msg, "dtmf").get("digit"))
-                if not digit:
-                    raise TelnyxProtocolError("Telnyx dtmf frame has no dtmf.digit")
+                try:
+                    digit = frames.dtmf_digit(_obj(msg, "dtmf").get("digit"), "Telnyx")
+                except frames.BadFrame as exc:
+                    raise TelnyxProtocolError(str(exc), exc.reason) from None
                 return [CallerDtmf(digit)]
             case "mark":
                 name = _text(_obj(msg, "mark").get("name"))
@@ -572,10 +583,13 @@ class MediaDecoder:
             case "error":
                 err = msg.get("payload") or msg.get("error") or {}
                 if not isinstance(err, dict):
-                    err = {"detail": str(err)}
+                    err = {"detail": err}
+                code = err.get("code", "")
                 return [
                     MediaStreamError(
-                        str(err.get("code", "")), _text(err.get("title")), _text(err.get("detail"))
+                        str(code)[:40] if isinstance(code, str | int | float) else "",
+                        _text(err.get("title"))[:200],
+                        _text(err.get("detail"))[:500],
                     )
                 ]
             case "stop":
@@ -585,21 +599,30 @@ class MediaDecoder:
                 self._held.clear()
                 return [*flushed, StreamStopped("stop")]
             case _:
-                raise TelnyxProtocolError(f"unknown Telnyx media event {event!r}")
+                raise TelnyxProtocolError(f"unknown Telnyx media event {event!r:.60}", "unknown_event")
 
     def _start(self, msg: dict[str, Any]) -> StreamStarted:
+        if self.started:  # a second start would switch the codec (and stream id) under a live call
+            raise TelnyxProtocolError(
+                f"Telnyx start on stream {self.stream_id!r:.40}, which has started already", "duplicate_start"
+            )
         start = _obj(msg, "start")
-        self.stream_id = _text(msg.get("stream_id"))
-        self.call_control_id = _text(start.get("call_control_id"))
         fmt = start.get("media_format") or {}
         encoding = _text(fmt.get("encoding")).upper() if isinstance(fmt, dict) else ""
         if encoding and encoding not in ("PCMU", "PCMA"):
             raise TelnyxProtocolError(
-                f"Telnyx stream encoding {encoding!r} is not supported; expected PCMU or PCMA"
+                f"Telnyx stream encoding {encoding!r:.40} is not supported; expected PCMU or PCMA"
             )
+        self.started = True
+        self.stream_id = _text(msg.get("stream_id"))
+        self.call_control_id = _text(start.get("call_control_id"))
         self.encoding = encoding or STREAM_CODEC
         params = start.get("custom_parameters") or {}
-        parameters = {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
+        parameters = (
+            {str(k): str(v) for k, v in params.items() if isinstance(v, str | int | float | bool)}
+            if isinstance(params, dict)
+            else {}
+        )
         call_id = decode_client_state(_text(start.get("client_state")) or None)
         if call_id:
             parameters.setdefault("call_id", call_id)
@@ -607,13 +630,15 @@ class MediaDecoder:
 
     def _media(self, msg: dict[str, Any]) -> list[MediaEvent | MediaStreamError]:
         media = _obj(msg, "media")
-        track = _text(media.get("track")) or "inbound"
-        if track != "inbound":
+        track = media.get("track", "inbound")
+        if not isinstance(track, str):
+            raise TelnyxProtocolError(f"Telnyx media frame: track is {track!r:.40}, expected a string")
+        if (track or "inbound") != "inbound":
             return []  # our own audio echoed back (both_tracks); never feed it to the agent
         try:
-            payload = base64.b64decode(_text(media.get("payload")), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise TelnyxProtocolError(f"Telnyx media payload is not base64: {exc}") from exc
+            payload = frames.b64_audio(media.get("payload"), "Telnyx")
+        except frames.BadFrame as exc:
+            raise TelnyxProtocolError(str(exc), exc.reason) from None
         if self.encoding == "PCMA":
             payload = alaw_to_ulaw(payload)
         chunk = _int(media.get("chunk"))
@@ -624,13 +649,26 @@ class MediaDecoder:
     def _order(self, chunk: int, payload: bytes) -> list[bytes]:
         if self._next_chunk is None:
             self._next_chunk = chunk
+        out: list[bytes] = []
+        if abs(chunk - self._next_chunk) > CHUNK_JUMP_LIMIT:
+            consecutive = self._stray_last is not None and chunk == self._stray_last + 1
+            self._stray_run = self._stray_run + 1 if consecutive else 1
+            self._stray_last = chunk
+            if self._stray_run < RESYNC_AFTER:
+                self.stray += 1
+                return []
+            # The stream was renumbered: what is held plays first, then the stream goes on from here.
+            out = [p for _, p in sorted(self._held.items())]
+            self._held.clear()
+            self._next_chunk = chunk
+        self._stray_last = None
+        self._stray_run = 0
         if chunk < self._next_chunk or chunk in self._held:
             self.late += 1
-            return []
+            return out
         if chunk > self._next_chunk:
             self.reordered += 1
         self._held[chunk] = payload
-        out: list[bytes] = []
         while True:
             if self._next_chunk in self._held:
                 out.append(self._held.pop(self._next_chunk))
@@ -646,14 +684,15 @@ class MediaDecoder:
 def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
     value = msg.get(key)
     if not isinstance(value, dict):
-        raise TelnyxProtocolError(f"Telnyx {msg.get('event')} frame has no `{key}` object")
+        raise TelnyxProtocolError(f"Telnyx {_text(msg.get('event'))[:40]} frame has no `{key}` object")
     return value
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, int):
+    """A chunk number: an int, or a string of at most 18 ASCII digits (int() refuses > 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
         return int(value)
     return None
 

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
 
+from patterd.protocols import frames
 from patterd.protocols.events import (
     CallerAudio,
     CallerDtmf,
@@ -38,8 +39,8 @@ TWIML_CONTENT_TYPE = "text/xml"
 DTMF_DIGITS = frozenset("0123456789*#ABCDabcdw")
 
 
-class TwilioProtocolError(ValueError):
-    """A Media Streams frame that does not follow Twilio's documented shape."""
+class TwilioProtocolError(frames.BadFrame):
+    """A Media Streams frame that does not follow Twilio's documented shape (`reason` says how)."""
 
 
 # ------------------------------------------------------------------ TwiML
@@ -109,13 +110,9 @@ def _string(obj: Mapping[str, Any], key: str, event: str) -> str:
 def decode_frame(text: str | bytes) -> dict[str, Any]:
     """Parse one websocket text frame into a JSON object with an `event` string."""
     try:
-        msg = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TwilioProtocolError(f"Twilio frame is not JSON ({exc}): {text!r:.80}") from None
-    if not isinstance(msg, dict):
-        raise TwilioProtocolError(
-            f"Twilio frame is {type(msg).__name__}, expected a JSON object: {text!r:.80}"
-        )
+        msg = frames.load_object(text, "Twilio")
+    except frames.BadFrame as exc:
+        raise TwilioProtocolError(str(exc), exc.reason) from None
     if not isinstance(msg.get("event"), str):
         raise TwilioProtocolError(f"Twilio frame without an 'event' string: {text!r:.80}")
     return msg
@@ -145,66 +142,76 @@ _INBOUND_TRACKS = (None, "inbound", "inbound_track")
 def parse_message(text: str | bytes) -> MediaEvent | None:
     """One frame from Twilio → a media event; None for frames with no event for us (`connected`, outbound track).
 
-    Raises TwilioProtocolError for malformed frames and unknown events.
+    Raises TwilioProtocolError (with its `reason`) for malformed frames and unknown events, and nothing
+    else whatever the frame holds. The fast path accepts exactly what `parse_full` would read the same way.
     """
-    if type(text) is str:
+    if type(text) is str and len(text) <= frames.MAX_FRAME_CHARS:
         fast = _MEDIA_FRAME.fullmatch(text)
         if fast is not None:  # the hot path: 50 per second per call
             if fast["track"] not in _INBOUND_TRACKS:
                 return None
-            try:
-                return CallerAudio(binascii.a2b_base64(fast["payload"], strict_mode=True))
-            except binascii.Error as exc:
-                raise TwilioProtocolError(
-                    f"Twilio 'media' payload is not base64 ({exc}): {fast['payload']!r:.40}"
-                ) from None
+            return CallerAudio(_audio(fast["payload"]))
+    return parse_full(text)
+
+
+def _audio(payload: str) -> bytes:
+    try:
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # ValueError: a str with non-ASCII characters
+        raise TwilioProtocolError(
+            f"Twilio 'media' payload is not base64 ({exc}): {payload!r:.40}", "bad_audio"
+        ) from None
+
+
+def parse_full(text: str | bytes) -> MediaEvent | None:
+    """`parse_message` without the fast path: every frame through the JSON parser."""
     msg = decode_frame(text)
     event = msg["event"]
     if event == "media":  # media in any other shape or member order
         media = _object(msg, "media", event)
         track = media.get("track", "inbound")
+        if not isinstance(track, str):
+            raise TwilioProtocolError(f"Twilio 'media' message: 'track' is {track!r:.40}, expected a string")
         if track not in ("inbound", "inbound_track"):
             return None  # only a unidirectional <Start><Stream> sends the outbound track
-        payload = _string(media, "payload", event)
-        try:
-            return CallerAudio(binascii.a2b_base64(payload, strict_mode=True))
-        except binascii.Error as exc:
-            raise TwilioProtocolError(
-                f"Twilio 'media' payload is not base64 ({exc}): {payload!r:.40}"
-            ) from None
+        return CallerAudio(_audio(_string(media, "payload", event)))
     if event == "mark":
         return MarkPlayed(_string(_object(msg, "mark", event), "name", event))
     if event == "dtmf":
         digit = _string(_object(msg, "dtmf", event), "digit", event)
         if len(digit) != 1 or digit not in DTMF_DIGITS:
-            raise TwilioProtocolError(f"Twilio 'dtmf' digit {digit!r}: expected one of 0-9, *, #, A-D")
+            raise TwilioProtocolError(
+                f"Twilio 'dtmf' digit {digit!r:.40}: expected one of 0-9, *, #, A-D", "bad_dtmf"
+            )
         return CallerDtmf(digit)
     if event == "start":
-        start = _object(msg, "start", event)
-        stream_sid = start.get("streamSid", msg.get("streamSid"))
-        if not isinstance(stream_sid, str) or not stream_sid:
-            raise TwilioProtocolError("Twilio 'start' message without a streamSid")
-        call_sid = start.get("callSid", "")
-        custom = start.get("customParameters") or {}
-        if not isinstance(custom, dict) or not isinstance(call_sid, str):
-            raise TwilioProtocolError(
-                f"Twilio 'start' message: malformed callSid/customParameters: {start!r:.120}"
-            )
-        fmt = start.get("mediaFormat")
-        if isinstance(fmt, dict) and fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw":
-            raise TwilioProtocolError(
-                f"Twilio stream encoding {fmt.get('encoding')!r}: expected 'audio/x-mulaw'"
-            )
-        return StreamStarted(
-            stream_id=stream_sid,
-            carrier_call_id=call_sid,
-            parameters={str(k): str(v) for k, v in custom.items()},
-        )
+        return _start(msg)
     if event == "stop":
         return StreamStopped("stop")
     if event == "connected":
         return None
-    raise TwilioProtocolError(f"unknown Twilio Media Streams event {event!r}")
+    raise TwilioProtocolError(f"unknown Twilio Media Streams event {event!r:.60}", "unknown_event")
+
+
+def _start(msg: Mapping[str, Any]) -> StreamStarted:
+    start = _object(msg, "start", "start")
+    stream_sid = start.get("streamSid", msg.get("streamSid"))
+    if not isinstance(stream_sid, str) or not stream_sid:
+        raise TwilioProtocolError("Twilio 'start' message without a streamSid")
+    call_sid = start.get("callSid", "")
+    custom = start.get("customParameters") or {}
+    if not isinstance(custom, dict) or not isinstance(call_sid, str):
+        raise TwilioProtocolError(f"Twilio 'start' message: malformed callSid/customParameters: {start!r:.120}")
+    if not all(isinstance(v, str | int | float | bool) for v in custom.values()):
+        raise TwilioProtocolError("Twilio 'start' message: customParameters values must be strings")
+    fmt = start.get("mediaFormat")
+    if isinstance(fmt, dict) and fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw":
+        raise TwilioProtocolError(f"Twilio stream encoding {fmt.get('encoding')!r:.40}: expected 'audio/x-mulaw'")
+    return StreamStarted(
+        stream_id=stream_sid,
+        carrier_call_id=call_sid,
+        parameters={str(k): str(v) for k, v in custom.items()},
+    )
 
 
 # ------------------------------------------------------------------ Media Streams: to Twilio
@@ -242,9 +249,18 @@ class StreamState:
     _sid_json: str = ""
 
     def receive(self, text: str | bytes) -> MediaEvent | None:
-        """Parse a frame from Twilio and update the state (streamSid on start, marks on echo)."""
+        """Parse a frame from Twilio and update the state (streamSid on start, marks on echo).
+
+        A second `start` is refused: taking its streamSid would send the caller's audio to another stream.
+        """
         event = parse_message(text)
         if isinstance(event, StreamStarted):
+            if self.stream_sid:
+                raise TwilioProtocolError(
+                    f"Twilio 'start' for stream {event.stream_id!r:.40} on stream {self.stream_sid!r:.40}, "
+                    "which has started already",
+                    "duplicate_start",
+                )
             self.stream_sid = event.stream_id
             self.call_sid = event.carrier_call_id
             self.parameters = dict(event.parameters)

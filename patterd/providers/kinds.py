@@ -110,8 +110,8 @@ class CallRouter(Protocol):
         """Count a refused webhook or websocket (bad signature, stale timestamp, unknown call)."""
         ...
 
-    def count_bad_frame(self, carrier: str) -> None:
-        """Count a media frame we could not parse (the call goes on)."""
+    def count_bad_frame(self, carrier: str, reason: str) -> None:
+        """Count a media frame that was dropped, by `patterd.protocols.frames` reason (the call goes on)."""
         ...
 
 

@@ -14,8 +14,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from patterd.errors import CallError
 from patterd.protocols import jsontext
 from patterd.protocols import local as codec
-from patterd.protocols.events import MediaEvent, StreamStopped
+from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
 from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
 
 log = structlog.get_logger("patterd.local")
@@ -30,24 +31,33 @@ class LocalOptions(ProviderOptions):
 class WebSocketLeg:
     """A browser's media stream (Twilio's JSON dialect) as a CarrierLeg."""
 
-    def __init__(self, websocket: WebSocket, router: CallRouter) -> None:
+    def __init__(self, websocket: WebSocket, router: CallRouter, idle_timeout_secs: float = 0.0) -> None:
         self.websocket = websocket
         self.router = router
+        self._frames = MediaSocket(websocket, "local", router, idle_timeout_secs)
+        self._started = False
         self._closed = False
 
     async def events(self) -> AsyncIterator[MediaEvent]:
+        receive = self._frames.receive
         while True:
-            try:
-                text = await self.websocket.receive_text()
-            except (WebSocketDisconnect, RuntimeError, KeyError):
+            frame = await receive()  # raises ProviderConnectionError when the browser goes silent
+            if frame is None:
                 yield StreamStopped("browser disconnected")
                 return
             try:
-                event = codec.parse_message(text)
+                event = codec.parse_message(frame)
             except codec.LocalProtocolError as exc:
-                log.warning("bad softphone frame", error=str(exc))
-                self.router.count_bad_frame("local")
+                self._frames.drop(exc.reason, str(exc))
                 continue
+            except Exception as exc:  # a decoder bug must cost one frame, never the call
+                self._frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
+                continue
+            if isinstance(event, StreamStarted):
+                if self._started:  # as on the carriers' streams: one start per stream
+                    self._frames.drop("duplicate_start", "softphone 'start' on a stream that has started")
+                    continue
+                self._started = True
             if event is not None:
                 yield event
                 if isinstance(event, StreamStopped):
@@ -75,6 +85,7 @@ class WebSocketLeg:
         await self._send(codec.transcript_message(role, text, partial=partial))
 
     async def close(self) -> None:
+        self._frames.stop()
         if self._closed:
             return
         self._closed = True
@@ -113,7 +124,8 @@ class LocalCarrier:
         )
         if admission is None:
             return JSONResponse(
-                {"error": {"code": "unavailable", "message": "not taking calls (draining)"}}, 503
+                {"error": {"code": "unavailable", "message": "not taking new calls (draining, or at server.max_calls)"}},
+                503,
             )
         await admission.wait_recorded()  # the 201 answers the call: its record is on disk first
         return JSONResponse(

@@ -31,6 +31,7 @@ from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24, is_voiced
 from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, TranscriptPartial, Usage
 from patterd.providers.kinds import CallContext
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
+from patterd.tasks import being_cancelled, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,8 @@ class RealtimeSession:
                 except ProviderAuthError:
                     raise
                 except (OSError, TimeoutError, aiohttp.ClientError, ProviderConnectionError) as exc:
+                    if being_cancelled():  # the call is ending: a lost link then is no reason to dial again
+                        raise asyncio.CancelledError from exc
                     failures += 1
                     self._connected = False
                     if failures > self.options.max_retries:
@@ -249,9 +252,11 @@ class RealtimeSession:
             try:
                 await self._receive_loop(ws)
             finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+                # Not suppress(CancelledError): a hang-up that cancels us while the sender winds down
+                # after a dropped link must still end this task, not lead to a reconnect.
+                failed = await cancel_and_wait(sender)
+                if failed is not None:  # the link broke under a send; the receive side says why
+                    log.debug("openai_realtime: sender ended with %r", failed)
         finally:
             self._connected = False
             await ws.close()
@@ -545,8 +550,8 @@ class OpenAIRealtimeEngine:
         try:
             yield session
         finally:
-            for task in list(session._tools):
-                task.cancel()
+            for task in list(session._tools):  # a tool still running when the call ends is stopped, not left behind
+                await cancel_and_wait(task)
 
     def session(self, call: CallContext) -> contextlib.AbstractAsyncContextManager[RealtimeSession]:
         return self._session(call)

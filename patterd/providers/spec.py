@@ -108,6 +108,8 @@ class BuildContext:
     state_dir: Path | None = None  # where the provider may cache files
     phone_number: str | None = None
     config_dir: Path | None = None  # the directory holding patter.yaml, for relative paths
+    # server.media_idle_timeout_secs: a carrier media socket with no frame at all for this long is dead (0: never)
+    media_idle_timeout_secs: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def public_url(self, path: str, *, websocket: bool = False) -> str:

@@ -438,9 +438,11 @@ class TelnyxCarrier:
 class TelnyxLeg:
     """One call's Telnyx media websocket as a `kinds.CarrierLeg`."""
 
-    def __init__(self, websocket: WebSocket, router: CallRouter, reorder_window: int = 3) -> None:
+    def __init__(
+        self, websocket: WebSocket, router: CallRouter, reorder_window: int = 3, idle_timeout_secs: float = 0.0
+    ) -> None:
         self._ws = websocket
-        self._router = router
+        self._frames = MediaSocket(websocket, CARRIER, router, idle_timeout_secs)
         self._decoder = proto.MediaDecoder(reorder_window)
         self._splitter = FrameSplitter()
         self._send_lock = asyncio.Lock()
@@ -452,27 +454,26 @@ class TelnyxLeg:
     async def events(self) -> AsyncIterator[MediaEvent]:
         """Media events until Telnyx sends `stop` or the socket closes."""
         while True:
-            try:
-                message = await self._ws.receive()
-            except RuntimeError:  # receive after the socket was closed from our side
-                yield StreamStopped("closed")
-                return
-            if message["type"] == "websocket.disconnect":
-                yield StreamStopped("disconnected")
-                return
-            data = message.get("text")
+        receive = self._frames.receive
+            data = await receive()  # raises ProviderConnectionError when the stream goes silent
             if data is None:
-                data = message.get("bytes") or b""
+                yield StreamStopped(self._frames.end_reason)
+                return
             try:
                 decoded = self._decoder.feed(data)
             except proto.TelnyxProtocolError as exc:
                 self.bad_frames += 1
-                self._router.count_bad_frame(CARRIER)
-                log.warning("telnyx media frame dropped", error=str(exc), stream_id=self._decoder.stream_id)
+                self._frames.drop(exc.reason, str(exc), stream_id=self._decoder.stream_id)
+                continue
+            except Exception as exc:  # a decoder bug must cost one frame, never the call
+                self.bad_frames += 1
+                self._frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
                 continue
             for item in decoded:
                 if isinstance(item, proto.MediaStreamError):
-                    log.error(
+                    # Telnyx reports a problem with what we sent; the call goes on. Rate-limited like
+                    # dropped frames, so a peer repeating it cannot flood the log.
+                    self._frames.warn(
                         "telnyx media stream error",
                         code=item.code,
                         title=item.title,
@@ -504,6 +505,7 @@ class TelnyxLeg:
     async def close(self) -> None:
         """Close the websocket from our side (idempotent)."""
         if self._closed:
+        self._frames.stop()
             return
         self._closed = True
         with contextlib.suppress(Exception):  # already closed by the peer or the server: nothing left to do

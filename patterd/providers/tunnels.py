@@ -38,6 +38,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 
 from patterd.errors import ProviderConnectionError, ProviderError
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, getenv
+from patterd.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -208,9 +209,9 @@ class CloudflaredTunnel:
     async def close(self) -> None:
         """Stop supervising and end the child (SIGTERM, then SIGKILL)."""
         if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            failed = await cancel_and_wait(self._task)
+            if failed is not None:
+                raise failed
         for task in list(self._callbacks):
             task.cancel()
         if self._callbacks:

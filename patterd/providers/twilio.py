@@ -16,7 +16,7 @@ import asyncio
 import base64
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
@@ -39,6 +39,7 @@ from patterd.protocols import twilio as proto
 from patterd.protocols.audio import FrameSplitter
 from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
 from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
@@ -114,12 +115,12 @@ class TwilioLeg:
         self,
         websocket: WebSocket,
         state: proto.StreamState,
-        on_bad_frame: Callable[[], None],
+        frames: MediaSocket,
         first_events: Sequence[MediaEvent] = (),
     ) -> None:
         self._ws = websocket
         self._state = state
-        self._on_bad_frame = on_bad_frame
+        self._frames = frames
         self._pending = list(first_events)
         self._splitter = FrameSplitter()
         self._closed = False
@@ -140,24 +141,19 @@ class TwilioLeg:
         self._pending = []
         if self._stopped:
             return
-        receive = self._ws.receive
+        receive = self._frames.receive
         while True:
-            try:
-                message = await receive()
-            except RuntimeError:  # the socket was closed from our side
-                yield StreamStopped("closed")
-                return
-            if message["type"] == "websocket.disconnect":
-                yield StreamStopped("disconnected")
-                return
-            frame = message.get("text")
+            frame = await receive()  # raises ProviderConnectionError when the stream goes silent
             if frame is None:
-                frame = message.get("bytes") or b""
+                yield StreamStopped(self._frames.end_reason)
+                return
             try:
                 parsed = self._state.receive(frame)
             except proto.TwilioProtocolError as exc:
-                log.warning("twilio_bad_frame", error=str(exc), stream_sid=self._state.stream_sid)
-                self._on_bad_frame()
+                self._frames.drop(exc.reason, str(exc), stream_sid=self._state.stream_sid)
+                continue
+            except Exception as exc:  # a decoder bug must cost one frame, never the call
+                self._frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
                 continue
             if parsed is None:
                 continue
@@ -197,6 +193,7 @@ class TwilioLeg:
         await self._send(self._state.clear())
 
     async def close(self) -> None:
+        self._frames.stop()
         if self._closed:
             return
         self._closed = True
@@ -353,26 +350,27 @@ class TwilioCarrier:
         finally:
             await leg.close()
 
-    async def _await_start(
-        self, websocket: WebSocket, state: proto.StreamState, router: CallRouter
-    ) -> MediaEvent:
+    async def _await_start(self, frames: MediaSocket, state: proto.StreamState) -> MediaEvent:
         """Read up to Twilio's `start` so the leg knows its streamSid before anyone sends audio."""
         try:
             async with asyncio.timeout(self.options.stream_start_timeout_secs):
                 while True:
-                    message = await websocket.receive()
-                    if message["type"] == "websocket.disconnect":
+                    frame = await frames.receive()
+                    if frame is None:
                         return StreamStopped("disconnected before start")
-                    frame = message.get("text")
                     try:
-                        event = state.receive(frame if frame is not None else message.get("bytes") or b"")
+                        event = state.receive(frame)
                     except proto.TwilioProtocolError as exc:
-                        log.warning("twilio_bad_frame", error=str(exc), stream_sid="")
-                        router.count_bad_frame(CARRIER)
+                        frames.drop(exc.reason, str(exc))
+                        continue
+                    except Exception as exc:  # a decoder bug must cost one frame, never the call
+                        frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
                         continue
                     if isinstance(event, StreamStarted | StreamStopped):
                         return event
-        except TimeoutError:
+                    if event is not None:  # media, marks or dtmf with no stream to answer on yet
+                        frames.drop("before_start", f"Twilio {type(event).__name__} before 'start'")
+        except (TimeoutError, ProviderConnectionError):
             log.warning("twilio_media_no_start", timeout_secs=self.options.stream_start_timeout_secs)
             return StreamStopped("no start message")
 

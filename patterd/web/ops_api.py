@@ -149,7 +149,7 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
                 voicemail_message=body.voicemail_message,
             )
         except CallError as exc:
-            code = 503 if runtime.switchboard.draining else 422
+            code = 503 if runtime.switchboard.draining or runtime.switchboard.at_capacity else 422
             return error_response(code, str(exc))
         except PatterdError as exc:
             return error_response(502, f"the carrier refused the call: {exc}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import itertools
 import json
 import subprocess
@@ -323,6 +324,16 @@ USAGE = {
 # ------------------------------------------------------------------ the server
 
 
+@functools.cache
+def _validator(etype: str) -> Any:
+    """A checked validator per event type: `jsonschema.validate` re-checks the schema on every call
+    (~200 ms for session.update, ~14 ms per audio frame), which made the fake the bottleneck."""
+    schema = CLIENT_EVENT_SCHEMAS[etype]
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
 def _same(audio: bytes) -> bytes:
     return audio
 
@@ -399,9 +410,8 @@ class _Session:
                 "invalid_event_type", f"Invalid value: '{etype}'. Supported values are: ...", "type"
             )
             return
-        try:
-            jsonschema.validate(event, schema)
-        except jsonschema.ValidationError as exc:
+        exc = jsonschema.exceptions.best_match(_validator(etype).iter_errors(event))
+        if exc is not None:  # the error jsonschema.validate() would raise
             param = ".".join(str(p) for p in exc.absolute_path) or None
             await self.error(
                 "invalid_value", f"Invalid '{etype}': {exc.message}", param, event.get("event_id")
@@ -528,6 +538,7 @@ class _Session:
             self.server.message_items.append((item["role"], text))
             if item["role"] == "user":
                 self.server.user_texts.append(text)
+                self.server.user_texts_by_connection.setdefault(self.index, []).append(text)
         item_id = item.get("id") or self.server.new_id("item")
         await self.send(
             {
@@ -761,6 +772,7 @@ class FakeRealtimeServer:
         self.truncates: list[dict[str, Any]] = []
         self.tool_outputs: list[dict[str, Any]] = []
         self.user_texts: list[str] = []
+        self.user_texts_by_connection: dict[int, list[str]] = {}  # connection index → its user texts
         self.message_items: list[tuple[str, str]] = []  # (role, text) of every message item created
         self.user_turns: list[str] = []
         self.response_requests: list[str | None] = []
@@ -770,6 +782,7 @@ class FakeRealtimeServer:
         self.audio_bytes_in = 0
         self._ids = itertools.count(1)
         self._live: set[ServerConnection] = set()
+        self._by_index: dict[int, ServerConnection] = {}  # every connection by its 1-based accept order
         self._frozen: set[ServerConnection] = (
             set()
         )  # never read again: cut them at exit, no closing handshake
@@ -816,6 +829,28 @@ class FakeRealtimeServer:
             ws.transport.pause_reading()
             self._frozen.add(ws)
 
+    @property
+    def live(self) -> int:
+        """Connections whose handler is still running (frozen ones count until thawed or cut)."""
+        return len(self._live)
+
+    def drop(self, index: int) -> None:
+        """Cut the `index`-th connection (1-based, in accept order) without a close frame."""
+        self._by_index[index].transport.abort()
+
+    def freeze(self, index: int) -> None:
+        """Stop reading the `index`-th connection, like `freeze_all` does for every live one."""
+        ws = self._by_index[index]
+        ws.transport.pause_reading()
+        self._frozen.add(ws)
+
+    def thaw_all(self) -> None:
+        """Read frozen connections again: what the client did meanwhile (a close, EOF) now arrives."""
+        for ws in list(self._frozen):
+            self._frozen.discard(ws)
+            if not ws.transport.is_closing():
+                ws.transport.resume_reading()
+
     async def inject(self, raw: str | bytes) -> None:
         """Send a raw frame (garbage, an unknown event) to every live connection."""
         for ws in list(self._live):
@@ -838,6 +873,7 @@ class FakeRealtimeServer:
     async def _handler(self, ws: ServerConnection) -> None:
         self.connections += 1
         self._live.add(ws)
+        self._by_index[self.connections] = ws
         session = _Session(self, ws, self.connections)
         self.notify()
         try:

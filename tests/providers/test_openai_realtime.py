@@ -368,6 +368,30 @@ async def test_a_server_that_stops_answering_is_found_by_keepalive_and_reconnect
             assert session.connects == 2 and fake.connections == 2 and not task.done()
 
 
+@pytest.mark.parametrize("turns", range(16))
+async def test_a_cancel_landing_while_a_dropped_link_winds_down_ends_the_session(turns: int) -> None:
+    # The call hangs up (cancels run()) `turns` loop turns after the engine link was cut: whichever
+    # step of the teardown (receive loop, stopping the sender, closing, backoff) it lands in, run()
+    # must end cancelled, without a reconnect that would keep a billed session open.
+    async with FakeRealtimeServer(pace=50) as fake:
+        call = Call(first_message=None)
+        async with (
+            SPEC.build(options(fake, retry_backoff_secs=0.02), BuildContext()) as engine,
+            engine.session(call) as session,
+        ):
+            task = asyncio.create_task(session.run())
+            await fake.wait_for(lambda: len(fake.sessions) == 1)
+            for _ in range(5):
+                session.push_audio(silence_ulaw(20))  # the sender has work in flight
+            fake.drop(1)
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=TIMEOUT)
+            assert done and task.cancelled(), f"run() still going {TIMEOUT} s after its cancel"
+    assert fake.connections <= 2 and session.connects == fake.connections
+
+
 async def test_a_refused_voice_is_dropped_and_the_session_configured_without_it(spoken_ulaw: bytes) -> None:
     replies = [Say("Hi."), Say("Sure.")]
     async with FakeRealtimeServer(replies=replies, transcripts=["Where is my order?"], pace=20) as fake:

@@ -78,6 +78,7 @@ class ScriptedRouter:
     recordings: list[tuple[str, str, float | None]] = field(default_factory=list)
     rejections: list[tuple[str, str]] = field(default_factory=list)
     bad_frames: int = 0
+    bad_frame_reasons: list[str] = field(default_factory=list)
     events: dict[str, list[MediaEvent]] = field(default_factory=dict)
     legs: dict[str, CarrierLeg] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
@@ -144,8 +145,9 @@ class ScriptedRouter:
         self.rejections.append((carrier, reason))
         self._notify()
 
-    def count_bad_frame(self, carrier: str) -> None:
+    def count_bad_frame(self, carrier: str, reason: str) -> None:
         self.bad_frames += 1
+        self.bad_frame_reasons.append(reason)
         self._notify()
 
     def caller_audio(self, call_id: str) -> bytes:
@@ -353,6 +355,7 @@ async def test_malformed_and_error_frames_do_not_end_the_call(stack: AsyncExitSt
     await call.send_error_frame(100003, "malformed_frame", "test")
     call.say(spoken)
     await h.router.until(lambda: h.router.bad_frames == 2)
+    assert h.router.bad_frame_reasons == ["not_json", "bad_audio"]
     await h.router.until(lambda: spoken[:800] in h.router.caller_audio(call_id))
     assert call_id not in h.router.finished
     await call.hangup()

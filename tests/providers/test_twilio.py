@@ -38,6 +38,7 @@ class ScriptedRouter:
     connected: set[str] = field(default_factory=set)
     rejections: list[tuple[str, str]] = field(default_factory=list)
     bad_frames: int = 0
+    bad_frame_reasons: list[str] = field(default_factory=list)
     statuses: list[tuple[str, str, Mapping[str, Any] | None]] = field(default_factory=list)
     machines: list[tuple[str, str]] = field(default_factory=list)
     recordings: list[tuple[str, str, float | None]] = field(default_factory=list)
@@ -82,8 +83,9 @@ class ScriptedRouter:
     def count_rejection(self, carrier: str, reason: str) -> None:
         self.rejections.append((carrier, reason))
 
-    def count_bad_frame(self, carrier: str) -> None:
+    def count_bad_frame(self, carrier: str, reason: str) -> None:
         self.bad_frames += 1
+        self.bad_frame_reasons.append(reason)
 
     async def leg(self, call_id: str) -> tuple[CarrierLeg, asyncio.Queue[MediaEvent]]:
         async with asyncio.timeout(TIMEOUT):
@@ -258,6 +260,7 @@ async def test_malformed_frames_are_counted_and_the_call_survives(harness: Harne
     await call.send_dtmf("9")
     assert await next_event(events, CallerDtmf) == CallerDtmf("9")
     assert harness.router.bad_frames == 3
+    assert harness.router.bad_frame_reasons == ["not_json", "bad_audio", "unknown_event"]
     await call.say(b"\x00" * 160)
     assert (await next_event(events, CallerAudio)).payload == b"\x00" * 160
 
