@@ -175,7 +175,12 @@ class CallSession:
         log.info("call connected", carrier=self.spec.carrier_name, direction=self.spec.direction)
         if self.agent.config.recording and self.spec.carrier_call_id:
             self._spawn(self._start_recording())
+        limit = self.agent.config.max_duration_secs
+        deadline = (
+            asyncio.get_running_loop().call_later(limit, self._max_duration_reached, limit) if limit > 0 else None
+        )
         failure: str | None = None
+        component = "engine"
         try:
             async with self.agent.engine.session(self) as engine:
                 self._engine = engine
@@ -189,13 +194,16 @@ class CallSession:
                     failure = f"{type(exc).__name__}: {exc}"
                 if reader in done and not reader.cancelled() and reader.exception() is not None:
                     exc = reader.exception()
-                    failure = failure or f"media stream failed: {type(exc).__name__}: {exc}"
+                    if failure is None:  # the carrier's stream broke (e.g. went silent): the carrier failed
+                        failure, component = f"media stream failed: {type(exc).__name__}: {exc}", "carrier"
                 for task in (reader, runner, ender):
                     task.cancel()
                 await asyncio.gather(reader, runner, ender, return_exceptions=True)
         except PatterdError as exc:  # the engine could not even open its session
             failure = f"{type(exc).__name__}: {exc}"
         finally:
+            if deadline is not None:
+                deadline.cancel()
             for task in list(self._tasks):
                 task.cancel()
         self.state = CallState.ENDING
@@ -203,7 +211,7 @@ class CallSession:
         if failure:
             log.warning("call failed", error=failure)
             self.error = failure
-            self.emit(CallFailed(**self.new_event_fields(), message=failure, component="engine", fatal=True))
+            self.emit(CallFailed(**self.new_event_fields(), message=failure, component=component, fatal=True))
         if not caller_hung_up:
             await self.hang_up_carrier()
         with contextlib.suppress(Exception):
@@ -231,6 +239,12 @@ class CallSession:
         )
         self._ended.set()
         log.info("call ended", call_id=self.call_id, status=status, reason=reason)
+
+    def _max_duration_reached(self, limit: float) -> None:
+        """The agent's max_duration_secs is up: end the call now, as completed (reason `max_duration`)."""
+        if self.state is CallState.CONNECTED:
+            log.info("call reached its maximum duration", max_duration_secs=limit)
+            self.request_end("max_duration")
 
     def request_end(self, reason: str) -> None:
         """End the call now (API hang-up, drain, end_call after its goodbye): hang up through the carrier."""

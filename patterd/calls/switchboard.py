@@ -59,7 +59,8 @@ class Switchboard:
         self.media_timeouts = dict(MEDIA_TIMEOUT_SECS)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rejections: dict[tuple[str, str], int] = {}
-        self.bad_frames: dict[str, int] = {}
+        self.bad_frames: dict[tuple[str, str], int] = {}  # (carrier, reason) → media frames dropped
+        self.refused: dict[tuple[str, str], int] = {}  # (carrier, reason) → new calls refused
         self.frames_in_done = 0  # media frames of calls that have ended (live ones are summed on demand)
         self.frames_out_done = 0
         self._idle = asyncio.Event()
@@ -167,9 +168,20 @@ class Switchboard:
         key = (carrier, reason)
         self.rejections[key] = self.rejections.get(key, 0) + 1
 
-    def count_bad_frame(self, carrier: str) -> None:
-        """Count a media frame that could not be parsed."""
-        self.bad_frames[carrier] = self.bad_frames.get(carrier, 0) + 1
+    def count_bad_frame(self, carrier: str, reason: str) -> None:
+        """Count a media frame that was dropped (protocols.frames.REASONS says why)."""
+        key = (carrier, reason)
+        self.bad_frames[key] = self.bad_frames.get(key, 0) + 1
+
+    @property
+    def at_capacity(self) -> bool:
+        """True when `server.max_calls` calls (ringing or connected) are live; 0 means no limit."""
+        limit = self.graph.config.server.max_calls
+        return limit > 0 and len(self.calls) >= limit
+
+    def _count_refusal(self, carrier: str, reason: str) -> None:
+        key = (carrier, reason)
+        self.refused[key] = self.refused.get(key, 0) + 1
 
     # ------------------------------------------------------------------ operations
 
@@ -187,6 +199,9 @@ class Switchboard:
         if self.draining:
             raise CallError("the daemon is draining; no new calls")
         graph = self.graph
+        if self.at_capacity:
+            self._count_refusal(graph.config.carrier.type, "max_calls")
+            raise CallError(f"{len(self.calls)} calls are live, the limit (server.max_calls); try again later")
         if agent is not None and agent not in graph.agents:
             raise CallError(f"unknown agent {agent!r}; known: {', '.join(graph.agents)}")
         caller = from_ or graph.config.phone_number or ""

@@ -143,7 +143,7 @@ class LocalCarrier:
             await websocket.close(code=1008)
             return
         await websocket.accept()
-        leg = WebSocketLeg(websocket, router)
+        leg = WebSocketLeg(websocket, router, self.ctx.media_idle_timeout_secs)
         try:
             await router.run_media(call_id, leg)
         finally:

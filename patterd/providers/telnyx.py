@@ -37,6 +37,7 @@ from patterd.protocols import telnyx as proto
 from patterd.protocols.audio import FrameSplitter
 from patterd.protocols.events import MediaEvent, StreamStopped
 from patterd.providers.kinds import Admission, CallRouter, DialRequest, InboundCall
+from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
@@ -306,7 +307,7 @@ class TelnyxCarrier:
             await websocket.close(code=1008)
             return
         await websocket.accept()
-        leg = TelnyxLeg(websocket, router)
+        leg = TelnyxLeg(websocket, router, idle_timeout_secs=self.ctx.media_idle_timeout_secs)
         try:
             await router.run_media(call_id, leg)
         finally:
@@ -453,8 +454,8 @@ class TelnyxLeg:
 
     async def events(self) -> AsyncIterator[MediaEvent]:
         """Media events until Telnyx sends `stop` or the socket closes."""
-        while True:
         receive = self._frames.receive
+        while True:
             data = await receive()  # raises ProviderConnectionError when the stream goes silent
             if data is None:
                 yield StreamStopped(self._frames.end_reason)
@@ -504,8 +505,8 @@ class TelnyxLeg:
 
     async def close(self) -> None:
         """Close the websocket from our side (idempotent)."""
-        if self._closed:
         self._frames.stop()
+        if self._closed:
             return
         self._closed = True
         with contextlib.suppress(Exception):  # already closed by the peer or the server: nothing left to do

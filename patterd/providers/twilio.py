@@ -336,15 +336,17 @@ class TwilioCarrier:
             return
         await websocket.accept()
         state = proto.StreamState()
-        first = await self._await_start(websocket, state, router)
+        frames = MediaSocket(websocket, CARRIER, router, self._ctx.media_idle_timeout_secs)
+        first = await self._await_start(frames, state)
         if isinstance(first, StreamStarted):
             claimed = first.parameters.get("call_id")
             if claimed is not None and claimed != call_id:
+                frames.stop()
                 router.count_rejection(CARRIER, "call_id_mismatch")
                 log.warning("twilio_media_call_id_mismatch", call_id=call_id, claimed=claimed)
                 await websocket.close(POLICY_VIOLATION)
                 return
-        leg = TwilioLeg(websocket, state, lambda: router.count_bad_frame(CARRIER), [first])
+        leg = TwilioLeg(websocket, state, frames, [first])
         try:
             await router.run_media(call_id, leg)
         finally:
