@@ -49,6 +49,7 @@ def _resolver(future: concurrent.futures.Future[None]) -> Callable[[BaseExceptio
 
     return done
 
+
 MAX_LIMIT = 1000
 # Finished calls kept in memory: for late events (recordings) and detail before the disk caught
 # up; without a root this is the whole call history of the process.

@@ -205,16 +205,19 @@ def probe_records(
 
     with ThreadPoolExecutor(threads, thread_name_prefix="hydrate-io") as pool:
 
-        def submit(start: int) -> list[Future[list[Probe]]]:
+        def submit(start: int) -> list[tuple[list[str], Future[list[Probe]]]]:
             batch = relpaths[start : start + IO_BATCH]
             step = -(-len(batch) // threads)
-            return [pool.submit(probe_slice, batch[k : k + step]) for k in range(0, len(batch), step)]
+            return [
+                (batch[k : k + step], pool.submit(probe_slice, batch[k : k + step]))
+                for k in range(0, len(batch), step)
+            ]
 
         pending = submit(0)
         for start in range(0, len(relpaths), IO_BATCH):
             current, pending = pending, submit(start + IO_BATCH) if start + IO_BATCH < len(relpaths) else []
-            probes = [p for future in current for p in future.result()]
-            yield from zip(relpaths[start : start + IO_BATCH], probes, strict=True)
+            for part, future in current:  # each slice as soon as it is probed: progress moves steadily
+                yield from zip(part, future.result(), strict=True)
 
 
 @dataclass

@@ -236,4 +236,9 @@ class CallRecord:
             data["callee"] = self.callee
         elif isinstance(event, TransferStarted):
             data["to"] = redact_number(event.to, self.redact)
-        return {"schema_version": SCHEMA_VERSION, "ts": iso_ms(event.ts), "type": event.type, "data": clean(data)}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "ts": iso_ms(event.ts),
+            "type": event.type,
+            "data": clean(data),
+        }
