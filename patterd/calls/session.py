@@ -386,8 +386,10 @@ class CallSession:
             connected = self._connected_mono if self._connected_mono is not None else now
             self.emit(AgentAudioStarted(**self.new_event_fields(), first_audio_ms=(now - connected) * 1000))
         self.frames_out += (len(ulaw) + FRAME_BYTES - 1) // FRAME_BYTES
+        # Stopped as the frame goes to the socket's writer (the write itself does not wait): stamping after
+        # the await would add however long this task then waits for the loop, which the caller never hears.
+        self._turn.sent()
         await leg.send_audio(ulaw)
-        self._turn.sent()  # after the write: queues and socket back-pressure count in the turn's latency
         self._unmarked_ms += ms
         if self._unmarked_ms >= MARK_EVERY_MS:
             await self._send_mark()

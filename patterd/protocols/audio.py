@@ -64,7 +64,9 @@ def rms_pcm16(pcm: bytes) -> int:
     return int(audioop.rms(pcm, 2))
 
 
-VOICED_RMS = 500  # RMS of 16-bit PCM above which a frame counts as voiced (vad.offline's energy default)
+# RMS of 16-bit PCM (-36 dBFS) from which a frame counts as voiced for turn latency (vad.offline's
+# energy detector default): the tail of a word is above it, a phone line's hiss is not.
+VOICED_RMS = 500
 
 
 def is_voiced(ulaw: bytes, threshold: int = VOICED_RMS) -> bool:

@@ -370,7 +370,10 @@ class VADStream(Protocol):
 
     @property
     def voiced(self) -> bool:
-        """Whether the audio just processed held speech, before any smoothing (turn latency starts at the last)."""
+        """Whether the audio just processed held speech the caller could hear, without the detector's hangover.
+
+        A turn's latency starts at the arrival of the last voiced frame.
+        """
         ...
 
     @property

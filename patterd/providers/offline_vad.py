@@ -31,7 +31,7 @@ import webrtcvad
 from pydantic import Field
 
 from patterd.errors import ProviderError
-from patterd.protocols.audio import FRAME_BYTES, FRAME_MS, ULAW_RATE, rms_pcm16, ulaw_to_pcm16
+from patterd.protocols.audio import FRAME_BYTES, FRAME_MS, ULAW_RATE, VOICED_RMS, rms_pcm16, ulaw_to_pcm16
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
 
 Transition = Literal["speech_start", "speech_end"]
@@ -186,7 +186,7 @@ class OfflineVADStream:
         elif options.detector == "silero":
             self._silero = _SileroClassifier(silero or load_silero(), options.threshold)
         self._rest = b""
-        self.voiced = False  # the raw decision on the newest whole frame (kinds.VADStream.voiced)
+        self.voiced = False  # the newest audio held speech (kinds.VADStream.voiced)
 
     def _is_speech(self, pcm: bytes) -> bool:
         if self._webrtc is not None:
@@ -205,8 +205,12 @@ class OfflineVADStream:
         for i in range(0, whole, FRAME_BYTES):
             pcm = ulaw_to_pcm16(buf[i : i + FRAME_BYTES])
             speech = self._is_speech(pcm)
-            voiced = voiced or speech
             change = self._debounce.update(speech, FRAME_MS)
+            # Voiced: inside speech as the detector sees it, and loud enough to be heard. The energy check
+            # drops webrtcvad's own hangover (up to ~140 ms of silence it still calls speech after a word),
+            # which would start a turn's latency that much after the caller's last sound.
+            if (speech or self._debounce.speaking) and not voiced:
+                voiced = rms_pcm16(pcm) >= VOICED_RMS
             if change is not None:
                 result = change if result is None else None  # start+end inside one chunk cancel out
         if whole:  # an odd tail too short for a frame says nothing new

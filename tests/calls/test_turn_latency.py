@@ -40,6 +40,7 @@ LOUD = pcm16_to_ulaw(
     )
 )
 QUIET = silence_ulaw(20)
+WRITE_WAIT_MS = 3.0  # the fake carrier socket's wait after each write
 REPLY = "Hello there, how can I help you today?"
 
 
@@ -65,11 +66,10 @@ class ManualClock:
 class FakeLeg:
     """A carrier media leg: the test feeds caller frames; agent audio and marks are recorded when sent."""
 
-    def __init__(self, clock: ManualClock, send_ms: float) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
-        self.send_ms = send_ms  # what writing a frame to the carrier socket costs
         self.inbox: asyncio.Queue[MediaEvent] = asyncio.Queue()
-        self.sent: list[tuple[float, int]] = []  # (clock after the write, bytes)
+        self.sent: list[tuple[float, int]] = []  # (clock as the frame is handed to the socket, bytes)
 
     async def events(self) -> AsyncIterator[MediaEvent]:
         while True:
@@ -79,8 +79,9 @@ class FakeLeg:
                 return
 
     async def send_audio(self, ulaw: bytes) -> None:
-        self.clock.advance(self.send_ms)
         self.sent.append((self.clock.monotonic(), len(ulaw)))
+        # Waiting for the socket after the write (or for the loop to resume us) is not the caller's wait.
+        self.clock.advance(WRITE_WAIT_MS)
 
     async def send_mark(self, name: str) -> None:
         self.inbox.put_nowait(MarkPlayed(name))  # played at once: the test's caller has a fast ear
@@ -190,13 +191,17 @@ class TimedSTT:
 class TimedLLM:
     clock: ManualClock
     ttft_ms: float
+    rest_ms: float = 0.0
     name: str = "timed"
 
     async def complete(
         self, messages: Sequence[Message], tools: Sequence[ToolSchema]
     ) -> AsyncIterator[LLMChunk]:
         self.clock.advance(self.ttft_ms)
-        yield TextDelta(REPLY)
+        yield TextDelta(REPLY[:12])
+        # The rest of the sentence comes later and speech waits for it: a gap between stages.
+        self.clock.advance(self.rest_ms)
+        yield TextDelta(REPLY[12:])
 
 
 @dataclass
@@ -249,7 +254,7 @@ async def call(
     own_end_frames: int = 0,
     llm_ms: float,
     tts_ms: float,
-    send_ms: float,
+    gap_ms: float,
 ) -> AsyncIterator[Rig]:
     clock = ManualClock()
     vad = CountingVAD(clock, endpointing_ms)
@@ -259,7 +264,9 @@ async def call(
     options = PipelineOptions(
         endpointing_ms=30 if not own_end_frames else 10_000, flush_grace_ms=2000, min_speech_ms=60
     )
-    engine = PipelineEngine(stt, TimedLLM(clock, llm_ms), TimedTTS(clock, tts_ms), vad, options=options)
+    engine = PipelineEngine(
+        stt, TimedLLM(clock, llm_ms, gap_ms), TimedTTS(clock, tts_ms), vad, options=options
+    )
     config = AgentConfig.model_validate({"name": "desk"}, context={"pipeline_checked": True})
     agent = AgentRuntime(AgentParts(config), cast(Any, engine))
     events: list[CallEvent] = []
@@ -271,7 +278,7 @@ async def call(
 
     spec = CallSpec("call-1", "inbound", "local", "", "+15550001111", "+15550002222")
     session = CallSession(spec, cast(Graph, None), agent, cast(Carrier, None), emit=emit, clock=clock)
-    leg = FakeLeg(clock, send_ms)
+    leg = FakeLeg(clock)
     leg.inbox.put_nowait(StreamStarted("s1"))
     task = asyncio.create_task(session.run(leg))
     try:
@@ -294,7 +301,7 @@ def stage_sum(line: TranscriptLine) -> float:
 
 
 async def test_pipeline_turn_runs_from_the_last_voiced_frame_to_the_first_frame_on_the_socket() -> None:
-    async with call(endpointing_ms=50, stt_final_ms=40, llm_ms=150, tts_ms=30, send_ms=2) as rig:
+    async with call(endpointing_ms=50, stt_final_ms=40, llm_ms=150, tts_ms=30, gap_ms=5) as rig:
         await rig.feed(QUIET, 3)
         last_voiced = await rig.feed(LOUD, 25)  # 500 ms of speech
         await rig.feed(QUIET, 5)  # vad.offline's 100 ms silence window: speech ends on the 5th
@@ -308,16 +315,16 @@ async def test_pipeline_turn_runs_from_the_last_voiced_frame_to_the_first_frame_
     assert line.stt_ms == 40.0
     assert line.llm_ttft_ms == 150.0
     assert line.tts_ttfb_ms == 30.0
-    assert line.transport_ms == 2.0  # writing the first frame to the carrier socket
+    assert line.transport_ms == 5.0  # the rest: the first sentence waited 5 ms for its end
     assert line.engine_ms is None
-    assert line.latency_ms == 372.0 == round((first_sent - last_voiced) * 1000, 1)
+    assert line.latency_ms == 375.0 == round((first_sent - last_voiced) * 1000, 1)
     assert stage_sum(line) == pytest.approx(line.latency_ms, abs=0.05)
 
 
 async def test_an_stt_that_ends_the_turn_itself_is_timed_by_the_audio_it_ended_on() -> None:
     # The STT closes the utterance after 8 quiet frames (160 ms), before the pipeline's own timer.
     async with call(
-        endpointing_ms=0, stt_final_ms=25, own_end_frames=8, llm_ms=120, tts_ms=10, send_ms=1
+        endpointing_ms=0, stt_final_ms=25, own_end_frames=8, llm_ms=120, tts_ms=10, gap_ms=1
     ) as rig:
         last_voiced = await rig.feed(LOUD, 20)
         await rig.feed(QUIET, 8)
@@ -332,7 +339,7 @@ async def test_an_stt_that_ends_the_turn_itself_is_timed_by_the_audio_it_ended_o
 
 
 async def test_speech_that_resumes_restarts_the_turn_from_its_new_last_voiced_frame() -> None:
-    async with call(endpointing_ms=50, stt_final_ms=40, llm_ms=100, tts_ms=20, send_ms=2) as rig:
+    async with call(endpointing_ms=50, stt_final_ms=40, llm_ms=100, tts_ms=20, gap_ms=2) as rig:
         await rig.feed(LOUD, 10)
         await rig.feed(QUIET, 3)  # a pause shorter than the VAD's silence window
         last_voiced = await rig.feed(LOUD, 10)

