@@ -83,10 +83,6 @@ class EdgeLimits:
         self.settings = settings or EdgeSettings()
         self._in_flight: dict[str, int] = {}
 
-    def in_flight(self, client: str) -> int:
-        """HTTP requests from `client` being handled now."""
-        return self._in_flight.get(client, 0)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)

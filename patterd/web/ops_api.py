@@ -195,7 +195,10 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
     async def events(request: Request) -> Response:
         """Server-Sent Events: call started/updated/ended and transcript lines, live."""
         header = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-        last_id = int(header) if header and header.isdigit() else None
+        # ASCII digits only, and not absurdly many: "²" is a digit to str.isdigit() but not to int().
+        last_id = (
+            int(header) if header and len(header) <= 20 and header.isascii() and header.isdigit() else None
+        )
 
         async def stream() -> AsyncIterator[str]:
             # A client going away cancels this generator wherever it waits; that is the normal end of

@@ -453,6 +453,12 @@ async def test_feed_disconnects_are_quiet(twilio_daemon: DaemonProcess) -> None:
             assert resp.status == 200
             assert (await resp.content.readline()).startswith(b"retry:")
             resp.close()  # the subscriber goes away mid-stream
+        for odd in ("²", "9" * 5000, "-1", "１２"):  # not a usable Last-Event-ID: the feed starts live
+            resp = await session.get(
+                twilio_daemon.base_url + "/api/v1/events", headers={"Last-Event-ID": odd}
+            )
+            assert resp.status == 200
+            resp.close()
         async with session.get(twilio_daemon.base_url + "/api/v1/status") as status:
             assert status.status == 200
     new_lines = twilio_daemon.log_lines[before:]
