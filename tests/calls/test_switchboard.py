@@ -84,3 +84,28 @@ async def test_media_that_never_connects_ends_the_call(graph: Graph) -> None:
     await asyncio.sleep(0)  # let the close task run
     assert not board.expects_media(admission.call_id)
     assert graph.users == 0
+
+
+async def test_calls_over_max_calls_are_refused_and_counted() -> None:
+    registry = load_registry()
+    config = load_config_text("server: {max_calls: 2}\n" + CONFIG, registry)
+    built = await build_graph(config, registry, local_url="http://127.0.0.1:0")
+    try:
+        board = Switchboard(built, emit=lambda e: None)
+        first, second = (
+            board.admit(inbound("+15550002222", "CA1")),
+            board.admit(inbound("+15550002222", "CA2")),
+        )
+        assert first is not None and second is not None and board.at_capacity
+        assert board.admit(inbound("+15550002222", "CA3")) is None
+        retried = board.admit(inbound("+15550002222", "CA1"))  # a retried webhook is no new call
+        assert retried is not None and retried.call_id == first.call_id
+        with pytest.raises(CallError, match="max_calls"):
+            await board.place_call("+15550001111")
+        assert board.refused == {("local", "max_calls"): 2}
+        await board.hangup(first.call_id)
+        await asyncio.sleep(0)  # let the close task run
+        assert not board.at_capacity and board.admit(inbound("+15550002222", "CA4")) is not None
+        await board.end_all("test over")
+    finally:
+        await built.aclose()

@@ -37,7 +37,9 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5),
     max_leaves=20,
 )
-FRAME_OBJECTS = st.fixed_dictionaries({"event": st.sampled_from(EVENTS)}, optional={k: JSON_VALUES for k in KEYS if k != "event"})
+FRAME_OBJECTS = st.fixed_dictionaries(
+    {"event": st.sampled_from(EVENTS)}, optional={k: JSON_VALUES for k in KEYS if k != "event"}
+)
 
 
 def _decoders() -> list[tuple[str, Callable[[str | bytes], object], type[frames.BadFrame]]]:
@@ -85,7 +87,11 @@ def test_any_bytes_are_an_event_or_a_bad_frame(data: bytes) -> None:
 @pytest.mark.parametrize("depth", [10, 999, 1000, 5_000, 200_000])
 def test_deep_nesting_is_a_bad_frame_not_a_recursion_error(depth: int) -> None:
     nested = "[" * depth + "]" * depth
-    for frame in (nested, '{"event": "media", "media": ' + nested + "}", '{"event": "start", "start": ' + nested + "}"):
+    for frame in (
+        nested,
+        '{"event": "media", "media": ' + nested + "}",
+        '{"event": "start", "start": ' + nested + "}",
+    ):
         _check_all(frame)
 
 
@@ -112,7 +118,9 @@ def test_reasons(frame: str | bytes, reason: str) -> None:
 
 def test_odd_length_audio_is_audio() -> None:
     for size in (0, 1, 3, 161):
-        frame = json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\x7f" * size).decode()}})
+        frame = json.dumps(
+            {"event": "media", "media": {"payload": base64.b64encode(b"\x7f" * size).decode()}}
+        )
         for name, decode, _ in _decoders():
             out = decode(frame)
             audio = out[0] if isinstance(out, list) else out
@@ -139,7 +147,11 @@ def test_twilio_fast_path_agrees_with_the_full_parser(
 ) -> None:
     media: dict[str, str] = {"track": track} if track is not None else {}
     media["payload"] = payload
-    body = {"event": "media", "streamSid": "MZ1", "media": media} if sid_first else {"event": "media", "media": media}
+    body = (
+        {"event": "media", "streamSid": "MZ1", "media": media}
+        if sid_first
+        else {"event": "media", "media": media}
+    )
     frame = json.dumps(body, ensure_ascii=False, separators=(f",{spaces}", f":{spaces}"))
 
     def outcome(decode: Callable[[str], MediaEvent | None]) -> object:
@@ -177,9 +189,13 @@ def _telnyx_media(chunk: int | str, byte: int) -> str:
 
 def test_telnyx_refuses_a_second_start() -> None:
     dec = telnyx_proto.MediaDecoder()
-    dec.feed(json.dumps({"event": "start", "stream_id": "s1", "start": {"media_format": {"encoding": "PCMU"}}}))
+    dec.feed(
+        json.dumps({"event": "start", "stream_id": "s1", "start": {"media_format": {"encoding": "PCMU"}}})
+    )
     with pytest.raises(telnyx_proto.TelnyxProtocolError) as info:
-        dec.feed(json.dumps({"event": "start", "stream_id": "s2", "start": {"media_format": {"encoding": "PCMA"}}}))
+        dec.feed(
+            json.dumps({"event": "start", "stream_id": "s2", "start": {"media_format": {"encoding": "PCMA"}}})
+        )
     assert info.value.reason == "duplicate_start"
     assert (dec.stream_id, dec.encoding) == ("s1", "PCMU")
 
