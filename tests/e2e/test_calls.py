@@ -175,7 +175,8 @@ async def test_inbound_call_end_to_end(world: World, speech: dict[str, bytes]) -
     assert any(isinstance(line.get("latency_ms"), int | float) for line in assistants), assistants
     for line in assistants:  # a realtime turn: the engine's share and the carrier's add up to it
         if line.get("latency_ms") is not None:
-            assert line["engine_ms"] + line["transport_ms"] == pytest.approx(line["latency_ms"], abs=0.05), line
+            stages = line["engine_ms"] + line["transport_ms"]
+            assert stages == pytest.approx(line["latency_ms"], abs=0.05), line
             assert line["transport_ms"] >= 0 and line["engine_ms"] > 0, line
 
     events = read_jsonl(directory / "events.jsonl")
