@@ -15,12 +15,19 @@ def _op(
     params: list[dict[str, Any]] | None = None,
     errors: tuple[str, ...] = ("401",),
     content_type: str = "application/json",
+    open_: bool = False,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {ok: {"description": "OK", "content": {content_type: {}}}},
     }
-    for code in errors:
+    if open_:  # the probes: no token, whatever the server's
+        op["security"] = []
+    else:  # a locked address (too many wrong tokens) gets 429 with Retry-After (web.throttle)
+        errors = (*errors, "429")
+    if body:  # web.limits: not JSON / too large / too slow
+        errors = (*errors, "400", "408", "413")
+    for code in sorted(set(errors)):
         op["responses"][code] = {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
     if body:
         op["requestBody"] = {
@@ -67,9 +74,9 @@ def openapi_document(version: str) -> dict[str, Any]:
         "TransferCall": TransferCall.model_json_schema(ref_template="#/components/schemas/{model}"),
     }
     paths: dict[str, Any] = {
-        "/healthz": {"get": _op("Process alive")},
-        "/readyz": {"get": _op("Ready: 200 only while serving", errors=("401", "503"))},
-        "/health": {"get": _op("Patter-compatible health")},
+        "/healthz": {"get": _op("Process alive", errors=(), open_=True)},
+        "/readyz": {"get": _op("Ready: 200 only while serving", errors=("503",), open_=True)},
+        "/health": {"get": _op("Patter-compatible health", errors=(), open_=True)},
         "/metrics": {"get": _op("Prometheus metrics", content_type="text/plain")},
         "/api/v1/status": {"get": _op("State, version, uptime, config digest, live calls")},
         "/api/v1/calls": {

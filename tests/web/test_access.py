@@ -33,6 +33,13 @@ async def test_probes_are_open_with_a_token_and_metrics_is_not(tmp_path: Path) -
             assert resp.status == 401
         async with s.get(served.base_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
             assert resp.status == 200
+        async with s.get(
+            served.base_url + "/api/v1/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as resp:
+            paths = (await resp.json())["paths"]
+        for path in ("/healthz", "/readyz", "/health"):  # the document says so too
+            assert paths[path]["get"]["security"] == [] and "401" not in paths[path]["get"]["responses"]
+        assert {"401", "429", "400", "413"} <= set(paths["/api/v1/calls"]["post"]["responses"])
 
 
 async def test_wrong_logins_are_throttled_per_address(tmp_path: Path) -> None:
