@@ -18,8 +18,10 @@ from patterd.calls.session import CallSession, CallSpec
 from patterd.calls.turn_latency import TurnLatency
 from patterd.config.model import AgentConfig
 from patterd.graph import AgentParts, Graph
+from patterd.metrics import Metrics
 from patterd.protocols.audio import pcm16_to_ulaw, silence_ulaw
 from patterd.protocols.events import (
+    TURN_STAGES,
     CallerAudio,
     CallEvent,
     MarkPlayed,
@@ -41,6 +43,7 @@ LOUD = pcm16_to_ulaw(
 )
 QUIET = silence_ulaw(20)
 WRITE_WAIT_MS = 3.0  # the fake carrier socket's wait after each write
+STAGE_NAMES = [stage for _, stage in TURN_STAGES]
 REPLY = "Hello there, how can I help you today?"
 
 
@@ -372,3 +375,29 @@ def test_turn_latency_transport_is_the_remainder_of_the_measured_stages() -> Non
     clock.advance(5)
     turns.sent()
     assert turns.complete(user) is user  # only assistant lines take a turn's latency
+
+
+def test_metrics_histogram_every_stage_and_the_stages_sum_to_the_turns() -> None:
+    metrics = Metrics("test")
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    pipeline = TranscriptLine(
+        "c1", ts, role="assistant", text="a", latency_ms=700.0, endpointing_ms=600.0, stt_ms=20.0,
+        llm_ttft_ms=50.0, tts_ttfb_ms=25.0, transport_ms=5.0,
+    )  # fmt: skip
+    realtime = TranscriptLine(
+        "c2", ts, role="assistant", text="b", latency_ms=400.0, engine_ms=390.0, transport_ms=10.0
+    )
+    greeting = TranscriptLine("c2", ts, role="assistant", text="hello")  # no caller turn: not a turn
+    for line in (pipeline, realtime, greeting):
+        metrics.observe(line)
+    text = metrics.render().decode()
+    value = {}
+    for row in text.splitlines():
+        if row.startswith(("patterd_turn_stage_seconds_", "patterd_turn_latency_seconds_")):
+            name, number = row.rsplit(" ", 1)
+            value[name] = float(number)
+    counts = {stage: value[f'patterd_turn_stage_seconds_count{{stage="{stage}"}}'] for stage in STAGE_NAMES}
+    assert counts == {"endpointing": 1, "stt": 1, "llm": 1, "tts": 1, "engine": 1, "transport": 2}
+    stage_sum = sum(value[f'patterd_turn_stage_seconds_sum{{stage="{stage}"}}'] for stage in STAGE_NAMES)
+    assert value["patterd_turn_latency_seconds_count"] == 2
+    assert stage_sum == pytest.approx(value["patterd_turn_latency_seconds_sum"]) == pytest.approx(1.1)
