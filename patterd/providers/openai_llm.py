@@ -145,7 +145,12 @@ def to_chunk(event: wire.ChatEvent) -> LLMChunk | None:
 
 def status_error(status: int, body: bytes, url: str) -> ProviderError:
     """The ProviderError for a non-200 answer, carrying the API's own message."""
-    return error_for_status(status, f"{url}: {wire.error_message(body, status)}", provider=NAME)
+    return error_for_status(
+        status,
+        f"{url}: {wire.error_message(body, status)}",
+        provider=NAME,
+        auth_hint="check api_key / OPENAI_API_KEY",
+    )
 
 
 @asynccontextmanager

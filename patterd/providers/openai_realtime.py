@@ -550,7 +550,9 @@ class OpenAIRealtimeEngine:
         try:
             yield session
         finally:
-            for task in list(session._tools):  # a tool still running when the call ends is stopped, not left behind
+            for task in list(
+                session._tools
+            ):  # a tool still running when the call ends is stopped, not left behind
                 await cancel_and_wait(task)
 
     def session(self, call: CallContext) -> contextlib.AbstractAsyncContextManager[RealtimeSession]:
@@ -591,7 +593,8 @@ async def open_socket(
     except aiohttp.WSServerHandshakeError as exc:
         if exc.status in (401, 403):
             raise ProviderAuthError(
-                f"OpenAI Realtime refused the api_key (HTTP {exc.status} at {opts.base_url})",
+                f"OpenAI Realtime refused the api_key (HTTP {exc.status} at {opts.base_url}; "
+                "check api_key / OPENAI_API_KEY)",
                 provider=PROVIDER,
             ) from exc
         raise ProviderConnectionError(

@@ -54,6 +54,22 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+# The error body OpenAI sends with each status (error codes guide).
+FAILURES = {
+    401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to sample from this model", "invalid_request_error", "model_not_found"),
+    429: ("Rate limit reached for gpt-4o-mini", "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request.", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later", "server_error", None),
+}
+
+
+def failure(status: int) -> web.Response:
+    """OpenAI's answer with `status`."""
+    message, type_, code = FAILURES.get(status, (f"HTTP {status}", "server_error", None))
+    return web.json_response(error_body(message, type_, code=code), status=status)
+
+
 def validate(body: Any) -> str | None:
     """What is wrong with a request body, or None."""
     if not isinstance(body, dict):
@@ -148,6 +164,20 @@ class FakeChatServer:
         self._runner: web.AppRunner | None = None
         self._request_event = asyncio.Event()
         self._seq = 0
+        self._fail_statuses: list[int] = []  # one-shot HTTP errors for the next requests, any route
+
+    def fail_next(self, status: int) -> None:
+        """Answer the next request (completions or models) with `status` and OpenAI's error body for it."""
+        self._fail_statuses.append(status)
+
+    def open_connections(self) -> int:
+        """Client TCP connections open on the server now (idle keep-alive ones included)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
+    def active_streams(self) -> int:
+        """Completions still being answered."""
+        return sum(1 for r in self.requests if not r.ended.is_set())
 
     async def __aenter__(self) -> FakeChatServer:
         app = web.Application()
@@ -174,6 +204,8 @@ class FakeChatServer:
         return self.requests
 
     def _auth(self, request: web.Request) -> web.Response | None:
+        if self._fail_statuses:
+            return failure(self._fail_statuses.pop(0))
         if self.api_key is None:
             return None
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":

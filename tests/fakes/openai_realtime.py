@@ -763,6 +763,7 @@ class FakeRealtimeServer:
         self.chunk_ms = chunk_ms
         self.vad_rms = vad_rms
         self.refuse_status: int | None = None  # set to refuse every new handshake with this HTTP status
+        self.refuse_next: list[int] = []  # one-shot: refuse the next handshakes with these statuses, in order
         self.connections = 0  # accepted websocket connections
         self.handshakes: list[Headers] = []
         self.received: list[dict[str, Any]] = []
@@ -860,6 +861,12 @@ class FakeRealtimeServer:
         self.handshakes.append(request.headers)
         if self.refuse_status is not None:
             return connection.respond(self.refuse_status, "service unavailable\n")
+        if self.refuse_next:
+            status = self.refuse_next.pop(0)
+            code = "invalid_api_key" if status in (401, 403) else "server_error"
+            return connection.respond(
+                status, f'{{"error": {{"type": "invalid_request_error", "code": "{code}"}}}}\n'
+            )
         if not request.path.startswith("/v1/realtime"):
             return connection.respond(404, "not found\n")
         if "OpenAI-Beta" in request.headers:
