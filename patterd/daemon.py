@@ -36,7 +36,7 @@ from patterd.plugins import Registry, load_registry
 from patterd.protocols.events import CallEnded, CallEvent
 from patterd.protocols.frames import MAX_WEBSOCKET_MESSAGE_BYTES
 from patterd.providers.kinds import Tunnel
-from patterd.redact import redact_number
+from patterd.redact import redact_number, redact_numbers_deep
 from patterd.sdnotify import Notifier
 from patterd.store import CallStore, HydrateReport
 from patterd.tracing import tracer_from_environment
@@ -426,7 +426,9 @@ class Daemon:
             value = data.get(key)
             if isinstance(value, str) and value:
                 data[key] = redact_number(value, mode)
-        return data
+        # ... and numbers inside text: a transfer's call.ended reason, tool arguments, error messages.
+        redacted: dict[str, Any] = redact_numbers_deep(data, mode)
+        return redacted
 
     def _live_counters(self) -> LiveCounters:
         def board() -> Switchboard | None:

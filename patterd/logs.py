@@ -24,7 +24,7 @@ import structlog
 from pydantic import SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from patterd.redact import SECRET_MASK, RedactMode, check_mode, redact_number
+from patterd.redact import SECRET_MASK, RedactMode, check_mode, redact_number, redact_numbers_in, redact_urls
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -36,8 +36,6 @@ _SECRET_KEY = re.compile(r"token|secret|password|passwd|api_key|apikey|authoriza
 # like `to` also names state transitions ("to": "SERVING").
 _NUMBER_KEYS = frozenset({"caller", "callee", "from", "from_", "to", "phone_number", "number"})
 _LOOKS_LIKE_NUMBER = re.compile(r"^\+?[\d\s().-]{4,20}$")
-# An E.164 number inside free text: + then 7..15 digits, not glued to other word characters.
-_E164 = re.compile(r"(?<![\w+])\+[1-9]\d{6,14}(?!\d)")
 _SEPARATORS = re.compile(r"[\s().-]")
 _AUTH_VALUE = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
 
@@ -73,12 +71,10 @@ class Redactor:
         return value
 
     def text(self, text: str) -> str:
-        """Free text with auth header values masked and E.164 numbers redacted."""
+        """Free text with auth header values, URL credentials and (per mode) E.164 numbers redacted."""
         text = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {MASK}", text)
-        if self.mode != "full":
-            mode = self.mode
-            text = _E164.sub(lambda m: redact_number(m.group(0), mode), text)
-        return text
+        text = redact_urls(text)
+        return redact_numbers_in(text, self.mode)
 
 
 def _drop_color_message(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

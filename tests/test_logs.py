@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -13,8 +14,9 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from patterd import logs
-from patterd.logs import RedactMode, Redactor, configure_logging, redact_number
+from patterd import hash_key, logs
+from patterd.logs import Redactor, configure_logging
+from patterd.redact import RedactMode, redact_number
 
 
 class TTYStream(io.StringIO):
@@ -157,7 +159,12 @@ def test_secrets_in_tracebacks_are_masked() -> None:
 
 
 NUMBER = "+15550001234"
-HASHED = "sha256:" + hashlib.sha256(NUMBER.encode()).hexdigest()[:16]
+HASHED = "<keyed hash>"  # resolved at test time: the key is the one in use then (see patterd.hash_key)
+
+
+def hashed(number: str = NUMBER) -> str:
+    """hash_only's value: HMAC-SHA256 under the current key, first 16 hex digits."""
+    return "sha256:" + hmac.new(hash_key.current_key(), number.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 @pytest.mark.parametrize(
@@ -165,6 +172,7 @@ HASHED = "sha256:" + hashlib.sha256(NUMBER.encode()).hexdigest()[:16]
     [("full", NUMBER), ("mask", "***1234"), ("hash_only", HASHED)],
 )
 def test_numbers_are_redacted_per_mode(mode: RedactMode, expected: str) -> None:
+    expected = hashed() if expected == HASHED else expected
     out = io.StringIO()
     configure_logging(stream=out, redact_phone=mode)
     structlog.get_logger().info(
@@ -201,7 +209,8 @@ def test_ids_and_timestamps_are_not_mistaken_for_numbers() -> None:
 def test_redact_number() -> None:
     assert redact_number(NUMBER, "full") == NUMBER
     assert redact_number(NUMBER, "mask") == "***1234"
-    assert redact_number(NUMBER, "hash_only") == HASHED
+    assert redact_number(NUMBER, "hash_only") == hashed()
+    assert hashed() != "sha256:" + hashlib.sha256(NUMBER.encode()).hexdigest()[:16]  # keyed, not a bare hash
     assert redact_number("", "hash_only") == ""
     with pytest.raises(ValueError, match="redact_phone is 'nope'"):
         redact_number(NUMBER, "nope")  # type: ignore[arg-type]
@@ -211,4 +220,9 @@ def test_redact_number() -> None:
 
 def test_formatted_numbers_hash_like_e164() -> None:
     event = Redactor("hash_only")(None, "info", {"caller": "+1 (555) 000-1234"})
-    assert event["caller"] == HASHED
+    assert event["caller"] == hashed()
+
+
+def test_url_credentials_in_log_text_are_masked() -> None:
+    text = Redactor("full").text("POST https://ops:hunter2@hooks.example.com/x?api_key=sk-9&q=1 failed")
+    assert text == "POST https://***@hooks.example.com/x?api_key=***&q=1 failed"

@@ -58,6 +58,9 @@ def toolset_for(agent: AgentConfig) -> ToolSet:
                     url=tool.url,
                     timeout_secs=tool.timeout_secs,
                     headers=tool.headers,
+                    max_response_bytes=tool.max_response_bytes,
+                    follow_redirects=tool.follow_redirects,
+                    allowed_hosts=tuple(tool.allowed_hosts),
                 )
             )
     return ToolSet(end_call=end_call, transfer_numbers=tuple(numbers), webhooks=tuple(hooks))

@@ -7,10 +7,19 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from patterd.hosts import host_allowed, url_host
+from patterd.protocols.jsontext import clean_text
 from patterd.providers.kinds import ToolSchema
+from patterd.redact import redact_url, redact_urls
+
+MAX_RESPONSE_BYTES = 64 * 1024  # default cap on what a webhook may send back (it all goes to the model)
+MAX_REDIRECTS = 5  # with follow_redirects: hops before giving up
+ERROR_BODY_CHARS = 200  # how much of an error answer the model is shown
+READ_CHUNK_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,14 @@ class WebhookTool:
     url: str
     timeout_secs: float = 5.0
     headers: Mapping[str, str] | None = None
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+    follow_redirects: bool = False
+    allowed_hosts: tuple[str, ...] = ()  # empty: any host; else the URL and every redirect must match
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as errors, records and logs may show it: no credentials."""
+        return redact_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -107,12 +124,77 @@ async def _call_webhook(
         raise ToolFailure("webhook tools are unavailable: no HTTP session")
     try:
         async with asyncio.timeout(hook.timeout_secs):
-            async with http.post(hook.url, json=dict(arguments), headers=dict(hook.headers or {})) as resp:
-                body = await resp.text()
-                if resp.status >= 400:
-                    raise ToolFailure(f"{hook.url} answered HTTP {resp.status}: {body[:200]}")
-                return body
+            return await _post(hook, dict(arguments), http)
     except TimeoutError as exc:
-        raise ToolFailure(f"{hook.url} did not answer within {hook.timeout_secs:g} s") from exc
+        raise ToolFailure(f"{hook.shown_url} did not answer within {hook.timeout_secs:g} s") from exc
     except aiohttp.ClientError as exc:
-        raise ToolFailure(f"{hook.url} failed: {type(exc).__name__}: {exc}") from exc
+        # aiohttp's messages may quote the URL (InvalidURL does): never with its credentials.
+        raise ToolFailure(f"{hook.shown_url} failed: {type(exc).__name__}: {redact_urls(str(exc))}") from exc
+
+
+async def _post(hook: WebhookTool, arguments: dict[str, Any], http: aiohttp.ClientSession) -> str:
+    """POST the arguments, following redirects only when allowed; the capped body as text."""
+    url = hook.url
+    origin = url_host(url)
+    method, body = "POST", arguments
+    for _ in range(MAX_REDIRECTS + 1):
+        if not host_allowed(url_host(url), hook.allowed_hosts):
+            raise ToolFailure(f"{redact_url(url)} is not on allowed_hosts of tool {hook.name!r}")
+        # The tool's headers usually carry its credentials: only its own host gets them.
+        headers = dict(hook.headers or {}) if url_host(url) == origin else {}
+        async with http.request(
+            method,
+            url,
+            json=body if method == "POST" else None,
+            headers=headers,
+            allow_redirects=False,
+        ) as resp:
+            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                target = urljoin(url, resp.headers["Location"])
+                if not hook.follow_redirects:
+                    raise ToolFailure(
+                        f"{hook.shown_url} answered HTTP {resp.status}, a redirect to "
+                        f"{redact_url(target)}; redirects are not followed (follow_redirects: false)"
+                    )
+                scheme = urlsplit(target).scheme
+                if scheme not in ("http", "https"):
+                    raise ToolFailure(f"{hook.shown_url} redirected to a non-HTTP URL ({scheme}:)")
+                if resp.status in (301, 302, 303):  # what browsers and aiohttp do: the body is not re-sent
+                    method, body = "GET", {}
+                url = target
+                continue
+            text, truncated = await _read_capped(resp, hook.max_response_bytes)
+            if resp.status >= 400:
+                raise ToolFailure(f"{hook.shown_url} answered HTTP {resp.status}: {text[:ERROR_BODY_CHARS]}")
+            if truncated:
+                # The first max_response_bytes only, said so plainly: the model must not take it for all of it.
+                return json.dumps(
+                    {
+                        "truncated": True,
+                        "note": f"the response exceeded max_response_bytes ({hook.max_response_bytes}); "
+                        "this is only its beginning",
+                        "partial_body": text,
+                    }
+                )
+            return text
+    raise ToolFailure(f"{hook.shown_url} redirected more than {MAX_REDIRECTS} times")
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> tuple[str, bool]:
+    """At most `limit` bytes of the body, decoded; True if more was coming (the rest is never read:
+    leaving the response unread closes its connection instead of buffering it)."""
+    data = bytearray()
+    truncated = False
+    async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+        room = limit - len(data)
+        if len(chunk) > room:
+            data += chunk[:room]
+            truncated = True
+            break
+        data += chunk
+    charset = resp.charset or "utf-8"
+    try:
+        text = data.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name in Content-Type
+        text = data.decode("utf-8", errors="replace")
+    return clean_text(text), truncated

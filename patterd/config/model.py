@@ -23,8 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from patterd.hosts import host_allowed, url_host
 from patterd.providers.spec import ProviderOptions, ProviderSpec
-from patterd.redact import SECRET_MASK
+from patterd.redact import SECRET_MASK, redact_url
 
 E164_PATTERN = r"^\+[1-9]\d{1,14}$"
 PROVIDER_ROLES = ("engine", "stt", "llm", "tts", "vad")
@@ -195,13 +196,32 @@ class WebhookTool(Section):
     url: str
     timeout_secs: float = Field(5, gt=0, le=300)
     headers: dict[str, str] = Field(default_factory=dict)
+    max_response_bytes: int = Field(
+        65536,
+        ge=1,
+        le=16 * 1024 * 1024,
+        description="longer answers reach the model cut off, marked truncated",
+    )
+    follow_redirects: bool = Field(False, description="false: a 3xx answer is a tool error")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names (or *.domain) url and redirects may go to; empty: any",
+    )
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+            raise ValueError(f"must be an http:// or https:// URL, got {redact_url(value)!r}")
         return value
+
+    @model_validator(mode="after")
+    def _url_on_allowed_hosts(self) -> WebhookTool:
+        if self.allowed_hosts and not host_allowed(url_host(self.url), tuple(self.allowed_hosts)):
+            raise ValueError(
+                f"url {redact_url(self.url)!r} is not on allowed_hosts ({', '.join(self.allowed_hosts)})"
+            )
+        return self
 
     @field_validator("parameters")
     @classmethod
@@ -316,6 +336,7 @@ def _public_tool(tool: TransferCallTool | EndCallTool | WebhookTool) -> dict[str
     if isinstance(tool, WebhookTool):
         # headers usually carry credentials (Authorization); show which, never their values
         data["headers"] = dict.fromkeys(tool.headers, SECRET_MASK)
+        data["url"] = redact_url(tool.url)  # user:pass@ and ?api_key=... likewise
     return data
 
 

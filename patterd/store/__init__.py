@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from patterd import hash_key
 from patterd.clock import SYSTEM_CLOCK, Clock, iso_ms
 from patterd.cost import pricing_problems
 from patterd.protocols.events import CallEvent, TranscriptLine, TranscriptPartial
@@ -116,6 +117,8 @@ class CallStore:
             raise ValueError(f"retention_days is {retention_days}; expected 0 (keep forever) or more")
         self.root = Path(root).expanduser() if root is not None else None
         self.redact = check_mode(redact_phone)
+        # hash_only hashes with the key kept beside these records (made on first use, never in other modes)
+        hash_key.use_root(self.root)
         self.retention_days = retention_days
         self.pricing = pricing
         self.clock = clock

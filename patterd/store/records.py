@@ -26,7 +26,7 @@ from patterd.protocols.events import (
     Usage,
 )
 from patterd.protocols.jsontext import clean, clean_text
-from patterd.redact import RedactMode, redact_number
+from patterd.redact import RedactMode, redact_number, redact_numbers_deep, redact_numbers_in
 
 SCHEMA_VERSION = "1.0"
 # Statuses a record may be left in by a crash; hydrate turns them into `failed`.
@@ -153,7 +153,7 @@ class CallRecord:
             self.ended_at = event.ts
             elapsed = int((event.ts - self.started_at).total_seconds() * 1000)
             self.duration_ms = event.duration_ms or max(0, elapsed)
-            self.error = event.error
+            self.error = redact_numbers_in(event.error, self.redact) if event.error else event.error
             return True
         if isinstance(event, TranscriptLine):
             self.turns += 1
@@ -240,5 +240,6 @@ class CallRecord:
             "schema_version": SCHEMA_VERSION,
             "ts": iso_ms(event.ts),
             "type": event.type,
-            "data": clean(data),
+            # Numbers inside text too: "transferred to +1555…" reasons, tool arguments and results.
+            "data": redact_numbers_deep(clean(data), self.redact),
         }

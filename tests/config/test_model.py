@@ -138,3 +138,34 @@ def test_webhook_headers_are_masked_in_public_output() -> None:
     )
     assert "s3cret" not in str(agent.to_public_dict())
     assert agent.to_public_dict()["tools"][0]["headers"] == {"Authorization": "**********"}
+
+
+def test_webhook_url_credentials_are_masked_in_public_output_and_errors() -> None:
+    url = "https://ops:s3cret@x.example.com/hook?api_key=k3y&region=eu"
+    agent = AgentConfig.model_validate(
+        {"name": "a", "tools": [{"type": "webhook", "name": "t", "url": url}]},
+        context={"pipeline_checked": True},
+    )
+    public = agent.to_public_dict()["tools"][0]
+    assert public["url"] == "https://***@x.example.com/hook?api_key=***&region=eu"
+    with pytest.raises(ValidationError) as bad:
+        WebhookTool(type="webhook", name="x", url="ftp://ops:s3cret@x.example.com/?token=k3y")
+    message = bad.value.errors()[0]["msg"]  # what `patterd check` prints (it never prints the input)
+    assert "ftp://***@x.example.com/?token=***" in message and "s3cret" not in message
+
+
+def test_webhook_safety_defaults_and_allowed_hosts() -> None:
+    tool = WebhookTool(type="webhook", name="t", url="https://api.example.com/x")
+    assert (tool.max_response_bytes, tool.follow_redirects, tool.allowed_hosts) == (65536, False, [])
+    ok = WebhookTool(
+        type="webhook", name="t", url="https://API.example.com:8443/x", allowed_hosts=["*.example.com"]
+    )
+    assert ok.allowed_hosts == ["*.example.com"]
+    with pytest.raises(
+        ValidationError, match=r"url 'https://evil.test/x' is not on allowed_hosts \(\*\.example\.com\)"
+    ):
+        WebhookTool(type="webhook", name="t", url="https://evil.test/x", allowed_hosts=["*.example.com"])
+    with pytest.raises(ValidationError, match="is not on allowed_hosts"):  # *.example.com is subdomains only
+        WebhookTool(type="webhook", name="t", url="https://example.com/x", allowed_hosts=["*.example.com"])
+    with pytest.raises(ValidationError, match="less than or equal to 16777216"):
+        WebhookTool(type="webhook", name="t", url="https://a.example.com", max_response_bytes=1 << 30)

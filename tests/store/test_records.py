@@ -115,11 +115,15 @@ def test_transcript_and_events_lines(tmp_path: Path) -> None:
 )
 def test_redaction_modes(tmp_path: Path, mode: str, caller: str, transfer_to: str | None) -> None:
     import hashlib
+    import hmac
 
-    if mode == "hash_only":
-        caller = "sha256:" + hashlib.sha256(b"+15551234567").hexdigest()[:16]
-        transfer_to = "sha256:" + hashlib.sha256(b"+15550009999").hexdigest()[:16]
+    from patterd import hash_key
+
     store = CallStore(tmp_path, redact_phone=mode)
+    if mode == "hash_only":  # HMAC-SHA256 under the key the store made beside its records
+        key = hash_key.current_key()
+        caller = "sha256:" + hmac.new(key, b"+15551234567", hashlib.sha256).hexdigest()[:16]
+        transfer_to = "sha256:" + hmac.new(key, b"+15550009999", hashlib.sha256).hexdigest()[:16]
     run_call(store)
     directory = tmp_path / "calls" / "2026" / "03" / "14" / "call-1"
     meta = json.loads((directory / "metadata.json").read_text())
@@ -230,3 +234,41 @@ def test_call_ids_that_cannot_name_a_directory(bad: str) -> None:
 
     with pytest.raises(ValueError, match="cannot name a directory"):
         call_path(bad, T0)
+
+
+@pytest.mark.parametrize("mode", ["mask", "hash_only"])
+def test_numbers_inside_text_follow_the_redaction_mode(tmp_path: Path, mode: str) -> None:
+    # A transfer's call_ended reason, an error message and tool arguments all quote numbers.
+    from patterd.protocols.events import ToolCalled
+    from patterd.redact import redact_number
+
+    store = CallStore(tmp_path, redact_phone=mode)
+    for event in call_events(end=False):
+        store.handle(event)
+    t = T0 + timedelta(seconds=20)
+    store.handle(
+        ToolCalled(
+            "call-1", t, name="crm", arguments={"phone": "+15550009999"}, result='{"for": "+15551234567"}'
+        )
+    )
+    store.handle(
+        CallEnded(
+            "call-1",
+            t,
+            status="completed",
+            reason="transferred to +15550009999",
+            error="carrier refused +15550009999",
+        )
+    )
+    store.flush()
+    directory = tmp_path / "calls" / "2026" / "03" / "14" / "call-1"
+    events = (directory / "events.jsonl").read_text()
+    meta = json.loads((directory / "metadata.json").read_text())
+    store.close()
+    shown = redact_number("+15550009999", mode)  # type: ignore[arg-type]
+    assert "5550009999" not in events and "5551234567" not in events
+    ended = read_lines(directory / "events.jsonl")[-1]
+    assert ended["data"]["reason"] == f"transferred to {shown}"
+    assert meta["error"] == f"carrier refused {shown}"
+    tool = [e for e in read_lines(directory / "events.jsonl") if e["type"] == "tool_call"][-1]
+    assert tool["data"]["arguments"] == {"phone": shown}
