@@ -147,6 +147,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
+        raise_fd_limit()
         loop = asyncio.get_running_loop()
         sock = self._open_socket()
         host, port = sock.getsockname()[:2]
@@ -499,7 +500,6 @@ def run_daemon(
 ) -> int:
     """Run a daemon to completion in a fresh event loop; returns the exit code."""
     configure_logging(config.logging.level, redact_phone=config.logging.redact_phone)
-    raise_fd_limit()
     if configure is not None:
         configure(config)
 

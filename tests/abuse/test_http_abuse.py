@@ -121,8 +121,19 @@ def twilio_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonPr
         f"phone_number: '{NUMBER}'\nwebhook_url: {PUBLIC_HOST}\npersist: {root / 'records'}\n"
         f"server: {{dashboard_token: {TOKEN}, drain_timeout_secs: 1}}\n" + AGENT
     )
-    with run_daemon(config, token=TOKEN) as daemon:
+    # Started with the common soft limit of 1,024 open files (as the hostile tester's daemon was): it must
+    # raise its own limit, or the thousand slow clients below would exhaust it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        starting = run_daemon(config, token=TOKEN)
+        daemon = starting.__enter__()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
         yield daemon
+    finally:
+        starting.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -442,6 +453,9 @@ async def test_thousand_slow_clients_do_not_block_probes_or_calls(twilio_daemon:
     )
     assert held == 1000
     assert codes == Counter({408: 1000})
+    with open(f"/proc/{twilio_daemon.proc.pid}/limits") as limits:  # the daemon raised its soft limit
+        soft, hard = next(line for line in limits if line.startswith("Max open files")).split()[3:5]
+    assert int(soft) > 1024 and soft == hard, (soft, hard)
     assert tracebacks(twilio_daemon) == []
 
 
