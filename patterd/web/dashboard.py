@@ -140,7 +140,8 @@ def _totals_text(stats: dict[str, Any]) -> str:
 
 def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) -> list[BaseRoute]:
     """Dashboard pages, the login form, the plot's data, and /static."""
-    guesses = FailureThrottle() if throttle is None else throttle  # wrong tokens per client address (web.throttle)
+    # Wrong tokens per client address (web.throttle); create_app shares one with the API and the softphone.
+    guesses = FailureThrottle() if throttle is None else throttle
 
     def cookie_session(request: Request) -> bool:
         """Signed in through the login form (so a Log out button makes sense)."""

@@ -267,4 +267,3 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/api/v1/reload", reload, methods=["POST"]),
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
     ]
-
