@@ -140,6 +140,10 @@ def _is_secret(path: YamlPath) -> bool:
     return any(isinstance(p, str) and any(w in p.lower() for w in SECRET_WORDS) for p in path)
 
 
+# The LLM of a pipeline agent that names none (Patter's pipeline-mode default; docs/configuration.md).
+DEFAULT_LLM: Mapping[str, str] = {"type": "openai", "model": "gpt-4o-mini"}
+
+
 class _Loader:
     """One pass over a parsed document; appends to `issues` instead of stopping."""
 
@@ -373,7 +377,16 @@ class _Loader:
                 ok = False
             else:
                 sections[role] = section
-        problem = pipeline_problem({role for role in PROVIDER_ROLES if raw.get(role) is not None})
+        present = {role for role in PROVIDER_ROLES if raw.get(role) is not None}
+        if {"stt", "tts"} <= present and not present & {"llm", "engine"}:
+            # Patter's pipeline-mode default: an agent with stt and tts but no llm talks to OpenAI.
+            present.add("llm")
+            llm = self.default_llm(path)
+            if llm is None:
+                ok = False
+            else:
+                sections["llm"] = llm
+        problem = pipeline_problem(present)
         if problem:
             self.issue(path, problem)
             ok = False
@@ -410,6 +423,19 @@ class _Loader:
         return cast(Section | None, self.model(model, raw, path))
 
     # ------------------------------------------------------------------ providers
+
+    def default_llm(self, path: YamlPath) -> ProviderSection | None:
+        """`llm: {type: openai, model: gpt-4o-mini}` for a pipeline agent without `llm:`; its issues say so."""
+        before = len(self.issues)
+        section = self.provider("llm", dict(DEFAULT_LLM), (*path, "llm"))
+        for index in range(before, len(self.issues)):
+            issue = self.issues[index]
+            self.issues[index] = ConfigIssue(
+                issue.path,
+                f"no llm given, so the default llm.openai ({DEFAULT_LLM['model']}) is used: {issue.message}",
+                issue.line,
+            )
+        return section
 
     def provider(self, kind: str, raw: Any, path: YamlPath) -> ProviderSection | None:
         if not isinstance(raw, dict):

@@ -25,10 +25,18 @@ from patterd.errors import (
 )
 from patterd.protocols import openai_chat as wire
 from patterd.providers.kinds import LLMChunk, LLMUsage, Message, TextDelta, ToolCallRequest, ToolSchema
-from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
+from patterd.providers.spec import (
+    BuildContext,
+    Capabilities,
+    ProviderOptions,
+    ProviderSpec,
+    env_secret,
+    getenv,
+)
 
 NAME = "openai"
 OPENAI_HOST = "api.openai.com"
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 class Options(ProviderOptions):
@@ -36,7 +44,12 @@ class Options(ProviderOptions):
 
     api_key: SecretStr | None = Field(default_factory=env_secret("OPENAI_API_KEY"))
     model: str = "gpt-4o-mini"
-    base_url: str = "https://api.openai.com/v1"
+    # $OPENAI_BASE_URL as the OpenAI SDK reads it: lets the default LLM of a pipeline agent without
+    # `llm:` reach a compatible server (or a test fake) without adding an llm section.
+    base_url: str = Field(
+        default_factory=lambda: getenv("OPENAI_BASE_URL") or OPENAI_URL,
+        description=f"default $OPENAI_BASE_URL, else {OPENAI_URL}",
+    )
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, gt=0)
     timeout_secs: float = Field(default=30.0, gt=0)
