@@ -50,34 +50,49 @@ async def settle(http: aiohttp.ClientSession, base: str, want: int, timeout: flo
     return live
 
 
-async def measure(base: str, pid: int, calls: int, idle_secs: float, wait: float) -> dict[str, float]:
+async def one_round(
+    http: aiohttp.ClientSession,
+    base: str,
+    pid: int,
+    calls: int,
+    idle_secs: float,
+    wait: float,
+    out: dict[str, float],
+) -> None:
+    sockets = []
+    for _ in range(calls):
+        async with http.post(
+            f"{base}/webhooks/local/voice", json={}, headers={"X-Patterd-CSRF": "1"}
+        ) as resp:
+            call_id = (await resp.json())["call_id"]
+        ws = await http.ws_connect(f"{base.replace('http://', 'ws://')}/ws/local/{call_id}")
+        await ws.send_str(json.dumps({"event": "start", "start": {"format": "mulaw/8000"}}))
+        sockets.append(ws)
+    out["live_after_connect"] = await settle(http, base, calls, 30)
+    await asyncio.sleep(8)  # greetings synthesised and sent
+    out["rss_live_mb"] = rss_kb(pid) / 1024
+    await asyncio.sleep(wait)
+    out["live_after_wait"] = await settle(http, base, 0, 10) if idle_secs else await live_calls(http, base)
+    await asyncio.sleep(2)
+    out["rss_after_wait_mb"] = rss_kb(pid) / 1024
+    for ws in sockets:
+        await ws.close()
+
+
+async def measure(
+    base: str, pid: int, calls: int, idle_secs: float, wait: float, rounds: int
+) -> list[dict[str, float]]:
     async with aiohttp.ClientSession() as http:
         await asyncio.sleep(2)  # let start-up allocations settle
-        out: dict[str, float] = {"rss_before_mb": rss_kb(pid) / 1024}
-        sockets = []
-        for _ in range(calls):
-            async with http.post(
-                f"{base}/webhooks/local/voice", json={}, headers={"X-Patterd-CSRF": "1"}
-            ) as resp:
-                call_id = (await resp.json())["call_id"]
-            ws = await http.ws_connect(f"{base.replace('http://', 'ws://')}/ws/local/{call_id}")
-            await ws.send_str(json.dumps({"event": "start", "start": {"format": "mulaw/8000"}}))
-            sockets.append(ws)
-        out["live_after_connect"] = await settle(http, base, calls, 30)
-        await asyncio.sleep(8)  # greetings synthesised and sent
-        out["rss_live_mb"] = rss_kb(pid) / 1024
-        out["live_calls"] = await live_calls(http, base)
-        await asyncio.sleep(wait)
-        out["live_after_wait"] = (
-            await settle(http, base, 0, 10) if idle_secs else await live_calls(http, base)
-        )
-        await asyncio.sleep(2)
-        out["rss_after_wait_mb"] = rss_kb(pid) / 1024
-        out["per_call_live_mb"] = (out["rss_live_mb"] - out["rss_before_mb"]) / calls
-        out["per_call_after_wait_mb"] = (out["rss_after_wait_mb"] - out["rss_before_mb"]) / calls
-        for ws in sockets:
-            await ws.close()
-        return out
+        before = rss_kb(pid) / 1024
+        results = []
+        for _ in range(rounds):  # later rounds tell a leak (RSS keeps growing) from allocator reuse
+            out: dict[str, float] = {"rss_before_mb": before}
+            await one_round(http, base, pid, calls, idle_secs, wait, out)
+            out["per_call_live_mb"] = (out["rss_live_mb"] - before) / calls
+            out["per_call_after_wait_mb"] = (out["rss_after_wait_mb"] - before) / calls
+            results.append(out)
+        return results
 
 
 def main() -> None:
@@ -85,18 +100,19 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--idle-secs", type=float, default=30.0)
     parser.add_argument("--wait", type=float, default=None, help="seconds to wait after the calls are live")
+    parser.add_argument("--rounds", type=int, default=1, help="batches of calls, one after the other")
     args = parser.parse_args()
     wait = args.wait if args.wait is not None else (args.idle_secs or 30.0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "patter.yaml"
         path.write_text(config_text(args.idle_secs, Path(tmp) / "records"))
         with run_daemon(path) as daemon:
-            result = asyncio.run(measure(daemon.base_url, daemon.proc.pid, args.calls, args.idle_secs, wait))
-    print(
-        json.dumps(
-            {"calls": args.calls, "idle_secs": args.idle_secs, **{k: round(v, 2) for k, v in result.items()}}
-        )
-    )
+            results = asyncio.run(
+                measure(daemon.base_url, daemon.proc.pid, args.calls, args.idle_secs, wait, args.rounds)
+            )
+    for i, result in enumerate(results, 1):
+        rounded = {k: round(v, 2) for k, v in result.items()}
+        print(json.dumps({"round": i, "calls": args.calls, "idle_secs": args.idle_secs, **rounded}))
 
 
 if __name__ == "__main__":
