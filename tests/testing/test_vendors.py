@@ -1,0 +1,21 @@
+"""The vendor providers through the shipped behavioural suites (patterd.testing) against their fakes."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from patterd.testing import STTSuite
+from tests.testing.vendors import deepgram_setup
+
+
+def needs(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not in the tree yet")
+
+
+@pytest.mark.parametrize("case", STTSuite.cases())
+async def test_stt_deepgram(case: str) -> None:
+    needs("patterd.providers.deepgram")
+    await STTSuite(deepgram_setup).run(case)
