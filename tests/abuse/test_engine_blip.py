@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patterd.config import load_config
-from patterd.daemon import ConfigSource, Daemon
-from patterd.plugins import load_registry
+from patterd.daemon import Daemon
 from tests.fakes.openai_realtime import FakeRealtimeServer
 from tests.fakes.twilio import FakeCall, FakeTwilio, FakeTwilioRest
+from tests.inprocess_daemon import running_daemon
 
 ROUNDS = 50
 PUBLIC_HOST = "gw.example.com"
@@ -83,44 +79,6 @@ agents:
 """
 
 
-class Stdout(io.StringIO):
-    """The daemon's stdout: its first line ("patterd dashboard: URL") says it is serving."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.serving = asyncio.Event()
-
-    def write(self, text: str) -> int:
-        self.serving.set()
-        return super().write(text)
-
-
-@contextlib.asynccontextmanager
-async def running_daemon(path: Path) -> AsyncIterator[tuple[Daemon, str, asyncio.Task[int]]]:
-    """The real daemon on this event loop, on a pre-bound loopback socket."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    port = sock.getsockname()[1]
-    stdout = Stdout()
-    daemon = Daemon(
-        ConfigSource(path),
-        load_config(path, load_registry()),
-        bind=f"fd://{sock.detach()}",
-        stdout=stdout,
-        watch=False,
-    )
-    task = asyncio.create_task(daemon.run())
-    try:
-        await asyncio.wait_for(stdout.serving.wait(), 15)
-        yield daemon, f"http://127.0.0.1:{port}", task
-    finally:
-        if not task.done():
-            daemon.request_stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, DRAIN_SECS + 15)
-
-
 async def follow_ended(daemon: Daemon, ended: Ended) -> None:
     async for item in daemon.feed.subscribe(last_event_id=0):
         if item is not None and item.name == "call.ended":  # None: an idle keep-alive tick
@@ -133,7 +91,7 @@ async def test_fifty_engine_blips_at_hang_up_leave_no_zombie_call(tmp_path: Path
     async with FakeTwilioRest() as rest, FakeRealtimeServer() as engine:
         path = tmp_path / "patter.yaml"
         path.write_text(config_text(rest, engine.url, records))
-        async with running_daemon(path) as (daemon, url, task):
+        async with running_daemon(path, stop_timeout=DRAIN_SECS + 15) as (daemon, url, task):
             ended = Ended()
             follower = asyncio.create_task(follow_ended(daemon, ended))
             async with FakeTwilio(url, PUBLIC_HOST, rest=rest) as twilio:

@@ -1,0 +1,55 @@
+"""The real daemon on the test's own event loop (its app on Hypercorn, carriers, store), for tests that
+need to reach inside it (its feed, its switchboard) or run many calls without a process per test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from patterd.config import load_config
+from patterd.daemon import ConfigSource, Daemon
+from patterd.plugins import load_registry
+
+
+class Stdout(io.StringIO):
+    """The daemon's stdout: its first line ("patterd dashboard: URL") says it is serving."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.serving = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.serving.set()
+        return super().write(text)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    path: Path, *, stop_timeout: float = 20.0
+) -> AsyncIterator[tuple[Daemon, str, asyncio.Task[int]]]:
+    """The real daemon on this event loop, on a pre-bound loopback socket."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    port = sock.getsockname()[1]
+    stdout = Stdout()
+    daemon = Daemon(
+        ConfigSource(path),
+        load_config(path, load_registry()),
+        bind=f"fd://{sock.detach()}",
+        stdout=stdout,
+        watch=False,
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(stdout.serving.wait(), 15)
+        yield daemon, f"http://127.0.0.1:{port}", task
+    finally:
+        if not task.done():
+            daemon.request_stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, stop_timeout)
