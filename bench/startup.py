@@ -4,7 +4,11 @@ Each run copies the config with `server.port` set to a free loopback port (the c
 beside the original, hidden and deleted afterwards, so a `.env` and relative paths still
 resolve), starts the daemon, polls `GET /readyz` until it answers 200, lets it idle for a
 second, reads VmRSS and VmHWM from /proc/PID/status, then stops it with SIGTERM and checks
-that it exits 0. Call records go to a throwaway $PATTER_LOG_DIR.
+that it exits 0. Call records go to a throwaway $PATTER_LOG_DIR; `--records N` first writes N call
+records there (bench/store_bench.py's generator, retention off) so start-up meets a history, and
+`--no-index` deletes the index before every run (the hydrate then parses every record). With a
+history, each run also reports how long the history took to load after ready (the `call records
+loaded` log line) — since issue 14 the daemon serves first and loads the history behind.
 
 Usage::
 
@@ -12,6 +16,7 @@ Usage::
     python bench/startup.py -n 10 --config config/examples/pipeline.yaml
     python bench/startup.py --command "python -m patterd run --config {config}"
     python bench/startup.py --json                       # one JSON object for scripts
+    python bench/startup.py --records 100000 --no-index  # with a call history (generated once), index deleted
 
 `{config}` and `{port}` in --command are replaced by the temporary config path and the port
 (e.g. `--command "patterd --config {config} --bind 127.0.0.1:{port}"`). Linux only (/proc).
@@ -38,6 +43,12 @@ from typing import Any
 
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.store_bench import generate  # noqa: E402
+from patterd.store.index import INDEX_NAME  # noqa: E402
+
 DEFAULT_COMMAND = "patterd --config {config}"
 READY_TIMEOUT_SECS = 30.0
 STOP_TIMEOUT_SECS = 45.0
@@ -51,6 +62,7 @@ class Run:
     rss_kib: int
     hwm_kib: int
     exit_code: int | None
+    history_secs: float | None = None  # start → history loaded (the hydrate's log line), when it was seen
 
 
 def free_port() -> int:
@@ -102,17 +114,31 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> fl
     raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
 
-def one_run(command: str, config: Path, idle_secs: float, records: Path) -> Run:
+def history_loaded(log: Any, process: subprocess.Popen[bytes], timeout: float) -> float | None:
+    """perf_counter time the daemon logged `call records loaded` (polled from its log file), None if never."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline and process.poll() is None:
+        log.seek(0)
+        if b"call records loaded" in log.read():
+            return time.perf_counter()
+        time.sleep(0.01)  # a poll interval for a measurement, like wait_ready's
+    return None
+
+
+def one_run(command: str, config: Path, idle_secs: float, records: Path, history: bool = False) -> Run:
     port = free_port()
     copy = config_copy(config, port)
     try:
         with tempfile.TemporaryFile() as log:
             argv = [part.format(config=copy, port=port) for part in shlex.split(command)]
             env = {**os.environ, "PATTER_LOG_DIR": str(records), "PYTHONUNBUFFERED": "1"}
+            if history:
+                env["PATTER_LOG_RETENTION_DAYS"] = "0"  # the generated records are months old: keep them
             started = time.perf_counter()
             process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
             try:
                 ready = wait_ready(f"http://127.0.0.1:{port}/readyz", process, READY_TIMEOUT_SECS)
+                loaded = history_loaded(log, process, 120.0) if history else None
                 time.sleep(idle_secs)
                 memory = proc_status(process.pid)
             except Exception:
@@ -122,7 +148,13 @@ def one_run(command: str, config: Path, idle_secs: float, records: Path) -> Run:
                 raise
             finally:
                 exit_code = stop(process)
-            return Run(ready - started, memory.get("VmRSS", 0), memory.get("VmHWM", 0), exit_code)
+            return Run(
+                ready - started,
+                memory.get("VmRSS", 0),
+                memory.get("VmHWM", 0),
+                exit_code,
+                loaded - started if loaded is not None else None,
+            )
     finally:
         copy.unlink(missing_ok=True)
 
@@ -155,20 +187,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--idle-secs", type=float, default=1.0, help="idle time before reading memory")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--records", type=int, default=0, help="call records on disk before the first start")
+    parser.add_argument("--no-index", action="store_true", help="delete the index before every start")
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"--config {args.config} is not a file")
 
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="patterd-bench-") as records:
+        if args.records:
+            generate(Path(records), args.records)
         for index in range(args.runs):
-            run = one_run(args.command, args.config.resolve(), args.idle_secs, Path(records))
+            if args.no_index:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{Path(records) / INDEX_NAME}{suffix}").unlink(missing_ok=True)
+            run = one_run(
+                args.command, args.config.resolve(), args.idle_secs, Path(records), history=args.records > 0
+            )
             runs.append(run)
             if not args.json:
+                loaded = f"   history loaded {run.history_secs * 1000:8.1f} ms" if run.history_secs else ""
                 print(
                     f"run {index + 1}: ready {run.ready_secs * 1000:7.1f} ms   "
                     f"idle RSS {run.rss_kib / 1024:6.1f} MiB   peak {run.hwm_kib / 1024:6.1f} MiB   "
-                    f"exit {run.exit_code}"
+                    f"exit {run.exit_code}{loaded}"
                 )
     ready = summary([r.ready_secs * 1000 for r in runs])
     rss = summary([r.rss_kib / 1024 for r in runs])
