@@ -38,6 +38,7 @@ def use_root(root: Path | None) -> None:
 def current_key() -> bytes:
     """The key to hash with: the install's (read or created on first use), else the per-process one."""
     global _key
+    problem: Exception | None = None
     with _lock:
         if _key is None:
             if _root is None:
@@ -47,11 +48,11 @@ def current_key() -> bytes:
                     _key = load_or_create(_root)
                 except (OSError, ValueError) as exc:
                     # Records still get a hash nobody else can compute, just not a stable one.
-                    log.warning(
-                        "hash_only key unusable (%s); using a per-process key: hashes change at restart", exc
-                    )
-                    _key = _process_key
-        return _key
+                    _key, problem = _process_key, exc
+        key = _key
+    if problem is not None:  # logged outside the lock: the log redactor may itself hash a number
+        log.warning("hash_only key unusable (%s); using a per-process key: hashes change at restart", problem)
+    return key
 
 
 def load_or_create(root: Path) -> bytes:
