@@ -177,7 +177,9 @@ class CallSession:
             self._spawn(self._start_recording())
         limit = self.agent.config.max_duration_secs
         deadline = (
-            asyncio.get_running_loop().call_later(limit, self._max_duration_reached, limit) if limit > 0 else None
+            asyncio.get_running_loop().call_later(limit, self._max_duration_reached, limit)
+            if limit > 0
+            else None
         )
         failure: str | None = None
         component = "engine"

@@ -201,7 +201,9 @@ class Switchboard:
         graph = self.graph
         if self.at_capacity:
             self._count_refusal(graph.config.carrier.type, "max_calls")
-            raise CallError(f"{len(self.calls)} calls are live, the limit (server.max_calls); try again later")
+            raise CallError(
+                f"{len(self.calls)} calls are live, the limit (server.max_calls); try again later"
+            )
         if agent is not None and agent not in graph.agents:
             raise CallError(f"unknown agent {agent!r}; known: {', '.join(graph.agents)}")
         caller = from_ or graph.config.phone_number or ""

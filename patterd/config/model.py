@@ -297,7 +297,9 @@ class AgentConfig(Section):
     recording: bool = False
     language: str = Field("en", min_length=2)
     max_duration_secs: float = Field(
-        3600, ge=0, description="a connected call is ended (completed, reason max_duration) after this (0: no limit)"
+        3600,
+        ge=0,
+        description="a connected call is ended (completed, reason max_duration) after this (0: no limit)",
     )
 
     @model_validator(mode="after")

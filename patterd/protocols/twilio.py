@@ -201,12 +201,16 @@ def _start(msg: Mapping[str, Any]) -> StreamStarted:
     call_sid = start.get("callSid", "")
     custom = start.get("customParameters") or {}
     if not isinstance(custom, dict) or not isinstance(call_sid, str):
-        raise TwilioProtocolError(f"Twilio 'start' message: malformed callSid/customParameters: {start!r:.120}")
+        raise TwilioProtocolError(
+            f"Twilio 'start' message: malformed callSid/customParameters: {start!r:.120}"
+        )
     if not all(isinstance(v, str | int | float | bool) for v in custom.values()):
         raise TwilioProtocolError("Twilio 'start' message: customParameters values must be strings")
     fmt = start.get("mediaFormat")
     if isinstance(fmt, dict) and fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw":
-        raise TwilioProtocolError(f"Twilio stream encoding {fmt.get('encoding')!r:.40}: expected 'audio/x-mulaw'")
+        raise TwilioProtocolError(
+            f"Twilio stream encoding {fmt.get('encoding')!r:.40}: expected 'audio/x-mulaw'"
+        )
     return StreamStarted(
         stream_id=stream_sid,
         carrier_call_id=call_sid,

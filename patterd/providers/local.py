@@ -124,7 +124,12 @@ class LocalCarrier:
         )
         if admission is None:
             return JSONResponse(
-                {"error": {"code": "unavailable", "message": "not taking new calls (draining, or at server.max_calls)"}},
+                {
+                    "error": {
+                        "code": "unavailable",
+                        "message": "not taking new calls (draining, or at server.max_calls)",
+                    }
+                },
                 503,
             )
         await admission.wait_recorded()  # the 201 answers the call: its record is on disk first

@@ -440,7 +440,11 @@ class TelnyxLeg:
     """One call's Telnyx media websocket as a `kinds.CarrierLeg`."""
 
     def __init__(
-        self, websocket: WebSocket, router: CallRouter, reorder_window: int = 3, idle_timeout_secs: float = 0.0
+        self,
+        websocket: WebSocket,
+        router: CallRouter,
+        reorder_window: int = 3,
+        idle_timeout_secs: float = 0.0,
     ) -> None:
         self._ws = websocket
         self._frames = MediaSocket(websocket, CARRIER, router, idle_timeout_secs)
