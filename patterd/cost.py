@@ -27,7 +27,8 @@ Default prices are public list prices (USD) as published in early 2026:
 - openai (LLM gpt-4o-mini: $0.15 / 1M in, $0.075 cached, $0.60 out; TTS tts-1: $15 / 1M chars),
   whisper (whisper-1 $0.006 / min).
 - anthropic (claude-3-5-haiku: $0.80 / 1M in, $0.08 cached, $4 out).
-- deepgram (Nova-3 streaming, pay as you go: $0.0077 / min).
+- deepgram (Nova-3 monolingual streaming, pay as you go: $0.0077 / min of audio streamed,
+  deepgram.com/pricing; pre-recorded is cheaper, $0.0043, but stt.deepgram only streams).
 - elevenlabs (Flash/Turbo API: $0.05 / 1k characters); elevenlabs_convai (agents: $0.10 / min).
 - cartesia ($0.03 / 1k characters TTS, $0.0065 / min STT), soniox ($0.002 / min),
   speechmatics ($0.0067 / min), assemblyai (streaming $0.0025 / min), rime ($0.04 / 1k chars),

@@ -1,0 +1,410 @@
+"""`stt.deepgram`: Deepgram live transcription over the `/v1/listen` websocket, 8 kHz μ-law as the carrier sends it.
+
+One websocket per call, opened when the call's STT stream opens (not at the first word). The
+caller's audio is streamed as it comes, silence included, because Deepgram's endpointing counts
+the silence inside the audio it is sent; when no audio flows for `keepalive_secs` a KeepAlive
+text frame goes instead (Deepgram closes with 1011 after 10 s of neither).
+
+Turns: the text of a turn is every `is_final` segment up to `speech_final`, an `UtteranceEnd`, or
+the `from_finalize` answer to `flush()` (the pipeline's VAD ended the turn: we send `Finalize`);
+interim results only ever produce `Transcript(is_final=False)`. A turn's `audio_ms` is where in the
+stream Deepgram decided: the end (`start + duration`) of the result that closed it, or for an
+UtteranceEnd its `last_word_end + utterance_end_ms`; the pipeline times endpointing by it.
+
+Wire format and sources: `patterd.protocols.deepgram`. Billing is per audio minute streamed; the
+pipeline reports `audio_seconds` usage under this provider's name (price in `patterd.cost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from pydantic import Field, SecretStr, model_validator
+
+from patterd.errors import (
+    ProviderConnectionError,
+    ProviderError,
+    ProviderProtocolError,
+    error_for_status,
+)
+from patterd.protocols import deepgram as wire
+from patterd.providers.kinds import Transcript
+from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
+
+log = structlog.get_logger(__name__)
+
+NAME = "deepgram"
+KEY_ENV = "DEEPGRAM_API_KEY"
+AUTH_HINT = f"check api_key or {KEY_ENV}"
+
+
+class Options(ProviderOptions):
+    """Options of `stt.deepgram` (names as Deepgram's query parameters where one exists)."""
+
+    api_key: SecretStr | None = Field(default_factory=env_secret(KEY_ENV))
+    # wss://api.deepgram.com; EU: wss://api.eu.deepgram.com; self-hosted: ws(s)://host:port
+    base_url: str = wire.DEFAULT_BASE_URL
+    model: str = "nova-3"
+    language: str | None = "en"
+    # `endpointing`: ms of silence (in the audio sent) that ends a segment with speech_final; null: off
+    endpointing_ms: int | None = Field(default=300, ge=10, le=60000)
+    # UtteranceEnd after this many ms without words (needs interim_results); null: off
+    utterance_end_ms: int | None = Field(default=1000, ge=1000, le=60000)
+    interim_results: bool = True
+    smart_format: bool = True
+    keyterms: list[str] = Field(default_factory=list)  # Nova-3 keyterm prompting
+    keywords: list[str] = Field(default_factory=list)  # older models: "word" or "word:boost"
+    keepalive_secs: float = Field(default=4.0, gt=0, le=9)  # KeepAlive when no audio flowed this long
+    flush_timeout_secs: float = Field(default=1.5, gt=0, le=30)  # wait for Finalize's answer
+    connect_timeout_secs: float = Field(default=10.0, gt=0)
+    connect_retries: int = Field(default=2, ge=0, le=10)  # handshake retries on 429/5xx/network errors
+    retry_backoff_ms: int = Field(default=250, ge=0, le=60000)  # first retry delay, doubled each time
+    close_timeout_secs: float = Field(default=2.0, gt=0)  # wait for the last results after CloseStream
+
+    @model_validator(mode="after")
+    def _check(self) -> Options:
+        host = urlsplit(self.base_url).hostname or ""
+        if urlsplit(self.base_url).scheme not in ("ws", "wss", "http", "https") or not host:
+            raise ValueError(f"stt.deepgram base_url {self.base_url!r} is not a ws(s):// or http(s):// URL")
+        if self.api_key is None and host.endswith("deepgram.com"):
+            raise ValueError(f"stt.deepgram needs api_key (or the {KEY_ENV} environment variable)")
+        if self.utterance_end_ms is not None and not self.interim_results:
+            raise ValueError("stt.deepgram utterance_end_ms needs interim_results: true (Deepgram's rule)")
+        nova3 = self.model.startswith("nova-3")
+        if self.keyterms and not nova3:
+            raise ValueError(f"stt.deepgram keyterms work with Nova-3 models only (model is {self.model!r})")
+        if self.keywords and nova3:
+            raise ValueError("stt.deepgram keywords do not work with Nova-3: use keyterms")
+        return self
+
+    def params(self) -> wire.ListenParams:
+        """The query of the live request: the carrier's own audio, no transcoding."""
+        return wire.ListenParams(
+            model=self.model,
+            language=self.language,
+            encoding="mulaw",
+            sample_rate=8000,
+            interim_results=self.interim_results,
+            endpointing_ms=self.endpointing_ms,
+            utterance_end_ms=self.utterance_end_ms,
+            smart_format=self.smart_format,
+            keyterms=tuple(self.keyterms),
+            keywords=tuple(self.keywords),
+        )
+
+
+class _Finalize:
+    """Queued after the audio already pushed, so Finalize covers all of it."""
+
+
+class DeepgramStream:
+    """One call's live recognition (kinds.STTStream) over an open websocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: DeepgramSTT) -> None:
+        self._ws = ws
+        self._options = options
+        self._owner = owner
+        self._send_q: asyncio.Queue[bytes | _Finalize | None] = asyncio.Queue()
+        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._segments: list[str] = []  # is_final texts of the turn in progress
+        self._confidences: list[float] = []
+        self._finalized = asyncio.Condition()
+        self._finalize_answers = 0  # from_finalize results seen
+        self._closing = False
+        self._ended = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.audio_bytes = 0  # μ-law bytes sent (8000 per second of audio)
+        self.keepalives = 0
+        self.malformed = 0  # server messages that could not be read (logged, skipped)
+        self.request_id = ""
+
+    @property
+    def audio_seconds(self) -> float:
+        """Audio streamed to Deepgram, what it bills."""
+        return self.audio_bytes / 8000
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._sender(), name="deepgram-send"),
+            asyncio.create_task(self._receiver(), name="deepgram-receive"),
+        ]
+
+    # -------- kinds.STTStream
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """Caller audio (8 kHz μ-law), never blocks; dropped once the stream is closing."""
+        if ulaw and not self._closing and not self._ended:
+            self._send_q.put_nowait(ulaw)
+
+    async def flush(self) -> None:
+        """Send Finalize; return once its `from_finalize` answer (and so the turn's final) is queued."""
+        if self._closing or self._ended:
+            return
+        async with self._finalized:
+            wanted = self._finalize_answers + 1
+        self._send_q.put_nowait(_Finalize())
+        try:
+            async with asyncio.timeout(self._options.flush_timeout_secs):
+                async with self._finalized:
+                    await self._finalized.wait_for(lambda: self._finalize_answers >= wanted or self._ended)
+        except TimeoutError:
+            # Deepgram documents that a from_finalize answer can be missing: end the turn with what we have.
+            log.warning(
+                "deepgram Finalize not answered in time", timeout_secs=self._options.flush_timeout_secs
+            )
+            self._end_turn(None)
+
+    async def __aiter__(self) -> AsyncIterator[Transcript]:
+        while True:
+            item = await self._out.get()
+            if item is None:
+                return
+            if isinstance(item, ProviderError):
+                raise item
+            yield item
+
+    # -------- sending
+
+    async def _sender(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._options.keepalive_secs):
+                        item = await self._send_q.get()
+                except TimeoutError:
+                    await ws.send_str(wire.KEEPALIVE)  # a text frame, as Deepgram requires
+                    self.keepalives += 1
+                    continue
+                if item is None:
+                    await ws.send_str(wire.CLOSE_STREAM)
+                    return
+                if isinstance(item, _Finalize):
+                    await ws.send_str(wire.FINALIZE)
+                    continue
+                await ws.send_bytes(item)
+                self.audio_bytes += len(item)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            # The receiver sees the same broken connection and reports it; nothing more to send.
+            log.info("deepgram send stopped", error=f"{type(exc).__name__}: {exc}")
+
+    # -------- receiving
+
+    async def _receiver(self) -> None:
+        ws = self._ws
+        error: ProviderError | None = None
+        reason = ""
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    await self._on_text(msg.data)
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
+                    reason = str(msg.extra or "")
+                    break
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    error = ProviderConnectionError(
+                        f"stt.deepgram websocket error: {msg.data}", provider=NAME
+                    )
+                    break
+                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    break
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            error = ProviderConnectionError(f"stt.deepgram connection lost: {exc}", provider=NAME)
+        if error is None and not self._closing:
+            error = self._close_error(ws.close_code, reason)
+        self._ended = True
+        if error is not None:
+            self._end_turn(None)  # what was finalized is still what the caller said
+            self._out.put_nowait(error)
+        self._out.put_nowait(None)
+        async with self._finalized:
+            self._finalized.notify_all()
+
+    @staticmethod
+    def _close_error(code: int | None, reason: str) -> ProviderError:
+        said = f"closed the stream with {code}" + (f": {reason}" if reason else "")
+        if code == wire.CLOSE_DATA_ERROR:  # the audio itself is refused: reconnecting will not help
+            return ProviderProtocolError(f"stt.deepgram {said}", provider=NAME)
+        if code is None or code == 1006:
+            said = "dropped the connection without a close frame"
+        return ProviderConnectionError(f"stt.deepgram {said}", provider=NAME)
+
+    async def _on_text(self, data: str) -> None:
+        try:
+            message = wire.parse(data)
+        except wire.DeepgramProtocolError as exc:
+            self.malformed += 1
+            self._owner.malformed += 1
+            log.warning("deepgram message skipped", error=str(exc)[:200], count=self.malformed)
+            return
+        if isinstance(message, wire.Results):
+            await self._on_results(message)
+        elif isinstance(message, wire.UtteranceEnd):
+            # Deepgram decided once `utterance_end_ms` of audio had followed the last word.
+            self._end_turn(message.last_word_end * 1000 + (self._options.utterance_end_ms or 0))
+        elif isinstance(message, wire.Metadata):
+            self.request_id = message.request_id
+        elif isinstance(message, wire.ErrorMessage):
+            log.warning("deepgram error message", description=message.description[:200], code=message.code)
+
+    async def _on_results(self, r: wire.Results) -> None:
+        text = r.transcript.strip()
+        if r.is_final:
+            if text:
+                self._segments.append(text)
+                if r.confidence is not None:
+                    self._confidences.append(r.confidence)
+            if r.speech_final or r.from_finalize:
+                self._end_turn(r.end_ms)
+            elif text:
+                self._out.put_nowait(Transcript(" ".join(self._segments), is_final=False, audio_ms=r.end_ms))
+            if r.from_finalize:
+                async with self._finalized:
+                    self._finalize_answers += 1
+                    self._finalized.notify_all()
+        elif text:
+            # An interim guess: shown with the finals before it, never counted as the turn's text.
+            shown = " ".join([*self._segments, text])
+            self._out.put_nowait(
+                Transcript(shown, is_final=False, confidence=r.confidence, audio_ms=r.end_ms)
+            )
+
+    def _end_turn(self, audio_ms: float | None) -> None:
+        """Queue the turn's final transcript (nothing when no segment holds words)."""
+        if not self._segments:
+            return
+        text = " ".join(self._segments)
+        confidence = sum(self._confidences) / len(self._confidences) if self._confidences else None
+        self._segments, self._confidences = [], []
+        self._out.put_nowait(
+            Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms)
+        )
+
+    # -------- closing
+
+    async def close(self) -> None:
+        """CloseStream after the audio already pushed, wait briefly for the last results, close the socket."""
+        self._closing = True
+        self._send_q.put_nowait(None)
+        sender, receiver = self._tasks
+        try:
+            async with asyncio.timeout(self._options.close_timeout_secs):
+                await asyncio.wait([sender])
+                await asyncio.wait([receiver])
+        except TimeoutError:
+            log.info("deepgram stream did not close in time; closing our side")
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._ws.close()
+
+
+class DeepgramSTT:
+    """The live `stt.deepgram` provider (kinds.STT): one HTTP session, one websocket per stream."""
+
+    name = NAME
+
+    def __init__(self, options: Options, http: aiohttp.ClientSession) -> None:
+        self.options = options
+        self._http = http
+        self.malformed = 0  # server messages skipped over all streams
+        self.streams_opened = 0
+
+    def _headers(self) -> dict[str, str]:
+        key = self.options.api_key
+        return wire.auth_headers(key.get_secret_value()) if key is not None else {}
+
+    def __repr__(self) -> str:
+        return f"DeepgramSTT(model={self.options.model!r}, base_url={self.options.base_url!r})"
+
+    @asynccontextmanager
+    async def stream(self) -> AsyncIterator[DeepgramStream]:
+        """Open the websocket now (the call has connected) and stream until the context exits."""
+        ws = await self._connect()
+        self.streams_opened += 1
+        stream = DeepgramStream(ws, self.options, self)
+        stream.start()
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        """The handshake, retried with doubling backoff while the refusal is retryable."""
+        opts = self.options
+        url = wire.listen_url(opts.base_url, opts.params())
+        attempt = 0
+        while True:
+            try:
+                return await self._http.ws_connect(
+                    url,
+                    headers=self._headers(),
+                    autoping=True,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                headers = dict(exc.headers or {})
+                error = error_for_status(
+                    exc.status,
+                    f"stt.deepgram refused the stream: {wire.handshake_error(exc.status, headers)}",
+                    provider=NAME,
+                    auth_hint=AUTH_HINT,
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = ProviderConnectionError(
+                    f"stt.deepgram cannot connect to {opts.base_url}: {type(exc).__name__}: {exc or 'timed out'}",
+                    provider=NAME,
+                )
+            if not error.retryable or attempt >= opts.connect_retries:
+                raise error
+            delay = opts.retry_backoff_ms / 1000 * 2**attempt
+            log.warning("deepgram handshake failed; retrying", error=str(error), delay_secs=delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def check(self) -> None:
+        """Probe the key and the host: `GET /v1/projects` (authenticated, no audio, not billed)."""
+        url = wire.http_url(self.options.base_url, wire.PROJECTS_PATH)
+        try:
+            async with self._http.get(url, headers=self._headers()) as response:
+                if response.status != 200:
+                    reason = wire.handshake_error(response.status, dict(response.headers))
+                    raise error_for_status(
+                        response.status, f"stt.deepgram {url}: {reason}", provider=NAME, auth_hint=AUTH_HINT
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderConnectionError(
+                f"stt.deepgram {url}: {type(exc).__name__}: {exc or 'timed out'}", provider=NAME
+            ) from exc
+
+
+@asynccontextmanager
+async def build(options: Options, ctx: BuildContext) -> AsyncIterator[DeepgramSTT]:
+    """One aiohttp session for the provider's lifetime (no connection until a call opens a stream)."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        yield DeepgramSTT(options, http)
+
+
+async def check(provider: Any) -> None:
+    """`patterd check --probe`: an authenticated GET of the projects the key can see."""
+    await provider.check()
+
+
+SPEC = ProviderSpec(
+    kind="stt",
+    name=NAME,
+    options=Options,
+    build=build,
+    summary="Deepgram live transcription (websocket, μ-law 8 kHz, endpointing, interim results)",
+    check=check,
+    capabilities=Capabilities(streaming=True, interim_results=True, needs_network=True, sample_rates=(8000,)),
+)
