@@ -47,25 +47,49 @@ AUTH_HINT = f"check api_key or {KEY_ENV}"
 class Options(ProviderOptions):
     """Options of `stt.deepgram` (names as Deepgram's query parameters where one exists)."""
 
-    api_key: SecretStr | None = Field(default_factory=env_secret(KEY_ENV))
-    # wss://api.deepgram.com; EU: wss://api.eu.deepgram.com; self-hosted: ws(s)://host:port
-    base_url: str = wire.DEFAULT_BASE_URL
+    api_key: SecretStr | None = Field(
+        default_factory=env_secret(KEY_ENV), description="sent as `Authorization: Token <key>`"
+    )
+    base_url: str = Field(
+        default=wire.DEFAULT_BASE_URL,
+        description="EU: wss://api.eu.deepgram.com; self-hosted: ws(s)://host:port (http(s) is accepted)",
+    )
     model: str = "nova-3"
     language: str | None = "en"
-    # `endpointing`: ms of silence (in the audio sent) that ends a segment with speech_final; null: off
-    endpointing_ms: int | None = Field(default=300, ge=10, le=60000)
-    # UtteranceEnd after this many ms without words (needs interim_results); null: off
-    utterance_end_ms: int | None = Field(default=1000, ge=1000, le=60000)
+    endpointing_ms: int | None = Field(
+        default=300,
+        ge=10,
+        le=60000,
+        description="`endpointing`: ms of silence in the audio sent that ends a turn (speech_final); null: off",
+    )
+    utterance_end_ms: int | None = Field(
+        default=1000,
+        ge=1000,
+        le=60000,
+        description="UtteranceEnd after this many ms without words (needs interim_results); null: off",
+    )
     interim_results: bool = True
     smart_format: bool = True
-    keyterms: list[str] = Field(default_factory=list)  # Nova-3 keyterm prompting
-    keywords: list[str] = Field(default_factory=list)  # older models: "word" or "word:boost"
-    keepalive_secs: float = Field(default=4.0, gt=0, le=9)  # KeepAlive when no audio flowed this long
-    flush_timeout_secs: float = Field(default=1.5, gt=0, le=30)  # wait for Finalize's answer
+    keyterms: list[str] = Field(default_factory=list, description="Nova-3 keyterm prompting (`keyterm`)")
+    keywords: list[str] = Field(
+        default_factory=list, description='older models only: "word" or "word:boost" (`keywords`)'
+    )
+    keepalive_secs: float = Field(
+        default=4.0, gt=0, le=9, description="a KeepAlive message when no audio was sent for this long"
+    )
+    flush_timeout_secs: float = Field(
+        default=1.5, gt=0, le=30, description="how long a flush waits for Finalize's from_finalize answer"
+    )
     connect_timeout_secs: float = Field(default=10.0, gt=0)
-    connect_retries: int = Field(default=2, ge=0, le=10)  # handshake retries on 429/5xx/network errors
-    retry_backoff_ms: int = Field(default=250, ge=0, le=60000)  # first retry delay, doubled each time
-    close_timeout_secs: float = Field(default=2.0, gt=0)  # wait for the last results after CloseStream
+    connect_retries: int = Field(
+        default=2, ge=0, le=10, description="handshake retries on 429, 5xx and network errors"
+    )
+    retry_backoff_ms: int = Field(
+        default=250, ge=0, le=60000, description="first retry delay, doubled for each next one"
+    )
+    close_timeout_secs: float = Field(
+        default=2.0, gt=0, description="wait for the last results after CloseStream"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Options:
