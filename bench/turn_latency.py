@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -91,21 +92,26 @@ class PacedSession(load.BenchSession):
         )
         part = {"type": "audio", "transcript": ""}
         await self.send({"type": "response.content_part.added", **ids, "part": part})
-        audio = fake_rt.pcm24_to_format(fake_rt.speak_pcm24(text), self.output_format)
         chunk = 960 if self.output_format == "audio/pcm" else FRAME_BYTES
         self.item_audio_ms[item_id] = 0.0
         await self.send({"type": "response.output_audio_transcript.delta", **ids, "delta": text})
+        # The deltas' JSON is made once per reply and format (the same line every turn), then sent
+        # as text: json.dumps + base64 per delta at 50 deltas/s × N calls would saturate the fakes.
+        head = json.dumps({"type": "response.output_audio.delta", **ids})[:-1] + ', "delta": "'
+        pieces = _delta_payloads(text, self.output_format, chunk)
+        stopped = load.ENGINE.stopped.pop(id(self), None)  # speech_stopped → first delta: the fake's own time
         t0 = loop.time()
-        for k in range(0, -(-len(audio) // chunk)):
+        for k, payload in enumerate(pieces):
             if resp.cancelled:
                 break
             delay = t0 + k * FRAME_SECS - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            piece = audio[k * chunk : (k + 1) * chunk]
-            await self.send(
-                {"type": "response.output_audio.delta", **ids, "delta": base64.b64encode(piece).decode()}
-            )
+            async with self.send_lock:
+                await self.ws.send(head + payload + '"}')
+            if stopped is not None:
+                load.ENGINE.delays_ms.append((loop.time() - stopped) * 1000)
+                stopped = None
             self.item_audio_ms[item_id] += 20.0
         if not resp.cancelled:
             await self.send({"type": "response.output_audio.done", **ids})
@@ -119,6 +125,12 @@ class PacedSession(load.BenchSession):
             {"type": "response.output_item.done", "response_id": resp.id, "output_index": 0, "item": done}
         )
         return done
+
+
+@functools.cache
+def _delta_payloads(text: str, fmt: str, chunk: int) -> list[str]:
+    audio = fake_rt.pcm24_to_format(fake_rt.speak_pcm24(text), fmt)
+    return [base64.b64encode(audio[i : i + chunk]).decode() for i in range(0, len(audio), chunk)]
 
 
 fake_rt._Session = PacedSession  # type: ignore[misc]
@@ -399,6 +411,50 @@ def _worker(job: dict[str, Any], conn: Any, cores: set[int]) -> None:
 # ------------------------------------------------------------------ one measured level
 
 
+SOXR_BEFORE = """
+import audioop
+import numpy as np
+import soxr
+import patterd.protocols.audio as audio
+
+
+class UlawToPcm24:
+    def __init__(self):
+        self._stream = soxr.ResampleStream(8000, 24000, 1, dtype="int16", quality="LQ")
+
+    def process(self, ulaw):
+        samples = np.frombuffer(audioop.ulaw2lin(ulaw, 2), dtype="<i2")
+        return bytes(self._stream.resample_chunk(samples).tobytes())
+
+
+class Pcm24ToUlaw:
+    def __init__(self):
+        self._stream = None
+        self._odd = b""
+
+    def process(self, pcm):
+        if self._odd:
+            pcm, self._odd = self._odd + pcm, b""
+        if len(pcm) & 1:
+            self._odd, pcm = pcm[-1:], pcm[:-1]
+        if self._stream is None:
+            self._stream = soxr.ResampleStream(24000, 8000, 1, dtype="int16", quality="LQ")
+        return bytes(audioop.lin2ulaw(self._stream.resample_chunk(np.frombuffer(pcm, dtype="<i2")), 2))
+
+    def flush(self):
+        stream, self._stream, self._odd = self._stream, None, b""
+        if stream is None:
+            return b""
+        return bytes(audioop.lin2ulaw(stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True), 2))
+
+    def reset(self):
+        self._stream, self._odd = None, b""
+
+
+audio.UlawToPcm24, audio.Pcm24ToUlaw = UlawToPcm24, Pcm24ToUlaw
+"""
+
+
 @contextlib.contextmanager
 def _target(kind: str, engine_url: str, rest: FakeTwilioRest, tmp: Path) -> Any:
     """The process under test: (pid, base url)."""
@@ -428,12 +484,18 @@ persist: {tmp / "records"}
 logging: {{level: warning}}
 agents:
   - name: bench
-    engine: {{type: openai_realtime, base_url: '{engine_url}', api_key: sk-bench, audio_format: {kind}}}
+    engine: {{type: openai_realtime, base_url: '{engine_url}', api_key: sk-bench, audio_format: {kind.split('-')[0]}}}
     system_prompt: You are a load test.
     first_message: Hello, how can I help?
 """
     )
-    with run_daemon(config) as daemon:
+    env = None
+    if kind == "pcm-soxr":
+        # The same tree with the resampler patterd used before (soxr LQ streams) put back in
+        # place at interpreter start: the one change under test, measured in the same noise.
+        (tmp / "sitecustomize.py").write_text(SOXR_BEFORE)
+        env = {"PYTHONPATH": str(tmp)}
+    with run_daemon(config, env=env) as daemon:
         yield daemon.proc.pid, daemon.base_url
 
 
@@ -512,6 +574,7 @@ async def run_level(kind: str, n: int, secs: float, ramp_secs: float, speech: by
         "cpu_pct_per_call": round(cpu_pct / n, 3),
         "fakes_cpu_pct": round(fakes_pct, 1),
         "fakes_saturated": fakes_pct >= load.SATURATED_PCT * len(fake_cores) or max_lag > 20,
+        "tick_lag_ms": round(max_lag, 1),  # how far the callers fell behind their 20 ms send schedule
         "load1": round(os.getloadavg()[0], 1),  # the machine's run queue: others' work shows here
         "error_samples": errors[:3],
     }
@@ -523,6 +586,7 @@ NAMES = {
     "relay": "bare relay (floor)",
     "pcmu": "patterd, audio_format: pcmu",
     "pcm": "patterd, audio_format: pcm",
+    "pcm-soxr": "patterd, pcm through soxr LQ (before)",
 }
 
 
