@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from patterd.calls.pipeline import PipelineOptions
 from patterd.cost import price_usage
 from patterd.errors import (
     ProviderAuthError,
@@ -18,10 +19,13 @@ from patterd.errors import (
     ProviderProtocolError,
     ProviderRateLimitError,
 )
+from patterd.protocols.events import Usage
 from patterd.providers.deepgram import SPEC, DeepgramStream, DeepgramSTT, Options, build
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext
+from tests.calls.test_pipeline import rig
 from tests.fakes.deepgram import FakeDeepgramServer, Fault, frames, silence, tone_ulaw
+from tests.fakes.openai_chat import Reply
 
 KEY = "dg-test-key"
 
@@ -304,3 +308,43 @@ async def test_check_probes_the_key() -> None:
 async def test_a_data_error_close_is_not_retried() -> None:
     assert isinstance(DeepgramStream._close_error(1008, "DATA-0000"), ProviderProtocolError)
     assert DeepgramStream._close_error(1011, "NET-0000").retryable
+
+
+# ------------------------------------------------------------------ in the pipeline
+
+
+async def pipeline_turn(
+    dg_endpointing_ms: int, pipeline_endpointing_ms: int
+) -> tuple[Any, FakeDeepgramServer]:
+    """One spoken turn through the real pipeline with stt.deepgram; returns (rig's call, server)."""
+    opts = PipelineOptions(
+        endpointing_ms=pipeline_endpointing_ms, flush_grace_ms=300, stt_name="deepgram", tts_name="fake"
+    )
+    async with FakeDeepgramServer() as server, provider(server, endpointing_ms=dg_endpointing_ms) as stt:
+        server.say("What are your hours?")
+        async with rig([Reply(text="We open at nine.")], stt=stt, options=opts) as r:  # type: ignore[arg-type]
+            await eventually(lambda: r.session._stt_stream is not None)
+            r.speak(30, then_quiet=25)  # 600 ms of speech, 500 ms of silence
+            (user,) = await r.call.wait_lines("user", 1)
+            (line,) = await r.call.wait_lines("assistant", 1)
+            assert user.text == "What are your hours?" and line.text == "We open at nine."
+            return r.call, server
+    raise AssertionError("unreachable")
+
+
+async def test_pipeline_turn_ended_by_deepgram_endpointing() -> None:
+    call, server = await pipeline_turn(dg_endpointing_ms=200, pipeline_endpointing_ms=5000)
+    assert "Finalize" not in server.sessions[0].controls, "speech_final ended the turn, not the VAD"
+    (line,) = call.lines("assistant")
+    # Timed from the caller's last voiced frame to the audio where Deepgram decided (0.6 s + 200 ms in).
+    assert line.endpointing_ms is not None and line.endpointing_ms < 1000
+    assert line.stt_ms is not None, "the turn was timed by where Deepgram ended it (audio_ms)"
+    usage = {u.component: u for u in call.of(Usage)}
+    assert usage["stt"].provider == "deepgram" and usage["stt"].quantities["audio_seconds"] > 0
+
+
+async def test_pipeline_vad_end_of_turn_sends_finalize() -> None:
+    _, server = await pipeline_turn(dg_endpointing_ms=5000, pipeline_endpointing_ms=80)
+    session = server.sessions[0]
+    assert session.controls[0] == "Finalize"
+    assert next(m["from_finalize"] for m in session.results() if m["is_final"]) is True
