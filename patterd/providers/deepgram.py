@@ -137,6 +137,7 @@ class DeepgramStream:
         self._send_q: asyncio.Queue[bytes | _Finalize | None] = asyncio.Queue()
         self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
         self._segments: list[str] = []  # is_final texts of the turn in progress
+        self._turn_start_ms = 0.0  # where the turn's first segment starts in the stream
         self._confidences: list[float] = []
         self._finalized = asyncio.Condition()
         self._finalize_answers = 0  # from_finalize results seen
@@ -271,8 +272,11 @@ class DeepgramStream:
         if isinstance(message, wire.Results):
             await self._on_results(message)
         elif isinstance(message, wire.UtteranceEnd):
+            last_word_ms = message.last_word_end * 1000
+            if last_word_ms < self._turn_start_ms:
+                return  # about the turn speech_final already ended, not the words that came since
             # Deepgram decided once `utterance_end_ms` of audio had followed the last word.
-            self._end_turn(message.last_word_end * 1000 + (self._options.utterance_end_ms or 0))
+            self._end_turn(last_word_ms + (self._options.utterance_end_ms or 0))
         elif isinstance(message, wire.Metadata):
             self.request_id = message.request_id
         elif isinstance(message, wire.ErrorMessage):
@@ -282,6 +286,8 @@ class DeepgramStream:
         text = r.transcript.strip()
         if r.is_final:
             if text:
+                if not self._segments:
+                    self._turn_start_ms = r.start * 1000
                 self._segments.append(text)
                 if r.confidence is not None:
                     self._confidences.append(r.confidence)

@@ -310,12 +310,15 @@ class FakeDeepgramServer:
         interim_every_ms: int = 200,
         segment_ms: int = 2000,
         vad_threshold: int = VOICED_RMS,
+        answer_finalize: bool = True,
     ) -> None:
         self.api_key = api_key
         self.idle_timeout_secs = idle_timeout_secs
         self.interim_every_ms = interim_every_ms
         self.segment_ms = segment_ms
         self.vad_threshold = vad_threshold
+        # False: Finalize is taken but never answered (Deepgram documents that the answer can be missing)
+        self.answer_finalize = answer_finalize
         self.script: collections.deque[list[str]] = collections.deque()
         self.faults: collections.deque[Fault] = collections.deque()
         self.sessions: list[Session] = []
@@ -463,7 +466,7 @@ class FakeDeepgramServer:
                 except (ValueError, AttributeError):
                     kind = "(invalid)"
                 session.controls.append(str(kind))
-                if kind == "Finalize":
+                if kind == "Finalize" and self.answer_finalize:
                     await listener.close_turn(speech_final=False, from_finalize=True)
                 elif kind == "CloseStream":
                     await self._close_stream(listener)

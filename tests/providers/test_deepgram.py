@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -157,6 +158,26 @@ async def test_utterance_end_closes_a_turn_without_speech_final() -> None:
     assert final.audio_ms == pytest.approx(1600.0)  # last word at 0.6 s + utterance_end_ms
 
 
+async def test_a_late_utterance_end_does_not_cut_the_next_turn() -> None:
+    # Messages fed straight to the stream's reader: an UtteranceEnd about words before the open turn
+    # (the turn speech_final already ended) must not end the segments that came since.
+    stream = DeepgramStream(None, Options(api_key=KEY), None)  # type: ignore[arg-type]
+    final = {
+        "type": "Results",
+        "is_final": True,
+        "speech_final": False,
+        "start": 2.0,
+        "duration": 0.5,
+        "channel": {"alternatives": [{"transcript": "second one", "confidence": 0.9}]},
+    }
+    await stream._on_text(json.dumps(final))
+    await stream._on_text('{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 1.2}')
+    assert stream._out.qsize() == 1  # only the interim view of the open turn
+    await stream._on_text('{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 2.4}')
+    items = [stream._out.get_nowait() for _ in range(stream._out.qsize())]
+    assert items[-1] == Transcript("second one", True, True, 0.9, 3400.0)
+
+
 async def test_flush_sends_finalize_and_returns_with_the_final_queued() -> None:
     async with FakeDeepgramServer() as server, provider(server, endpointing_ms=5000) as stt:
         server.say("Book it for Friday.")
@@ -172,6 +193,22 @@ async def test_flush_sends_finalize_and_returns_with_the_final_queued() -> None:
             assert len(got.finals()) == 1
         assert server.sessions[0].controls == ["Finalize", "Finalize", "CloseStream"]
     assert sum(1 for m in server.sessions[0].results() if m["from_finalize"]) == 2
+
+
+async def test_an_unanswered_finalize_ends_the_turn_with_the_finals_so_far() -> None:
+    async with (
+        FakeDeepgramServer(segment_ms=300, answer_finalize=False) as server,
+        provider(server, endpointing_ms=5000, flush_timeout_secs=0.2) as stt,
+    ):
+        server.say(["Table for", "two please"])
+        async with stt.stream() as stream:
+            got = Collector(stream)
+            push(stream, tone_ulaw(500) + silence(100))
+            await eventually(lambda: any(t.text == "Table for" for t in got.items))
+            await stream.flush()  # no from_finalize ever comes: after 0.2 s, what was finalized is the turn
+            await asyncio.sleep(0)
+            assert [(t.text, t.end_of_utterance) for t in got.finals()] == [("Table for", True)]
+        assert server.sessions[0].controls == ["Finalize", "CloseStream"]
 
 
 async def test_keepalive_flows_while_no_audio_does() -> None:
