@@ -135,13 +135,14 @@ async def _call_webhook(
 async def _post(hook: WebhookTool, arguments: dict[str, Any], http: aiohttp.ClientSession) -> str:
     """POST the arguments, following redirects only when allowed; the capped body as text."""
     url = hook.url
-    origin = url_host(url)
+    origin = _origin(url)
     method, body = "POST", arguments
     for _ in range(MAX_REDIRECTS + 1):
         if not host_allowed(url_host(url), hook.allowed_hosts):
             raise ToolFailure(f"{redact_url(url)} is not on allowed_hosts of tool {hook.name!r}")
-        # The tool's headers usually carry its credentials: only its own host gets them.
-        headers = dict(hook.headers or {}) if url_host(url) == origin else {}
+        # The tool's headers usually carry its credentials: only its own origin gets them (not another
+        # host, nor the same host over plain http after an https url).
+        headers = dict(hook.headers or {}) if _origin(url) == origin else {}
         async with http.request(
             method,
             url,
@@ -165,7 +166,8 @@ async def _post(hook: WebhookTool, arguments: dict[str, Any], http: aiohttp.Clie
                 continue
             text, truncated = await _read_capped(resp, hook.max_response_bytes)
             if resp.status >= 400:
-                raise ToolFailure(f"{hook.shown_url} answered HTTP {resp.status}: {text[:ERROR_BODY_CHARS]}")
+                detail = redact_urls(text[:ERROR_BODY_CHARS])  # an error page may echo the request URL
+                raise ToolFailure(f"{hook.shown_url} answered HTTP {resp.status}: {detail}")
             if truncated:
                 # The first max_response_bytes only, said so plainly: the model must not take it for all of it.
                 return json.dumps(
@@ -178,6 +180,15 @@ async def _post(hook: WebhookTool, arguments: dict[str, Any], http: aiohttp.Clie
                 )
             return text
     raise ToolFailure(f"{hook.shown_url} redirected more than {MAX_REDIRECTS} times")
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    return parts.scheme, parts.hostname, port
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> tuple[str, bool]:
