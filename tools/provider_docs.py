@@ -99,6 +99,7 @@ build the provider pointed at the fake, its `check`, and a small *fake controlle
 | `queue_reply(text)` | answers the next completion / response with `text`, streamed in pieces | llm, engine |
 | `fail_next(status)` | answers the next request or handshake with 401/403/429/500/503 and the vendor's error body | all |
 | `drop_next()` | cuts the next request's connection once it has started answering | stt, tts, llm |
+| `stall_next()` | accepts the next request and then sends nothing (build the provider with short timeouts) | tts, llm |
 | `drop_live()`, `ready_sessions()` | cuts the live session's socket; counts sessions set up (reconnects) | engine |
 | `open_connections()` | client TCP connections open now (must be 0 once the provider is closed) | all |
 | `active_streams()` | responses / sockets still being served (0 once a cancelled stream is torn down) | stt, tts, llm |
@@ -111,7 +112,8 @@ vendor ends utterances on silence), `streaming_input` (audio reaches the vendor 
 for STT; `barge_in_by_audio` for engines. The cases: streaming in and out, interim before final,
 endpointing (`end_of_utterance`), flush, cancel mid-stream on barge-in (no audio after, the vendor's
 stream torn down, the provider still usable), 401/403 fatal naming the key variable, 429/5xx retryable
-(or retried by the provider) with the provider still usable afterwards, a dropped connection retryable,
+(or retried by the provider) with the provider still usable afterwards, a stalled vendor timing out
+retryably, a dropped connection retryable,
 every socket closed at the end, `check()` with a good and a refused key, and a default price.
 
 ```python

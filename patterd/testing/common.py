@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -54,6 +55,25 @@ async def expect_dropped_is_retryable(setup: Setup[Any, Any], attempt: Attempt) 
         except ProviderError as exc:
             assert_provider_error(exc, setup, fatal=False, what="dropped connection")
         await attempt(provider)
+
+
+async def expect_timeout(setup: Setup[Any, Any], attempt: Attempt, timeout: float) -> None:
+    """A vendor that accepts the request and then says nothing ends in a retryable error, not a hang.
+
+    The Setup builds the provider with its own timeouts well under the suite's `timeout`.
+    """
+    stall_next = control_method(setup.control, "stall_next")
+    async with setup.build() as provider:
+        stall_next()
+        try:
+            async with asyncio.timeout(timeout):
+                await attempt(provider)
+        except ProviderError as exc:
+            assert_provider_error(exc, setup, fatal=False, what="a stalled vendor")
+        except TimeoutError:
+            raise AssertionError(f"a stalled vendor hung the provider for over {timeout} s") from None
+        else:
+            raise AssertionError("a stalled vendor did not make the provider time out")
 
 
 async def expect_check(setup: Setup[Any, Any]) -> None:

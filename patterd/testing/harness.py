@@ -35,6 +35,8 @@ class FakeControl(Protocol):
       and the vendor's error body (401, 403, 429, 500, 503, ...);
     - ``drop_next()``: cut the connection of the next request or stream after it has started
       answering, without a close frame (a crashed upstream);
+    - ``stall_next()``: accept the next request, then send nothing (a hung upstream); the provider
+      must time out (build it with short timeouts) with a retryable error;
     - ``open_connections()``: client TCP connections the fake holds open right now, idle
       keep-alive ones included (every one must be gone once the provider is closed);
     - ``active_streams()``: responses or sockets the fake is still serving (0 once a cancelled

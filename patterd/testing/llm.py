@@ -64,6 +64,9 @@ class LLMSuite(Suite[LLM, LLMControl]):
     async def case_rate_limit_and_server_errors_are_retryable(self, setup: Setup[LLM, LLMControl]) -> None:
         await common.expect_retryable(setup, lambda llm: self._one(setup, llm))
 
+    async def case_stalled_vendor_times_out(self, setup: Setup[LLM, LLMControl]) -> None:
+        await common.expect_timeout(setup, lambda llm: self._one(setup, llm), self.timeout)
+
     async def case_dropped_connection_is_retryable(self, setup: Setup[LLM, LLMControl]) -> None:
         control_method(setup.control, "drop_next")
         await common.expect_dropped_is_retryable(setup, lambda llm: self._one(setup, llm))

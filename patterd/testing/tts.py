@@ -84,6 +84,9 @@ class TTSSuite(Suite[TTS, TTSControl]):
     async def case_rate_limit_and_server_errors_are_retryable(self, setup: Setup[TTS, TTSControl]) -> None:
         await common.expect_retryable(setup, speak)
 
+    async def case_stalled_vendor_times_out(self, setup: Setup[TTS, TTSControl]) -> None:
+        await common.expect_timeout(setup, speak, self.timeout)
+
     async def case_dropped_connection_is_retryable(self, setup: Setup[TTS, TTSControl]) -> None:
         await common.expect_dropped_is_retryable(setup, lambda tts: speak(tts, LONG))
 

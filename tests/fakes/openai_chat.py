@@ -34,6 +34,7 @@ class Reply:
     prompt_tokens: int = 11
     completion_tokens: int = 7
     stream_error: str | None = None  # send `data: {"error": ...}` after the content
+    stall: bool = False  # accept the request, then send nothing until the server shuts down (a hung upstream)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class FakeChatServer:
         self._request_event = asyncio.Event()
         self._seq = 0
         self._fail_statuses: list[int] = []  # one-shot HTTP errors for the next requests, any route
+        self._release = asyncio.Event()  # set at shutdown: stalled requests end
 
     def fail_next(self, status: int) -> None:
         """Answer the next request (completions or models) with `status` and OpenAI's error body for it."""
@@ -192,6 +194,7 @@ class FakeChatServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -248,6 +251,9 @@ class FakeChatServer:
         if reply.status != 200:
             kind = "rate_limit_exceeded" if reply.status == 429 else "server_error"
             return web.json_response(error_body(reply.error_message, kind, code=kind), status=reply.status)
+        if reply.stall:
+            await self._release.wait()
+            return web.Response(status=503)
         if reply.delay_secs:
             await asyncio.sleep(reply.delay_secs)
         response = web.StreamResponse(

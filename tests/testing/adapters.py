@@ -26,11 +26,18 @@ class ChatControl:
     def __init__(self, fake: FakeChatServer) -> None:
         self.fake = fake
         self._drop = False
+        self._stall = False
 
     def queue_reply(self, text: str) -> None:
         # A dropped reply is cut after its third chunk: the client has started reading text.
-        self.fake.replies.append(Reply(text=text, disconnect_after=3 if self._drop else None))
-        self._drop = False
+        # A stalled one gets no answer at all until the fake shuts down.
+        self.fake.replies.append(
+            Reply(text=text, disconnect_after=3 if self._drop else None, stall=self._stall)
+        )
+        self._drop = self._stall = False
+
+    def stall_next(self) -> None:
+        self._stall = True
 
     def fail_next(self, status: int) -> None:
         self.fake.fail_next(status)
@@ -51,7 +58,7 @@ async def openai_llm_setup() -> AsyncIterator[Setup[LLM, ChatControl]]:
     async with FakeChatServer() as fake:
 
         def build(key: str = "sk-test") -> openai_llm.Options:
-            return openai_llm.Options(api_key=key, base_url=fake.base_url)
+            return openai_llm.Options(api_key=key, base_url=fake.base_url, timeout_secs=1.0)
 
         yield Setup(
             provider="openai",
