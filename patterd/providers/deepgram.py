@@ -374,12 +374,14 @@ class DeepgramSTT:
         attempt = 0
         while True:
             try:
-                return await self._http.ws_connect(
-                    url,
-                    headers=self._headers(),
-                    autoping=True,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
-                )
+                # The whole handshake, not just TCP: a host that accepts and never answers must not hang a call.
+                async with asyncio.timeout(opts.connect_timeout_secs):
+                    return await self._http.ws_connect(
+                        url,
+                        headers=self._headers(),
+                        autoping=True,
+                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
+                    )
             except aiohttp.WSServerHandshakeError as exc:
                 headers = dict(exc.headers or {})
                 error = error_for_status(

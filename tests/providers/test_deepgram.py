@@ -303,6 +303,30 @@ async def test_unreachable_server_is_a_retryable_connection_error() -> None:
     assert info.value.retryable
 
 
+async def test_a_silent_host_times_out_the_handshake() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # takes the connection and the upgrade request, says nothing
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    opts = Options(
+        api_key=KEY, base_url=f"ws://127.0.0.1:{port}", connect_timeout_secs=0.2, connect_retries=0
+    )
+    try:
+        async with build(opts, BuildContext()) as stt:
+            with pytest.raises(ProviderConnectionError) as info:
+                async with stt.stream():
+                    pass
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert info.value.retryable and accepted
+
+
 async def test_a_drop_mid_stream_keeps_the_words_and_raises_retryable() -> None:
     async with FakeDeepgramServer(segment_ms=200, interim_every_ms=1000) as server, provider(server) as stt:
         server.fail(Fault(drop_after_results=1))
