@@ -80,7 +80,9 @@ class Options(ProviderOptions):
     flush_timeout_secs: float = Field(
         default=1.5, gt=0, le=30, description="how long a flush waits for Finalize's from_finalize answer"
     )
-    connect_timeout_secs: float = Field(default=10.0, gt=0)
+    connect_timeout_secs: float = Field(
+        default=10.0, gt=0, description="the whole websocket handshake (TCP, TLS, upgrade)"
+    )
     connect_retries: int = Field(
         default=2, ge=0, le=10, description="handshake retries on 429, 5xx and network errors"
     )
