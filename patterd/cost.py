@@ -24,8 +24,12 @@ A provider missing from the table (offline built-ins, plugins) costs 0 unless pr
 Default prices are public list prices (USD) as published in early 2026:
 - openai_realtime (gpt-realtime): text in $4 / 1M tokens, audio in $32, cached in $0.40,
   text out $16, audio out $64 (openai.com/api/pricing).
-- openai (LLM gpt-4o-mini: $0.15 / 1M in, $0.075 cached, $0.60 out; TTS tts-1: $15 / 1M chars),
-  whisper (whisper-1 $0.006 / min).
+- openai (LLM gpt-4o-mini: $0.15 / 1M in, $0.075 cached, $0.60 out; TTS tts-1: $15 / 1M chars).
+  `tts.openai`'s default gpt-4o-mini-tts is billed by tokens ($0.60 / 1M text in, $12 / 1M audio
+  out), which OpenAI estimates at $0.015 per minute of speech: at ~15 characters a second that is
+  ≈ $16.7 / 1M characters, so the tts-1 price stands for both; tts-1-hd is $30 (override).
+- whisper (`stt.whisper`, billed per minute of uploaded audio: default gpt-4o-mini-transcribe
+  $0.003 / min; gpt-4o-transcribe and whisper-1 $0.006 / min: override `audio_per_minute`).
 - anthropic (claude-3-5-haiku: $0.80 / 1M in, $0.08 cached, $4 out).
 - deepgram (Nova-3 monolingual streaming, pay as you go: $0.0077 / min of audio streamed,
   deepgram.com/pricing; pre-recorded is cheaper, $0.0043, but stt.deepgram only streams).
@@ -63,7 +67,7 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
         "output_tokens_per_million": 0.60,
         "characters_per_million": 15.0,
     },
-    "whisper": {"audio_per_minute": 0.006},
+    "whisper": {"audio_per_minute": 0.003},
     "anthropic": {
         "input_tokens_per_million": 0.80,
         "cached_input_tokens_per_million": 0.08,
