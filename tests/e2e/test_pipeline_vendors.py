@@ -139,12 +139,84 @@ async def seed_vendors(carrier_url: str) -> AsyncIterator[Vendors]:
 
 @contextlib.asynccontextmanager
 async def swapped_vendors(carrier_url: str) -> AsyncIterator[Vendors]:
-    """Whisper + Anthropic + OpenAI TTS in place of Deepgram, the default LLM and ElevenLabs."""
-    need("patterd.providers.whisper")
-    need("patterd.providers.anthropic")
+    """Whisper + Anthropic + OpenAI TTS in place of Deepgram, the default LLM and ElevenLabs.
+
+    Whisper transcribes whole utterances that the pipeline's VAD cuts, so this agent adds `vad`.
+    """
+    need("patterd.providers.openai_stt")
     need("patterd.providers.openai_tts")
-    raise NotImplementedError  # filled in as the providers and their fakes land
-    yield  # pragma: no cover
+    audio = need("tests.fakes.openai_audio")
+    async with (
+        audio.FakeOpenAIAudioServer(KEYS["OPENAI_API_KEY"], pace=2.0) as oa,
+        anthropic_llm() as llm,
+    ):
+
+        def check_wire() -> None:
+            upload = oa.transcriptions[0]
+            assert upload.wav_rate == 8000 and upload.wav_seconds > 0.5, upload  # the caller's audio
+            assert upload.fields.get("model"), upload.fields
+            speech = oa.speech[0]
+            assert speech.body["voice"] and REPLY in speech.body["input"], speech.body
+            assert speech.headers.get("Authorization", speech.headers.get("authorization")) == (
+                f"Bearer {KEYS['OPENAI_API_KEY']}"
+            )
+            llm.check_wire()
+
+        seed = (
+            SEED.replace("stt: {type: deepgram, endpointing_ms: 80}", "stt: {type: whisper}")
+            .replace("tts: {type: elevenlabs, voice_id: rachel}", "tts: {type: openai}")
+            .replace(
+                "    system_prompt:",
+                f"    llm: {{type: {llm.type}}}\n    vad: {{type: offline}}\n    system_prompt:",
+            )
+        )
+        urls = {"carrier": carrier_url, "stt": oa.base_url, "tts": oa.base_url, "llm": llm.base_url}
+        yield Vendors(
+            yaml=with_base_urls(seed, urls),
+            env={},
+            script_turn=lambda text: oa.say(text),
+            script_reply=llm.script_reply,
+            llm_requests=llm.requests,
+            tts_texts=oa.texts_received,
+            tts_active=lambda: sum(1 for r in oa.speech if not r.ended.is_set()),
+            tts_cancelled=lambda: sum(1 for r in oa.speech if r.cancelled),
+            check_wire=check_wire,
+            providers={"stt": "whisper", "llm": llm.type, "tts": "openai"},
+        )
+
+
+@dataclass
+class LLMFake:
+    """The LLM half of a variant: its type, fake and checks."""
+
+    type: str
+    base_url: str
+    script_reply: Callable[[str], None]
+    requests: Callable[[], list[dict[str, Any]]]
+    check_wire: Callable[[], None]
+
+
+@contextlib.asynccontextmanager
+async def anthropic_llm() -> AsyncIterator[LLMFake]:
+    """`llm.anthropic` against tests/fakes/anthropic.py."""
+    need("patterd.providers.anthropic")
+    fakes = need("tests.fakes.anthropic")
+    async with fakes.FakeAnthropicServer(api_key=KEYS["ANTHROPIC_API_KEY"]) as claude:
+
+        def check_wire() -> None:
+            first = claude.requests[0]
+            headers = {k.lower(): v for k, v in first.headers.items()}
+            assert headers.get("x-api-key") == KEYS["ANTHROPIC_API_KEY"] and headers.get("anthropic-version")
+            assert first.body["stream"] is True and first.body["system"], first.body
+            assert not claude.refused, claude.refused
+
+        yield LLMFake(
+            type="anthropic",
+            base_url=claude.base_url,
+            script_reply=claude.queue_reply,
+            requests=lambda: [r.body for r in claude.requests],
+            check_wire=check_wire,
+        )
 
 
 VARIANTS = {"seed": seed_vendors, "swapped": swapped_vendors}
@@ -223,6 +295,7 @@ async def run_call(vendors: Vendors, carrier: TwilioCarrier, tmp: Path) -> None:
         )
         await wait(lambda: vendors.tts_active() == 0, 10, "the TTS stream to stop after the barge-in")
         assert vendors.tts_cancelled() >= 1, "no TTS stream was cut by the barge-in"
+        await wait(lambda: len(vendors.llm_requests()) >= 3, 15, "the caller's cut-in turn to reach the LLM")
         vendors.check_wire()
 
         await handle.hangup_from_far_end()
