@@ -302,7 +302,9 @@ class FakeOpenAIAudioServer:
                 await asyncio.sleep(len(chunk) / 2 / PCM_RATE / self.pace)
             await response.write_eof()
             received.completed = True
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
+            received.cancelled = True  # the client hung up mid-stream (barge-in): not a server error
+        except asyncio.CancelledError:
             received.cancelled = True
             raise
         finally:
@@ -442,6 +444,22 @@ class FakeOpenAIAudioServer:
             w if i == 0 else " " + w for i, w in enumerate(script.text.split(" "))
         ]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        try:
+            await self._stream_transcript(request, response, script, deltas, usage, drop)
+        except ConnectionResetError:
+            return response  # the client went away (its call ended): nothing more to send
+        r.completed = not drop
+        return response
+
+    async def _stream_transcript(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        script: Script,
+        deltas: list[str],
+        usage: dict[str, Any],
+        drop: bool,
+    ) -> None:
         await response.prepare(request)
         if script.raw_before:
             await response.write(script.raw_before)
@@ -451,10 +469,8 @@ class FakeOpenAIAudioServer:
             if drop:
                 assert request.transport is not None
                 request.transport.abort()
-                return response
+                return
             await asyncio.sleep(0)
         done = {"type": "transcript.text.done", "text": script.text, "logprobs": None, "usage": usage}
         await response.write(f"data: {json.dumps(done)}\n\n".encode())
         await response.write_eof()
-        r.completed = True
-        return response
