@@ -189,20 +189,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--records", type=int, default=0, help="call records on disk before the first start")
     parser.add_argument("--no-index", action="store_true", help="delete the index before every start")
+    parser.add_argument(
+        "--keep", type=Path, help="records root to use and keep (--records are generated only if it is empty)"
+    )
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"--config {args.config} is not a file")
 
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="patterd-bench-") as records:
-        if args.records:
+    with tempfile.TemporaryDirectory(prefix="patterd-bench-") as scratch:
+        records = str(args.keep or scratch)
+        if args.records and not (Path(records) / "calls").exists():
             generate(Path(records), args.records)
         for index in range(args.runs):
             if args.no_index:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{Path(records) / INDEX_NAME}{suffix}").unlink(missing_ok=True)
             run = one_run(
-                args.command, args.config.resolve(), args.idle_secs, Path(records), history=args.records > 0
+                args.command,
+                args.config.resolve(),
+                args.idle_secs,
+                Path(records),
+                history=args.records > 0 or args.keep is not None,
             )
             runs.append(run)
             if not args.json:
