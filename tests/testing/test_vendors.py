@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from patterd.testing import STTSuite
-from tests.testing.vendors import deepgram_setup
+from patterd.testing import LLMSuite, STTSuite
+from tests.testing.vendors import anthropic_setup, deepgram_setup
 
 
 def needs(module: str) -> None:
@@ -19,3 +19,9 @@ def needs(module: str) -> None:
 async def test_stt_deepgram(case: str) -> None:
     needs("patterd.providers.deepgram")
     await STTSuite(deepgram_setup).run(case)
+
+
+@pytest.mark.parametrize("case", LLMSuite.cases())
+async def test_llm_anthropic(case: str) -> None:
+    needs("patterd.providers.anthropic")
+    await LLMSuite(anthropic_setup).run(case)

@@ -62,3 +62,28 @@ async def deepgram_setup() -> AsyncIterator[Setup[Any, DeepgramControl]]:
             check=provider.check,
             features=frozenset({"interim", "endpointing", "streaming_input"}),
         )
+
+
+ANTHROPIC_KEY = "sk-ant-test"
+
+
+@asynccontextmanager
+async def anthropic_setup() -> AsyncIterator[Setup[Any, Any]]:
+    """`llm.anthropic` against tests/fakes/anthropic.py (the fake is its own LLMControl)."""
+    provider = importlib.import_module("patterd.providers.anthropic")
+    fakes = importlib.import_module("tests.fakes.anthropic")
+    async with fakes.FakeAnthropicServer(api_key=ANTHROPIC_KEY) as fake:
+
+        def options(key: str = ANTHROPIC_KEY) -> Any:
+            return provider.Options(
+                api_key=key, base_url=fake.base_url, timeout_secs=1.0, retry_backoff_ms=10
+            )
+
+        yield Setup(
+            provider="anthropic",
+            key_variable="ANTHROPIC_API_KEY",
+            build=lambda: provider.build(options(), BuildContext()),
+            build_bad_key=lambda: provider.build(options("sk-ant-wrong"), BuildContext()),
+            control=fake,
+            check=provider.check,
+        )
