@@ -27,6 +27,7 @@ DUMMY_ENV = {
     "TELNYX_API_KEY": "dummy-secret-telnyx",
     "TELNYX_CONNECTION_ID": "1",
     "OPENAI_API_KEY": "dummy-secret-openai",
+    "ELEVENLABS_API_KEY": "dummy-secret-elevenlabs",
     "DEEPGRAM_API_KEY": "dummy-secret-deepgram",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).
