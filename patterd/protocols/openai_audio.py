@@ -50,6 +50,17 @@ MAX_INPUT_CHARS = 4096
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 
+# What a `pcm` answer may be labelled: OpenAI's own label, generic binary, or nothing at all.
+_RAW_PCM_TYPES = frozenset(
+    {"", "audio/pcm", "audio/l16", "audio/raw", "application/octet-stream", "binary/octet-stream"}
+)
+
+
+def is_raw_pcm(content_type: str) -> bool:
+    """Whether a speech answer's Content-Type can be the raw PCM asked for (not mp3/wav/opus/JSON...)."""
+    return content_type.split(";", 1)[0].strip().lower() in _RAW_PCM_TYPES
+
+
 def supports_instructions(model: str) -> bool:
     """Whether `instructions` (voice direction) works with this speech model (not tts-1 / tts-1-hd)."""
     return not model.startswith("tts-1")

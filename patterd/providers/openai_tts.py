@@ -24,7 +24,7 @@ import aiohttp
 import structlog
 from pydantic import Field, SecretStr, model_validator
 
-from patterd.errors import ProviderError
+from patterd.errors import ProviderError, ProviderProtocolError
 from patterd.protocols import openai_audio as wire
 from patterd.protocols.audio import Pcm24ToUlaw
 from patterd.providers.openai_http import (
@@ -112,6 +112,13 @@ class OpenAITTS:
                 async with self._http.post(url, json=body, headers=headers) as response:
                     if response.status != 200:
                         raise status_error(response.status, await response.read(), url, NAME)
+                    if not wire.is_raw_pcm(response.headers.get("Content-Type", "")):
+                        # A compatible server that ignored response_format: its bytes are not 24 kHz PCM,
+                        # and transcoding them would play noise to the caller.
+                        raise ProviderProtocolError(
+                            f"{url}: answered {response.headers.get('Content-Type')!r}, not the raw PCM asked for",
+                            provider=NAME,
+                        )
                     try:
                         async for data in response.content.iter_any():
                             started = True

@@ -170,6 +170,7 @@ class FakeOpenAIAudioServer:
         self.transcriptions: list[TranscriptionRequest] = []
         self.models_requests = 0
         self.delay_secs = 0.0  # before answering a transcription (a slow upstream)
+        self.speech_content_type = ""  # label speech answers with this instead (a misbehaving server)
         self.base_url = ""
         self.port = 0
         self._fail: list[int] = []
@@ -287,7 +288,9 @@ class FakeOpenAIAudioServer:
         pcm = speech_pcm(body["input"], self.ms_per_char, float(body.get("speed", 1.0)))
         audio = pcm if body.get("response_format") == "pcm" else wav_of(pcm, PCM_RATE)
         drop = self._take_drop()
-        content_type = "audio/pcm" if body.get("response_format") == "pcm" else "audio/wav"
+        content_type = self.speech_content_type or (
+            "audio/pcm" if body.get("response_format") == "pcm" else "audio/wav"
+        )
         response = web.StreamResponse(headers={"Content-Type": content_type})
         try:
             await response.prepare(request)

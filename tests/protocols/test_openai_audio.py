@@ -176,3 +176,10 @@ def test_sse_decoder_names_events_and_joins_data_lines() -> None:
         SSEEvent("speech.audio.delta", "a\nb")
     ]
     assert decoder.close() == [SSEEvent("", "tail")]
+
+
+def test_only_raw_pcm_labels_are_taken_for_pcm() -> None:
+    for label in ("audio/pcm", "audio/PCM; rate=24000", "application/octet-stream", ""):
+        assert wire.is_raw_pcm(label), label
+    for label in ("audio/mpeg", "audio/wav", "audio/ogg; codecs=opus", "application/json", "text/html"):
+        assert not wire.is_raw_pcm(label), label

@@ -143,6 +143,14 @@ async def test_a_stream_cut_after_audio_started_is_retryable_not_resent(fake: Fa
         assert await speak(tts)
 
 
+async def test_audio_that_is_not_raw_pcm_is_refused_not_played(fake: FakeOpenAIAudioServer) -> None:
+    fake.speech_content_type = "audio/mpeg"  # a compatible server that ignored response_format
+    async with provider(fake) as tts:
+        with pytest.raises(ProviderError, match="audio/mpeg") as caught:
+            await speak(tts)
+    assert not caught.value.retryable and len(fake.speech) == 1
+
+
 async def test_check_probes_models(fake: FakeOpenAIAudioServer) -> None:
     async with provider(fake) as tts:
         await check(tts)
