@@ -78,4 +78,5 @@ def test_the_seed_yaml_validates_with_the_real_providers() -> None:
     assert agent.llm is not None and agent.llm.key == "llm.openai"
     assert agent.llm.to_public_dict()["model"] == "gpt-4o-mini"
     assert agent.stt is not None and agent.stt.to_public_dict()["endpointing_ms"] == 80
-    assert agent.tts is not None and agent.tts.to_public_dict()["voice_id"] == "rachel"
+    # tts.elevenlabs resolves a premade voice's name to its id
+    assert agent.tts is not None and agent.tts.to_public_dict()["voice_id"] == "21m00Tcm4TlvDq8ikWAM"
