@@ -10,10 +10,16 @@ Mode: the pipeline's VAD cuts the utterance. Caller audio is kept (with 300 ms o
 before the first voiced frame) until `flush()`, which uploads it as an 8 kHz 16-bit WAV and
 returns once the final transcript is queued; with `stream` (gpt-4o models) the text deltas come
 as interim transcripts on the way. Audio without one voiced frame, or under the API's 0.1 s, is
-never uploaded (no cost, and no "thank you" hallucinated from silence). Why not the Realtime
-transcription websocket: it would give deltas while the caller speaks, but it is a second
-session protocol (beta event names still changing) for the same models; this mode works for
-every model including whisper-1 and any OpenAI-compatible server (faster-whisper, vLLM).
+never uploaded (no cost, and no "thank you" hallucinated from silence). An upload the pipeline
+stops waiting for (the caller went on talking) still delivers its words; only closing the
+stream cancels it.
+
+Why not the Realtime transcription websocket (`/realtime?intent=transcription`): its deltas
+also begin only after the audio buffer is committed (by its server VAD or by us at the turn's
+end), so it gives no words while the caller speaks either; what it saves is the upload of an
+utterance already streamed (8 KB/s of μ-law: milliseconds). It would add a second session
+protocol for the same models, while this mode works for every model including whisper-1 and
+for OpenAI-compatible servers (faster-whisper, vLLM).
 Usage: the pipeline reports `audio_seconds` under `whisper` (price in `patterd.cost`).
 """
 
@@ -129,12 +135,14 @@ class WhisperStream:
         self._uploads.add(upload)
         upload.add_done_callback(self._uploads.discard)
         try:
+            # Shielded: when the pipeline stops waiting (the caller spoke again before the turn was
+            # committed) the words already taken from the buffer must still arrive, as a final.
+            # Only closing the stream cancels an upload.
             await asyncio.shield(upload)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self._closed and upload.cancelled() and (current is None or not current.cancelling()):
                 return  # the stream was closed under the upload: nothing more to wait for
-            upload.cancel()  # our caller gave up (the call ended): stop the upload too
             raise
 
     async def _transcribe(self, audio: bytes, audio_ms: float) -> None:

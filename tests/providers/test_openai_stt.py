@@ -221,6 +221,26 @@ async def test_closing_the_stream_aborts_an_upload_in_flight(fake: FakeOpenAIAud
     assert fake.transcriptions[0].completed is False
 
 
+async def test_a_flush_given_up_by_the_pipeline_still_delivers_its_words(fake: FakeOpenAIAudioServer) -> None:
+    # The pipeline cancels its endpoint task (and so the flush) when the caller speaks again:
+    # the audio already taken for upload must not be lost.
+    fake.say("I would like")
+    fake.say("a table for two")
+    fake.delay_secs = 0.3
+    async with provider(fake) as stt, stt.stream() as stream:
+        reader = Reader(stream)
+        push(stream, voiced_ulaw(500))
+        flushing = asyncio.create_task(stream.flush())
+        await wait_until(lambda: fake.active_streams() == 1, 5, "the upload to start")
+        flushing.cancel()
+        push(stream, voiced_ulaw(500))
+        await stream.flush()
+        await wait_until(lambda: len(reader.finals()) == 2, 5, "both finals")
+        await reader.stop()
+    assert flushing.cancelled()
+    assert [t.text for t in reader.finals()] == ["I would like", "a table for two"]
+
+
 async def test_check_and_options(fake: FakeOpenAIAudioServer, monkeypatch: pytest.MonkeyPatch) -> None:
     async with provider(fake) as stt:
         await check(stt)
