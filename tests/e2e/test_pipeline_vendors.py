@@ -293,6 +293,7 @@ async def run_call(vendors: Vendors, carrier: TwilioCarrier, tmp: Path) -> None:
         await handle.call.wait_until(
             lambda: len(handle.clear_times()) > clears_before, timeout=10, what="a clear after the barge-in"
         )
+        barge_ms = (handle.clear_times()[clears_before] - handle.speech_started()[-1]) * 1000
         await wait(lambda: vendors.tts_active() == 0, 10, "the TTS stream to stop after the barge-in")
         assert vendors.tts_cancelled() >= 1, "no TTS stream was cut by the barge-in"
         await wait(lambda: len(vendors.llm_requests()) >= 3, 15, "the caller's cut-in turn to reach the LLM")
@@ -315,6 +316,13 @@ async def run_call(vendors: Vendors, carrier: TwilioCarrier, tmp: Path) -> None:
     for stage in ("latency_ms", "llm_ttft_ms", "tts_ttfb_ms", "transport_ms"):
         assert isinstance(first.get(stage), int | float), (stage, first)
     meta = json.loads((directory / "metadata.json").read_text())
+    stages = {
+        k: first.get(k) for k in ("latency_ms", "endpointing_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")
+    }
+    print(
+        f"\n[{'/'.join(vendors.providers.values())}] first turn {stages}; "
+        f"barge-in: caller speech → clear {barge_ms:.0f} ms; cost {meta['cost']}"
+    )
     assert meta["agent"]["name"] == "support"
     for component in ("stt", "llm", "tts"):
         assert meta["cost"][component] > 0, (component, meta["cost"])
