@@ -99,7 +99,7 @@ build the provider pointed at the fake, its `check`, and a small *fake controlle
 | `queue_reply(text)` | answers the next completion / response with `text`, streamed in pieces | llm, engine |
 | `fail_next(status)` | answers the next request or handshake with 401/403/429/500/503 and the vendor's error body | all |
 | `drop_next()` | cuts the next request's connection once it has started answering | stt, tts, llm |
-| `stall_next()` | accepts the next request and then sends nothing (build the provider with short timeouts) | tts, llm |
+| `stall_next()` | accepts the next request and then sends nothing (build the provider with short timeouts) | stt, tts, llm |
 | `drop_live()`, `ready_sessions()` | cuts the live session's socket; counts sessions set up (reconnects) | engine |
 | `open_connections()` | client TCP connections open now (must be 0 once the provider is closed) | all |
 | `active_streams()` | responses / sockets still being served (0 once a cancelled stream is torn down) | stt, tts, llm |

@@ -207,6 +207,9 @@ class STTSuite(Suite[STT, STTControl]):
     async def case_rate_limit_and_server_errors_are_retryable(self, setup: Setup[STT, STTControl]) -> None:
         await common.expect_retryable(setup, lambda stt: self._utterance(setup, stt))
 
+    async def case_stalled_vendor_times_out(self, setup: Setup[STT, STTControl]) -> None:
+        await common.expect_timeout(setup, lambda stt: self._utterance(setup, stt), self.timeout)
+
     async def case_dropped_connection_is_retryable(self, setup: Setup[STT, STTControl]) -> None:
         # A cut stream raises a retryable error (or ends, which the pipeline treats as one): never a hang.
         await common.expect_dropped_is_retryable(setup, lambda stt: self._utterance(setup, stt))
