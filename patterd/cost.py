@@ -30,10 +30,14 @@ Default prices are public list prices (USD) as published in early 2026:
   ≈ $16.7 / 1M characters, so the tts-1 price stands for both; tts-1-hd is $30 (override).
 - whisper (`stt.whisper`, billed per minute of uploaded audio: default gpt-4o-mini-transcribe
   $0.003 / min; gpt-4o-transcribe and whisper-1 $0.006 / min: override `audio_per_minute`).
-- anthropic (claude-3-5-haiku: $0.80 / 1M in, $0.08 cached, $4 out).
+- anthropic (llm.anthropic's default claude-haiku-4-5: $1 / 1M in, $0.10 cache reads, $5 out;
+  platform.claude.com/docs/en/about-claude/pricing). Cache writes (1.25x input) are billed as
+  plain input. Another model needs `pricing: {anthropic: ...}`, e.g. claude-sonnet-4-6 $3 / $0.30 / $15.
 - deepgram (Nova-3 monolingual streaming, pay as you go: $0.0077 / min of audio streamed,
   deepgram.com/pricing; pre-recorded is cheaper, $0.0043, but stt.deepgram only streams).
-- elevenlabs (Flash/Turbo API: $0.05 / 1k characters); elevenlabs_convai (agents: $0.10 / min).
+- elevenlabs (Flash/Turbo API: $0.05 / 1k characters, elevenlabs.io/pricing/api; the default model
+  eleven_flash_v2_5 bills 1 credit per 2 characters, half of Multilingual v2, help.elevenlabs.io);
+  elevenlabs_convai (agents: $0.10 / min).
 - cartesia ($0.03 / 1k characters TTS, $0.0065 / min STT), soniox ($0.002 / min),
   speechmatics ($0.0067 / min), assemblyai (streaming $0.0025 / min), rime ($0.04 / 1k chars),
   lmnt ($0.035 / 1k chars).
@@ -69,9 +73,9 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     },
     "whisper": {"audio_per_minute": 0.003},
     "anthropic": {
-        "input_tokens_per_million": 0.80,
-        "cached_input_tokens_per_million": 0.08,
-        "output_tokens_per_million": 4.0,
+        "input_tokens_per_million": 1.0,
+        "cached_input_tokens_per_million": 0.10,
+        "output_tokens_per_million": 5.0,
     },
     "deepgram": {"audio_per_minute": 0.0077},
     "elevenlabs": {"characters_per_thousand": 0.05},

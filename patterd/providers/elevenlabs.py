@@ -200,6 +200,11 @@ class ElevenLabsTTS:
                 # whether to try again, not a second hidden wait here.
                 if sent or attempt >= o.max_retries or isinstance(exc, TimeoutError):
                     raise error from exc
+                if attempt == 0 and isinstance(exc, aiohttp.ServerDisconnectedError):
+                    # A kept-alive connection the server had closed while idle: reconnect at once,
+                    # a backoff here would land in the turn's latency.
+                    attempt += 1
+                    continue
             attempt += 1
             await asyncio.sleep(o.retry_backoff_secs * 2 ** (attempt - 1))
 
