@@ -10,7 +10,10 @@ Mode: the pipeline's VAD cuts the utterance. Caller audio is kept (with 300 ms o
 before the first voiced frame) until `flush()`, which uploads it as an 8 kHz 16-bit WAV and
 returns once the final transcript is queued; with `stream` (gpt-4o models) the text deltas come
 as interim transcripts on the way. Audio without one voiced frame, or under the API's 0.1 s, is
-never uploaded (no cost, and no "thank you" hallucinated from silence). An upload the pipeline
+never uploaded (no cost, and no "thank you" hallucinated from silence). Without a `vad:` the
+pipeline never flushes, so the stream also ends an utterance itself after `endpointing_ms` of
+unvoiced audio (energy, counted in audio time) and sends its final with end_of_utterance; with
+a VAD, whichever comes first wins and the other finds nothing left to send. An upload the pipeline
 stops waiting for (the caller went on talking) still delivers its words; only closing the
 stream cancels it.
 
@@ -72,6 +75,12 @@ class Options(ProviderOptions):
     stream: bool = Field(
         default=True, description="ask for text deltas (gpt-4o models) as interim transcripts"
     )
+    endpointing_ms: int = Field(
+        default=800,
+        ge=0,
+        le=10_000,
+        description="unvoiced audio that ends an utterance without a flush, for agents without vad: (0: off)",
+    )
     max_utterance_secs: float = Field(
         default=120.0, gt=0, le=1500, description="longer: the oldest audio is dropped"
     )
@@ -86,6 +95,12 @@ class Options(ProviderOptions):
                 f"stt.whisper needs api_key (or the {KEY_VARIABLE} environment variable) for base_url {self.base_url}"
             )
         return self
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark an unawaited upload's exception as seen (it was queued for the reader already)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Failed:
@@ -110,30 +125,44 @@ class WhisperStream:
         opts = owner.options
         self._max_bytes = int(opts.max_utterance_secs * ULAW_RATE)
         self._preroll_bytes = PREROLL_MS * ULAW_RATE // 1000
+        self._endpoint_bytes = opts.endpointing_ms * ULAW_RATE // 1000
+        self._quiet_bytes = 0  # unvoiced audio since the utterance's last voiced frame
 
     def push_audio(self, ulaw: bytes) -> None:
-        """Caller audio (8 kHz μ-law), kept for the next flush."""
+        """Caller audio (8 kHz μ-law), kept for the next flush (or our own endpointing)."""
         if self._closed:
             return
         self._audio_ms += len(ulaw) * 1000 / ULAW_RATE
         self._audio += ulaw
+        voiced = is_voiced(ulaw)
         if not self._voiced:
-            self._voiced = is_voiced(ulaw)
-            if not self._voiced and len(self._audio) > self._preroll_bytes:
+            self._voiced = voiced
+            if not voiced and len(self._audio) > self._preroll_bytes:
                 del self._audio[: len(self._audio) - self._preroll_bytes]
-        elif len(self._audio) > self._max_bytes:
+            return
+        if len(self._audio) > self._max_bytes:
             del self._audio[: len(self._audio) - self._max_bytes]
+        self._quiet_bytes = 0 if voiced else self._quiet_bytes + len(ulaw)
+        if self._endpoint_bytes and self._quiet_bytes >= self._endpoint_bytes:
+            # Counted in audio, not on a clock: the carrier paces frames in real time.
+            upload = self._start_upload()
+            if upload is not None:
+                upload.add_done_callback(_retrieve)  # a failure reaches the reader as _Failed
+                self._quiet_bytes = 0
+
+    @property
+    def buffered_ms(self) -> float:
+        """Audio held for the next upload (what a flush would send now)."""
+        return len(self._audio) * 1000 / ULAW_RATE
 
     async def flush(self) -> None:
         """Transcribe the utterance heard since the last flush; returns when its final is queued."""
-        audio, voiced = bytes(self._audio), self._voiced
-        self._audio.clear()
-        self._voiced = False
-        if self._closed or not voiced or len(audio) * 1000 < wire.MIN_AUDIO_MS * ULAW_RATE:
-            return  # nothing said: nothing to pay for, no empty final
-        upload = asyncio.create_task(self._transcribe(audio, self._audio_ms), name="whisper-upload")
-        self._uploads.add(upload)
-        upload.add_done_callback(self._uploads.discard)
+        upload = self._start_upload()
+        if upload is None:
+            pending = list(self._uploads)  # an utterance our endpointing already sent: wait for it too
+            if pending:
+                await asyncio.wait(pending)
+            return
         try:
             # Shielded: when the pipeline stops waiting (the caller spoke again before the turn was
             # committed) the words already taken from the buffer must still arrive, as a final.
@@ -144,6 +173,19 @@ class WhisperStream:
             if self._closed and upload.cancelled() and (current is None or not current.cancelling()):
                 return  # the stream was closed under the upload: nothing more to wait for
             raise
+
+    def _start_upload(self) -> asyncio.Task[None] | None:
+        """Take the buffered utterance and start transcribing it (None: nothing worth sending)."""
+        audio, voiced = bytes(self._audio), self._voiced
+        self._audio.clear()
+        self._voiced = False
+        self._quiet_bytes = 0
+        if self._closed or not voiced or len(audio) * 1000 < wire.MIN_AUDIO_MS * ULAW_RATE:
+            return None  # nothing said: nothing to pay for, no empty final
+        upload = asyncio.create_task(self._transcribe(audio, self._audio_ms), name="whisper-upload")
+        self._uploads.add(upload)
+        upload.add_done_callback(self._uploads.discard)
+        return upload
 
     async def _transcribe(self, audio: bytes, audio_ms: float) -> None:
         async with self._lock:
@@ -324,6 +366,6 @@ SPEC = ProviderSpec(
         interim_results=True,
         needs_network=True,
         sample_rates=(ULAW_RATE,),
-        notes="utterances are cut by the pipeline's VAD; interims arrive after the flush",
+        notes="utterances are cut by the pipeline's VAD or endpointing_ms; interims arrive after the cut",
     ),
 )

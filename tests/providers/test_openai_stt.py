@@ -241,6 +241,27 @@ async def test_a_flush_given_up_by_the_pipeline_still_delivers_its_words(fake: F
     assert [t.text for t in reader.finals()] == ["I would like", "a table for two"]
 
 
+async def test_own_endpointing_ends_an_utterance_without_a_flush(fake: FakeOpenAIAudioServer) -> None:
+    # An agent without `vad:` never flushes: the stream cuts the utterance after endpointing_ms of quiet.
+    fake.say(SENTENCE)
+    async with provider(fake, endpointing_ms=500) as stt, stt.stream() as stream:
+        reader = Reader(stream)
+        push(stream, voiced_ulaw(600) + silent_ulaw(400))
+        assert stream.buffered_ms == 1000, "a pause shorter than endpointing_ms does not cut"
+        push(stream, voiced_ulaw(400) + silent_ulaw(900))
+        assert stream.buffered_ms == 300, "cut after 500 ms of quiet; then only the pre-roll is kept"
+        await wait_until(lambda: bool(reader.finals()), 5, "the final without a flush")
+        await stream.flush()  # the pipeline's own flush finds nothing voiced left to send
+        await reader.stop()
+    (final,) = reader.finals()
+    assert final.text == SENTENCE and final.end_of_utterance
+    (request,) = fake.transcriptions
+    assert request.wav_seconds == pytest.approx(0.6 + 0.4 + 0.4 + 0.5)
+    async with provider(fake, endpointing_ms=0) as stt, stt.stream() as stream:
+        push(stream, voiced_ulaw(600) + silent_ulaw(3000))
+        assert stream.buffered_ms == 3600, "endpointing_ms 0 leaves the cut to the pipeline's VAD"
+
+
 async def test_check_and_options(fake: FakeOpenAIAudioServer, monkeypatch: pytest.MonkeyPatch) -> None:
     async with provider(fake) as stt:
         await check(stt)
@@ -295,6 +316,7 @@ async def suite_setup() -> AsyncIterator[Setup[Any, Control]]:
             build_bad_key=lambda: build(Options(api_key="sk-bad", base_url=fake.base_url), BuildContext()),
             control=Control(fake),
             check=check,
+            features=frozenset({"endpointing"}),
         )
 
 
