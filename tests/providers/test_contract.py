@@ -29,6 +29,7 @@ DUMMY_ENV = {
     "OPENAI_API_KEY": "dummy-secret-openai",
     "ELEVENLABS_API_KEY": "dummy-secret-elevenlabs",
     "DEEPGRAM_API_KEY": "dummy-secret-deepgram",
+    "ANTHROPIC_API_KEY": "dummy-secret-anthropic",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).
 REQUIRED_OPTIONS: dict[str, dict[str, object]] = {"tunnel.static": {"hostname": "gw.example.com"}}
