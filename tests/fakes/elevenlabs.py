@@ -353,9 +353,10 @@ class FakeElevenLabsServer:
             stream.ended.set()
             return web.json_response(error_body(500))
         fmt = query.get("output_format", API_DEFAULT_OUTPUT_FORMAT)
-        response = web.StreamResponse(
-            headers={"Content-Type": "audio/basic" if fmt.startswith("ulaw") else "audio/mpeg"}
-        )
+        # audio/mpeg for MP3; what ElevenLabs labels raw formats with is not documented, and
+        # tts.elevenlabs only refuses JSON or text answers, so raw audio is plain octets here.
+        kind = "audio/mpeg" if fmt.startswith("mp3_") else "application/octet-stream"
+        response = web.StreamResponse(headers={"Content-Type": kind})
         drop = self._take_drop()
         try:
             await response.prepare(request)

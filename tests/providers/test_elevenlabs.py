@@ -7,14 +7,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from patterd.errors import ProviderAuthError, ProviderError, ProviderProtocolError
 from patterd.protocols import elevenlabs as wire
-from patterd.providers.elevenlabs import SPEC, ElevenLabsTTS, Options, build, check
+from patterd.providers.elevenlabs import SPEC, ElevenLabsTTS, Options, UlawConverter, build, check
 from patterd.providers.spec import BuildContext, validation_environ
 from patterd.testing import Setup, TTSSuite, wait_until
-from tests.fakes.elevenlabs import FakeElevenLabsServer
+from tests.fakes.elevenlabs import FakeElevenLabsServer, render
 
 KEY = "el-test-key"
 RACHEL = wire.PREMADE_VOICES["rachel"]
@@ -117,6 +119,25 @@ async def test_other_output_formats_come_out_as_8k_ulaw(fmt: str) -> None:
     expected = int(len("One two three four five.") * 60) * 8
     assert abs(len(sound) - expected) <= 16, (fmt, len(sound), expected)
     assert server.streams[0].query == {"output_format": fmt}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30),
+    st.sampled_from(["pcm_16000", "pcm_8000", "alaw_8000"]),
+)
+def test_audio_split_anywhere_converts_like_the_whole(cuts: list[int], fmt: str) -> None:
+    audio = render("Split me anywhere, even inside a sample.", fmt, 60.0)
+    whole = UlawConverter(fmt)
+    expected = whole.feed(audio) + whole.feed(b"", last=True)
+    pieces, at = [], 0
+    for size in cuts:
+        pieces.append(audio[at : at + size])
+        at += size
+    pieces.append(audio[at:])
+    split = UlawConverter(fmt)
+    got = b"".join(split.feed(p) for p in pieces) + split.feed(b"", last=True)
+    assert got == expected
 
 
 # ------------------------------------------------------------------ barge-in
