@@ -49,7 +49,11 @@ class Options(ProviderOptions):
     """Options of `llm.anthropic`."""
 
     api_key: SecretStr | None = Field(default_factory=env_secret(KEY_VARIABLE))
-    model: str = Field(default=DEFAULT_MODEL, description="Claude model id or alias")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Claude model id or alias; default prices are claude-haiku-4-5's, "
+        "set `pricing: {anthropic: ...}` for another model",
+    )
     max_tokens: int = Field(default=1024, gt=0, description="reply length cap (the API requires one)")
     temperature: float | None = Field(default=None, ge=0, le=1, description="0..1 (the API's range)")
     base_url: str = Field(default=wire.DEFAULT_BASE_URL, description="requests go to {base_url}/v1/messages")
