@@ -109,7 +109,8 @@ A method the controller lacks skips the cases that need it. `patterd.testing.Cou
 fake `open_connections()` and a connection cut by relaying it through a counting loopback proxy.
 `Setup.features` declares optional behaviour the suite then requires: `interim`, `endpointing` (the
 vendor ends utterances on silence), `streaming_input` (audio reaches the vendor while the caller speaks)
-for STT; `barge_in_by_audio` for engines. The cases: streaming in and out, interim before final,
+for STT; `barge_in_by_audio` for engines. `Setup.secrets` lists key values no error message may show.
+The cases: streaming in and out, interim before final,
 endpointing (`end_of_utterance`), flush, cancel mid-stream on barge-in (no audio after, the vendor's
 stream torn down, the provider still usable), 401/403 fatal naming the key variable, 429/5xx retryable
 (or retried by the provider) with the provider still usable afterwards, a stalled vendor timing out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
@@ -60,6 +60,7 @@ class Setup(Generic[P, C]):
     build_bad_key: Callable[[], AbstractAsyncContextManager[P]] | None = None  # same with a refused key
     features: frozenset[str] = field(default_factory=frozenset)  # kind-specific, see each suite
     free: bool = False  # costs nothing (offline): no price needed in patterd.cost
+    secrets: tuple[str, ...] = ()  # key values no error message may show
 
 
 SetupFactory = Callable[[], AbstractAsyncContextManager[Setup[Any, Any]]]
@@ -104,12 +105,6 @@ def assert_provider_error(exc: BaseException, setup: Setup[Any, Any], *, fatal: 
         assert exc.retryable, f"{what}: expected a retryable error, got {type(exc).__name__}: {exc}"
 
 
-async def no_secret_leak(exc: BaseException, secrets: tuple[str, ...]) -> None:
-    """No secret value shows in an error message."""
-    for secret in secrets:
-        assert secret not in str(exc), "an error message shows the api key"
-
-
 class Suite(Generic[P, C]):
     """Base of the suites: `cases()` lists the case names, `run(case)` runs one on a fresh Setup."""
 
@@ -151,13 +146,3 @@ class Suite(Generic[P, C]):
             else:
                 results[case] = "passed"
         return results
-
-
-async def drain(stream: AsyncIterator[Any], limit: int | None = None) -> list[Any]:
-    """Items of an async iterator (at most `limit`)."""
-    out: list[Any] = []
-    async for item in stream:
-        out.append(item)
-        if limit is not None and len(out) >= limit:
-            break
-    return out

@@ -67,6 +67,7 @@ async def openai_llm_setup() -> AsyncIterator[Setup[LLM, ChatControl]]:
             build_bad_key=lambda: openai_llm.build(build("sk-wrong"), BuildContext()),
             control=ChatControl(fake),
             check=openai_llm.check,
+            secrets=("sk-test", "sk-wrong"),
         )
 
 
@@ -108,6 +109,7 @@ async def openai_realtime_setup() -> AsyncIterator[Setup[Engine, RealtimeControl
             build=lambda: openai_realtime.build(options(), BuildContext()),
             build_bad_key=lambda: openai_realtime.build(options("sk-wrong"), BuildContext()),
             control=RealtimeControl(fake),
+            secrets=("sk-test", "sk-wrong"),
             check=openai_realtime.check,
             features=frozenset({"barge_in_by_audio"}),
         )

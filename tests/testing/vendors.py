@@ -59,6 +59,7 @@ async def deepgram_setup() -> AsyncIterator[Setup[Any, DeepgramControl]]:
             build=lambda: provider.build(options(), BuildContext()),
             build_bad_key=lambda: provider.build(options("wrong-key"), BuildContext()),
             control=DeepgramControl(fake, proxy, fakes.Fault),
+            secrets=(DEEPGRAM_KEY, "wrong-key"),
             check=provider.check,
             features=frozenset({"interim", "endpointing", "streaming_input"}),
         )
@@ -86,4 +87,5 @@ async def anthropic_setup() -> AsyncIterator[Setup[Any, Any]]:
             build_bad_key=lambda: provider.build(options("sk-ant-wrong"), BuildContext()),
             control=fake,
             check=provider.check,
+            secrets=(ANTHROPIC_KEY, "sk-ant-wrong"),
         )
