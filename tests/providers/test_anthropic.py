@@ -376,6 +376,7 @@ async def suite_setup() -> AsyncIterator[Setup[Any, Control]]:
             build_bad_key=lambda: build(opts("sk-ant-wrong"), BuildContext()),
             control=Control(fake),
             check=check,
+            secrets=(KEY, "sk-ant-wrong"),
         )
 
 
