@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -123,8 +124,10 @@ async def seed_vendors(carrier_url: str) -> AsyncIterator[Vendors]:
             assert stream.query.get("output_format") == "ulaw_8000", stream.query
             assert not el.refused, el.refused  # the fake answers a wrong or missing xi-api-key with 401
 
+        yaml = with_base_urls(SEED, {"carrier": carrier_url, "stt": dg.base_url, "tts": el.base_url})
+        assert re.sub(r", base_url: '[^']*'", "", yaml) == SEED  # the seed file plus base_url keys only
         yield Vendors(
-            yaml=with_base_urls(SEED, {"carrier": carrier_url, "stt": dg.base_url, "tts": el.base_url}),
+            yaml=yaml,
             env={"OPENAI_BASE_URL": chat.base_url},
             script_turn=lambda text: dg.say(text),
             script_reply=lambda text: chat.replies.append(Reply(text=text)),
