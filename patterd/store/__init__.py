@@ -27,7 +27,7 @@ from patterd.cost import pricing_problems
 from patterd.protocols.events import CallEvent, TranscriptLine, TranscriptPartial
 from patterd.redact import check_mode
 from patterd.store.hydrate import HydrateReport, Progress, hydrate_tree, read_jsonl, read_metadata
-from patterd.store.index import INDEX_NAME, CallIndex, decode_cursor, encode_cursor, row_of
+from patterd.store.index import INDEX_NAME, CallIndex, Row, decode_cursor, encode_cursor, row_of
 from patterd.store.records import CallRecord, call_path, day_path
 from patterd.store.retention import SWEEP_INTERVAL_SECS, sweep
 from patterd.store.writer import EVENTS, METADATA, TRANSCRIPT, RecordWriter
@@ -133,6 +133,9 @@ class CallStore:
         self._other_errors = 0
         self._bugs = 0
         self._slow_durable = 0
+        # Index rows of written records not yet in the index (a hydrate held it): relpath → row.
+        self._rows_lock = threading.Lock()
+        self._pending_rows: dict[str, Row] = {}
         self.last_hydrate = HydrateReport()
         self.progress = Progress()  # of the running (or last) hydrate: /api/v1/status and listings show it
         self._writer = (
@@ -252,15 +255,31 @@ class CallStore:
                 CallIndex.remove_files(self.root / INDEX_NAME)
 
     def _indexed(self, relpath: str, metadata: dict[str, Any], mtime_ns: int) -> None:
-        """Writer thread: metadata.json landed, so index it."""
+        """Writer thread: metadata.json landed, so index it (now, or with the next write if a hydrate is)."""
+        with self._rows_lock:
+            self._pending_rows[relpath] = row_of(relpath, metadata, mtime_ns)
+        self._index_pending(wait=False)
+
+    def _index_pending(self, *, wait: bool) -> None:
+        """Write the rows waiting for the index. Without `wait`, a hydrate holding the index (a chunk
+        of thousands of rows) leaves them for later: the writer thread, which the next call's answer
+        waits on, must never queue behind it. Listings meanwhile show those calls from memory."""
         index = self._index(write=True)
         if index is None:
             return
-        try:
-            index.upsert([row_of(relpath, metadata, mtime_ns)])
-        except sqlite3.Error as exc:
-            self._other_errors += 1
-            log.warning("store_index_write_failed", relpath=relpath, error=str(exc))
+        with self._rows_lock:
+            rows = list(self._pending_rows.values())
+            if not rows:
+                return
+            try:
+                if wait:
+                    index.upsert(rows)
+                elif not index.try_upsert(rows):
+                    return
+            except sqlite3.Error as exc:
+                self._other_errors += 1
+                log.warning("store_index_write_failed", rows=len(rows), error=str(exc))
+            self._pending_rows.clear()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -300,6 +319,7 @@ class CallStore:
                 )
         finally:
             progress.loading = False
+        self._index_pending(wait=True)  # rows of calls that ended while the hydrate held the index
         self.last_hydrate = report
         return report
 
@@ -346,13 +366,16 @@ class CallStore:
             await asyncio.sleep(interval_secs)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until every queued write is on disk (shutdown, tests); False on timeout."""
-        return self._writer.flush(timeout) if self._writer is not None else True
+        """Block until every queued write is on disk and indexed (shutdown, tests); False on timeout."""
+        done = self._writer.flush(timeout) if self._writer is not None else True
+        self._index_pending(wait=True)
+        return done
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close the index."""
         if self._writer is not None:
             self._writer.close()
+        self._index_pending(wait=True)
         with self._index_lock:
             for index in (self._read_index, self._write_index):
                 if index is not None:

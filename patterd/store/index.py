@@ -143,20 +143,33 @@ class CallIndex:
 
     def upsert(self, rows: Sequence[Row]) -> None:
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                # A bulk load (hydrate) is faster with the secondary indexes built once at the end.
-                bulk = len(rows) >= BULK_ROWS
-                if bulk:
-                    for name in SECONDARY_INDEXES:
-                        self._db.execute(f"DROP INDEX IF EXISTS {name}")
-                self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                if bulk:
-                    self._create_indexes()
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            self._upsert(rows)
+
+    def try_upsert(self, rows: Sequence[Row]) -> bool:
+        """`upsert` unless another thread is writing (a hydrate's chunk): then False and nothing written."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._upsert(rows)
+        finally:
+            self._lock.release()
+        return True
+
+    def _upsert(self, rows: Sequence[Row]) -> None:
+        self._db.execute("BEGIN")
+        try:
+            # A bulk load (hydrate) is faster with the secondary indexes built once at the end.
+            bulk = len(rows) >= BULK_ROWS
+            if bulk:
+                for name in SECONDARY_INDEXES:
+                    self._db.execute(f"DROP INDEX IF EXISTS {name}")
+            self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if bulk:
+                self._create_indexes()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def delete(self, relpaths: Iterable[str]) -> None:
         with self._lock:

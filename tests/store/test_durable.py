@@ -105,3 +105,20 @@ def test_a_call_started_during_a_hydrate_is_not_taken_for_crashed(tmp_path: Path
     assert store.list_calls(status="in_progress")[0][0]["call_id"] == "live-1"
     assert store.history() == {"loading": False, "loaded": 6, "total": 6}
     store.close()
+
+
+async def test_a_busy_index_never_holds_up_the_next_answer(tmp_path: Path) -> None:
+    """While a hydrate holds the index (a chunk of rows), record writes go on; their rows follow later."""
+    store = CallStore(tmp_path, clock=FakeClock())
+    store.handle(call_events("first", T0, end=False)[0])
+    assert await store.wait_durable("first")
+    index = store._index(write=True)
+    assert index is not None
+    with index._lock:  # what a hydrate's chunk upsert holds
+        store.handle(call_events("second", T0, end=False)[0])
+        assert await asyncio.wait_for(store.wait_durable("second"), 5)
+        store.handle(call_events("third", T0, end=False)[0])
+        assert await asyncio.wait_for(store.wait_durable("third"), 5)
+    assert store.flush(10)
+    assert sorted(m["call_id"] for m in index.query(limit=10)) == ["first", "second", "third"]
+    store.close()
