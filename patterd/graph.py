@@ -14,6 +14,7 @@ import structlog
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import PatterdError, ProviderError
 from patterd.plugins.registry import Registry
+from patterd.providers.fallback import Breaker, FallbackLLM, FallbackSTT, FallbackTTS, Member
 from patterd.providers.kinds import LLM, STT, TTS, VAD, Carrier, Engine, Tunnel
 from patterd.providers.spec import BuildContext
 
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     from patterd.config import AgentConfig, Config, ProviderSection
 
 log = structlog.get_logger("patterd.graph")
+CHAINS: dict[str, type[FallbackSTT | FallbackTTS | FallbackLLM]] = {
+    "stt": FallbackSTT,
+    "tts": FallbackTTS,
+    "llm": FallbackLLM,
+}
 
 
 @dataclass
@@ -204,6 +210,18 @@ async def _build_agent(
     for role in ("engine", "stt", "llm", "tts", "vad"):
         section: ProviderSection | None = getattr(agent, role)
         if section is None:
+            continue
+        if section.fallbacks and role in CHAINS:
+            # a fallback chain: every member built (and probed by check) at its own path
+            members: list[Member[Any]] = []
+            for index, member in enumerate(section.chain):
+                member_path = f"{path}.{role}[{index}]"
+                instance = await _enter(stack, member, ctx, member_path)
+                providers.append(BuiltProvider(member_path, member.spec.key, instance, member))
+                types = [m.type for m in section.chain]
+                name = member.type if types.count(member.type) == 1 else f"{member.type}[{index}]"
+                members.append(Member(name, member_path, instance, Breaker(ctx.clock)))
+            setattr(parts, role, CHAINS[role](members))
             continue
         instance = await _enter(stack, section, ctx, f"{path}.{role}")
         providers.append(BuiltProvider(f"{path}.{role}", section.spec.key, instance, section))

@@ -20,6 +20,7 @@ from patterd.protocols.events import (
     CallEvent,
     CallFailed,
     CallStarted,
+    ProviderFallback,
     TranscriptLine,
 )
 
@@ -133,6 +134,12 @@ class Metrics:
             ["provider", "kind"],
             registry=self.registry,
         )
+        self.provider_fallbacks = Counter(
+            "patterd_provider_fallbacks",
+            "Calls moved to the next provider of a fallback chain",
+            ["kind", "from", "to"],
+            registry=self.registry,
+        )
         self.call_cost = Counter(
             "patterd_call_cost_usd", "Cost of calls in USD", ["agent", "component"], registry=self.registry
         )
@@ -164,6 +171,9 @@ class Metrics:
         elif kind is CallFailed:
             assert isinstance(event, CallFailed)
             self.provider_errors.labels(event.component or "unknown", "runtime").inc()
+        elif kind is ProviderFallback:
+            assert isinstance(event, ProviderFallback)
+            self.provider_fallbacks.labels(event.kind, event.from_provider, event.to_provider).inc()
 
     def add_cost(self, agent: str, component: str, usd: float) -> None:
         """Count the cost of a finished call's component."""

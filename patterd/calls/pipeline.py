@@ -30,7 +30,15 @@ import structlog
 
 from patterd.errors import ProviderConnectionError, ProviderError
 from patterd.protocols.audio import is_voiced
-from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, TranscriptPartial, Usage
+from patterd.protocols.events import (
+    BargeIn,
+    CallFailed,
+    ProviderFallback,
+    TranscriptLine,
+    TranscriptPartial,
+    Usage,
+)
+from patterd.providers.fallback import active_name, bind
 from patterd.providers.kinds import (
     LLM,
     STT,
@@ -231,6 +239,10 @@ class PipelineSession:
         self._engine = engine
         self._ctx = ctx
         self._opts = engine.options
+        # fallback chains bound to this call, so their switches become this call's events
+        self._stt: STT = bind(engine.stt, self._report_fallback)
+        self._llm: LLM = bind(engine.llm, self._report_fallback)
+        self._tts: TTS = bind(engine.tts, self._report_fallback)
         self._clock = ctx.clock
         self._vad: VADStream | None = engine.vad.stream() if engine.vad is not None else None
         self._audio_q: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()  # (frame, monotonic arrival)
@@ -378,7 +390,7 @@ class PipelineSession:
         retried = False
         while True:
             try:
-                async with self._engine.stt.stream() as stream:
+                async with self._stt.stream() as stream:
                     self._stream_ms = 0.0  # audio_ms of a new stream counts from its own start
                     self._arrivals.clear()
                     self._stt_stream = stream
@@ -448,7 +460,8 @@ class PipelineSession:
         if self._stt_bytes_unbilled:
             seconds = self._stt_bytes_unbilled / (ULAW_BYTES_PER_MS * 1000)
             self._stt_bytes_unbilled = 0
-            self._emit_usage("stt", self._opts.stt_name, {"audio_seconds": round(seconds, 3)})
+            stt_name = active_name(self._stt, self._opts.stt_name)
+            self._emit_usage("stt", stt_name, {"audio_seconds": round(seconds, 3)})
 
     # ------------------------------------------------------------------ turns and barge-in
 
@@ -585,7 +598,7 @@ class PipelineSession:
         sentences: asyncio.Queue[_Sentence | None],
         round_no: int,
     ) -> None:
-        llm = self._engine.llm
+        llm = self._llm
         started = self._clock.monotonic()
         for attempt in (0, 1):
             produced = False
@@ -636,7 +649,7 @@ class PipelineSession:
                 self._fail("tts", exc)
 
     async def _synthesize(self, reply: _Reply, sentence: _Sentence) -> None:
-        tts = self._engine.tts
+        tts = self._tts
         for attempt in (0, 1):
             started = self._clock.monotonic()
             try:
@@ -707,7 +720,8 @@ class PipelineSession:
                 )
             )
         if reply.tts_chars:
-            self._emit_usage("tts", self._opts.tts_name, {"characters": float(reply.tts_chars)})
+            tts_name = active_name(self._tts, self._opts.tts_name)
+            self._emit_usage("tts", tts_name, {"characters": float(reply.tts_chars)})
 
     # ------------------------------------------------------------------ helpers
 
@@ -717,6 +731,13 @@ class PipelineSession:
         self._ctx.emit(
             Usage(
                 **self._ctx.new_event_fields(), component=component, provider=provider, quantities=quantities
+            )
+        )
+
+    def _report_fallback(self, kind: Literal["stt", "tts", "llm"], old: str, new: str, reason: str) -> None:
+        self._ctx.emit(
+            ProviderFallback(
+                **self._ctx.new_event_fields(), kind=kind, from_provider=old, to_provider=new, reason=reason
             )
         )
 

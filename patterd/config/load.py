@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from patterd.config.interpolate import interpolate_document, interpolate_lenient, load_dotenv, merge_environ
 from patterd.config.model import (
+    CHAIN_ROLES,
     E164,
     PROVIDER_ROLES,
     TOOL_TYPES,
@@ -372,7 +373,10 @@ class _Loader:
         for role in PROVIDER_ROLES:
             if raw.get(role) is None:
                 continue
-            section = self.provider(role, raw[role], (*path, role))
+            if isinstance(raw[role], list):
+                section = self.chain(role, raw[role], (*path, role))
+            else:
+                section = self.provider(role, raw[role], (*path, role))
             if section is None:
                 ok = False
             else:
@@ -436,6 +440,20 @@ class _Loader:
                 issue.line,
             )
         return section
+
+    def chain(self, kind: str, raw: list[Any], path: YamlPath) -> ProviderSection | None:
+        """`stt: [{type: a}, {type: b}]`: a fallback chain, every member validated at its own path."""
+        if kind not in CHAIN_ROLES:
+            self.issue(path, f"only {', '.join(CHAIN_ROLES)} may list fallback providers; give one mapping")
+            return None
+        if not raw:
+            self.issue(path, f"expected one or more {kind} providers, got an empty list")
+            return None
+        members = [self.provider(kind, item, (*path, index)) for index, item in enumerate(raw)]
+        if any(member is None for member in members):
+            return None
+        first, *rest = cast(list[ProviderSection], members)
+        return first.model_copy(update={"fallbacks": tuple(rest)})
 
     def provider(self, kind: str, raw: Any, path: YamlPath) -> ProviderSection | None:
         if not isinstance(raw, dict):

@@ -29,6 +29,7 @@ from patterd.redact import SECRET_MASK, redact_url
 
 E164_PATTERN = r"^\+[1-9]\d{1,14}$"
 PROVIDER_ROLES = ("engine", "stt", "llm", "tts", "vad")
+CHAIN_ROLES = ("stt", "llm", "tts")  # roles that may list providers tried in order (fallback chains)
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -251,14 +252,27 @@ class ProviderSection(BaseModel):
     options: ProviderOptions
     spec: InstanceOf[ProviderSpec] = Field(repr=False)
     line: int | None = None
+    # `stt: [{type: a}, {type: b}]`: this section is the list's first member, the rest follow in order
+    fallbacks: tuple[ProviderSection, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.kind}.{self.type}"
 
+    @property
+    def chain(self) -> tuple[ProviderSection, ...]:
+        """Every member of the role in order: this section, then its fallbacks."""
+        return (self, *self.fallbacks)
+
     def to_public_dict(self) -> dict[str, Any]:
         """`{type, **options}` as JSON, secrets masked, as in the YAML."""
         return {"type": self.type, **self.options.model_dump(mode="json")}
+
+    def to_public_value(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """The role as written: one mapping, or the list of a fallback chain."""
+        if not self.fallbacks:
+            return self.to_public_dict()
+        return [member.to_public_dict() for member in self.chain]
 
 
 def pipeline_problem(present: set[str]) -> str | None:
@@ -328,7 +342,7 @@ class AgentConfig(Section):
     def to_public_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude=set(PROVIDER_ROLES) | {"tools"})
         for role, section in self.sections().items():
-            data[role] = section.to_public_dict()
+            data[role] = section.to_public_value()
         data["tools"] = [_public_tool(tool) for tool in self.tools]
         return data
 

@@ -8,7 +8,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from patterd.config.model import E164, PROVIDER_ROLES, AgentConfig, LoggingConfig, Section, ServerConfig
+from patterd.config.model import (
+    CHAIN_ROLES,
+    E164,
+    PROVIDER_ROLES,
+    AgentConfig,
+    LoggingConfig,
+    Section,
+    ServerConfig,
+)
 from patterd.plugins.registry import Registry
 from patterd.providers.spec import ProviderSpec
 
@@ -27,6 +35,10 @@ def json_schema(registry: Registry) -> dict[str, Any]:
     """The schema of the whole file, with each installed provider's options under its `type`."""
     roles = {kind: _kind_type(registry, kind) for kind in ("carrier", "tunnel", *PROVIDER_ROLES)}
     agent_fields: dict[str, Any] = {role: (roles[role] | None, None) for role in PROVIDER_ROLES}
+    for role in CHAIN_ROLES:  # one provider, or a fallback chain tried in order
+        if roles[role] is not None:
+            chain = Annotated[list[roles[role]], Field(min_length=1)]  # type: ignore[valid-type]
+            agent_fields[role] = (roles[role] | chain | None, None)
     agent = create_model("Agent", __base__=AgentConfig, **agent_fields)
     tunnel_names = registry.names("tunnel")
     tunnel_forms: list[Any] = [bool, roles["tunnel"]]

@@ -230,6 +230,20 @@ class CallFailed(CallEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderFallback(CallEvent):
+    """A fallback chain moved the call from one provider of a role to the next (written as kind/from/to/reason)."""
+
+    type: ClassVar[str] = "provider_fallback"
+    kind: Literal["stt", "tts", "llm"] = "stt"
+    from_provider: str = ""  # `from` on disk and on the feed (a Python keyword here)
+    to_provider: str = ""
+    reason: str = ""
+
+    def data(self) -> dict[str, Any]:
+        return {"kind": self.kind, "from": self.from_provider, "to": self.to_provider, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded(CallEvent):
     """The call is over; `status` is final."""
 

@@ -509,6 +509,7 @@
       case "dtmf": return [`key ${d.digit || "?"}`];
       case "transfer": return [`transfer to ${d.to || "?"}`];
       case "error": return [`${d.component ? d.component + " " : ""}error${d.fatal ? " (fatal)" : ""}`, d.message || ""];
+      case "provider_fallback": return [`${String(d.kind || "provider").toUpperCase()} switched from ${d.from || "?"} to ${d.to || "?"}`, d.reason ? `(${d.reason})` : ""];
       case "usage": return [`usage ${d.component || ""}`, d.provider || "", Object.entries(d.quantities || {}).map(([k, v]) => `${k} ${Math.round(v * 100) / 100}`).join(", ")];
       case "first_audio": return [`first agent audio after ${n(d.first_audio_ms, " ms")}`];
       case "amd": return [`answered by ${d.answered_by || "unknown"}`];
