@@ -484,7 +484,7 @@ persist: {tmp / "records"}
 logging: {{level: warning}}
 agents:
   - name: bench
-    engine: {{type: openai_realtime, base_url: '{engine_url}', api_key: sk-bench, audio_format: {kind.split('-')[0]}}}
+    engine: {{type: openai_realtime, base_url: '{engine_url}', api_key: sk-bench, audio_format: {kind.split("-")[0]}}}
     system_prompt: You are a load test.
     first_message: Hello, how can I help?
 """
