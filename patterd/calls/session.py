@@ -108,6 +108,8 @@ class CallSession:
         self.call_id = spec.call_id
         self.agent_name = agent.name
         variables = {**agent.config.variables, **spec.variables}
+        # Engines with server-side templating (ElevenLabs dynamic_variables) read them as they are.
+        self.variables: Mapping[str, str] = variables
         self.instructions = fill(agent.config.system_prompt, variables)
         self.first_message = (
             fill(agent.config.first_message, variables) if agent.config.first_message else None
