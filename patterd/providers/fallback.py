@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,6 +35,9 @@ Kind = Literal["stt", "tts", "llm"]
 Report = Callable[[Kind, str, str, str], None]
 ULAW_BYTES_PER_MS = 8
 REPLAY_MS = 2000  # STT audio kept to re-feed the next provider: the open utterance, at most this much
+TTS_STALL_SECS = (
+    1.0  # a TTS silent this long (first or next chunk) is failed over: the caller hears no longer gap
+)
 
 
 @dataclass
@@ -315,10 +319,21 @@ class _BoundTTS:
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         while True:
             member = self.chain.members[self.active]
+            # a member that goes quiet is given up after TTS_STALL_SECS while another one can take over
+            stall = TTS_STALL_SECS if self.active + 1 < len(self.chain.members) else None
             try:
                 stream = member.provider.synthesize(text)
                 try:
-                    async for chunk in stream:
+                    while True:
+                        try:
+                            async with asyncio.timeout(stall):
+                                chunk = await anext(stream)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:
+                            raise ProviderConnectionError(
+                                f"no audio for {stall} s", provider=member.name
+                            ) from None
                         yield chunk
                 finally:
                     aclose = getattr(stream, "aclose", None)

@@ -16,6 +16,7 @@ from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderE
 from patterd.providers import deepgram, elevenlabs, offline_tts, openai_llm
 from patterd.providers.fallback import (
     REPLAY_MS,
+    TTS_STALL_SECS,
     Breaker,
     FallbackLLM,
     FallbackSTT,
@@ -212,6 +213,7 @@ async def test_stt_moves_to_the_next_member_mid_utterance_and_re_feeds_the_open_
     assert 0 < replayed <= (REPLAY_MS + 800) * 8
     # audio_ms stays on the stream's own timeline: the second turn ends after 600+400+800 ms of audio
     assert finals[1].audio_ms is not None and 1800 <= finals[1].audio_ms <= 2300, finals[1].audio_ms
+    print(f"stt switch: next stream open {reopen_ms:.0f} ms after the failure")
     assert reopen_ms < 1000, reopen_ms
     assert active_name(bound, "") == "deepgram[1]"
 
@@ -263,6 +265,7 @@ async def test_tts_re_synthesizes_the_sentence_on_the_next_member_when_the_strea
         assert switches and switches[0][:3] == ("tts", "elevenlabs", "offline")
         assert total > first_bytes + 8000, "the whole sentence again, from the offline voice"
         gap = max(b - a for a, b in itertools.pairwise(times))
+        print(f"tts switch: longest wait between chunks {gap * 1000:.0f} ms")
         assert gap < 1.0, f"{gap:.3f} s of silence at the switch"
         # the call stays on the member that works: the next sentence goes straight to it
         before = len(el.streams)
@@ -270,13 +273,32 @@ async def test_tts_re_synthesizes_the_sentence_on_the_next_member_when_the_strea
         assert len(el.streams) == before and len(switches) == 1
 
 
-async def test_a_refused_tts_key_falls_back_loudly(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_tts_that_goes_quiet_is_failed_over_after_the_stall_limit() -> None:
+    async with FakeElevenLabsServer(EL_KEY) as el, tts_chain(el) as chain:
+        el.stall_next()  # accepts the request, then says nothing
+        switches: list[Switch] = []
+        started = time.monotonic()
+        first_audio: float | None = None
+        async for _ in chain.bound(lambda *a: switches.append(a)).synthesize("Hello there."):
+            first_audio = first_audio or time.monotonic()
+        assert first_audio is not None
+        waited = first_audio - started
+        await eventually(lambda: el.streams[0].ended.is_set())
+    assert switches[0][:3] == ("tts", "elevenlabs", "offline") and f"{TTS_STALL_SECS} s" in switches[0][3]
+    assert TTS_STALL_SECS <= waited < TTS_STALL_SECS + 0.5, waited
+    assert el.streams[0].cancelled, "the quiet request was abandoned, not left open"
+
+
+async def test_a_refused_tts_key_falls_back_loudly(capsys: pytest.CaptureFixture[str]) -> None:
     async with FakeElevenLabsServer(EL_KEY) as el, tts_chain(el) as chain:
         el.fail_next(401)
         switches: list[Switch] = []
         audio = [c async for c in chain.bound(lambda *a: switches.append(a)).synthesize("Hello there.")]
     assert audio and switches[0][:3] == ("tts", "elevenlabs", "offline")
     assert switches[0][3].startswith("auth: ") and EL_KEY not in switches[0][3]
+    logged = capsys.readouterr().out
+    assert "provider refused its credentials; falling back" in logged and "tts[0]" in logged
+    assert EL_KEY not in logged
 
 
 # ------------------------------------------------------------------ LLM over two fake OpenAI servers
