@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from patterd.config import load_config_text
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
+from patterd.graph import build_graph
+from patterd.plugins.registry import load_registry
 from patterd.providers import deepgram, elevenlabs, offline_tts, openai_llm
 from patterd.providers.fallback import (
     REPLAY_MS,
@@ -349,3 +352,34 @@ async def test_llm_failing_after_text_ends_the_reply_and_the_next_turn_uses_the_
         assert switches[0][:3] == ("llm", "openai", "backup")
         chunks = await _drain(bound.complete([Message("user", "thanks")], []))
     assert "".join(c.text for c in chunks if isinstance(c, TextDelta)) == "Anything else?"
+
+
+# ------------------------------------------------------------------ the graph builds and probes every member
+
+CHAIN_CONFIG = """\
+agents:
+  - name: desk
+    stt: [{type: offline}, {type: offline, endpointing_ms: 400}]
+    llm: [{type: script, greeting: Hi}, {type: script, greeting: Hello}]
+    tts: [{type: offline}, {type: offline, rate_wpm: 200}]
+    vad: {type: offline}
+"""
+
+
+async def test_the_graph_builds_each_member_at_its_own_path() -> None:
+    registry = load_registry()
+    config = load_config_text(CHAIN_CONFIG, registry)
+    graph = await build_graph(config, registry, local_url="http://127.0.0.1:0")
+    try:
+        parts = graph.agents["desk"]
+        assert isinstance(parts.stt, FallbackSTT) and isinstance(parts.tts, FallbackTTS)
+        assert isinstance(parts.llm, FallbackLLM)
+        assert [m.name for m in parts.stt.members] == ["offline[0]", "offline[1]"]
+        paths = [p.path for p in graph.providers]
+        for role in ("stt", "llm", "tts"):
+            assert f"agents[0].{role}[0]" in paths and f"agents[0].{role}[1]" in paths
+        assert "agents[0].vad" in paths
+        probed = dict(await graph.check())
+        assert "agents[0].tts[1]" in probed and probed["agents[0].tts[1]"] is None, probed
+    finally:
+        await graph.aclose()
