@@ -285,13 +285,54 @@ def hydrate_tree(
     report = HydrateReport()
     calls_root = root / "calls"
     known = index.known() if index is not None else {}
-    rows: list[Row] = []
     seen: set[str] = set()
-    base = str(calls_root)
     relpaths = walk_calls(calls_root)
     relpaths.reverse()  # newest day first: the first page of a listing is complete soonest
     if progress is not None:
         progress.total = len(relpaths)
+    stopped = False
+    deferred = progress is not None and index is not None and not known and len(relpaths) > CHUNK_ROWS
+    if deferred and index is not None:
+        index.defer_indexes()  # a first load into an empty index: the other indexes are built at the end
+    try:
+        stopped = _load(report, index, calls_root, relpaths, known, seen, now, live, progress)
+    finally:
+        if deferred and index is not None:
+            index.create_indexes()
+    if index is not None:
+        gone = [] if stopped else [r for r in known if r not in seen]  # unseen ≠ gone when stopped
+        if gone:
+            index.delete(gone)
+        report.removed = len(gone)
+    report.seconds = round(time.perf_counter() - began, 3)
+    log.info(
+        "store_hydrated",
+        records=report.records,
+        parsed=report.parsed,
+        skipped_corrupt=report.skipped_corrupt,
+        recovered_in_progress=report.recovered_in_progress,
+        recovered_tmp=report.recovered_tmp,
+        removed_tmp=report.removed_tmp,
+        removed=report.removed,
+        seconds=report.seconds,
+    )
+    return report
+
+
+def _load(
+    report: HydrateReport,
+    index: CallIndex | None,
+    calls_root: Path,
+    relpaths: list[str],
+    known: Mapping[str, tuple[int, str]],
+    seen: set[str],
+    now: datetime,
+    live: Container[str],
+    progress: Progress | None,
+) -> bool:
+    """Read, recover and index every record of `relpaths`; True when stopped early (`progress.stopping`)."""
+    base = str(calls_root)
+    rows: list[Row] = []
     stopped = False
     for relpath, found in probe_records(base, relpaths, known):
         if progress is not None:
@@ -352,26 +393,9 @@ def hydrate_tree(
                 report.write_errors += 1  # indexed as failed anyway; retried on the next hydrate
                 log.warning("store_recover_write_failed", path=meta_path, error=str(exc))
         rows.append(row_of(relpath, meta, mtime_ns, text))
-    if index is not None:
-        if rows:
-            index.upsert(rows)
-        gone = [] if stopped else [r for r in known if r not in seen]  # unseen ≠ gone when stopped
-        if gone:
-            index.delete(gone)
-        report.removed = len(gone)
-    report.seconds = round(time.perf_counter() - began, 3)
-    log.info(
-        "store_hydrated",
-        records=report.records,
-        parsed=report.parsed,
-        skipped_corrupt=report.skipped_corrupt,
-        recovered_in_progress=report.recovered_in_progress,
-        recovered_tmp=report.recovered_tmp,
-        removed_tmp=report.removed_tmp,
-        removed=report.removed,
-        seconds=report.seconds,
-    )
-    return report
+    if index is not None and rows:
+        index.upsert(rows)
+    return stopped
 
 
 def _mtime_ns(path: str) -> int:
