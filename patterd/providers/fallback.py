@@ -190,6 +190,7 @@ class _ChainStream:
         self._committed_ms = 0.0  # audio up to here is in finals already delivered: never re-fed
         self._broken: ProviderError | None = None
         self._closed = False  # leaving the stream: a member ending now is no reason to switch
+        self._flush_pending = False  # a flush the failed member never answered goes to the next one
 
     async def __aenter__(self) -> _ChainStream:
         await self._open_first()
@@ -207,6 +208,7 @@ class _ChainStream:
                 await self._open(self._bound.active)
                 return
             except ProviderError as exc:
+                await self._close_inner()  # entered but failed while re-fed: close it before the next
                 self._bound.active = self._bound.chain.fail(self._bound.active, exc, self._bound.report)
 
     async def _open(self, index: int) -> None:
@@ -218,6 +220,8 @@ class _ChainStream:
         self._offset_ms = replay[0][0] if replay else self._pushed_ms
         for _, frame in replay:
             inner.push_audio(frame)
+        if self._flush_pending and replay:
+            await inner.flush()
 
     async def _close_inner(
         self,
@@ -252,6 +256,7 @@ class _ChainStream:
             self._broken = ProviderConnectionError(f"sending audio failed: {exc}")
 
     async def flush(self) -> None:
+        self._flush_pending = True
         if self._inner is None or self._broken is not None:
             return
         try:
@@ -272,6 +277,8 @@ class _ChainStream:
                     self._bound.chain.members[self._bound.active].breaker.succeeded()
                     if transcript.audio_ms is not None:
                         transcript = replace(transcript, audio_ms=transcript.audio_ms + self._offset_ms)
+                    if transcript.is_final:
+                        self._flush_pending = False
                     if transcript.is_final and transcript.text.strip() and transcript.audio_ms is not None:
                         self._committed_ms = transcript.audio_ms  # a later switch re-feeds nothing before it
                     yield transcript
