@@ -28,7 +28,7 @@ with warnings.catch_warnings():
         DisconnectionDetails,
     )
 
-LONG = " ".join(["Your order has shipped and it arrives tomorrow morning."] * 5)
+LONG = " ".join(["Your order has shipped and it arrives tomorrow morning."] * 3)
 
 
 class Interface(AudioInterface):

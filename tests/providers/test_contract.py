@@ -32,7 +32,10 @@ DUMMY_ENV = {
     "ANTHROPIC_API_KEY": "dummy-secret-anthropic",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).
-REQUIRED_OPTIONS: dict[str, dict[str, object]] = {"tunnel.static": {"hostname": "gw.example.com"}}
+REQUIRED_OPTIONS: dict[str, dict[str, object]] = {
+    "tunnel.static": {"hostname": "gw.example.com"},
+    "engine.elevenlabs_convai": {"agent_id": "agent_dummy"},  # which agent has no default
+}
 # Providers whose build starts an external program or reaches the network: checked for options only.
 NOT_BUILT = {"tunnel.cloudflared"}
 

@@ -6,8 +6,11 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,6 +160,8 @@ async def test_initiation_turns_latency_usage_and_pings() -> None:
             "Your order ships tomorrow.",
         ]
         assert [line.text for line in call.lines("user")] == ["Where is my order?"]
+        roles = [e.role for e in call.events if isinstance(e, TranscriptLine)]
+        assert roles == ["assistant", "user", "assistant"]  # the caller's line before its answer
         answer = call.lines("assistant")[1]
         assert answer.engine_ms is not None and 0 < answer.engine_ms < 5000
         assert len(call.speech_ends) == 1
@@ -287,12 +292,75 @@ def test_spec_and_options() -> None:
     assert ElevenLabsConvAIOptions(agent_id="a", api_key=None, private=False).private is False
 
 
-async def test_tool_result_of_records() -> None:
-    """RecordingCall's TranscriptLine order: the user line precedes the answer."""
-    async with FakeConvAIServer(replies=[Say("Sure.")], transcripts=["Can you help?"], pace=50) as fake:
+async def test_say_cuts_the_reply_and_asks_for_the_words() -> None:
+    long = " ".join(["Let me read you our whole catalogue, item by item."] * 6)
+    async with FakeConvAIServer(replies=[Say(long), Say("Please call us back.")], pace=3) as fake:
         call = RecordingCall()
         async with session(fake, call) as (_, s, task):
-            await speak(s)
-            await until(call, task, lambda: call.lines("assistant"), "the answer")
-        roles = [e.role for e in call.events if isinstance(e, TranscriptLine)]
-        assert roles == ["user", "assistant"]
+            s.push_text("hi")
+            await until(call, task, lambda: call.ear.total_bytes > 4000, "agent audio")
+            s.say("Please call us back.")
+            await until(call, task, lambda: call.ear.interrupts == 1, "the carrier to be cleared")
+            await fake.wait_for(lambda: len(fake.user_messages) == 2)
+        assert fake.user_messages[1].endswith(": Please call us back.")
+        assert "word for word" in fake.user_messages[1]
+        # Audio of the cut reply that was still on its way never reached the caller.
+        assert sum(call.ear.bytes_after_interrupt.values()) == 0
+
+
+async def test_reconnect_continues_without_greeting_again() -> None:
+    async with FakeConvAIServer(replies=[Say("Hello."), Say("I am back.")], pace=50) as fake:
+        call = RecordingCall(first_message="Welcome!")
+        async with session(fake, call) as (_, s, task):
+            await until(call, task, lambda: call.lines("assistant"), "the greeting")
+            s.push_text("hi")
+            await until(call, task, lambda: len(call.lines("assistant")) == 2, "the answer")
+            fake.drop_all()
+            await fake.wait_for(lambda: len(fake.initiations) == 2)
+            s.push_text("still there?")
+            await until(
+                call, task, lambda: len(call.lines("assistant")) == 3, "the answer after the reconnect"
+            )
+        first, second = fake.initiations
+        assert first["conversation_config_override"]["agent"]["first_message"] == "Welcome!"
+        assert second["conversation_config_override"]["agent"]["first_message"] == ""
+        assert (
+            "assistant: Welcome!" in fake.contextual_updates[0]
+            and "assistant: Hello." in fake.contextual_updates[0]
+        )
+        assert len(s.conversation_ids) == 2
+
+
+async def test_cli_probe_warns_about_formats(tmp_path: Path) -> None:
+    from tests.fakes.twilio import FakeTwilioRest
+
+    async with FakeConvAIServer(agent=Agent(input_format="pcm_16000")) as fake, FakeTwilioRest() as rest:
+        config = tmp_path / "patter.yaml"
+        config.write_text(
+            f"""carrier: {{type: twilio, account_sid: {rest.account_sid}, auth_token: {rest.auth_token},
+  base_url: '{rest.base_url}'}}
+phone_number: "+15550001234"
+webhook_url: gw.example.com
+agents:
+  - name: desk
+    engine: {{type: elevenlabs_convai, agent_id: {AGENT_ID}, base_url: '{fake.http_url}'}}
+"""
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "PATTER", "ELEVENLABS"))}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "patterd",
+            "check",
+            "--probe",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**env, "ELEVENLABS_API_KEY": API_KEY},
+        )
+        out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
+        assert proc.returncode == 0, out
+        assert "asr.user_input_audio_format is pcm_16000" in out and "agents[0].engine: ok" in out, out
+        assert API_KEY not in out
+        assert fake.requests == [("GET", f"/v1/convai/agents/{AGENT_ID}")]
