@@ -388,6 +388,8 @@ class ConvAISession:
             case ev.UserTranscript():
                 self._on_user_transcript(event.text)
             case ev.ClientToolCall():
+                # What the agent said before calling the tool is a reply of its own: the next audio is new.
+                self._report_turn()
                 self._spawn(self._run_tool(event))
             case ev.Metadata():
                 pass  # only the first frame carries it
@@ -412,6 +414,12 @@ class ConvAISession:
             self.ctx.emit(TranscriptLine(**self.ctx.new_event_fields(), role="user", text=text))
 
     def _on_agent_response(self, text: str) -> None:
+        turn = self._turn
+        if turn is not None and not turn.reported and not turn.text:
+            # "Sent with the first audio chunk": the reply whose audio already started gets its text.
+            turn.text = text.strip()
+            self._bill()
+            return
         self._report_turn()
         self._turn_seq += 1
         self._turn = _Turn(text=text.strip())
@@ -427,7 +435,7 @@ class ConvAISession:
         if event.event_id <= self._last_interrupt_id or self._codec is None:
             return  # generated before the caller cut in: never played
         turn = self._turn
-        if turn is None:  # audio before its agent_response (the greeting may come so)
+        if turn is None or turn.reported:  # a new reply's first audio, before (or with) its agent_response
             self._turn_seq += 1
             turn = self._turn = _Turn(text="")
             self._finisher = asyncio.create_task(self._finish_when_played(turn))

@@ -8,8 +8,9 @@ Follows elevenlabs-python `conversational_ai/conversation.py` and its REST clien
 `conversation_initiation_client_data`; an override the agent does not allow closes the socket
 with 1008 as the server does. It answers with `conversation_initiation_metadata` in the agent's
 formats, speaks the first message, runs an energy VAD on decoded `user_audio_chunk`s (a caller
-turn ends in `user_transcript` and a scripted reply: `agent_response` + paced `audio` with one
-event_id per reply, or a `client_tool_call` whose `client_tool_result` it waits for), interrupts a
+turn ends in `user_transcript` and a scripted reply: paced `audio` with one event_id per reply and
+the full text as `agent_response` sent with its first chunk (before it: `response_first`), or a
+`client_tool_call` whose `client_tool_result` it waits for), interrupts a
 reply the caller talks over (`interruption` with the reply's event_id, then
 `agent_response_correction`), and pings, checking that each `pong` names its event_id.
 """
@@ -282,7 +283,9 @@ class _Conversation:
     async def speak(self, text: str) -> None:
         self.reply_event_id = next(self.event_ids)
         self.reply_words, self.sent_words = text.split(), 0
-        await self.send({"type": "agent_response", "agent_response_event": {"agent_response": text}})
+        response = {"type": "agent_response", "agent_response_event": {"agent_response": text}}
+        if self.fake.response_first:
+            await self.send(response)
         audio = await asyncio.to_thread(render, text, self.agent.output_format)
         bytes_per_ms = (
             8 if self.agent.output_format == "ulaw_8000" else _rate(self.agent.output_format) // 500
@@ -304,6 +307,8 @@ class _Conversation:
                 }
             )
             self.fake.audio_chunks_out += 1
+            if k == 0 and not self.fake.response_first:
+                await self.send(response)  # the full text goes with the first audio chunk
             await asyncio.sleep(self.fake.chunk_ms / 1000 / self.fake.pace)
         self.fake.replies_done += 1
         self.fake.notify()
@@ -331,6 +336,7 @@ class FakeConvAIServer:
         vad_rms: int = 300,
         silence_ms: int = 400,
         ping_secs: float = 0.0,
+        response_first: bool = False,
     ) -> None:
         self.agent = agent or Agent()
         self.replies = list(replies)
@@ -341,6 +347,9 @@ class FakeConvAIServer:
         self.vad_rms = vad_rms
         self.silence_ms = silence_ms
         self.ping_secs = ping_secs
+        self.response_first = (
+            response_first  # agent_response before the reply's audio, not after its first chunk
+        )
         self.refuse_next: list[int] = []  # the next HTTP requests or handshakes get these statuses
         self.requests: list[tuple[str, str]] = []  # (method, path) of every HTTP request and handshake
         self.connections = 0

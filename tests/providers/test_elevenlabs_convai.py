@@ -174,7 +174,9 @@ async def test_initiation_turns_latency_usage_and_pings() -> None:
 
 async def test_interruption_clears_and_drops_stale_audio() -> None:
     long = " ".join(["Our opening hours are nine to five on weekdays."] * 6)
-    async with FakeConvAIServer(replies=[Say(long)], transcripts=["wait"], pace=3) as fake:
+    async with FakeConvAIServer(
+        replies=[Say(long)], transcripts=["wait"], pace=3, response_first=True
+    ) as fake:
         call = RecordingCall()
         async with session(fake, call) as (_, s, task):
             s.push_text("hours?")
