@@ -1,0 +1,412 @@
+"""`stt.soniox`: Soniox real-time transcription over its websocket, 8 kHz μ-law as the carrier sends it.
+
+One websocket per call, opened when the call's STT stream opens: the config message goes first
+(never with the key: that is in the upgrade's `Authorization: Bearer` header), then the caller's
+audio as it comes, silence included (Soniox's endpoint detection listens to it). When no audio
+flows for `keepalive_secs` a `keepalive` message goes instead (Soniox needs one at least every 20 s
+and bills the stream's open time, idle included: the stream is closed with the call).
+
+Turns: final tokens are sent once and accumulate; non-final tokens are re-sent revised in every
+response and only ever show in `Transcript(is_final=False)` (finals so far + latest non-finals). The
+`<end>` token (endpoint detection) ends the turn with `end_of_utterance`; `flush()` sends `finalize`
+and the `<fin>` token that answers it ends the turn the same way. A turn's `audio_ms` is the end of
+its last token in the stream's audio (or what Soniox had finalized), which the pipeline times by.
+
+Errors come in-band (`{error_code, error_message}`, then a close): 401/403 are fatal, 408/429/5xx
+retryable. Handshake refusals (a proxy, a gateway) are retried with backoff while retryable.
+
+Wire format and sources: `patterd.protocols.soniox`. Usage: `audio_seconds` (price in `patterd.cost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from pydantic import Field, SecretStr, model_validator
+
+from patterd.errors import ProviderConnectionError, ProviderError, error_for_status
+from patterd.protocols import soniox as wire
+from patterd.providers.kinds import Transcript
+from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
+
+log = structlog.get_logger(__name__)
+
+NAME = "soniox"
+KEY_ENV = "SONIOX_API_KEY"
+AUTH_HINT = f"check api_key or {KEY_ENV}"
+
+
+class Options(ProviderOptions):
+    """Options of `stt.soniox` (names as the config message's fields where one exists)."""
+
+    api_key: SecretStr | None = Field(
+        default_factory=env_secret(KEY_ENV),
+        description="sent as `Authorization: Bearer <key>` on the upgrade",
+    )
+    base_url: str = Field(
+        default=wire.DEFAULT_BASE_URL,
+        description="websocket host (regional domains per project on request); http(s) is accepted",
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="REST host for `check --probe` (GET /v1/models); default api.soniox.com, "
+        "or base_url's own host when base_url is not Soniox's",
+    )
+    model: str = "stt-rt-v4"
+    language_hints: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes")
+    enable_endpoint_detection: bool = Field(
+        default=True, description="Soniox ends utterances itself (`<end>` token) on a pause"
+    )
+    max_endpoint_delay_ms: int | None = Field(
+        default=None, ge=500, le=3000, description="the longest pause before `<end>`; null: Soniox's 2000"
+    )
+    context: str | None = Field(default=None, description="text that biases recognition (names, terms)")
+    keepalive_secs: float = Field(
+        default=10.0, gt=0, le=19, description="a keepalive message when no audio was sent for this long"
+    )
+    flush_timeout_secs: float = Field(
+        default=1.5, gt=0, le=30, description="how long a flush waits for the `<fin>` answer to finalize"
+    )
+    connect_timeout_secs: float = Field(default=10.0, gt=0, description="the whole websocket handshake")
+    connect_retries: int = Field(
+        default=2, ge=0, le=10, description="handshake retries on 429, 5xx, network errors"
+    )
+    retry_backoff_ms: int = Field(
+        default=250, ge=0, le=60000, description="first retry delay, doubled each time"
+    )
+    close_timeout_secs: float = Field(
+        default=2.0, gt=0, description="wait for the last tokens after the end of audio"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Options:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError(f"stt.soniox base_url {self.base_url!r} is not a ws(s):// or http(s):// URL")
+        if self.api_key is None:
+            raise ValueError(f"stt.soniox needs api_key (or the {KEY_ENV} environment variable)")
+        return self
+
+    def config(self) -> wire.Config:
+        """The stream's config: the carrier's own audio, no transcoding."""
+        return wire.Config(
+            model=self.model,
+            audio_format="mulaw",
+            sample_rate=8000,
+            num_channels=1,
+            language_hints=tuple(self.language_hints),
+            enable_endpoint_detection=self.enable_endpoint_detection,
+            max_endpoint_delay_ms=self.max_endpoint_delay_ms,
+            context=self.context,
+        )
+
+
+class _Finalize:
+    """Queued after the audio already pushed, so finalize covers all of it."""
+
+
+class SonioxStream:
+    """One call's live recognition (kinds.STTStream) over an open websocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: SonioxSTT) -> None:
+        self._ws = ws
+        self._options = options
+        self._owner = owner
+        self._send_q: asyncio.Queue[bytes | _Finalize | None] = asyncio.Queue()
+        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._finals: list[str] = []  # final token texts of the turn in progress
+        self._confidences: list[float] = []
+        self._last_end_ms: float | None = None
+        self._fin = asyncio.Condition()
+        self._fin_answers = 0
+        self._closing = False
+        self._ended = False
+        self._error: ProviderError | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.audio_bytes = 0  # μ-law bytes sent (8000 per second)
+        self.keepalives = 0
+        self.malformed = 0
+        self.finished = False  # Soniox sent `finished: true`
+
+    @property
+    def audio_seconds(self) -> float:
+        """Audio streamed to Soniox."""
+        return self.audio_bytes / 8000
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._sender(), name="soniox-send"),
+            asyncio.create_task(self._receiver(), name="soniox-receive"),
+        ]
+
+    # -------- kinds.STTStream
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """Caller audio (8 kHz μ-law), never blocks; dropped once the stream is closing."""
+        if ulaw and not self._closing and not self._ended:
+            self._send_q.put_nowait(ulaw)
+
+    async def flush(self) -> None:
+        """Send finalize; return once its `<fin>` answer (and so the turn's final) is queued."""
+        if self._closing or self._ended:
+            return
+        async with self._fin:
+            wanted = self._fin_answers + 1
+        self._send_q.put_nowait(_Finalize())
+        try:
+            async with asyncio.timeout(self._options.flush_timeout_secs):
+                async with self._fin:
+                    await self._fin.wait_for(lambda: self._fin_answers >= wanted or self._ended)
+        except TimeoutError:
+            log.warning("soniox finalize not answered in time", timeout_secs=self._options.flush_timeout_secs)
+            self._end_turn(None)
+
+    async def __aiter__(self) -> AsyncIterator[Transcript]:
+        while True:
+            item = await self._out.get()
+            if item is None:
+                return
+            if isinstance(item, ProviderError):
+                raise item
+            yield item
+
+    # -------- sending
+
+    async def _sender(self) -> None:
+        ws = self._ws
+        try:
+            await ws.send_str(self._options.config().message())
+            while True:
+                try:
+                    async with asyncio.timeout(self._options.keepalive_secs):
+                        item = await self._send_q.get()
+                except TimeoutError:
+                    await ws.send_str(wire.KEEPALIVE)
+                    self.keepalives += 1
+                    continue
+                if item is None:
+                    await ws.send_str(wire.END_OF_AUDIO)
+                    return
+                if isinstance(item, _Finalize):
+                    await ws.send_str(wire.finalize())
+                    continue
+                await ws.send_bytes(item)
+                self.audio_bytes += len(item)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            log.info("soniox send stopped", error=f"{type(exc).__name__}: {exc}")
+
+    # -------- receiving
+
+    async def _receiver(self) -> None:
+        ws = self._ws
+        error: ProviderError | None = None
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    await self._on_message(msg.data)
+                    if self._error is not None or self.finished:
+                        break
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    error = ProviderConnectionError(f"stt.soniox websocket error: {msg.data}", provider=NAME)
+                    break
+                else:  # CLOSE, CLOSING, CLOSED
+                    break
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            error = ProviderConnectionError(f"stt.soniox connection lost: {exc}", provider=NAME)
+        error = self._error or error
+        if error is None and not self._closing and not self.finished:
+            code = ws.close_code
+            said = "dropped the connection" if code in (None, 1006) else f"closed the stream with {code}"
+            error = ProviderConnectionError(f"stt.soniox {said}", provider=NAME)
+        self._ended = True
+        if error is not None:
+            self._end_turn(None)  # what was finalized is still what the caller said
+            self._out.put_nowait(error)
+        self._out.put_nowait(None)
+        async with self._fin:
+            self._fin.notify_all()
+
+    async def _on_message(self, data: str | bytes) -> None:
+        try:
+            message = wire.parse(data)
+        except wire.SonioxProtocolError as exc:
+            self.malformed += 1
+            self._owner.malformed += 1
+            log.warning("soniox message skipped", error=str(exc)[:200], count=self.malformed)
+            return
+        if isinstance(message, wire.ErrorResponse):
+            text = f"stt.soniox error {message.code}: {message.message[:200]}"
+            # Unknown codes (0) are server trouble as far as we can tell: retryable.
+            self._error = error_for_status(message.code or 500, text, provider=NAME, auth_hint=AUTH_HINT)
+            return
+        await self._on_response(message)
+
+    async def _on_response(self, r: wire.Response) -> None:
+        pending: list[str] = []  # this response's non-final tokens (they replace the previous ones)
+        end_ms: float | None = None
+        for token in r.tokens:
+            if token.is_final and token.marker:
+                self._end_turn(self._last_end_ms if self._last_end_ms is not None else r.final_audio_proc_ms)
+                if token.text == wire.FIN_TOKEN:
+                    async with self._fin:
+                        self._fin_answers += 1
+                        self._fin.notify_all()
+                continue
+            if token.marker:
+                continue  # a non-final marker is not documented; never shown as words
+            if token.is_final:
+                self._finals.append(token.text)
+                if token.end_ms is not None:
+                    self._last_end_ms = token.end_ms
+                if token.confidence is not None:
+                    self._confidences.append(token.confidence)
+            else:
+                pending.append(token.text)
+            if token.end_ms is not None:
+                end_ms = token.end_ms
+        shown = ("".join(self._finals) + "".join(pending)).strip()
+        if shown and (pending or any(t.is_final and not t.marker for t in r.tokens)):
+            self._out.put_nowait(Transcript(shown, is_final=False, audio_ms=end_ms))
+        if r.finished:
+            self._end_turn(r.final_audio_proc_ms or None)
+            self.finished = True
+
+    def _end_turn(self, audio_ms: float | None) -> None:
+        """Queue the turn's final transcript (nothing when no token holds words)."""
+        text = "".join(self._finals).strip()
+        confidence = sum(self._confidences) / len(self._confidences) if self._confidences else None
+        self._finals, self._confidences = [], []
+        if not text:
+            return
+        self._out.put_nowait(
+            Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms)
+        )
+
+    # -------- closing
+
+    async def close(self) -> None:
+        """End of audio (an empty frame) after the audio already pushed, wait briefly, close the socket."""
+        self._closing = True
+        self._send_q.put_nowait(None)
+        try:
+            async with asyncio.timeout(self._options.close_timeout_secs):
+                await asyncio.wait(self._tasks)
+        except TimeoutError:
+            log.info("soniox stream did not finish in time; closing our side")
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._ws.close()
+
+
+class SonioxSTT:
+    """The live `stt.soniox` provider (kinds.STT): one HTTP session, one websocket per stream."""
+
+    name = NAME
+
+    def __init__(self, options: Options, http: aiohttp.ClientSession) -> None:
+        self.options = options
+        self._http = http
+        self.malformed = 0
+        self.streams_opened = 0
+
+    def _headers(self) -> dict[str, str]:
+        key = self.options.api_key
+        return wire.auth_headers(key.get_secret_value()) if key is not None else {}
+
+    def __repr__(self) -> str:
+        return f"SonioxSTT(model={self.options.model!r}, base_url={self.options.base_url!r})"
+
+    @asynccontextmanager
+    async def stream(self) -> AsyncIterator[SonioxStream]:
+        """Open the websocket now (the call has connected) and stream until the context exits."""
+        ws = await self._connect()
+        self.streams_opened += 1
+        stream = SonioxStream(ws, self.options, self)
+        stream.start()
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        """The handshake, retried with doubling backoff while the refusal is retryable."""
+        opts = self.options
+        url = wire.websocket_url(opts.base_url)
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(opts.connect_timeout_secs):
+                    return await self._http.ws_connect(
+                        url,
+                        headers=self._headers(),
+                        autoping=True,
+                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
+                    )
+            except aiohttp.WSServerHandshakeError as exc:
+                error = error_for_status(
+                    exc.status,
+                    f"stt.soniox refused the stream: HTTP {exc.status}",
+                    provider=NAME,
+                    auth_hint=AUTH_HINT,
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = ProviderConnectionError(
+                    f"stt.soniox cannot connect to {opts.base_url}: {type(exc).__name__}: {exc or 'timed out'}",
+                    provider=NAME,
+                )
+            if not error.retryable or attempt >= opts.connect_retries:
+                raise error
+            delay = opts.retry_backoff_ms / 1000 * 2**attempt
+            log.warning("soniox handshake failed; retrying", error=str(error), delay_secs=delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def check(self) -> None:
+        """Probe the key and the host: `GET /v1/models` (authenticated, no audio, not billed)."""
+        url = wire.api_url(self.options.base_url, self.options.api_url, wire.MODELS_PATH)
+        try:
+            async with self._http.get(url, headers=self._headers()) as response:
+                if response.status != 200:
+                    raise error_for_status(
+                        response.status,
+                        f"stt.soniox {url}: HTTP {response.status}",
+                        provider=NAME,
+                        auth_hint=AUTH_HINT,
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderConnectionError(
+                f"stt.soniox {url}: {type(exc).__name__}: {exc or 'timed out'}", provider=NAME
+            ) from exc
+
+
+@asynccontextmanager
+async def build(options: Options, ctx: BuildContext) -> AsyncIterator[SonioxSTT]:
+    """One aiohttp session for the provider's lifetime (no connection until a call opens a stream)."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        yield SonioxSTT(options, http)
+
+
+async def check(provider: Any) -> None:
+    """`patterd check --probe`: an authenticated GET of the models the key can use."""
+    await provider.check()
+
+
+SPEC = ProviderSpec(
+    kind="stt",
+    name=NAME,
+    options=Options,
+    build=build,
+    summary="Soniox real-time transcription (websocket, μ-law 8 kHz, endpoint detection, finalize)",
+    check=check,
+    capabilities=Capabilities(streaming=True, interim_results=True, needs_network=True, sample_rates=(8000,)),
+)
