@@ -38,7 +38,10 @@ Default prices are public list prices (USD) as published in early 2026:
 - elevenlabs (Flash/Turbo API: $0.05 / 1k characters, elevenlabs.io/pricing/api; the default model
   eleven_flash_v2_5 bills 1 credit per 2 characters, half of Multilingual v2, help.elevenlabs.io);
   elevenlabs_convai (agents: $0.10 / min).
-- cartesia ($0.03 / 1k characters TTS, $0.0065 / min STT), soniox ($0.002 / min),
+- cartesia (docs.cartesia.ai/pricing bills credits: sonic TTS ~1 credit per character, $0.03 / 1k
+  characters; ink-whisper streaming STT 1 credit per audio second, silence included, marketed at
+  $0.13 / hour on the Scale plan = $0.0022 / min; ink-2 is 3 credits a second: override
+  `audio_per_minute` to 0.0065), soniox ($0.002 / min),
   speechmatics ($0.0067 / min), assemblyai (streaming $0.0025 / min), rime ($0.04 / 1k chars),
   lmnt ($0.035 / 1k chars).
 - twilio (US local voice: inbound $0.0085 / min, outbound $0.014 / min),
@@ -80,7 +83,7 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "deepgram": {"audio_per_minute": 0.0077},
     "elevenlabs": {"characters_per_thousand": 0.05},
     "elevenlabs_convai": {"audio_per_minute": 0.10},
-    "cartesia": {"characters_per_thousand": 0.03, "audio_per_minute": 0.0065},
+    "cartesia": {"characters_per_thousand": 0.03, "audio_per_minute": 0.0022},
     "soniox": {"audio_per_minute": 0.002},
     "speechmatics": {"audio_per_minute": 0.0067},
     "assemblyai": {"audio_per_minute": 0.0025},
