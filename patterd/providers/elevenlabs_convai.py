@@ -216,6 +216,11 @@ class ConvAISession:
         self._last_interrupt_id = max(self._last_interrupt_id, self._last_audio_id)
         if self.ctx.audio.speaking:
             self._spawn(self._clear_carrier())
+            turn = self._turn
+            if turn is not None and not turn.reported:
+                turn.interrupted = True
+                if self._finisher is not None:
+                    self._finisher.cancel()
         self._queue.put_nowait(
             ev.user_message(f"Say exactly the following, word for word, and nothing else: {text}")
         )
@@ -382,9 +387,12 @@ class ConvAISession:
             case ev.AgentResponse():
                 self._on_agent_response(event.text)
             case ev.AgentResponseCorrection():
+                # The interrupted reply cut to what was said: the line the record keeps.
                 turn = self._turn
                 if turn is not None and not turn.reported and event.corrected.strip():
                     turn.text = event.corrected.strip()
+                    if turn.interrupted:
+                        self._report_turn()
             case ev.UserTranscript():
                 self._on_user_transcript(event.text)
             case ev.ClientToolCall():
@@ -415,7 +423,7 @@ class ConvAISession:
 
     def _on_agent_response(self, text: str) -> None:
         turn = self._turn
-        if turn is not None and not turn.reported and not turn.text:
+        if turn is not None and not turn.reported and not turn.text and not turn.interrupted:
             # "Sent with the first audio chunk": the reply whose audio already started gets its text.
             turn.text = text.strip()
             self._bill()
@@ -435,7 +443,9 @@ class ConvAISession:
         if event.event_id <= self._last_interrupt_id or self._codec is None:
             return  # generated before the caller cut in: never played
         turn = self._turn
-        if turn is None or turn.reported:  # a new reply's first audio, before (or with) its agent_response
+        if turn is None or turn.reported or turn.interrupted:
+            # A new reply's first audio, before (or with) its agent_response.
+            self._report_turn()
             self._turn_seq += 1
             turn = self._turn = _Turn(text="")
             self._finisher = asyncio.create_task(self._finish_when_played(turn))
@@ -470,10 +480,12 @@ class ConvAISession:
         heard = await self.ctx.audio.interrupt()
         reaction_ms = (self.ctx.clock.monotonic() - t0) * 1000
         if turn is not None and not turn.reported:
+            # Reported when agent_response_correction says what was said (or at the next turn's start).
             turn.interrupted = True
+            if self._finisher is not None:
+                self._finisher.cancel()
         played_ms = heard[1] if heard is not None else 0
         self.ctx.emit(BargeIn(**self.ctx.new_event_fields(), played_ms=played_ms, reaction_ms=reaction_ms))
-        self._report_turn()
 
     def _report_turn(self) -> None:
         turn = self._turn

@@ -149,6 +149,7 @@ async def test_convai_twilio_call(tmp_path: Path) -> None:
     assert assistants[0]["text"] == GREETING
     cut = [line for line in assistants if line.get("interrupted")]
     assert cut and cut[0]["text"].startswith("Good news"), assistants
+    assert len(cut[0]["text"]) < len(ORDER_REPLY), cut  # what was said before the cut (the correction)
     timed = [line for line in assistants if line.get("latency_ms") is not None]
     assert timed, assistants
     for line in timed:  # the engine's share and the carrier's add up to the turn's latency

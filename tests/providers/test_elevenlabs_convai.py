@@ -193,6 +193,8 @@ async def test_interruption_clears_and_drops_stale_audio() -> None:
         assert call.ear.interrupts == 1 and fake.interruptions == 1
         line = call.lines("assistant")[0]
         assert line.interrupted
+        # The line is the agent_response_correction: what was said before the cut.
+        assert line.text.endswith("...") and len(line.text) < len(long), line.text
         assert sum(call.ear.bytes_after_interrupt.values()) == 0
 
 
@@ -308,6 +310,7 @@ async def test_say_cuts_the_reply_and_asks_for_the_words() -> None:
         assert "word for word" in fake.user_messages[1]
         # Audio of the cut reply that was still on its way never reached the caller.
         assert sum(call.ear.bytes_after_interrupt.values()) == 0
+        assert call.lines("assistant")[0].interrupted  # the cut reply, reported when the next one began
 
 
 async def test_reconnect_continues_without_greeting_again() -> None:
