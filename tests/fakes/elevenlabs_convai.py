@@ -372,6 +372,7 @@ class FakeConvAIServer:
         self.signatures: set[str] = set()
         self._live: set[web.WebSocketResponse] = set()
         self._transports: dict[web.WebSocketResponse, asyncio.Transport] = {}
+        self._frozen: list[asyncio.Transport] = []  # cut at exit, without a closing handshake
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -406,6 +407,12 @@ class FakeConvAIServer:
         """Cut every live conversation without a close frame, like a network failure."""
         for transport in list(self._transports.values()):
             transport.abort()
+
+    def freeze_all(self) -> None:
+        """Stop reading every live conversation: the link stays up but nothing answers, pings included."""
+        for transport in list(self._transports.values()):
+            transport.pause_reading()
+            self._frozen.append(transport)
 
     async def inject(self, raw: str) -> None:
         """Send a raw frame (garbage, an unknown type) to every live conversation."""
@@ -547,6 +554,8 @@ class FakeConvAIServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for transport in self._frozen:
+            transport.abort()
         for ws in list(self._live):
             with contextlib.suppress(Exception):
                 await ws.close()

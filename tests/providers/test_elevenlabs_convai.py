@@ -369,3 +369,18 @@ agents:
         assert "asr.user_input_audio_format is pcm_16000" in out and "agents[0].engine: ok" in out, out
         assert API_KEY not in out
         assert fake.requests == [("GET", f"/v1/convai/agents/{AGENT_ID}")]
+
+
+async def test_silent_link_is_found_by_keepalive_and_reconnected() -> None:
+    async with FakeConvAIServer(replies=[Say("Hello."), Say("Back.")], pace=50) as fake:
+        call = RecordingCall()
+        async with session(fake, call, keepalive_secs=0.4) as (_, s, task):
+            s.push_text("hi")
+            await until(call, task, lambda: call.lines("assistant"), "the answer")
+            fake.freeze_all()  # a peer that hangs: no pongs to the websocket pings
+            await fake.wait_for(lambda: len(fake.initiations) == 2, timeout=5)
+            s.push_text("hello?")
+            await until(
+                call, task, lambda: len(call.lines("assistant")) == 2, "the answer after the reconnect"
+            )
+        assert s.connects == 2
