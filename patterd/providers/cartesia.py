@@ -222,9 +222,7 @@ class CartesiaSTTStream:
         if not self._ended:
             self._ended = True
             self._out.put_nowait(error)
-            self._out.put_nowait(None)
-            with contextlib.suppress(Exception):
-                self._ws._response.connection.transport.abort()  # type: ignore[union-attr]
+            self._out.put_nowait(None)  # the socket goes when the pipeline leaves the stream (close())
 
     # -------- sending
 
