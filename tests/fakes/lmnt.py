@@ -15,7 +15,8 @@ Audio is a tone whose length is proportional to the text (`ms_per_char`), sent i
 frames paced at `speed`× real time. Each flush is one generation (a "stream" for the controller).
 Faults: `fail_next(status)` answers the next init, flush or account request with the error type
 of that status; `drop_next()` cuts the TCP connection after the next generation's first chunk;
-`stall_next()` accepts the next flush and never speaks it.
+`stall_next()` accepts the next flush and never speaks it; `close_sessions()` closes every open
+session from the server's side.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Session:
     close_code: int | None = None
     header_sent: bool = False
     client_port: int = 0
+    ws: web.WebSocketResponse | None = None
 
 
 class FakeLMNTServer:
@@ -126,6 +128,12 @@ class FakeLMNTServer:
     def stall_next(self) -> None:
         """Accept the next flush and never speak it."""
         self._stall += 1
+
+    async def close_sessions(self, code: int = 1001) -> None:
+        """Close every open session from the server's side (as LMNT may close an idle one)."""
+        for session in self.sessions:
+            if session.ws is not None and not session.ws.closed:
+                await session.ws.close(code=code)
 
     def open_connections(self) -> int:
         """Client TCP connections open on the fake now."""
@@ -189,7 +197,7 @@ class FakeLMNTServer:
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        session = Session()
+        session = Session(ws=ws)
         peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         session.client_port = int(peer[1]) if peer else 0
         self.sessions.append(session)

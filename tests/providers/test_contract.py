@@ -30,6 +30,7 @@ DUMMY_ENV = {
     "ELEVENLABS_API_KEY": "dummy-secret-elevenlabs",
     "DEEPGRAM_API_KEY": "dummy-secret-deepgram",
     "ANTHROPIC_API_KEY": "dummy-secret-anthropic",
+    "LMNT_API_KEY": "dummy-secret-lmnt",
     "CARTESIA_API_KEY": "dummy-secret-cartesia",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).

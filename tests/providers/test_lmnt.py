@@ -23,7 +23,7 @@ LONG = "A long answer about our opening hours and the holidays. " * 12
 
 
 def options(server: FakeLMNTServer, **kw: Any) -> Options:
-    return Options(api_key=KEY, base_url=server.base_url, retry_backoff_secs=0.01, **kw)
+    return Options(**{"api_key": KEY, "base_url": server.base_url, "retry_backoff_secs": 0.01, **kw})
 
 
 @asynccontextmanager
@@ -218,12 +218,19 @@ async def test_a_drop_after_audio_is_retryable_and_not_replayed() -> None:
 
 
 async def test_an_idle_session_the_server_closed_is_replaced_at_once() -> None:
-    async with FakeLMNTServer(speed=0) as server, provider(server, max_retries=0) as tts:
+    async with (
+        FakeLMNTServer(speed=0) as server,
+        provider(server, max_retries=1, retry_backoff_secs=30) as tts,
+    ):
         assert await speak(tts, "One.")
-        assert tts._idle
-        await tts._idle[0].ws.close()  # as if LMNT had closed it while idle
+        await server.close_sessions()  # LMNT closing a session while it sat in the pool
+        started = asyncio.get_running_loop().time()
         assert await speak(tts, "Two.") == render("Two.", "ulaw", 8000, 60.0)
-        assert tts.sessions_opened == 2
+        assert asyncio.get_running_loop().time() - started < 5, "no retry backoff for a dead idle session"
+        assert tts.sessions_opened == 2 and tts.characters == len("One.") + len("Two.")
+        await tts._idle[0].ws.close()  # closed on our side too: not borrowed at all
+        assert await speak(tts, "Three.")
+        assert tts.sessions_opened == 3
 
 
 async def test_malformed_server_messages_are_counted_logged_and_skipped(
