@@ -126,7 +126,12 @@ class LMNTTTS:
         o = self.options
         try:
             async with asyncio.timeout(o.timeout_secs):
-                ws = await self._http.ws_connect(wire.stream_url(o.base_url), autoping=True)
+                # ws_close bounds the wait for LMNT's close reply when a broken session is discarded.
+                ws = await self._http.ws_connect(
+                    wire.stream_url(o.base_url),
+                    autoping=True,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=min(2.0, o.timeout_secs)),
+                )
         except aiohttp.WSServerHandshakeError as exc:
             raise error_for_status(
                 exc.status, f"LMNT refused the session: HTTP {exc.status}", provider=NAME, auth_hint=AUTH_HINT
