@@ -42,7 +42,9 @@ Default prices are public list prices (USD) as published in early 2026:
   characters; ink-whisper streaming STT 1 credit per audio second, silence included, marketed at
   $0.13 / hour on the Scale plan = $0.0022 / min; ink-2 is 3 credits a second: override
   `audio_per_minute` to 0.0065), soniox ($0.002 / min),
-  speechmatics ($0.0067 / min), assemblyai (streaming $0.0025 / min), rime ($0.04 / 1k chars),
+  speechmatics ($0.0067 / min), assemblyai (Universal-Streaming $0.15 / h = $0.0025 / min; AssemblyAI
+  bills the time a session is open, which `stt.assemblyai` keeps to the call: the audio streamed),
+  rime ($0.04 / 1k chars),
   lmnt ($0.035 / 1k chars).
 - twilio (US local voice: inbound $0.0085 / min, outbound $0.014 / min),
   telnyx (US local voice: inbound $0.0035 / min, outbound $0.005 / min).

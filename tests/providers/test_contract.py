@@ -32,6 +32,8 @@ DUMMY_ENV = {
     "ANTHROPIC_API_KEY": "dummy-secret-anthropic",
     "LMNT_API_KEY": "dummy-secret-lmnt",
     "CARTESIA_API_KEY": "dummy-secret-cartesia",
+    "ASSEMBLYAI_API_KEY": "dummy-secret-assemblyai",
+    "RIME_API_KEY": "dummy-secret-rime",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).
 REQUIRED_OPTIONS: dict[str, dict[str, object]] = {

@@ -1,0 +1,506 @@
+"""`stt.assemblyai`: AssemblyAI Universal Streaming v3 over the `/v3/ws` websocket, 8 kHz μ-law as the carrier sends it.
+
+One websocket per call, opened when the call's STT stream opens and closed (Terminate) as soon as
+the stream closes: AssemblyAI bills the time a session is open, not the speech in it. The carrier's
+20 ms frames are coalesced into `chunk_ms` chunks, because a binary frame outside 50-1000 ms closes
+the session with 3007; the held-back tail is padded and sent before ForceEndpoint and Terminate.
+
+Turns: partial `Turn` messages (`end_of_turn: false`) are interim transcripts; the turn's final is
+the `end_of_turn: true` Turn — with `format_turns` the formatted copy that follows it (the plain one
+is kept in case the formatted one never comes). `flush()` (the pipeline's VAD ended the turn) sends
+ForceEndpoint and waits for that final. A final's `audio_ms` is how much audio had been sent when it
+arrived, which the pipeline uses to time the vendor's own endpointing.
+
+Errors: a refused handshake by HTTP status (401/403 fatal naming ASSEMBLYAI_API_KEY; 429/5xx
+retried with doubling backoff, then retryable); after the handshake by close code (1008 fatal auth,
+3009 rate limit, 3006/3007 protocol errors, 3005/3008 and drops retryable). Malformed messages are
+logged, counted and skipped. Wire format and sources: `patterd.protocols.assemblyai`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from pydantic import Field, SecretStr, model_validator
+
+from patterd.errors import (
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRateLimitError,
+    error_for_status,
+)
+from patterd.protocols import assemblyai as wire
+from patterd.providers.kinds import Transcript
+from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
+
+log = structlog.get_logger(__name__)
+
+NAME = "assemblyai"
+KEY_ENV = "ASSEMBLYAI_API_KEY"
+AUTH_HINT = f"check api_key or {KEY_ENV}"
+
+
+class Options(ProviderOptions):
+    """Options of `stt.assemblyai` (names as AssemblyAI's query parameters where one exists)."""
+
+    api_key: SecretStr | None = Field(
+        default_factory=env_secret(KEY_ENV), description="sent as `Authorization: <key>` (no Bearer)"
+    )
+    base_url: str = Field(
+        default=wire.DEFAULT_BASE_URL,
+        description="data residency: wss://streaming.us.assemblyai.com or wss://streaming.eu.assemblyai.com",
+    )
+    speech_model: str = Field(
+        default="universal-streaming-english",
+        description="required by AssemblyAI: universal-streaming-english, universal-streaming-multilingual, "
+        "u3-rt-pro, ...",
+    )
+    format_turns: bool = Field(
+        default=True, description="punctuated, cased finals (a formatted Turn follows each ended turn)"
+    )
+    keyterms: list[str] = Field(default_factory=list, description="`keyterms_prompt`: words to favour")
+    end_of_turn_confidence_threshold: float | None = Field(default=None, ge=0, le=1)
+    min_turn_silence_ms: int | None = Field(
+        default=None, ge=0, le=10000, description="`min_turn_silence`: silence before a confident turn end"
+    )
+    max_turn_silence_ms: int | None = Field(
+        default=None, ge=0, le=10000, description="`max_turn_silence`: silence that always ends a turn"
+    )
+    chunk_ms: int = Field(
+        default=100,
+        ge=wire.MIN_CHUNK_MS,
+        le=wire.MAX_CHUNK_MS,
+        description="caller audio is sent in chunks of this many ms (AssemblyAI takes 50-1000 ms)",
+    )
+    flush_timeout_secs: float = Field(
+        default=1.5, gt=0, le=30, description="how long a flush waits for the ended turn after ForceEndpoint"
+    )
+    flush_idle_secs: float = Field(
+        default=0.3,
+        gt=0,
+        le=30,
+        description="with no turn open, how long a flush waits for one to show before returning empty",
+    )
+    connect_timeout_secs: float = Field(
+        default=10.0, gt=0, description="the handshake and the server's Begin message"
+    )
+    connect_retries: int = Field(
+        default=2, ge=0, le=10, description="handshake retries on 429, 5xx and network errors"
+    )
+    retry_backoff_ms: int = Field(
+        default=250, ge=0, le=60000, description="first retry delay, doubled for each next one"
+    )
+    close_timeout_secs: float = Field(
+        default=2.0, gt=0, description="wait for the last Turn and Termination after Terminate"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Options:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError(f"stt.assemblyai base_url {self.base_url!r} is not a ws(s):// or http(s):// URL")
+        if self.api_key is None and parts.hostname.endswith("assemblyai.com"):
+            raise ValueError(f"stt.assemblyai needs api_key (or the {KEY_ENV} environment variable)")
+        return self
+
+    def params(self) -> wire.StreamParams:
+        """The session's query: the carrier's own audio, no transcoding."""
+        return wire.StreamParams(
+            speech_model=self.speech_model,
+            sample_rate=8000,
+            encoding="pcm_mulaw",
+            format_turns=self.format_turns,
+            keyterms=tuple(self.keyterms),
+            end_of_turn_confidence_threshold=self.end_of_turn_confidence_threshold,
+            min_turn_silence_ms=self.min_turn_silence_ms,
+            max_turn_silence_ms=self.max_turn_silence_ms,
+        )
+
+
+class _ForceEndpoint:
+    """Queued after the audio already pushed, so the forced end covers all of it."""
+
+
+class AssemblyAIStream:
+    """One call's live recognition (kinds.STTStream) over an open session."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: AssemblyAISTT) -> None:
+        self._ws = ws
+        self._options = options
+        self._owner = owner
+        self._chunker = wire.Chunker(options.chunk_ms)
+        self._send_q: asyncio.Queue[bytes | _ForceEndpoint | None] = asyncio.Queue()
+        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._changed = asyncio.Condition()  # a Turn arrived, a turn ended, or the session ended
+        self._finals = 0  # turns ended with words (each queued one final)
+        self._open_turn: int | None = None  # turn_order of a turn with words not ended yet
+        self._ended_turns: set[int] = set()  # turn orders whose final was queued (formatted copies skipped)
+        self._unformatted: dict[int, wire.Turn] = {}  # ended turns waiting for their formatted copy
+        self._closing = False
+        self._ended = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.audio_bytes = 0  # μ-law bytes sent (8000 per second)
+        self.chunks_sent = 0
+        self.malformed = 0
+        self.session_id = ""
+        self.termination: wire.Termination | None = None
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.audio_bytes / 8000
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._sender(), name="assemblyai-send"),
+            asyncio.create_task(self._receiver(), name="assemblyai-receive"),
+        ]
+
+    # -------- kinds.STTStream
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """Caller audio (8 kHz μ-law), never blocks; sent in `chunk_ms` chunks."""
+        if not ulaw or self._closing or self._ended:
+            return
+        for chunk in self._chunker.push(ulaw):
+            self._send_q.put_nowait(chunk)
+
+    async def flush(self) -> None:
+        """Send the held-back audio and ForceEndpoint; return once the turn's final is queued (or none came)."""
+        if self._closing or self._ended:
+            return
+        async with self._changed:
+            wanted = self._finals + 1
+        tail = self._chunker.drain()
+        if tail:
+            self._send_q.put_nowait(tail)
+        self._send_q.put_nowait(_ForceEndpoint())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        idle_until = started + self._options.flush_idle_secs
+        deadline = started + self._options.flush_timeout_secs
+        async with self._changed:
+            while not (self._finals >= wanted or self._ended):
+                now = loop.time()
+                # Nothing heard in this turn: the server has nothing to end, so do not hold the pipeline.
+                limit = deadline if self._open_turn is not None else min(idle_until, deadline)
+                if now >= limit:
+                    if self._open_turn is not None:
+                        log.warning("assemblyai ForceEndpoint not answered in time", turn=self._open_turn)
+                    return
+                try:
+                    async with asyncio.timeout(limit - now):
+                        await self._changed.wait()
+                except TimeoutError:
+                    continue
+
+    async def __aiter__(self) -> AsyncIterator[Transcript]:
+        while True:
+            item = await self._out.get()
+            if item is None:
+                return
+            if isinstance(item, ProviderError):
+                raise item
+            yield item
+
+    # -------- sending
+
+    async def _sender(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                item = await self._send_q.get()
+                if item is None:
+                    await ws.send_str(wire.TERMINATE)
+                    return
+                if isinstance(item, _ForceEndpoint):
+                    await ws.send_str(wire.FORCE_ENDPOINT)
+                    continue
+                await ws.send_bytes(item)
+                self.audio_bytes += len(item)
+                self.chunks_sent += 1
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            log.info("assemblyai send stopped", error=f"{type(exc).__name__}: {exc}")
+
+    # -------- receiving
+
+    async def _receiver(self) -> None:
+        ws = self._ws
+        error: ProviderError | None = None
+        reason = ""
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    await self._on_text(msg.data)
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
+                    reason = str(msg.extra or "")
+                    break
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    error = ProviderConnectionError(
+                        f"stt.assemblyai websocket error: {msg.data}", provider=NAME
+                    )
+                    break
+                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    break
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            error = ProviderConnectionError(f"stt.assemblyai connection lost: {exc}", provider=NAME)
+        code = ws.close_code
+        if error is None and (not self._closing or wire.close_kind(code) not in (None, "retry")):
+            error = close_error(code, reason)
+        self._ended = True
+        for turn in list(self._unformatted.values()):
+            self._final(turn)  # the formatted copy will not come: the plain words are what was said
+        if error is not None:
+            self._out.put_nowait(error)
+        self._out.put_nowait(None)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _on_text(self, data: str) -> None:
+        try:
+            message = wire.parse(data)
+        except wire.AssemblyAIProtocolError as exc:
+            self.malformed += 1
+            self._owner.malformed += 1
+            log.warning("assemblyai message skipped", error=str(exc)[:200], count=self.malformed)
+            return
+        if isinstance(message, wire.Turn):
+            await self._on_turn(message)
+        elif isinstance(message, wire.Begin):
+            self.session_id = message.id
+        elif isinstance(message, wire.Termination):
+            self.termination = message
+        elif isinstance(message, wire.ErrorMessage):
+            log.warning("assemblyai error message", error=message.error[:200], code=message.error_code)
+
+    async def _on_turn(self, turn: wire.Turn) -> None:
+        order = turn.turn_order
+        if order in self._ended_turns:
+            return  # a copy of a turn already final (formatted after plain, or a late repeat)
+        async with self._changed:
+            if not turn.end_of_turn:
+                if turn.text.strip():
+                    self._open_turn = order
+                    self._out.put_nowait(
+                        Transcript(turn.text.strip(), is_final=False, audio_ms=self._audio_ms())
+                    )
+            elif self._options.format_turns and not turn.turn_is_formatted:
+                self._unformatted[order] = turn  # the formatted copy follows
+            else:
+                self._final(turn)
+            self._changed.notify_all()
+
+    def _audio_ms(self) -> float:
+        return self.audio_bytes / 8
+
+    def _final(self, turn: wire.Turn) -> None:
+        """Queue the ended turn's final (nothing when it holds no words)."""
+        self._unformatted.pop(turn.turn_order, None)
+        self._ended_turns.add(turn.turn_order)
+        if self._open_turn == turn.turn_order:
+            self._open_turn = None
+        text = turn.transcript.strip()
+        if not text:
+            return
+        self._finals += 1
+        self._out.put_nowait(
+            Transcript(
+                text,
+                is_final=True,
+                end_of_utterance=True,
+                confidence=turn.confidence,
+                audio_ms=self._audio_ms(),
+            )
+        )
+
+    # -------- closing
+
+    async def close(self) -> None:
+        """Send the tail and Terminate, wait briefly for the last Turn and Termination, close the socket."""
+        if not self._closing and not self._ended:
+            tail = self._chunker.drain()
+            if tail:
+                self._send_q.put_nowait(tail)
+        self._closing = True
+        self._send_q.put_nowait(None)
+        sender, receiver = self._tasks
+        try:
+            async with asyncio.timeout(self._options.close_timeout_secs):
+                await asyncio.wait([sender])
+                await asyncio.wait([receiver])
+        except TimeoutError:
+            log.info("assemblyai session did not end in time; closing our side")
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._ws.close()
+
+
+class Stalled(ProviderConnectionError):
+    """The server took the connection and sent no Begin in time (retryable by the pipeline, not here)."""
+
+
+def close_error(code: int | None, reason: str) -> ProviderError:
+    """The ProviderError for a session the server closed (or dropped) with `code`."""
+    known = wire.CLOSE_REASONS.get(code or 0, "")
+    said = f"closed the session with {code}" + (f": {reason or known}" if reason or known else "")
+    kind = wire.close_kind(code)
+    if kind == "auth":
+        return ProviderAuthError(f"stt.assemblyai {said} ({AUTH_HINT})", provider=NAME)
+    if kind == "rate_limit":
+        return ProviderRateLimitError(f"stt.assemblyai {said}", provider=NAME)
+    if kind == "protocol":
+        return ProviderProtocolError(f"stt.assemblyai {said}", provider=NAME)
+    if code is None or code == 1006:
+        said = "dropped the connection without a close frame"
+    return ProviderConnectionError(f"stt.assemblyai {said}", provider=NAME)
+
+
+class AssemblyAISTT:
+    """The live `stt.assemblyai` provider (kinds.STT): one HTTP session, one websocket per stream."""
+
+    name = NAME
+
+    def __init__(self, options: Options, http: aiohttp.ClientSession) -> None:
+        self.options = options
+        self._http = http
+        self.malformed = 0  # server messages skipped over all streams
+        self.streams_opened = 0
+
+    def _headers(self) -> dict[str, str]:
+        key = self.options.api_key
+        return wire.auth_headers(key.get_secret_value()) if key is not None else {}
+
+    def __repr__(self) -> str:
+        return (
+            f"AssemblyAISTT(speech_model={self.options.speech_model!r}, base_url={self.options.base_url!r})"
+        )
+
+    @asynccontextmanager
+    async def stream(self) -> AsyncIterator[AssemblyAIStream]:
+        """Open the session now (the call has connected) and stream until the context exits."""
+        ws = await self._connect()
+        self.streams_opened += 1
+        stream = AssemblyAIStream(ws, self.options, self)
+        stream.start()
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        """Handshake and Begin, retried with doubling backoff while the failure is retryable."""
+        opts = self.options
+        url = wire.stream_url(opts.base_url, opts.params())
+        attempt = 0
+        while True:
+            try:
+                return await self._open(url)
+            except ProviderError as error:
+                # A server that accepted and then said nothing is not retried here: each try would cost the
+                # caller another connect_timeout_secs of dead air; the pipeline decides (fallback, retry).
+                if not error.retryable or isinstance(error, Stalled) or attempt >= opts.connect_retries:
+                    raise
+                delay = opts.retry_backoff_ms / 1000 * 2**attempt
+                log.warning("assemblyai session failed to open; retrying", error=str(error), delay_secs=delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _open(self, url: str) -> aiohttp.ClientWebSocketResponse:
+        opts = self.options
+        ws: aiohttp.ClientWebSocketResponse | None = None
+        try:
+            # The handshake and Begin together: a host that accepts and says nothing must not hang a call.
+            async with asyncio.timeout(opts.connect_timeout_secs):
+                ws = await self._http.ws_connect(
+                    url,
+                    headers=self._headers(),
+                    autoping=True,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
+                )
+                msg = await ws.receive()
+        except aiohttp.WSServerHandshakeError as exc:
+            raise error_for_status(
+                exc.status,
+                f"stt.assemblyai refused the session: HTTP {exc.status}: {str(exc.message)[:200]}",
+                provider=NAME,
+                auth_hint=AUTH_HINT,
+            ) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if ws is not None:
+                await ws.close()
+            said = f"{type(exc).__name__}: {exc or 'timed out'}"
+            if ws is not None:
+                raise Stalled(
+                    f"stt.assemblyai sent no Begin message from {opts.base_url}: {said}", provider=NAME
+                ) from None
+            raise ProviderConnectionError(
+                f"stt.assemblyai cannot connect to {opts.base_url}: {said}", provider=NAME
+            ) from None
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            try:
+                first = wire.parse(msg.data)
+            except wire.AssemblyAIProtocolError as exc:
+                first = wire.Unknown(f"malformed: {exc}")
+            if isinstance(first, wire.Begin):
+                return ws
+            if isinstance(first, wire.ErrorMessage):  # refused after the upgrade (1008 for a wrong key)
+                await ws.close()
+                raise close_error(first.error_code or ws.close_code, first.error)
+            await ws.close()
+            raise ProviderProtocolError(f"stt.assemblyai sent {first!r} before Begin", provider=NAME)
+        code = ws.close_code
+        await ws.close()
+        raise close_error(code, str(msg.extra or "") if msg.type == aiohttp.WSMsgType.CLOSE else "")
+
+    async def check(self) -> None:
+        """Probe the key and the host: `GET /v3/token` (a short-lived token: authenticated, not billed)."""
+        url = wire.token_url(self.options.base_url)
+        try:
+            async with self._http.get(url, headers=self._headers()) as response:
+                if response.status != 200:
+                    body = await response.text()
+                    raise error_for_status(
+                        response.status,
+                        f"stt.assemblyai {url.split('?')[0]}: {wire.handshake_error(response.status, body)}",
+                        provider=NAME,
+                        auth_hint=AUTH_HINT,
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderConnectionError(
+                f"stt.assemblyai {url.split('?')[0]}: {type(exc).__name__}: {exc or 'timed out'}",
+                provider=NAME,
+            ) from exc
+
+
+@asynccontextmanager
+async def build(options: Options, ctx: BuildContext) -> AsyncIterator[AssemblyAISTT]:
+    """One aiohttp session for the provider's lifetime (no connection until a call opens a stream)."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        yield AssemblyAISTT(options, http)
+
+
+async def check(provider: Any) -> None:
+    """`patterd check --probe`: an authenticated GET of a temporary streaming token."""
+    await provider.check()
+
+
+SPEC = ProviderSpec(
+    kind="stt",
+    name=NAME,
+    options=Options,
+    build=build,
+    summary="AssemblyAI Universal Streaming v3 (websocket, μ-law 8 kHz, turn detection, partials)",
+    check=check,
+    capabilities=Capabilities(streaming=True, interim_results=True, needs_network=True, sample_rates=(8000,)),
+)
