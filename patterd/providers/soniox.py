@@ -71,7 +71,10 @@ class Options(ProviderOptions):
         default=10.0, gt=0, le=19, description="a keepalive message when no audio was sent for this long"
     )
     flush_timeout_secs: float = Field(
-        default=1.5, gt=0, le=30, description="how long a flush waits for the `<fin>` answer to finalize"
+        default=1.5,
+        gt=0,
+        le=30,
+        description="how long a flush waits for the `<fin>` answer to finalize; then a retryable error",
     )
     connect_timeout_secs: float = Field(default=10.0, gt=0, description="the whole websocket handshake")
     connect_retries: int = Field(
@@ -164,8 +167,19 @@ class SonioxStream:
                 async with self._fin:
                     await self._fin.wait_for(lambda: self._fin_answers >= wanted or self._ended)
         except TimeoutError:
-            log.warning("soniox finalize not answered in time", timeout_secs=self._options.flush_timeout_secs)
+            # Soniox always answers finalize with `<fin>`: silence means a stalled stream. The words
+            # finalized so far are still the caller's; then a retryable error so the pipeline moves on.
+            timeout = self._options.flush_timeout_secs
+            log.warning("soniox finalize not answered in time", timeout_secs=timeout)
             self._end_turn(None)
+            if not self._ended:
+                self._ended = True
+                self._out.put_nowait(
+                    ProviderConnectionError(
+                        f"stt.soniox did not answer finalize within {timeout} s", provider=NAME
+                    )
+                )
+                self._out.put_nowait(None)
 
     async def __aiter__(self) -> AsyncIterator[Transcript]:
         while True:

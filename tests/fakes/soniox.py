@@ -14,7 +14,7 @@ The words come from a script the test fills, one string per turn.
 
 Fault modes (`Fault`, one per connection in order): refuse the handshake with an HTTP status, an
 in-band error code after the config, drop the TCP connection after N responses, malformed messages
-first.
+first, or stall (take everything, answer nothing).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Fault:
     error_code: int | None = None  # accept, read the config, answer this in-band error and close
     drop_after: int | None = None  # abort the TCP connection after this many responses
     malformed: bool = False
+    stall: bool = False  # take the config and the audio, never answer anything
 
 
 @dataclass
@@ -320,6 +321,10 @@ class FakeSonioxServer:
         session.config = config
         if fault is not None and fault.error_code is not None:
             await self._error(ws, fault.error_code, MESSAGES.get(fault.error_code, "Error."))
+            return
+        if fault is not None and fault.stall:
+            async for _ in ws:  # until the client goes away
+                pass
             return
         if fault is not None and fault.malformed:
             for text in MALFORMED:

@@ -41,6 +41,9 @@ class SonioxControl:
     def drop_next(self) -> None:
         self.fake.fail(Fault(drop_after=1))
 
+    def stall_next(self) -> None:
+        self.fake.fail(Fault(stall=True))
+
     def open_connections(self) -> int:
         return self.proxy.open_connections()
 
@@ -56,7 +59,13 @@ async def soniox_setup() -> AsyncIterator[Setup[Any, SonioxControl]]:
     async with FakeSonioxServer(KEY, endpoint_ms=300) as fake, CountingProxy(fake.port) as proxy:
 
         def options(key: str = KEY) -> Options:
-            return Options(api_key=key, base_url=f"ws://127.0.0.1:{proxy.port}", retry_backoff_ms=10)
+            return Options(
+                api_key=key,
+                base_url=f"ws://127.0.0.1:{proxy.port}",
+                retry_backoff_ms=10,
+                flush_timeout_secs=0.5,
+                close_timeout_secs=0.5,  # a stalled fake never sends `finished`
+            )
 
         yield Setup(
             provider="soniox",
