@@ -31,8 +31,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a reader or a crash sees the old or the new file, never half."""
+def write_tmp(path: Path, data: bytes, *, sync: bool = False) -> Path:
+    """Write `data` to `path`.tmp (fsynced with `sync`); the tmp is removed if that fails."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -40,9 +40,21 @@ def write_atomic(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a reader or a crash sees the old or the new file, never half."""
+    tmp = write_tmp(path, data, sync=True)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -103,6 +115,7 @@ class _Barrier:
 
 
 _STOP = object()
+MAX_GROUP = 64  # first records written as one group at most
 _Op = _Metadata | _Append | _Done | _Barrier
 
 # Called on the writer thread after metadata.json landed: (relpath, metadata, mtime_ns).
@@ -170,19 +183,97 @@ class RecordWriter:
     # ------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        carry: object = None
         while True:
-            op = self._queue.get()
+            op, carry = (carry if carry is not None else self._queue.get()), None
             if op is _STOP:
                 return
+            if isinstance(op, _Metadata) and op.done is not None:
+                # New calls' first records, waited on by their carriers' answers: the ones queued back
+                # to back are written as one group (no reordering: the next other op is carried over).
+                group = [op]
+                while len(group) < MAX_GROUP:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(nxt, _Metadata) and nxt.done is not None:
+                        group.append(nxt)
+                    else:
+                        carry = nxt
+                        break
+                self._first_records(group)
+                continue
+            self._guarded(op)
+
+    def _guarded(self, op: object) -> None:
+        try:
+            self._do(op)  # type: ignore[arg-type]
+        except OSError as exc:
+            self._failed(op, exc)  # type: ignore[arg-type]
+            self._tell(op, exc)
+        except Exception as exc:  # a bug must not kill the only writer thread
+            self.errors += 1
+            log.exception("store_write_bug", op=type(op).__name__)
+            self._tell(op, exc)
+
+    def _first_records(self, group: list[_Metadata]) -> None:
+        """Write first metadata.json files as a group: every tmp, then the fsyncs, renames, directory fsyncs.
+
+        Each is still tmp + fsync + rename + fsync dir, but on a journalling filesystem the group's first
+        fsync commits the journal for all of them and the rest find little to do: eight concurrent
+        answers cost about one fsync's wait instead of eight in a row.
+        """
+        if len(group) == 1:
+            self._guarded(group[0])
+            return
+        staged: list[tuple[_Metadata, Path, Path]] = []
+        for op in group:
+            directory = self.calls_root / op.relpath
             try:
-                self._do(op)  # type: ignore[arg-type]
+                if op.relpath not in self._made:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    self._made.add(op.relpath)
+                path = directory / METADATA
+                staged.append((op, path, write_tmp(path, json_line(op.metadata))))
             except OSError as exc:
-                self._failed(op, exc)  # type: ignore[arg-type]
+                self._failed(op, exc)
                 self._tell(op, exc)
-            except Exception as exc:  # a bug must not kill the only writer thread
+            except Exception as exc:
                 self.errors += 1
-                log.exception("store_write_bug", op=type(op).__name__)
+                log.exception("store_write_bug", op="first_record")
                 self._tell(op, exc)
+        for rename in (False, True):  # every fsync first, then every rename
+            kept = []
+            for op, path, tmp in staged:
+                try:
+                    if rename:
+                        os.replace(tmp, path)
+                    else:
+                        sync_file(tmp)
+                    kept.append((op, path, tmp))
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    self._failed(op, exc)
+                    self._tell(op, exc)
+            staged = kept
+        for op, path, _ in staged:
+            try:
+                fsync_dir(path.parent)
+                mtime_ns = os.stat(path).st_mtime_ns
+            except OSError as exc:
+                self._failed(op, exc)
+                self._tell(op, exc)
+                continue
+            if op.done is not None:
+                op.done(None)
+            if self._on_metadata is not None:
+                try:
+                    self._on_metadata(op.relpath, op.metadata, mtime_ns)
+                except Exception:
+                    self.errors += 1
+                    log.exception("store_write_bug", op="index")
 
     def _tell(self, op: object, exc: BaseException) -> None:
         """A failed metadata write still answers whoever waits for it (a call must never hang on a disk)."""

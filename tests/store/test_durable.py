@@ -122,3 +122,19 @@ async def test_a_busy_index_never_holds_up_the_next_answer(tmp_path: Path) -> No
     assert store.flush(10)
     assert sorted(m["call_id"] for m in index.query(limit=10)) == ["first", "second", "third"]
     store.close()
+
+
+async def test_first_records_queued_together_are_all_written_whole(tmp_path: Path) -> None:
+    """Calls arriving at once: their first records go to disk as a group, each one complete."""
+    store = CallStore(tmp_path, clock=FakeClock())
+    ids = [f"burst-{n:02d}" for n in range(30)]
+    for call_id in ids:  # queued faster than the writer writes: grouped
+        store.handle(call_events(call_id, T0, end=False)[0])
+    assert all(await asyncio.gather(*(store.wait_durable(c) for c in ids)))
+    for call_id in ids:
+        directory = next(tmp_path.glob(f"calls/*/*/*/{call_id}"))
+        assert json.loads((directory / "metadata.json").read_text())["call_id"] == call_id
+        assert not (directory / "metadata.json.tmp").exists()
+    assert store.flush(10)
+    assert store.stats()["records"] == 30 and store.write_errors == 0
+    store.close()
