@@ -67,7 +67,9 @@ class Options(ProviderOptions):
         default=True, description="punctuated, cased finals (a formatted Turn follows each ended turn)"
     )
     keyterms: list[str] = Field(default_factory=list, description="`keyterms_prompt`: words to favour")
-    end_of_turn_confidence_threshold: float | None = Field(default=None, ge=0, le=1)
+    end_of_turn_confidence_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="how sure the model must be that a turn ended (vendor default)"
+    )
     min_turn_silence_ms: int | None = Field(
         default=None, ge=0, le=10000, description="`min_turn_silence`: silence before a confident turn end"
     )
@@ -147,7 +149,8 @@ class AssemblyAIStream:
         self._closing = False
         self._ended = False
         self._tasks: list[asyncio.Task[None]] = []
-        self.audio_bytes = 0  # μ-law bytes sent (8000 per second)
+        self.audio_bytes = 0  # μ-law bytes sent (8000 per second), padding included
+        self._pushed = 0  # caller audio bytes accepted by push_audio (no padding)
         self.chunks_sent = 0
         self.malformed = 0
         self.session_id = ""
@@ -169,6 +172,7 @@ class AssemblyAIStream:
         """Caller audio (8 kHz μ-law), never blocks; sent in `chunk_ms` chunks."""
         if not ulaw or self._closing or self._ended:
             return
+        self._pushed += len(ulaw)
         for chunk in self._chunker.push(ulaw):
             self._send_q.put_nowait(chunk)
 
@@ -299,7 +303,8 @@ class AssemblyAIStream:
             self._changed.notify_all()
 
     def _audio_ms(self) -> float:
-        return self.audio_bytes / 8
+        """Caller audio the server had been sent (the silence padding a tail is not the caller's)."""
+        return min(self.audio_bytes, self._pushed) / 8
 
     def _final(self, turn: wire.Turn) -> None:
         """Queue the ended turn's final (nothing when it holds no words)."""
