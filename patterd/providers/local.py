@@ -115,7 +115,7 @@ class LocalCarrier:
         except jsontext.JSONError as exc:
             return _bad_request(f"the body is not JSON: {exc}")
         if not isinstance(body, dict):
-            return _bad_request("the body must be a JSON object like {} or {\"to\": \"+15550001234\"}")
+            return _bad_request('the body must be a JSON object like {} or {"to": "+15550001234"}')
         to = body.get("to") or self.ctx.phone_number or ""
         if not isinstance(to, str):
             return _bad_request(f"`to` must be a string, not {type(to).__name__}")

@@ -358,8 +358,7 @@ SPEC = ProviderSpec(
     name=NAME,
     options=Options,
     build=build,
-    summary="OpenAI transcription (gpt-4o-mini-transcribe, gpt-4o-transcribe, whisper-1) per VAD utterance, "
-    "streamed deltas as interims",
+    summary="OpenAI transcription (gpt-4o-mini-transcribe, gpt-4o-transcribe, whisper-1), one upload per utterance",
     check=check,
     capabilities=Capabilities(
         streaming=False,

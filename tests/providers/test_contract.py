@@ -34,6 +34,8 @@ DUMMY_ENV = {
     "CARTESIA_API_KEY": "dummy-secret-cartesia",
     "ASSEMBLYAI_API_KEY": "dummy-secret-assemblyai",
     "RIME_API_KEY": "dummy-secret-rime",
+    "SONIOX_API_KEY": "dummy-secret-soniox",
+    "SPEECHMATICS_API_KEY": "dummy-secret-speechmatics",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).
 REQUIRED_OPTIONS: dict[str, dict[str, object]] = {
