@@ -78,6 +78,7 @@ async def test_serves_while_the_history_loads(tmp_path: Path) -> None:
         f"""carrier: {{type: local}}
 persist: {records}
 logging: {{retention_days: 0}}
+server: {{drain_timeout_secs: 1}}  # the softphone call below never connects: do not wait 30 s for it
 agents:
   - name: desk
     stt: {{type: offline}}
