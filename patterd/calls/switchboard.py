@@ -50,7 +50,9 @@ class Switchboard:
     ) -> None:
         self.graph = graph
         self._emit = emit
-        self._recorded = recorded  # the store's wait for a call's first durable record (carriers answer after it)
+        self._recorded = (
+            recorded  # the store's wait for a call's first durable record (carriers answer after it)
+        )
         self.clock = clock
         self.http = http
         self.calls: dict[str, CallSession] = {}
@@ -291,9 +293,17 @@ class Switchboard:
     def open_call(self, spec: CallSpec, agent_name: str | None) -> CallSession:
         """Create a call (ringing) for `spec` with the named agent, or the one its callee routes to."""
         graph = self.graph
+        # Caller-supplied text (numbers from webhooks, API variables) may hold lone surrogates that no
+        # record, log or JSON answer can encode: cleaned here, where a call is created.
+        spec.caller, spec.callee = clean_text(spec.caller), clean_text(spec.callee)
+        spec.variables = {clean_text(k): clean_text(v) for k, v in spec.variables.items()}
+        if spec.voicemail_message is not None:
+            spec.voicemail_message = clean_text(spec.voicemail_message)
         agent = agent_runtime(graph, agent_name or graph.agent_for(spec.callee).name)
         carrier = graph.carriers.get(spec.carrier_name, graph.carrier)
-        session = CallSession(spec, graph, agent, carrier, emit=self._emit, clock=self.clock, http=self.http)
+        session = CallSession(
+            spec, graph, agent, carrier, emit=self._emit_clean, clock=self.clock, http=self.http
+        )
         graph.acquire()
         self.calls[spec.call_id] = session
         if spec.carrier_call_id:
