@@ -158,10 +158,24 @@ def test_shipped_config_has_language_server_hint() -> None:
         assert "yaml-language-server: $schema=" in path.read_text().splitlines()[0], path
 
 
+# The fifteen network providers the seed's environment table names (contracts §2), plus the built-ins.
+SEED_PROVIDERS = (
+    "engine.openai_realtime engine.elevenlabs_convai "
+    "stt.deepgram stt.whisper stt.cartesia stt.soniox stt.speechmatics stt.assemblyai "
+    "tts.elevenlabs tts.openai tts.cartesia tts.rime tts.lmnt llm.openai llm.anthropic"
+).split()
+BUILTINS = (
+    "carrier.twilio carrier.telnyx carrier.local stt.offline tts.offline vad.offline llm.script".split()
+)
+
+
 def test_providers_lists_builtins() -> None:
     proc = run_cli("providers")
     assert proc.returncode == 0
-    assert "carrier.twilio" in proc.stdout and "engine.openai_realtime" in proc.stdout
+    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert len(SEED_PROVIDERS) == 15
+    assert set(SEED_PROVIDERS) <= listed, set(SEED_PROVIDERS) - listed
+    assert set(BUILTINS) <= listed, set(BUILTINS) - listed
 
 
 def test_no_config_runs_builtin_default_check(tmp_path: Path) -> None:
