@@ -31,9 +31,9 @@ from patterd.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderProtocolError,
-    error_for_status,
 )
 from patterd.protocols import deepgram as wire
+from patterd.providers import ws_stt
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
 
@@ -125,10 +125,6 @@ class Options(ProviderOptions):
         )
 
 
-class _Finalize:
-    """Queued after the audio already pushed, so Finalize covers all of it."""
-
-
 class DeepgramStream:
     """One call's live recognition (kinds.STTStream) over an open websocket."""
 
@@ -136,8 +132,8 @@ class DeepgramStream:
         self._ws = ws
         self._options = options
         self._owner = owner
-        self._send_q: asyncio.Queue[bytes | _Finalize | None] = asyncio.Queue()
-        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._send_q: ws_stt.SendQueue = asyncio.Queue()
+        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._segments: list[str] = []  # is_final texts of the turn in progress
         self._turn_start_ms = 0.0  # where the turn's first segment starts in the stream
         self._confidences: list[float] = []
@@ -175,75 +171,48 @@ class DeepgramStream:
             return
         async with self._finalized:
             wanted = self._finalize_answers + 1
-        self._send_q.put_nowait(_Finalize())
-        try:
-            async with asyncio.timeout(self._options.flush_timeout_secs):
-                async with self._finalized:
-                    await self._finalized.wait_for(lambda: self._finalize_answers >= wanted or self._ended)
-        except TimeoutError:
+        self._send_q.put_nowait(ws_stt.Mark())
+        answered = ws_stt.wait_answer(
+            self._finalized,
+            lambda: self._finalize_answers >= wanted or self._ended,
+            self._options.flush_timeout_secs,
+        )
+        if not await answered:
             # Deepgram documents that a from_finalize answer can be missing: end the turn with what we have.
             log.warning(
                 "deepgram Finalize not answered in time", timeout_secs=self._options.flush_timeout_secs
             )
             self._end_turn(None)
 
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            if isinstance(item, ProviderError):
-                raise item
-            yield item
+    def __aiter__(self) -> AsyncIterator[Transcript]:
+        return ws_stt.transcripts(self._out)
 
     # -------- sending
 
     async def _sender(self) -> None:
-        ws = self._ws
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(self._options.keepalive_secs):
-                        item = await self._send_q.get()
-                except TimeoutError:
-                    await ws.send_str(wire.KEEPALIVE)  # a text frame, as Deepgram requires
-                    self.keepalives += 1
-                    continue
-                if item is None:
-                    await ws.send_str(wire.CLOSE_STREAM)
-                    return
-                if isinstance(item, _Finalize):
-                    await ws.send_str(wire.FINALIZE)
-                    continue
-                await ws.send_bytes(item)
-                self.audio_bytes += len(item)
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            # The receiver sees the same broken connection and reports it; nothing more to send.
-            log.info("deepgram send stopped", error=f"{type(exc).__name__}: {exc}")
+        await ws_stt.send_loop(
+            self._ws,
+            self._send_q,
+            end=lambda: wire.CLOSE_STREAM,
+            mark=lambda: wire.FINALIZE,
+            sent=self._sent,
+            log=log,
+            event="deepgram send stopped",
+            keepalive=(self._options.keepalive_secs, wire.KEEPALIVE),
+            kept_alive=self._kept_alive,
+        )
+
+    def _sent(self, audio: bytes) -> None:
+        self.audio_bytes += len(audio)
+
+    def _kept_alive(self) -> None:
+        self.keepalives += 1
 
     # -------- receiving
 
     async def _receiver(self) -> None:
         ws = self._ws
-        error: ProviderError | None = None
-        reason = ""
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    await self._on_text(msg.data)
-                elif msg.type == aiohttp.WSMsgType.CLOSE:
-                    reason = str(msg.extra or "")
-                    break
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    error = ProviderConnectionError(
-                        f"stt.deepgram websocket error: {msg.data}", provider=NAME
-                    )
-                    break
-                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                    break
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            error = ProviderConnectionError(f"stt.deepgram connection lost: {exc}", provider=NAME)
+        error, reason = await ws_stt.read_loop(ws, self._on_text, label="stt.deepgram", provider=NAME)
         if error is None and not self._closing:
             error = self._close_error(ws.close_code, reason)
         self._ended = True
@@ -263,26 +232,26 @@ class DeepgramStream:
             said = "dropped the connection without a close frame"
         return ProviderConnectionError(f"stt.deepgram {said}", provider=NAME)
 
-    async def _on_text(self, data: str) -> None:
+    async def _on_text(self, data: str) -> bool:
+        """Handle one message (never the last: Deepgram ends a stream by closing it)."""
         try:
             message = wire.parse(data)
         except wire.DeepgramProtocolError as exc:
-            self.malformed += 1
-            self._owner.malformed += 1
-            log.warning("deepgram message skipped", error=str(exc)[:200], count=self.malformed)
-            return
+            ws_stt.count_malformed(log, "deepgram message skipped", exc, self, self._owner)
+            return False
         if isinstance(message, wire.Results):
             await self._on_results(message)
         elif isinstance(message, wire.UtteranceEnd):
             last_word_ms = message.last_word_end * 1000
             if last_word_ms < self._turn_start_ms:
-                return  # about the turn speech_final already ended, not the words that came since
+                return False  # about the turn speech_final already ended, not the words that came since
             # Deepgram decided once `utterance_end_ms` of audio had followed the last word.
             self._end_turn(last_word_ms + (self._options.utterance_end_ms or 0))
         elif isinstance(message, wire.Metadata):
             self.request_id = message.request_id
         elif isinstance(message, wire.ErrorMessage):
             log.warning("deepgram error message", description=message.description[:200], code=message.code)
+        return False
 
     async def _on_results(self, r: wire.Results) -> None:
         text = r.transcript.strip()
@@ -325,18 +294,13 @@ class DeepgramStream:
         """CloseStream after the audio already pushed, wait briefly for the last results, close the socket."""
         self._closing = True
         self._send_q.put_nowait(None)
-        sender, receiver = self._tasks
-        try:
-            async with asyncio.timeout(self._options.close_timeout_secs):
-                await asyncio.wait([sender])
-                await asyncio.wait([receiver])
-        except TimeoutError:
-            log.info("deepgram stream did not close in time; closing our side")
-        finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._ws.close()
+        await ws_stt.wind_down(
+            self._ws,
+            self._tasks,
+            timeout=self._options.close_timeout_secs,
+            log=log,
+            event="deepgram stream did not close in time; closing our side",
+        )
 
 
 class DeepgramSTT:
@@ -373,58 +337,50 @@ class DeepgramSTT:
         """The handshake, retried with doubling backoff while the refusal is retryable."""
         opts = self.options
         url = wire.listen_url(opts.base_url, opts.params())
-        attempt = 0
-        while True:
-            try:
-                # The whole handshake, not just TCP: a host that accepts and never answers must not hang a call.
-                async with asyncio.timeout(opts.connect_timeout_secs):
-                    return await self._http.ws_connect(
-                        url,
-                        headers=self._headers(),
-                        autoping=True,
-                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
-                    )
-            except aiohttp.WSServerHandshakeError as exc:
-                headers = dict(exc.headers or {})
-                error = error_for_status(
-                    exc.status,
-                    f"stt.deepgram refused the stream: {wire.handshake_error(exc.status, headers)}",
-                    provider=NAME,
-                    auth_hint=AUTH_HINT,
-                )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                error = ProviderConnectionError(
-                    f"stt.deepgram cannot connect to {opts.base_url}: {type(exc).__name__}: {exc or 'timed out'}",
-                    provider=NAME,
-                )
-            if not error.retryable or attempt >= opts.connect_retries:
-                raise error
-            delay = opts.retry_backoff_ms / 1000 * 2**attempt
-            log.warning("deepgram handshake failed; retrying", error=str(error), delay_secs=delay)
-            await asyncio.sleep(delay)
-            attempt += 1
+
+        def refused(exc: aiohttp.WSServerHandshakeError) -> str:
+            reason = wire.handshake_error(exc.status, dict(exc.headers or {}))
+            return f"stt.deepgram refused the stream: {reason}"
+
+        return await ws_stt.connect_with_retries(
+            lambda: ws_stt.open_websocket(
+                self._http,
+                url,
+                headers=self._headers(),
+                connect_timeout=opts.connect_timeout_secs,
+                close_timeout=opts.close_timeout_secs,
+                refused=refused,
+                unreachable=f"stt.deepgram cannot connect to {opts.base_url}",
+                provider=NAME,
+                auth_hint=AUTH_HINT,
+            ),
+            retries=opts.connect_retries,
+            backoff_ms=opts.retry_backoff_ms,
+            log=log,
+            event="deepgram handshake failed; retrying",
+        )
 
     async def check(self) -> None:
         """Probe the key and the host: `GET /v1/projects` (authenticated, no audio, not billed)."""
-        url = wire.http_url(self.options.base_url, wire.PROJECTS_PATH)
-        try:
-            async with self._http.get(url, headers=self._headers()) as response:
-                if response.status != 200:
-                    reason = wire.handshake_error(response.status, dict(response.headers))
-                    raise error_for_status(
-                        response.status, f"stt.deepgram {url}: {reason}", provider=NAME, auth_hint=AUTH_HINT
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderConnectionError(
-                f"stt.deepgram {url}: {type(exc).__name__}: {exc or 'timed out'}", provider=NAME
-            ) from exc
+
+        async def reason(response: aiohttp.ClientResponse) -> str:
+            return wire.handshake_error(response.status, dict(response.headers))
+
+        await ws_stt.probe(
+            self._http,
+            wire.http_url(self.options.base_url, wire.PROJECTS_PATH),
+            headers=self._headers(),
+            label="stt.deepgram",
+            provider=NAME,
+            auth_hint=AUTH_HINT,
+            reason=reason,
+        )
 
 
 @asynccontextmanager
 async def build(options: Options, ctx: BuildContext) -> AsyncIterator[DeepgramSTT]:
     """One aiohttp session for the provider's lifetime (no connection until a call opens a stream)."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with ws_stt.http_session(options.connect_timeout_secs) as http:
         yield DeepgramSTT(options, http)
 
 
