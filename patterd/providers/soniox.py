@@ -32,6 +32,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from patterd.errors import ProviderConnectionError, ProviderError, error_for_status
 from patterd.protocols import soniox as wire
+from patterd.providers import ws_stt
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
 
@@ -110,10 +111,6 @@ class Options(ProviderOptions):
         )
 
 
-class _Finalize:
-    """Queued after the audio already pushed, so finalize covers all of it."""
-
-
 class SonioxStream:
     """One call's live recognition (kinds.STTStream) over an open websocket."""
 
@@ -121,8 +118,8 @@ class SonioxStream:
         self._ws = ws
         self._options = options
         self._owner = owner
-        self._send_q: asyncio.Queue[bytes | _Finalize | None] = asyncio.Queue()
-        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._send_q: ws_stt.SendQueue = asyncio.Queue()
+        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._finals: list[str] = []  # final token texts of the turn in progress
         self._confidences: list[float] = []
         self._last_end_ms: float | None = None
@@ -161,12 +158,11 @@ class SonioxStream:
             return
         async with self._fin:
             wanted = self._fin_answers + 1
-        self._send_q.put_nowait(_Finalize())
-        try:
-            async with asyncio.timeout(self._options.flush_timeout_secs):
-                async with self._fin:
-                    await self._fin.wait_for(lambda: self._fin_answers >= wanted or self._ended)
-        except TimeoutError:
+        self._send_q.put_nowait(ws_stt.Mark())
+        answered = ws_stt.wait_answer(
+            self._fin, lambda: self._fin_answers >= wanted or self._ended, self._options.flush_timeout_secs
+        )
+        if not await answered:
             # Soniox always answers finalize with `<fin>`: silence means a stalled stream. The words
             # finalized so far are still the caller's; then a retryable error so the pipeline moves on.
             timeout = self._options.flush_timeout_secs
@@ -181,59 +177,38 @@ class SonioxStream:
                 )
                 self._out.put_nowait(None)
 
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            if isinstance(item, ProviderError):
-                raise item
-            yield item
+    def __aiter__(self) -> AsyncIterator[Transcript]:
+        return ws_stt.transcripts(self._out)
 
     # -------- sending
 
     async def _sender(self) -> None:
-        ws = self._ws
-        try:
-            await ws.send_str(self._options.config().message())
-            while True:
-                try:
-                    async with asyncio.timeout(self._options.keepalive_secs):
-                        item = await self._send_q.get()
-                except TimeoutError:
-                    await ws.send_str(wire.KEEPALIVE)
-                    self.keepalives += 1
-                    continue
-                if item is None:
-                    await ws.send_str(wire.END_OF_AUDIO)
-                    return
-                if isinstance(item, _Finalize):
-                    await ws.send_str(wire.finalize())
-                    continue
-                await ws.send_bytes(item)
-                self.audio_bytes += len(item)
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            log.info("soniox send stopped", error=f"{type(exc).__name__}: {exc}")
+        await ws_stt.send_loop(
+            self._ws,
+            self._send_q,
+            first=self._options.config().message(),
+            end=lambda: wire.END_OF_AUDIO,
+            mark=wire.finalize,
+            sent=self._sent,
+            log=log,
+            event="soniox send stopped",
+            keepalive=(self._options.keepalive_secs, wire.KEEPALIVE),
+            kept_alive=self._kept_alive,
+        )
+
+    def _sent(self, audio: bytes) -> None:
+        self.audio_bytes += len(audio)
+
+    def _kept_alive(self) -> None:
+        self.keepalives += 1
 
     # -------- receiving
 
     async def _receiver(self) -> None:
         ws = self._ws
-        error: ProviderError | None = None
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    await self._on_message(msg.data)
-                    if self._error is not None or self.finished:
-                        break
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    error = ProviderConnectionError(f"stt.soniox websocket error: {msg.data}", provider=NAME)
-                    break
-                else:  # CLOSE, CLOSING, CLOSED
-                    break
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            error = ProviderConnectionError(f"stt.soniox connection lost: {exc}", provider=NAME)
+        error, _ = await ws_stt.read_loop(
+            ws, self._on_message, label="stt.soniox", provider=NAME, binary=True
+        )
         error = self._error or error
         if error is None and not self._closing and not self.finished:
             code = ws.close_code
@@ -247,20 +222,20 @@ class SonioxStream:
         async with self._fin:
             self._fin.notify_all()
 
-    async def _on_message(self, data: str | bytes) -> None:
+    async def _on_message(self, data: str | bytes) -> bool:
+        """Handle one message; True once the stream is over (an error, or `finished`)."""
         try:
             message = wire.parse(data)
         except wire.SonioxProtocolError as exc:
-            self.malformed += 1
-            self._owner.malformed += 1
-            log.warning("soniox message skipped", error=str(exc)[:200], count=self.malformed)
-            return
+            ws_stt.count_malformed(log, "soniox message skipped", exc, self, self._owner)
+            return False
         if isinstance(message, wire.ErrorResponse):
             text = f"stt.soniox error {message.code}: {message.message[:200]}"
             # Unknown codes (0) are server trouble as far as we can tell: retryable.
             self._error = error_for_status(message.code or 500, text, provider=NAME, auth_hint=AUTH_HINT)
-            return
+            return True
         await self._on_response(message)
+        return self.finished
 
     async def _on_response(self, r: wire.Response) -> None:
         pending: list[str] = []  # this response's non-final tokens (they replace the previous ones)
@@ -309,16 +284,13 @@ class SonioxStream:
         """End of audio (an empty frame) after the audio already pushed, wait briefly, close the socket."""
         self._closing = True
         self._send_q.put_nowait(None)
-        try:
-            async with asyncio.timeout(self._options.close_timeout_secs):
-                await asyncio.wait(self._tasks)
-        except TimeoutError:
-            log.info("soniox stream did not finish in time; closing our side")
-        finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._ws.close()
+        await ws_stt.wind_down(
+            self._ws,
+            self._tasks,
+            timeout=self._options.close_timeout_secs,
+            log=log,
+            event="soniox stream did not finish in time; closing our side",
+        )
 
 
 class SonioxSTT:
@@ -355,58 +327,40 @@ class SonioxSTT:
         """The handshake, retried with doubling backoff while the refusal is retryable."""
         opts = self.options
         url = wire.websocket_url(opts.base_url)
-        attempt = 0
-        while True:
-            try:
-                async with asyncio.timeout(opts.connect_timeout_secs):
-                    return await self._http.ws_connect(
-                        url,
-                        headers=self._headers(),
-                        autoping=True,
-                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
-                    )
-            except aiohttp.WSServerHandshakeError as exc:
-                error = error_for_status(
-                    exc.status,
-                    f"stt.soniox refused the stream: HTTP {exc.status}",
-                    provider=NAME,
-                    auth_hint=AUTH_HINT,
-                )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                error = ProviderConnectionError(
-                    f"stt.soniox cannot connect to {opts.base_url}: {type(exc).__name__}: {exc or 'timed out'}",
-                    provider=NAME,
-                )
-            if not error.retryable or attempt >= opts.connect_retries:
-                raise error
-            delay = opts.retry_backoff_ms / 1000 * 2**attempt
-            log.warning("soniox handshake failed; retrying", error=str(error), delay_secs=delay)
-            await asyncio.sleep(delay)
-            attempt += 1
+        return await ws_stt.connect_with_retries(
+            lambda: ws_stt.open_websocket(
+                self._http,
+                url,
+                headers=self._headers(),
+                connect_timeout=opts.connect_timeout_secs,
+                close_timeout=opts.close_timeout_secs,
+                refused=lambda exc: f"stt.soniox refused the stream: HTTP {exc.status}",
+                unreachable=f"stt.soniox cannot connect to {opts.base_url}",
+                provider=NAME,
+                auth_hint=AUTH_HINT,
+            ),
+            retries=opts.connect_retries,
+            backoff_ms=opts.retry_backoff_ms,
+            log=log,
+            event="soniox handshake failed; retrying",
+        )
 
     async def check(self) -> None:
         """Probe the key and the host: `GET /v1/models` (authenticated, no audio, not billed)."""
-        url = wire.api_url(self.options.base_url, self.options.api_url, wire.MODELS_PATH)
-        try:
-            async with self._http.get(url, headers=self._headers()) as response:
-                if response.status != 200:
-                    raise error_for_status(
-                        response.status,
-                        f"stt.soniox {url}: HTTP {response.status}",
-                        provider=NAME,
-                        auth_hint=AUTH_HINT,
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderConnectionError(
-                f"stt.soniox {url}: {type(exc).__name__}: {exc or 'timed out'}", provider=NAME
-            ) from exc
+        await ws_stt.probe(
+            self._http,
+            wire.api_url(self.options.base_url, self.options.api_url, wire.MODELS_PATH),
+            headers=self._headers(),
+            label="stt.soniox",
+            provider=NAME,
+            auth_hint=AUTH_HINT,
+        )
 
 
 @asynccontextmanager
 async def build(options: Options, ctx: BuildContext) -> AsyncIterator[SonioxSTT]:
     """One aiohttp session for the provider's lifetime (no connection until a call opens a stream)."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with ws_stt.http_session(options.connect_timeout_secs) as http:
         yield SonioxSTT(options, http)
 
 
