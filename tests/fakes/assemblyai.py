@@ -18,7 +18,6 @@ Turns, stall (accept and never speak), or send malformed messages first.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import time
 import uuid
@@ -28,8 +27,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from patterd.protocols.audio import VOICED_RMS, rms_pcm16, ulaw_to_pcm16
+from tests.fakes.speech_timeline import FRAME_MS, FaultQueue, FramedAudio, LoopbackServer, TurnScript
 
-FRAME_MS = 20
 ENCODINGS = {"pcm_mulaw": 1, "pcm_s16le": 2}  # bytes per sample
 CONTROL_TYPES = {"ForceEndpoint", "Terminate", "KeepAlive", "UpdateConfiguration"}
 MALFORMED = (
@@ -83,21 +82,18 @@ def plain(text: str) -> str:
     return " ".join(w.strip(".,?!").lower() for w in text.split())
 
 
-class _Recognizer:
+class _Recognizer(FramedAudio):
     """The turn state of one session, advanced frame by frame on the audio's timeline."""
 
     def __init__(self, server: FakeAssemblyAIServer, session: Session, ws: web.WebSocketResponse) -> None:
-        self.server = server
-        self.session = session
-        self.ws = ws
         q = session.query
         self.width = ENCODINGS[q["encoding"]]
         self.rate = int(q["sample_rate"])
-        self.frame_bytes = self.rate * FRAME_MS // 1000 * self.width
+        super().__init__(ws, self.rate * FRAME_MS // 1000 * self.width)
+        self.server = server
+        self.session = session
         self.format_turns = q.get("format_turns", "false").lower() == "true"
         self.min_silence_ms = int(q.get("min_turn_silence") or q.get("max_turn_silence") or 400)
-        self.pending = b""
-        self.cursor_ms = 0
         self.turn_order = 0
         self.script_text = ""  # the open turn's scripted text, as the formatted final gives it
         self.words: list[str] | None = None  # its plain words
@@ -108,7 +104,6 @@ class _Recognizer:
         self.turn_start_ms = 0
         self.turns_sent = 0
         self.drop_after: int | None = None
-        self.dropped = False
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.dropped or self.ws.closed:
@@ -121,21 +116,9 @@ class _Recognizer:
             self.turns_sent += 1
         await self.ws.send_str(json.dumps(message))
 
-    def drop(self) -> None:
-        self.dropped = True
-        transport = self.ws._req.transport if self.ws._req is not None else None
-        if transport is not None:
-            transport.abort()
-
     def voiced(self, frame: bytes) -> bool:
         pcm = ulaw_to_pcm16(frame) if self.width == 1 else frame
         return rms_pcm16(pcm) >= self.server.vad_threshold
-
-    async def audio(self, data: bytes) -> None:
-        self.pending += data
-        while len(self.pending) >= self.frame_bytes and not self.dropped:
-            frame, self.pending = self.pending[: self.frame_bytes], self.pending[self.frame_bytes :]
-            await self.frame(frame)
 
     async def frame(self, frame: bytes) -> None:
         self.cursor_ms += FRAME_MS
@@ -203,7 +186,7 @@ class _Recognizer:
         self.turn_order += 1
 
 
-class FakeAssemblyAIServer:
+class FakeAssemblyAIServer(LoopbackServer, TurnScript, FaultQueue[Fault]):
     """The fake; `async with FakeAssemblyAIServer("key") as aai:` then point a client at `aai.base_url`."""
 
     def __init__(
@@ -212,26 +195,13 @@ class FakeAssemblyAIServer:
         self.api_key = api_key
         self.partial_every_ms = partial_every_ms
         self.vad_threshold = vad_threshold
-        self.script: collections.deque[str] = collections.deque()
-        self.faults: collections.deque[Fault] = collections.deque()
+        LoopbackServer.__init__(self)
+        TurnScript.__init__(self)  # formatted finals keep the said text's words, capitalized
+        FaultQueue.__init__(self)
         self.sessions: list[Session] = []
         self.refused: list[int] = []  # HTTP statuses of refused handshakes
         self.probes = 0
         self.open_connections = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    # -------- scripting
-
-    def say(self, *turns: str) -> None:
-        """Queue what the next turns say (formatted finals keep this text's words, capitalized)."""
-        self.script.extend(turns)
-
-    def next_turn(self) -> str:
-        return self.script.popleft() if self.script else ""
-
-    def fail(self, *faults: Fault) -> None:
-        self.faults.extend(faults)
 
     @property
     def base_url(self) -> str:
@@ -239,20 +209,9 @@ class FakeAssemblyAIServer:
 
     # -------- lifecycle
 
-    async def __aenter__(self) -> FakeAssemblyAIServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v3/ws", self._ws)
         app.router.add_get("/v3/token", self._token)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     # -------- HTTP
 
@@ -260,7 +219,7 @@ class FakeAssemblyAIServer:
         return request.headers.get("Authorization") == self.api_key
 
     def _fault(self) -> tuple[Fault | None, web.Response | None]:
-        fault = self.faults.popleft() if self.faults else None
+        fault = self.next_fault()
         if fault is not None and fault.status is not None:
             self.refused.append(fault.status)
             message = "Too many requests" if fault.status == 429 else "Internal server error"

@@ -20,7 +20,6 @@ first, or stall (take everything, answer nothing).
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +27,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from patterd.protocols.audio import VOICED_RMS, rms_pcm16, ulaw_to_pcm16
+from tests.fakes.speech_timeline import FRAME_MS, FaultQueue, FramedAudio, LoopbackServer, TurnScript
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
-FRAME_MS = 20
 RAW_FORMATS = {"mulaw", "alaw", "pcm_s16le", "pcm_s16be", "pcm_f32le", "pcm_u8", "pcm_s8"}
 MALFORMED = ("this is not json", '{"tokens": 5}', "[1, 2]", '{"tokens": [{"text": 3}]}')
 MESSAGES = {
@@ -73,20 +72,18 @@ class Session:
         )
 
 
-class _Recognizer:
+class _Recognizer(FramedAudio):
     """One stream's state, advanced frame by frame on the audio's timeline."""
 
     def __init__(
         self, server: FakeSonioxServer, session: Session, ws: web.WebSocketResponse, fault: Fault | None
     ) -> None:
+        super().__init__(ws, FRAME_BYTES)
         self.server = server
         self.session = session
-        self.ws = ws
         self.fault = fault
         config = session.config or {}
         self.endpointing = config.get("enable_endpoint_detection") is True
-        self.pending = b""
-        self.cursor_ms = 0
         self.words: list[str] | None = None  # the open turn's words
         self.spoken = 0  # how many of them have been "heard" (shown as non-final)
         self.turn_start_ms = 0
@@ -95,7 +92,6 @@ class _Recognizer:
         self.silence_ms = 0
         self.final_ms = 0
         self.responses = 0
-        self.dropped = False
 
     def tokens(self, words: list[str], first: int, *, final: bool) -> list[dict[str, Any]]:
         span = max(self.cursor_ms - self.silence_ms - self.turn_start_ms, FRAME_MS)
@@ -116,10 +112,7 @@ class _Recognizer:
             return
         fault = self.fault
         if fault is not None and fault.drop_after is not None and self.responses >= fault.drop_after:
-            self.dropped = True
-            transport = self.ws._req.transport if self.ws._req is not None else None
-            if transport is not None:
-                transport.abort()
+            self.drop()
             return
         message: dict[str, Any] = {
             "tokens": tokens,
@@ -131,12 +124,6 @@ class _Recognizer:
         self.responses += 1
         self.session.sent.append(message)
         await self.ws.send_str(json.dumps(message))
-
-    async def audio(self, data: bytes) -> None:
-        self.pending += data
-        while len(self.pending) >= FRAME_BYTES and not self.dropped:
-            frame, self.pending = self.pending[:FRAME_BYTES], self.pending[FRAME_BYTES:]
-            await self.frame(frame)
 
     async def frame(self, frame: bytes) -> None:
         self.cursor_ms += FRAME_MS
@@ -171,7 +158,7 @@ class _Recognizer:
             await self.send(tokens, finished=marker is None)
 
 
-class FakeSonioxServer:
+class FakeSonioxServer(LoopbackServer, TurnScript, FaultQueue[Fault]):
     """The fake; `async with FakeSonioxServer() as sx:` then point a client at `sx.base_url`."""
 
     def __init__(
@@ -188,42 +175,21 @@ class FakeSonioxServer:
         self.interim_every_ms = interim_every_ms
         self.endpoint_ms = endpoint_ms
         self.vad_threshold = vad_threshold
-        self.script: collections.deque[str] = collections.deque()
-        self.faults: collections.deque[Fault] = collections.deque()
+        LoopbackServer.__init__(self)
+        TurnScript.__init__(self)
+        FaultQueue.__init__(self)
         self.sessions: list[Session] = []
         self.errors: list[tuple[int, str]] = []  # (error_code, error_message) sent or refused
         self.probes = 0
         self.open_connections = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    def say(self, *turns: str) -> None:
-        self.script.extend(turns)
-
-    def next_turn(self) -> str:
-        return self.script.popleft() if self.script else ""
-
-    def fail(self, *faults: Fault) -> None:
-        self.faults.extend(faults)
 
     @property
     def base_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> FakeSonioxServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/transcribe-websocket", self._transcribe)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     def _key_ok(self, request: web.Request) -> bool:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
@@ -235,7 +201,7 @@ class FakeSonioxServer:
         return web.json_response(body, status=status)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        fault = self.faults.popleft() if self.faults else None
+        fault = self.next_fault()
         status = fault.status or fault.error_code if fault is not None else None
         if not self._key_ok(request):
             return self._api_error(401, "unauthenticated", MESSAGES[401])
@@ -284,7 +250,7 @@ class FakeSonioxServer:
         await ws.close()
 
     async def _transcribe(self, request: web.Request) -> web.StreamResponse:
-        fault = self.faults.popleft() if self.faults else None
+        fault = self.next_fault()
         if fault is not None and fault.status is not None:
             self.errors.append((fault.status, MESSAGES.get(fault.status, "Error.")))
             return web.json_response({"error": MESSAGES.get(fault.status, "Error.")}, status=fault.status)

@@ -20,7 +20,6 @@ StartRecognition (stall), drop the TCP connection after N transcripts, malformed
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from patterd.protocols.audio import VOICED_RMS, rms_pcm16, ulaw_to_pcm16
+from tests.fakes.speech_timeline import FRAME_MS, FaultQueue, FramedAudio, LoopbackServer, TurnScript
 
-FRAME_MS = 20
 ENCODING_WIDTH = {"mulaw": 1, "pcm_s16le": 2, "pcm_f32le": 4}
 MALFORMED = (
     "this is not json",
@@ -98,24 +97,21 @@ def transcript(kind: str, words: list[str], start: float, end: float) -> dict[st
     }
 
 
-class _Recognizer:
+class _Recognizer(FramedAudio):
     def __init__(
         self, server: FakeSpeechmaticsServer, session: Session, ws: web.WebSocketResponse, fault: Fault | None
     ) -> None:
-        self.server = server
-        self.session = session
-        self.ws = ws
-        self.fault = fault
         config = (session.start or {}).get("transcription_config", {})
         audio = (session.start or {}).get("audio_format", {})
         self.width = ENCODING_WIDTH[audio["encoding"]]
-        self.frame_bytes = int(audio["sample_rate"]) * FRAME_MS // 1000 * self.width
+        super().__init__(ws, int(audio["sample_rate"]) * FRAME_MS // 1000 * self.width)
+        self.server = server
+        self.session = session
+        self.fault = fault
         self.partials = config.get("enable_partials") is True
         trigger = config.get("conversation_config", {}).get("end_of_utterance_silence_trigger")
         self.eou_ms = int(trigger * 1000) if trigger else None
         self.max_delay_ms = int(config.get("max_delay", 4.0) * 1000)
-        self.pending = b""
-        self.cursor_ms = 0
         self.words: list[str] | None = None
         self.heard = 0
         self.start_ms = 0
@@ -123,7 +119,6 @@ class _Recognizer:
         self.since_partial_ms = 0
         self.silence_ms = 0
         self.transcripts = 0
-        self.dropped = False
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.dropped or self.ws.closed:
@@ -131,20 +126,11 @@ class _Recognizer:
         fault = self.fault
         if message["message"] in ("AddTranscript", "AddPartialTranscript"):
             if fault is not None and fault.drop_after is not None and self.transcripts >= fault.drop_after:
-                self.dropped = True
-                transport = self.ws._req.transport if self.ws._req is not None else None
-                if transport is not None:
-                    transport.abort()
+                self.drop()
                 return
             self.transcripts += 1
         self.session.sent.append(message)
         await self.ws.send_str(json.dumps(message))
-
-    async def audio(self, data: bytes) -> None:
-        self.pending += data
-        while len(self.pending) >= self.frame_bytes and not self.dropped:
-            frame, self.pending = self.pending[: self.frame_bytes], self.pending[self.frame_bytes :]
-            await self.frame(frame)
 
     async def frame(self, frame: bytes) -> None:
         self.cursor_ms += FRAME_MS
@@ -197,7 +183,7 @@ class _Recognizer:
             )
 
 
-class FakeSpeechmaticsServer:
+class FakeSpeechmaticsServer(LoopbackServer, TurnScript, FaultQueue[Fault]):
     """The fake; `async with FakeSpeechmaticsServer() as sm:` then point a client at `sm.url`."""
 
     def __init__(
@@ -212,47 +198,29 @@ class FakeSpeechmaticsServer:
         self.idle_timeout_secs = idle_timeout_secs
         self.interim_every_ms = interim_every_ms
         self.vad_threshold = vad_threshold
-        self.script: collections.deque[str] = collections.deque()
-        self.faults: collections.deque[Fault] = collections.deque()
+        LoopbackServer.__init__(self)
+        TurnScript.__init__(self)
+        FaultQueue.__init__(self)
         self.sessions: list[Session] = []
         self.refused: list[int] = []  # handshake statuses refused
         self.errors: list[str] = []  # Error types sent
         self.probes = 0
         self.open_connections = 0
         self._stalled: list[asyncio.Event] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    def say(self, *turns: str) -> None:
-        self.script.extend(turns)
-
-    def next_turn(self) -> str:
-        return self.script.popleft() if self.script else ""
-
-    def fail(self, *faults: Fault) -> None:
-        self.faults.extend(faults)
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v2"
 
-    async def __aenter__(self) -> FakeSpeechmaticsServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v2", self._realtime)
         app.router.add_get("/v2/", self._realtime)
         app.router.add_get("/v2/jobs", self._jobs)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for event in self._stalled:
+        for event in self._stalled:  # let stalled handlers return before the runner waits for them
             event.set()
-        assert self._runner is not None
-        await self._runner.cleanup()
+        await super().__aexit__(*exc)
 
     def _key_ok(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.api_key}"
@@ -263,7 +231,7 @@ class FakeSpeechmaticsServer:
         return web.json_response({"code": status, "error": reason}, status=status)
 
     async def _jobs(self, request: web.Request) -> web.StreamResponse:
-        fault = self.faults.popleft() if self.faults else None
+        fault = self.next_fault()
         if not self._key_ok(request):
             return self._refuse(401)
         if fault is not None and fault.status is not None:
@@ -272,7 +240,7 @@ class FakeSpeechmaticsServer:
         return web.json_response({"jobs": []})
 
     async def _realtime(self, request: web.Request) -> web.StreamResponse:
-        fault = self.faults.popleft() if self.faults else None
+        fault = self.next_fault()
         if not self._key_ok(request):
             return self._refuse(401)
         if fault is not None and fault.status is not None:
