@@ -39,9 +39,9 @@ from patterd.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderRateLimitError,
-    error_for_status,
 )
 from patterd.protocols import speechmatics as wire
+from patterd.providers import ws_stt
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
 
@@ -142,10 +142,6 @@ def error_for_message(error: wire.ErrorMessage | None, close_code: int | None) -
     return ProviderError(said, provider=NAME)  # invalid_config, invalid_audio_type…: retrying will not help
 
 
-class _Force:
-    """Queued after the audio already pushed, so ForceEndOfUtterance covers all of it."""
-
-
 class SpeechmaticsStream:
     """One call's live recognition (kinds.STTStream) over a started session."""
 
@@ -153,8 +149,8 @@ class SpeechmaticsStream:
         self._ws = ws
         self._options = options
         self._owner = owner
-        self._send_q: asyncio.Queue[bytes | _Force | None] = asyncio.Queue()
-        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._send_q: ws_stt.SendQueue = asyncio.Queue()
+        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._finals: list[str] = []
         self._partial = ""
         self._confidences: list[float] = []
@@ -194,7 +190,7 @@ class SpeechmaticsStream:
             return
         wanted_seq = self._pushed
         wanted_eou = self._utterances + 1
-        self._send_q.put_nowait(_Force())
+        self._send_q.put_nowait(ws_stt.Mark())
         try:
             async with asyncio.timeout(self._options.flush_timeout_secs):
                 async with self._changed:
@@ -206,55 +202,33 @@ class SpeechmaticsStream:
             log.warning("speechmatics ForceEndOfUtterance not answered in time")
             self._end_turn(None)
 
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            if isinstance(item, ProviderError):
-                raise item
-            yield item
+    def __aiter__(self) -> AsyncIterator[Transcript]:
+        return ws_stt.transcripts(self._out)
 
     # -------- sending
 
     async def _sender(self) -> None:
-        ws = self._ws
-        try:
-            while True:
-                item = await self._send_q.get()
-                if item is None:
-                    await ws.send_str(wire.end_of_stream(self.seq_no))
-                    return
-                if isinstance(item, _Force):
-                    await ws.send_str(wire.force_end_of_utterance(self.audio_seconds))
-                    continue
-                await ws.send_bytes(item)
-                self.seq_no += 1
-                self.audio_bytes += len(item)
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            log.info("speechmatics send stopped", error=f"{type(exc).__name__}: {exc}")
+        await ws_stt.send_loop(
+            self._ws,
+            self._send_q,
+            end=lambda: wire.end_of_stream(self.seq_no),
+            mark=lambda: wire.force_end_of_utterance(self.audio_seconds),
+            sent=self._sent,
+            log=log,
+            event="speechmatics send stopped",
+        )
+
+    def _sent(self, audio: bytes) -> None:
+        self.seq_no += 1
+        self.audio_bytes += len(audio)
 
     # -------- receiving
 
     async def _receiver(self) -> None:
         ws = self._ws
-        error: ProviderError | None = None
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    await self._on_message(msg.data)
-                    if self.end_of_transcript:
-                        break
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    error = ProviderConnectionError(
-                        f"stt.speechmatics websocket error: {msg.data}", provider=NAME
-                    )
-                    break
-                else:
-                    break
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            error = ProviderConnectionError(f"stt.speechmatics connection lost: {exc}", provider=NAME)
+        error, _ = await ws_stt.read_loop(
+            ws, self._on_message, label="stt.speechmatics", provider=NAME, binary=True
+        )
         error = self._error or error
         if error is None and not self._closing and not self.end_of_transcript:
             code = ws.close_code
@@ -271,14 +245,13 @@ class SpeechmaticsStream:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _on_message(self, data: str | bytes) -> None:
+    async def _on_message(self, data: str | bytes) -> bool:
+        """Handle one message; True once EndOfTranscript came (the stream is over)."""
         try:
             message = wire.parse(data)
         except wire.SpeechmaticsProtocolError as exc:
-            self.malformed += 1
-            self._owner.malformed += 1
-            log.warning("speechmatics message skipped", error=str(exc)[:200], count=self.malformed)
-            return
+            ws_stt.count_malformed(log, "speechmatics message skipped", exc, self, self._owner)
+            return False
         if isinstance(message, wire.TranscriptMessage):
             self._on_transcript(message)
         elif isinstance(message, wire.AudioAdded):
@@ -297,6 +270,7 @@ class SpeechmaticsStream:
             self._error = error_for_message(message, None)
         elif isinstance(message, wire.WarningMessage):
             log.warning("speechmatics warning", type=message.type, reason=message.reason[:200])
+        return self.end_of_transcript
 
     def _on_transcript(self, m: wire.TranscriptMessage) -> None:
         text = " ".join(m.transcript.split())
@@ -330,16 +304,13 @@ class SpeechmaticsStream:
         """EndOfStream after the audio already pushed, wait briefly for EndOfTranscript, close the socket."""
         self._closing = True
         self._send_q.put_nowait(None)
-        try:
-            async with asyncio.timeout(self._options.close_timeout_secs):
-                await asyncio.wait(self._tasks)
-        except TimeoutError:
-            log.info("speechmatics stream did not end in time; closing our side")
-        finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._ws.close()
+        await ws_stt.wind_down(
+            self._ws,
+            self._tasks,
+            timeout=self._options.close_timeout_secs,
+            log=log,
+            event="speechmatics stream did not end in time; closing our side",
+        )
 
 
 class SpeechmaticsSTT:
@@ -373,43 +344,28 @@ class SpeechmaticsSTT:
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         """Handshake + StartRecognition until RecognitionStarted, retried with backoff while retryable."""
-        opts = self.options
-        attempt = 0
-        while True:
-            try:
-                return await self._start()
-            except ProviderError as error:
-                if not error.retryable or attempt >= opts.connect_retries:
-                    raise
-                delay = opts.retry_backoff_ms / 1000 * 2**attempt
-                log.warning("speechmatics session refused; retrying", error=str(error), delay_secs=delay)
-                await asyncio.sleep(delay)
-                attempt += 1
+        return await ws_stt.connect_with_retries(
+            self._start,
+            retries=self.options.connect_retries,
+            backoff_ms=self.options.retry_backoff_ms,
+            log=log,
+            event="speechmatics session refused; retrying",
+        )
 
     async def _start(self) -> aiohttp.ClientWebSocketResponse:
         opts = self.options
-        url = wire.websocket_url(opts.endpoint)
-        try:
-            async with asyncio.timeout(opts.connect_timeout_secs):
-                ws = await self._http.ws_connect(
-                    url,
-                    headers=self._headers(),
-                    autoping=True,
-                    heartbeat=opts.ping_secs,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=opts.close_timeout_secs),
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            raise error_for_status(
-                exc.status,
-                f"stt.speechmatics refused the session: HTTP {exc.status}",
-                provider=NAME,
-                auth_hint=AUTH_HINT,
-            ) from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ProviderConnectionError(
-                f"stt.speechmatics cannot connect to {opts.endpoint}: {type(exc).__name__}: {exc or 'timed out'}",
-                provider=NAME,
-            ) from None
+        ws = await ws_stt.open_websocket(
+            self._http,
+            wire.websocket_url(opts.endpoint),
+            headers=self._headers(),
+            connect_timeout=opts.connect_timeout_secs,
+            close_timeout=opts.close_timeout_secs,
+            refused=lambda exc: f"stt.speechmatics refused the session: HTTP {exc.status}",
+            unreachable=f"stt.speechmatics cannot connect to {opts.endpoint}",
+            provider=NAME,
+            auth_hint=AUTH_HINT,
+            heartbeat=opts.ping_secs,
+        )
         try:
             await ws.send_str(opts.start().message())
             async with asyncio.timeout(opts.start_timeout_secs):
@@ -439,27 +395,21 @@ class SpeechmaticsSTT:
 
     async def check(self) -> None:
         """Probe the key and the host: `GET /v2/jobs?limit=1` (authenticated, lists, bills nothing)."""
-        url = wire.api_url(self.options.endpoint, self.options.api_url, wire.JOBS_PATH)
-        try:
-            async with self._http.get(url, params={"limit": "1"}, headers=self._headers()) as response:
-                if response.status != 200:
-                    raise error_for_status(
-                        response.status,
-                        f"stt.speechmatics {url}: HTTP {response.status}",
-                        provider=NAME,
-                        auth_hint=AUTH_HINT,
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderConnectionError(
-                f"stt.speechmatics {url}: {type(exc).__name__}: {exc or 'timed out'}", provider=NAME
-            ) from exc
+        await ws_stt.probe(
+            self._http,
+            wire.api_url(self.options.endpoint, self.options.api_url, wire.JOBS_PATH),
+            params={"limit": "1"},
+            headers=self._headers(),
+            label="stt.speechmatics",
+            provider=NAME,
+            auth_hint=AUTH_HINT,
+        )
 
 
 @asynccontextmanager
 async def build(options: Options, ctx: BuildContext) -> AsyncIterator[SpeechmaticsSTT]:
     """One aiohttp session for the provider's lifetime (no connection until a call opens a stream)."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with ws_stt.http_session(options.connect_timeout_secs) as http:
         yield SpeechmaticsSTT(options, http)
 
 
