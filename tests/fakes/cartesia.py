@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from patterd.protocols.audio import VOICED_RMS, alaw_to_ulaw, pcm16_to_ulaw, rms_pcm16, ulaw_to_pcm16
+from tests.fakes.speech_timeline import FRAME_MS, FaultQueue, FramedAudio, LoopbackServer, abort
 
 STT_ENCODINGS = {
     "pcm_s16le": 2,
@@ -50,7 +51,6 @@ DECODABLE = {"pcm_s16le", "pcm_mulaw", "pcm_alaw"}
 TTS_ENCODINGS = {"pcm_f32le", "pcm_s16le", "pcm_mulaw", "pcm_alaw"}
 TTS_RATES = {8000, 16000, 22050, 24000, 44100, 48000}
 VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-FRAME_MS = 20
 MALFORMED = (
     "not json",
     "[1, 2]",
@@ -135,21 +135,19 @@ class TtsSocket:
     close_code: int | None = None
 
 
-class _Listener:
+class _Listener(FramedAudio):
     """The STT state of one socket, advanced frame by frame."""
 
     def __init__(
         self, server: FakeCartesiaServer, session: SttSession, ws: web.WebSocketResponse, fault: Fault | None
     ):
-        self.server, self.session, self.ws, self.fault = server, session, ws, fault
         q = session.query
         self.encoding = q["encoding"]
         self.rate = int(q["sample_rate"])
-        self.frame_bytes = self.rate * FRAME_MS // 1000 * STT_ENCODINGS[self.encoding]
+        super().__init__(ws, self.rate * FRAME_MS // 1000 * STT_ENCODINGS[self.encoding])
+        self.server, self.session, self.fault = server, session, fault
         self.max_silence_ms = int(float(q.get("max_silence_duration_secs", server.max_silence_secs)) * 1000)
         self.request_id = str(uuid.uuid4())
-        self.pending = b""
-        self.cursor_ms = 0
         self.turn: list[str] | None = None  # the open turn's segments still to finalize
         self.words_heard = 0
         self.since_interim_ms = 0
@@ -158,7 +156,6 @@ class _Listener:
         self.in_speech = False
         self.finals_sent = 0
         self.transcripts = 0
-        self.dropped = False
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.dropped or self.ws.closed:
@@ -171,18 +168,6 @@ class _Listener:
             self.transcripts += 1
         self.session.sent.append(message)
         await self.ws.send_str(json.dumps(message))
-
-    def drop(self) -> None:
-        self.dropped = True
-        transport = self.ws._req.transport if self.ws._req is not None else None
-        if transport is not None:
-            transport.abort()
-
-    async def audio(self, data: bytes) -> None:
-        self.pending += data
-        while len(self.pending) >= self.frame_bytes and not self.dropped:
-            frame, self.pending = self.pending[: self.frame_bytes], self.pending[self.frame_bytes :]
-            await self.frame(frame)
 
     def voiced(self, frame: bytes) -> bool:
         if self.encoding == "pcm_mulaw":
@@ -265,7 +250,7 @@ class _Listener:
             self.speech_ms = 0
 
 
-class FakeCartesiaServer:
+class FakeCartesiaServer(LoopbackServer, FaultQueue[Fault]):
     """`async with FakeCartesiaServer(key) as fake:` then point clients at `fake.base_url`."""
 
     def __init__(
@@ -290,16 +275,16 @@ class FakeCartesiaServer:
         self.speed = speed
         self.idle_timeout_secs = idle_timeout_secs
         self.voices = set(voices)
+        LoopbackServer.__init__(self)
+        FaultQueue.__init__(self)
+        # segments per turn (unlike TurnScript's one string), finalized one by one on silence
         self.script: collections.deque[list[str]] = collections.deque()
-        self.faults: collections.deque[Fault] = collections.deque()
         self.stt_sessions: list[SttSession] = []
         self.tts_sockets: list[TtsSocket] = []
         self.refused: list[tuple[str, int]] = []  # (path, status) of refused handshakes and GETs
         self.probes = 0
         self.stt_open = 0
         self.tts_open = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -------- scripting and inspection
 
@@ -310,9 +295,6 @@ class FakeCartesiaServer:
 
     def next_turn(self) -> list[str]:
         return self.script.popleft() if self.script else []
-
-    def fail(self, *faults: Fault) -> None:
-        self.faults.extend(faults)
 
     def contexts(self) -> list[TtsContext]:
         return [c for s in self.tts_sockets for c in s.contexts.values()]
@@ -334,23 +316,12 @@ class FakeCartesiaServer:
 
     # -------- lifecycle
 
-    async def __aenter__(self) -> FakeCartesiaServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/stt/websocket", self._stt)
         app.router.add_get("/tts/websocket", self._tts)
         app.router.add_get("/voices", self._voices)
         app.router.add_get("/voices/{id}", self._voice)
         app.router.add_get("/", self._status)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     # -------- checks
 
@@ -594,9 +565,7 @@ class FakeCartesiaServer:
                     if ctx.cancelled or ws.closed:
                         return
                     if fault is not None and fault.drop_after is not None and chunks >= fault.drop_after:
-                        transport = ws._req.transport if ws._req is not None else None
-                        if transport is not None:
-                            transport.abort()
+                        abort(ws)
                         return
                     piece = audio[i : i + chunk_bytes]
                     await ws.send_str(

@@ -40,10 +40,10 @@ from patterd.protocols.audio import (
     silence_ulaw,
     ulaw_to_pcm16,
 )
+from tests.fakes.speech_timeline import FRAME_MS, FaultQueue, FramedAudio, LoopbackServer
 
 RAW_ENCODINGS = {"linear16", "linear32", "flac", "alaw", "mulaw", "amr-nb", "amr-wb", "opus", "speex", "g729"}
 DECODABLE = {"mulaw", "alaw", "linear16"}
-FRAME_MS = 20
 NET_0001 = (
     "Deepgram did not receive audio data or a text message within the timeout window. "
     "See https://dpgr.am/net0001"
@@ -110,30 +110,27 @@ def error_response(status: int, message: str, code: str, request_id: str) -> web
     return web.json_response(body, status=status, headers={"dg-error": message, "dg-request-id": request_id})
 
 
-class _Listener:
+class _Listener(FramedAudio):
     """The transcription state of one stream, advanced frame by frame on the audio's timeline."""
 
     def __init__(
         self, server: FakeDeepgramServer, session: Session, ws: web.WebSocketResponse, fault: Fault | None
     ) -> None:
-        self.server = server
-        self.server_fault = fault
-        self.session = session
-        self.ws = ws
-        self.request_id = str(uuid.uuid4())
         q = session.param
         self.encoding = q("encoding") or ""
         self.rate = int(q("sample_rate") or 8000)
         self.width = 2 if self.encoding == "linear16" else 1
-        self.frame_bytes = self.rate * FRAME_MS // 1000 * self.width
+        super().__init__(ws, self.rate * FRAME_MS // 1000 * self.width)
+        self.server = server
+        self.server_fault = fault
+        self.session = session
+        self.request_id = str(uuid.uuid4())
         self.interim = q("interim_results") == "true"
         endpointing = q("endpointing")
         self.endpointing_ms: int | None = (
             None if endpointing == "false" else int(endpointing) if endpointing not in (None, "true") else 10
         )
         self.utterance_end_ms = int(q("utterance_end_ms") or 0) or None
-        self.pending = b""
-        self.cursor_ms = 0
         self.turn: list[str] | None = None  # segments of the open turn
         self.segment = 0  # index of the segment being spoken
         self.seg_start_ms = 0
@@ -145,7 +142,6 @@ class _Listener:
         self.last_word_end_ms: int | None = None
         self.final_since_utterance_end = False
         self.results_sent = 0
-        self.dropped = False
 
     async def send(self, message: dict[str, Any]) -> None:
         fault = self.server_fault
@@ -164,20 +160,7 @@ class _Listener:
             self.results_sent += 1
         await self.ws.send_str(json.dumps(message))
 
-    def drop(self) -> None:
-        """Abort the TCP connection without a close frame (a crashed upstream)."""
-        self.dropped = True
-        transport = self.ws._req.transport if self.ws._req is not None else None
-        if transport is not None:
-            transport.abort()
-
     # -------- audio
-
-    async def audio(self, data: bytes) -> None:
-        self.pending += data
-        while len(self.pending) >= self.frame_bytes and not self.dropped:
-            frame, self.pending = self.pending[: self.frame_bytes], self.pending[self.frame_bytes :]
-            await self.frame(frame)
 
     def voiced(self, frame: bytes) -> bool:
         if self.encoding == "mulaw":
@@ -299,7 +282,7 @@ class _Listener:
         )
 
 
-class FakeDeepgramServer:
+class FakeDeepgramServer(LoopbackServer, FaultQueue[Fault]):
     """The fake; `async with FakeDeepgramServer() as dg:` then point a client at `dg.base_url`."""
 
     def __init__(
@@ -319,15 +302,15 @@ class FakeDeepgramServer:
         self.vad_threshold = vad_threshold
         # False: Finalize is taken but never answered (Deepgram documents that the answer can be missing)
         self.answer_finalize = answer_finalize
+        LoopbackServer.__init__(self)
+        FaultQueue.__init__(self)
+        # segments per turn (unlike TurnScript's one string), finalized one by one
         self.script: collections.deque[list[str]] = collections.deque()
-        self.faults: collections.deque[Fault] = collections.deque()
         self.sessions: list[Session] = []
         self.refused: list[tuple[int, str]] = []  # (status, dg-error) of refused handshakes
         self.probes = 0
         self.open_connections = 0
         self.new_session = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -------- scripting
 
@@ -339,29 +322,15 @@ class FakeDeepgramServer:
     def next_turn(self) -> list[str]:
         return self.script.popleft() if self.script else [""]
 
-    def fail(self, *faults: Fault) -> None:
-        self.faults.extend(faults)
-
     @property
     def base_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
     # -------- lifecycle
 
-    async def __aenter__(self) -> FakeDeepgramServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/listen", self._listen)
         app.router.add_get("/v1/projects", self._projects)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     # -------- handshake
 
@@ -376,7 +345,7 @@ class FakeDeepgramServer:
         return self._refuse(401, "Invalid credentials.", "INVALID_AUTH")
 
     def _fault_problem(self) -> tuple[Fault | None, web.Response | None]:
-        fault = self.faults.popleft() if self.faults else None
+        fault = self.next_fault()
         if fault is not None and fault.status is not None:
             code = "TOO_MANY_REQUESTS" if fault.status == 429 else "INTERNAL_SERVER_ERROR"
             return fault, self._refuse(fault.status, fault.dg_error, code)
