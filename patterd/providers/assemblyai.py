@@ -38,6 +38,7 @@ from patterd.errors import (
     error_for_status,
 )
 from patterd.protocols import assemblyai as wire
+from patterd.providers import ws_stt
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
 
@@ -127,10 +128,6 @@ class Options(ProviderOptions):
         )
 
 
-class _ForceEndpoint:
-    """Queued after the audio already pushed, so the forced end covers all of it."""
-
-
 class AssemblyAIStream:
     """One call's live recognition (kinds.STTStream) over an open session."""
 
@@ -139,8 +136,8 @@ class AssemblyAIStream:
         self._options = options
         self._owner = owner
         self._chunker = wire.Chunker(options.chunk_ms)
-        self._send_q: asyncio.Queue[bytes | _ForceEndpoint | None] = asyncio.Queue()
-        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._send_q: ws_stt.SendQueue = asyncio.Queue()
+        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._changed = asyncio.Condition()  # a Turn arrived, a turn ended, or the session ended
         self._finals = 0  # turns ended with words (each queued one final)
         self._open_turn: int | None = None  # turn_order of a turn with words not ended yet
@@ -185,7 +182,7 @@ class AssemblyAIStream:
         tail = self._chunker.drain()
         if tail:
             self._send_q.put_nowait(tail)
-        self._send_q.put_nowait(_ForceEndpoint())
+        self._send_q.put_nowait(ws_stt.Mark())
         loop = asyncio.get_running_loop()
         started = loop.time()
         idle_until = started + self._options.flush_idle_secs
@@ -205,57 +202,31 @@ class AssemblyAIStream:
                 except TimeoutError:
                     continue
 
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            if isinstance(item, ProviderError):
-                raise item
-            yield item
+    def __aiter__(self) -> AsyncIterator[Transcript]:
+        return ws_stt.transcripts(self._out)
 
     # -------- sending
 
     async def _sender(self) -> None:
-        ws = self._ws
-        try:
-            while True:
-                item = await self._send_q.get()
-                if item is None:
-                    await ws.send_str(wire.TERMINATE)
-                    return
-                if isinstance(item, _ForceEndpoint):
-                    await ws.send_str(wire.FORCE_ENDPOINT)
-                    continue
-                await ws.send_bytes(item)
-                self.audio_bytes += len(item)
-                self.chunks_sent += 1
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            log.info("assemblyai send stopped", error=f"{type(exc).__name__}: {exc}")
+        await ws_stt.send_loop(
+            self._ws,
+            self._send_q,
+            end=lambda: wire.TERMINATE,
+            mark=lambda: wire.FORCE_ENDPOINT,
+            sent=self._sent,
+            log=log,
+            event="assemblyai send stopped",
+        )
+
+    def _sent(self, chunk: bytes) -> None:
+        self.audio_bytes += len(chunk)
+        self.chunks_sent += 1
 
     # -------- receiving
 
     async def _receiver(self) -> None:
         ws = self._ws
-        error: ProviderError | None = None
-        reason = ""
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    await self._on_text(msg.data)
-                elif msg.type == aiohttp.WSMsgType.CLOSE:
-                    reason = str(msg.extra or "")
-                    break
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    error = ProviderConnectionError(
-                        f"stt.assemblyai websocket error: {msg.data}", provider=NAME
-                    )
-                    break
-                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                    break
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            error = ProviderConnectionError(f"stt.assemblyai connection lost: {exc}", provider=NAME)
+        error, reason = await ws_stt.read_loop(ws, self._on_text, label="stt.assemblyai", provider=NAME)
         code = ws.close_code
         if error is None and (not self._closing or wire.close_kind(code) not in (None, "retry")):
             error = close_error(code, reason)
@@ -268,14 +239,13 @@ class AssemblyAIStream:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _on_text(self, data: str) -> None:
+    async def _on_text(self, data: str) -> bool:
+        """Handle one message (never the last: the server ends a session by closing it)."""
         try:
             message = wire.parse(data)
         except wire.AssemblyAIProtocolError as exc:
-            self.malformed += 1
-            self._owner.malformed += 1
-            log.warning("assemblyai message skipped", error=str(exc)[:200], count=self.malformed)
-            return
+            ws_stt.count_malformed(log, "assemblyai message skipped", exc, self, self._owner)
+            return False
         if isinstance(message, wire.Turn):
             await self._on_turn(message)
         elif isinstance(message, wire.Begin):
@@ -284,6 +254,7 @@ class AssemblyAIStream:
             self.termination = message
         elif isinstance(message, wire.ErrorMessage):
             log.warning("assemblyai error message", error=message.error[:200], code=message.error_code)
+        return False
 
     async def _on_turn(self, turn: wire.Turn) -> None:
         order = turn.turn_order
@@ -336,18 +307,13 @@ class AssemblyAIStream:
                 self._send_q.put_nowait(tail)
         self._closing = True
         self._send_q.put_nowait(None)
-        sender, receiver = self._tasks
-        try:
-            async with asyncio.timeout(self._options.close_timeout_secs):
-                await asyncio.wait([sender])
-                await asyncio.wait([receiver])
-        except TimeoutError:
-            log.info("assemblyai session did not end in time; closing our side")
-        finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._ws.close()
+        await ws_stt.wind_down(
+            self._ws,
+            self._tasks,
+            timeout=self._options.close_timeout_secs,
+            log=log,
+            event="assemblyai session did not end in time; closing our side",
+        )
 
 
 class Stalled(ProviderConnectionError):
@@ -406,19 +372,16 @@ class AssemblyAISTT:
         """Handshake and Begin, retried with doubling backoff while the failure is retryable."""
         opts = self.options
         url = wire.stream_url(opts.base_url, opts.params())
-        attempt = 0
-        while True:
-            try:
-                return await self._open(url)
-            except ProviderError as error:
-                # A server that accepted and then said nothing is not retried here: each try would cost the
-                # caller another connect_timeout_secs of dead air; the pipeline decides (fallback, retry).
-                if not error.retryable or isinstance(error, Stalled) or attempt >= opts.connect_retries:
-                    raise
-                delay = opts.retry_backoff_ms / 1000 * 2**attempt
-                log.warning("assemblyai session failed to open; retrying", error=str(error), delay_secs=delay)
-                await asyncio.sleep(delay)
-                attempt += 1
+        return await ws_stt.connect_with_retries(
+            lambda: self._open(url),
+            retries=opts.connect_retries,
+            backoff_ms=opts.retry_backoff_ms,
+            log=log,
+            event="assemblyai session failed to open; retrying",
+            # A server that accepted and then said nothing is not retried here: each try would cost the
+            # caller another connect_timeout_secs of dead air; the pipeline decides (fallback, retry).
+            give_up=lambda error: isinstance(error, Stalled),
+        )
 
     async def _open(self, url: str) -> aiohttp.ClientWebSocketResponse:
         opts = self.options
@@ -469,29 +432,27 @@ class AssemblyAISTT:
 
     async def check(self) -> None:
         """Probe the key and the host: `GET /v3/token` (a short-lived token: authenticated, not billed)."""
+
+        async def reason(response: aiohttp.ClientResponse) -> str:
+            return wire.handshake_error(response.status, await response.text())
+
         url = wire.token_url(self.options.base_url)
-        try:
-            async with self._http.get(url, headers=self._headers()) as response:
-                if response.status != 200:
-                    body = await response.text()
-                    raise error_for_status(
-                        response.status,
-                        f"stt.assemblyai {url.split('?')[0]}: {wire.handshake_error(response.status, body)}",
-                        provider=NAME,
-                        auth_hint=AUTH_HINT,
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderConnectionError(
-                f"stt.assemblyai {url.split('?')[0]}: {type(exc).__name__}: {exc or 'timed out'}",
-                provider=NAME,
-            ) from exc
+        await ws_stt.probe(
+            self._http,
+            url,
+            shown=url.split("?")[0],
+            headers=self._headers(),
+            label="stt.assemblyai",
+            provider=NAME,
+            auth_hint=AUTH_HINT,
+            reason=reason,
+        )
 
 
 @asynccontextmanager
 async def build(options: Options, ctx: BuildContext) -> AsyncIterator[AssemblyAISTT]:
     """One aiohttp session for the provider's lifetime (no connection until a call opens a stream)."""
-    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with ws_stt.http_session(options.connect_timeout_secs) as http:
         yield AssemblyAISTT(options, http)
 
 
