@@ -42,6 +42,7 @@ from patterd.errors import (
     error_for_status,
 )
 from patterd.protocols import cartesia as wire
+from patterd.providers import ws_stt
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
 
@@ -141,10 +142,6 @@ class TTSOptions(_Common):
 # ================================================================== STT
 
 
-class _Finalize:
-    """Queued after the audio already pushed, so `finalize` covers all of it."""
-
-
 class CartesiaSTTStream:
     """One call's live recognition (kinds.STTStream) over an open `/stt/websocket`."""
 
@@ -153,14 +150,15 @@ class CartesiaSTTStream:
         self._options = options
         self._owner = owner
         self._deltas = wire.finals_are_deltas(options.cartesia_version)
-        self._send_q: asyncio.Queue[bytes | _Finalize | None] = asyncio.Queue()
-        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._send_q: ws_stt.SendQueue = asyncio.Queue()
+        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._segments: list[str] = []  # final texts of the open turn, as received
         self._flushes = asyncio.Condition()
         self._flush_asked = 0
         self._flush_done = 0
         self._closing = False
         self._ended = False
+        self._done = False  # Cartesia sent `done`: the stream is over
         self._error: wire.ErrorMessage | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.audio_bytes = 0  # μ-law bytes sent: 8000 a second, what Cartesia bills
@@ -190,12 +188,11 @@ class CartesiaSTTStream:
         async with self._flushes:
             self._flush_asked += 1
             wanted = self._flush_asked
-        self._send_q.put_nowait(_Finalize())
-        try:
-            async with asyncio.timeout(self._options.flush_timeout_secs):
-                async with self._flushes:
-                    await self._flushes.wait_for(lambda: self._flush_done >= wanted or self._ended)
-        except TimeoutError:
+        self._send_q.put_nowait(ws_stt.Mark())
+        answered = ws_stt.wait_answer(
+            self._flushes, lambda: self._flush_done >= wanted or self._ended, self._options.flush_timeout_secs
+        )
+        if not await answered:
             # Cartesia always answers finalize: silence means the upstream hung. Give the turn what was
             # finalized, then end the stream with a retryable error so the pipeline reconnects.
             log.warning("cartesia finalize not answered", timeout_secs=self._options.flush_timeout_secs)
@@ -227,48 +224,25 @@ class CartesiaSTTStream:
     # -------- sending
 
     async def _sender(self) -> None:
-        ws = self._ws
-        try:
-            while True:
-                item = await self._send_q.get()
-                if item is None:
-                    await ws.send_str(wire.close_command(self._options.cartesia_version))
-                    return
-                if isinstance(item, _Finalize):
-                    await ws.send_str(wire.FINALIZE)
-                    continue
-                await ws.send_bytes(item)
-                self.audio_bytes += len(item)
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            log.info("cartesia stt send stopped", error=f"{type(exc).__name__}: {exc}")
+        await ws_stt.send_loop(
+            self._ws,
+            self._send_q,
+            end=lambda: wire.close_command(self._options.cartesia_version),
+            mark=lambda: wire.FINALIZE,
+            sent=self._sent,
+            log=log,
+            event="cartesia stt send stopped",
+        )
+
+    def _sent(self, audio: bytes) -> None:
+        self.audio_bytes += len(audio)
 
     # -------- receiving
 
     async def _receiver(self) -> None:
         ws = self._ws
-        error: ProviderError | None = None
-        done = False
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    if await self._on_text(msg.data):
-                        done = True
-                        break
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    error = ProviderConnectionError(
-                        f"stt.cartesia websocket error: {msg.data}", provider=NAME
-                    )
-                    break
-                elif msg.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSING,
-                    aiohttp.WSMsgType.CLOSED,
-                ):
-                    break
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            error = ProviderConnectionError(f"stt.cartesia connection lost: {exc}", provider=NAME)
-        if error is None and not done and not self._closing:
+        error, _ = await ws_stt.read_loop(ws, self._on_text, label="stt.cartesia", provider=NAME)
+        if error is None and not self._done and not self._closing:
             error = self._close_error(ws.close_code)
         self._end_turn()  # what was finalized is still what the caller said
         if not self._ended:
@@ -294,9 +268,7 @@ class CartesiaSTTStream:
         try:
             message = wire.parse(data)
         except wire.CartesiaProtocolError as exc:
-            self.malformed += 1
-            self._owner.malformed += 1
-            log.warning("cartesia stt message skipped", error=str(exc)[:200], count=self.malformed)
+            ws_stt.count_malformed(log, "cartesia stt message skipped", exc, self, self._owner)
             return False
         if isinstance(message, wire.Transcript):
             self.request_id = message.request_id or self.request_id
@@ -320,6 +292,7 @@ class CartesiaSTTStream:
                 self._flush_done += 1
                 self._flushes.notify_all()
         elif isinstance(message, wire.Done):
+            self._done = True
             return True
         elif isinstance(message, wire.ErrorMessage):
             self._error = message
@@ -353,19 +326,16 @@ class CartesiaSTTStream:
         """`close` after the audio already pushed, wait briefly for `done`, close the socket."""
         self._closing = True
         self._send_q.put_nowait(None)
-        sender, receiver = self._tasks
         try:
-            async with asyncio.timeout(self._options.close_timeout_secs):
-                await asyncio.wait([sender])
-                if not self._ended:
-                    await asyncio.wait([receiver])
-        except TimeoutError:
-            log.info("cartesia stt stream did not close in time; closing our side")
+            await ws_stt.wind_down(
+                self._ws,
+                self._tasks,
+                timeout=self._options.close_timeout_secs,
+                log=log,
+                event="cartesia stt stream did not close in time; closing our side",
+                wait_receiver=lambda: not self._ended,
+            )
         finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._ws.close()
             self._owner.audio_seconds += self.audio_seconds
 
 
@@ -373,34 +343,24 @@ async def _ws_connect(
     http: aiohttp.ClientSession, url: str, options: _Common, what: str
 ) -> aiohttp.ClientWebSocketResponse:
     """The handshake, retried with doubling backoff while the refusal is retryable."""
-    attempt = 0
-    while True:
-        try:
-            async with asyncio.timeout(options.connect_timeout_secs):
-                return await http.ws_connect(
-                    url,
-                    headers=options.headers(),
-                    autoping=True,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            error = error_for_status(
-                exc.status,
-                f"{what} refused the websocket: HTTP {exc.status}",
-                provider=NAME,
-                auth_hint=AUTH_HINT,
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = ProviderConnectionError(
-                f"{what} cannot connect to {options.base_url}: {type(exc).__name__}: {exc or 'timed out'}",
-                provider=NAME,
-            )
-        if not error.retryable or attempt >= options.connect_retries:
-            raise error
-        delay = options.retry_backoff_ms / 1000 * 2**attempt
-        log.warning("cartesia handshake failed; retrying", what=what, error=str(error), delay_secs=delay)
-        await asyncio.sleep(delay)
-        attempt += 1
+    return await ws_stt.connect_with_retries(
+        lambda: ws_stt.open_websocket(
+            http,
+            url,
+            headers=options.headers(),
+            connect_timeout=options.connect_timeout_secs,
+            close_timeout=2.0,
+            refused=lambda exc: f"{what} refused the websocket: HTTP {exc.status}",
+            unreachable=f"{what} cannot connect to {options.base_url}",
+            provider=NAME,
+            auth_hint=AUTH_HINT,
+        ),
+        retries=options.connect_retries,
+        backoff_ms=options.retry_backoff_ms,
+        log=log,
+        event="cartesia handshake failed; retrying",
+        what=what,
+    )
 
 
 async def _probe(http: aiohttp.ClientSession, url: str, options: _Common, what: str) -> None:
@@ -737,8 +697,7 @@ class CartesiaTTS:
 
 @asynccontextmanager
 async def build_stt(options: STTOptions, ctx: BuildContext) -> AsyncIterator[CartesiaSTT]:
-    timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout_secs)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with ws_stt.http_session(options.connect_timeout_secs) as http:
         yield CartesiaSTT(options, http)
 
 
