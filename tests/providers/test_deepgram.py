@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,50 +25,18 @@ from patterd.providers.deepgram import SPEC, DeepgramStream, DeepgramSTT, Option
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext
 from tests.calls.test_pipeline import rig
-from tests.fakes.deepgram import FakeDeepgramServer, Fault, frames, silence, tone_ulaw
+from tests.fakes.deepgram import FakeDeepgramServer, Fault, silence, tone_ulaw
 from tests.fakes.openai_chat import Reply
+from tests.providers.vendor_support import Collector, built, eventually, push
 
 KEY = "dg-test-key"
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `condition()` holds (checked every 10 ms)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 @asynccontextmanager
 async def provider(server: FakeDeepgramServer, **options: Any) -> AsyncIterator[DeepgramSTT]:
     opts = Options.model_validate({"api_key": KEY, "base_url": server.base_url} | options)
-    async with build(opts, BuildContext()) as stt:
+    async with built(build(opts, BuildContext())) as stt:
         yield stt
-        http = stt._http
-    assert http.closed, "the provider's HTTP session is closed with it"
-
-
-class Collector:
-    """Reads a stream's transcripts in the background."""
-
-    def __init__(self, stream: DeepgramStream) -> None:
-        self.items: list[Transcript] = []
-        self.error: BaseException | None = None
-        self.task = asyncio.create_task(self._run(stream))
-
-    async def _run(self, stream: DeepgramStream) -> None:
-        try:
-            async for item in stream:
-                self.items.append(item)
-        except ProviderError as exc:
-            self.error = exc
-
-    def finals(self) -> list[Transcript]:
-        return [t for t in self.items if t.is_final]
-
-
-def push(stream: DeepgramStream, audio: bytes) -> None:
-    for frame in frames(audio):
-        stream.push_audio(frame)
 
 
 # ------------------------------------------------------------------ options

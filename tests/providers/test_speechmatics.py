@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,12 +13,12 @@ from pydantic import ValidationError
 from patterd.cost import price_usage
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError, ProviderRateLimitError
 from patterd.protocols import speechmatics as wire
-from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext
-from patterd.providers.speechmatics import SPEC, Options, SpeechmaticsStream, SpeechmaticsSTT, build, check
+from patterd.providers.speechmatics import SPEC, Options, SpeechmaticsSTT, build, check
 from patterd.testing import CountingProxy, Setup, STTSuite
-from tests.fakes.deepgram import frames, silence, tone_ulaw
+from tests.fakes.deepgram import silence, tone_ulaw
 from tests.fakes.speechmatics import FakeSpeechmaticsServer, Fault
+from tests.providers.vendor_support import Collector, built, eventually, push
 
 KEY = "sm-test-key"
 
@@ -93,41 +93,11 @@ async def test_stt_suite(case: str) -> None:
 # ------------------------------------------------------------------ helpers
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 @asynccontextmanager
 async def provider(server: FakeSpeechmaticsServer, **options: Any) -> AsyncIterator[SpeechmaticsSTT]:
     opts = Options.model_validate({"api_key": KEY, "base_url": server.url} | options)
-    async with build(opts, BuildContext()) as stt:
+    async with built(build(opts, BuildContext())) as stt:
         yield stt
-        http = stt._http
-    assert http.closed
-
-
-class Collector:
-    def __init__(self, stream: SpeechmaticsStream) -> None:
-        self.items: list[Transcript] = []
-        self.error: ProviderError | None = None
-        self.task = asyncio.create_task(self._run(stream))
-
-    async def _run(self, stream: SpeechmaticsStream) -> None:
-        try:
-            async for item in stream:
-                self.items.append(item)
-        except ProviderError as exc:
-            self.error = exc
-
-    def finals(self) -> list[Transcript]:
-        return [t for t in self.items if t.is_final]
-
-
-def push(stream: SpeechmaticsStream, audio: bytes) -> None:
-    for frame in frames(audio):
-        stream.push_audio(frame)
 
 
 # ------------------------------------------------------------------ options
