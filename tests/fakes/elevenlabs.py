@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import contextlib
 import json
 import ssl
@@ -39,6 +38,7 @@ from patterd.protocols.elevenlabs import (
     PREMADE_VOICES,
     WS_BUFFER_CHARS,
 )
+from tests.fakes.speech_timeline import ControlledServer
 
 MODELS = {
     "eleven_flash_v2_5",
@@ -120,7 +120,7 @@ class Stream:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class FakeElevenLabsServer:
+class FakeElevenLabsServer(ControlledServer):
     """`async with FakeElevenLabsServer() as el:` then point a client at `el.base_url`."""
 
     def __init__(
@@ -135,7 +135,8 @@ class FakeElevenLabsServer:
         voices: dict[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.ssl_context = ssl_context  # serve https/wss (the SDK's websocket helper only speaks wss)
+        # serve https/wss (the SDK's websocket helper only speaks wss)
+        ControlledServer.__init__(self, ssl_context)
         self.api_key = api_key
         self.ms_per_char = ms_per_char
         self.chunk_ms = chunk_ms
@@ -148,35 +149,16 @@ class FakeElevenLabsServer:
         self.streams: list[Stream] = []
         self.refused: list[tuple[int, str]] = []  # (status, detail.status) of refused requests
         self.probes = 0
-        self._fail: collections.deque[int] = collections.deque()
-        self._drop = 0
         self._garbage = 0
-        self._stall = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -------- controller (patterd.testing.TTSControl)
 
-    def fail_next(self, status: int) -> None:
-        """Answer the next request or handshake with `status` and ElevenLabs' error body."""
-        self._fail.append(status)
-
-    def drop_next(self) -> None:
-        """Cut the next stream's TCP connection after its first audio chunk, without a goodbye."""
-        self._drop += 1
-
-    def stall_next(self) -> None:
-        """Accept the next HTTP stream request, then send nothing at all until the client gives up."""
-        self._stall += 1
+    # fail_next: the next request or handshake gets ElevenLabs' error body; drop_next: cut after the first
+    # audio chunk; stall_next: the next HTTP stream request gets nothing at all (ControlledServer)
 
     def garbage_next(self) -> None:
         """Answer the next HTTP stream with 200 and a JSON error object instead of audio (a broken proxy)."""
         self._garbage += 1
-
-    def open_connections(self) -> int:
-        """Client TCP connections open on the fake now (idle keep-alive ones included)."""
-        assert self._runner is not None and self._runner.server is not None
-        return len(self._runner.server.connections)
 
     def active_streams(self) -> int:
         return sum(1 for s in self.streams if not s.ended.is_set())
@@ -193,25 +175,12 @@ class FakeElevenLabsServer:
 
     # -------- lifecycle
 
-    async def __aenter__(self) -> FakeElevenLabsServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._http_stream)
         app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", self._ws_stream)
         app.router.add_get("/v1/voices", self._voices)
         app.router.add_get("/v1/voices/{voice_id}", self._voice)
         app.router.add_get("/v1/user", self._user)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     # -------- checks shared by every route
 
@@ -305,12 +274,6 @@ class FakeElevenLabsServer:
             yield audio[i : i + size]
             if self.speed:
                 await asyncio.sleep(self.chunk_ms / 1000 / self.speed)
-
-    def _take_drop(self) -> bool:
-        if self._drop:
-            self._drop -= 1
-            return True
-        return False
 
     # -------- HTTP streaming
 

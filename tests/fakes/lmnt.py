@@ -22,7 +22,6 @@ session from the server's side.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import uuid
@@ -34,6 +33,7 @@ from aiohttp import WSMsgType, web
 
 from patterd.protocols.audio import pcm16_to_ulaw
 from patterd.protocols.lmnt import ERROR_STATUS, FORMATS, LANGUAGES, SAMPLE_RATES, wav_header
+from tests.fakes.speech_timeline import ControlledServer
 
 VERSIONS = {"1.1", "1.2"}
 VOICES = {"lily", "leah", "ava", "elowen", "morgan", "zeke"}
@@ -91,7 +91,7 @@ class Session:
     ws: web.WebSocketResponse | None = None
 
 
-class FakeLMNTServer:
+class FakeLMNTServer(ControlledServer):
     """`async with FakeLMNTServer() as lmnt:` then point a client at `lmnt.base_url`."""
 
     def __init__(
@@ -109,36 +109,18 @@ class FakeLMNTServer:
         self.sessions: list[Session] = []
         self.refused: list[str] = []  # error types sent (init, flush or HTTP)
         self.probes = 0
-        self._fail: collections.deque[int] = collections.deque()
-        self._drop = 0
-        self._stall = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        ControlledServer.__init__(self)
 
     # -------- controller (patterd.testing.TTSControl)
 
-    def fail_next(self, status: int) -> None:
-        """Answer the next init, flush or account request with the error type of `status`."""
-        self._fail.append(status)
-
-    def drop_next(self) -> None:
-        """Cut the TCP connection after the next generation's first audio frame, without a close frame."""
-        self._drop += 1
-
-    def stall_next(self) -> None:
-        """Accept the next flush and never speak it."""
-        self._stall += 1
+    # fail_next: the next init, flush or account request gets the error type of the status; drop_next: cut
+    # after the next generation's first audio frame; stall_next: the next flush is never spoken (ControlledServer)
 
     async def close_sessions(self, code: int = 1001) -> None:
         """Close every open session from the server's side (as LMNT may close an idle one)."""
         for session in self.sessions:
             if session.ws is not None and not session.ws.closed:
                 await session.ws.close(code=code)
-
-    def open_connections(self) -> int:
-        """Client TCP connections open on the fake now."""
-        assert self._runner is not None and self._runner.server is not None
-        return len(self._runner.server.connections)
 
     def generations(self) -> list[Generation]:
         return [g for s in self.sessions for g in s.generations]
@@ -158,22 +140,9 @@ class FakeLMNTServer:
 
     # -------- lifecycle
 
-    async def __aenter__(self) -> FakeLMNTServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/ai/speech/stream", self._stream)
         app.router.add_get("/v1/account", self._account)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     # -------- HTTP
 

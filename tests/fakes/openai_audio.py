@@ -19,12 +19,13 @@ import math
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from aiohttp import BodyPartReader, web
 
 from tests.fakes.openai_chat import error_body, failure
+from tests.fakes.speech_timeline import ControlledServer
 
 TTS_MODELS = {"gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15", "tts-1", "tts-1-hd"}
 VOICES = {
@@ -147,11 +148,13 @@ def validate_speech(body: Any) -> str | None:
     return None
 
 
-class FakeOpenAIAudioServer:
+class FakeOpenAIAudioServer(ControlledServer):
     """`async with FakeOpenAIAudioServer("sk-test") as fake:` then point clients at `fake.base_url`.
 
     `pace`: audio is streamed this many times faster than real time (so a cancel can land mid-stream).
     """
+
+    client_max_size = 26 * 1024 * 1024  # transcription uploads of up to 25 MB
 
     def __init__(
         self,
@@ -172,11 +175,7 @@ class FakeOpenAIAudioServer:
         self.delay_secs = 0.0  # before answering a transcription (a slow upstream)
         self.speech_content_type = ""  # label speech answers with this instead (a misbehaving server)
         self.base_url = ""
-        self.port = 0
-        self._fail: list[int] = []
-        self._drop = 0
-        self._stall = 0
-        self._runner: web.AppRunner | None = None
+        ControlledServer.__init__(self)
 
     # -------------------------------------------------------------- scripting and inspection
 
@@ -184,21 +183,8 @@ class FakeOpenAIAudioServer:
         """The next transcription request hears `text`."""
         self.scripts.append(Script(text, tuple(deltas), raw_before))
 
-    def fail_next(self, status: int) -> None:
-        """Answer the next request (any route) with `status` and OpenAI's error body."""
-        self._fail.append(status)
-
-    def drop_next(self) -> None:
-        """Cut the connection of the next speech or transcription answer after its first chunk or event."""
-        self._drop += 1
-
-    def stall_next(self) -> None:
-        """Accept the next speech or transcription request, then send nothing until the client goes."""
-        self._stall += 1
-
-    def open_connections(self) -> int:
-        server = self._runner.server if self._runner is not None else None
-        return len(server.connections) if server is not None else 0
+    # fail_next: the next request (any route) gets OpenAI's error body; drop_next: the next speech or
+    # transcription answer is cut after its first chunk or event; stall_next: it gets nothing (ControlledServer)
 
     def active_streams(self) -> int:
         requests: list[Any] = [*self.speech, *self.transcriptions]
@@ -215,26 +201,19 @@ class FakeOpenAIAudioServer:
 
     # -------------------------------------------------------------- server
 
-    async def __aenter__(self) -> FakeOpenAIAudioServer:
-        app = web.Application(client_max_size=26 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/audio/speech", self._speech)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
     def _auth(self, request: web.Request) -> web.Response | None:
         if self._fail:
-            return failure(self._fail.pop(0))
+            return failure(self._fail.popleft())
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return web.json_response(
@@ -323,12 +302,6 @@ class FakeOpenAIAudioServer:
         while request.transport is not None and not request.transport.is_closing():
             await asyncio.sleep(0.02)
         return True
-
-    def _take_drop(self) -> bool:
-        if self._drop:
-            self._drop -= 1
-            return True
-        return False
 
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
         denied = self._auth(request)

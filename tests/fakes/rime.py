@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import contextlib
 import json
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from aiohttp import WSMsgType, web
 
 from patterd.protocols.audio import ulaw_to_pcm16
 from patterd.testing.audio import voiced_ulaw
+from tests.fakes.speech_timeline import FaultQueue, LoopbackServer
 
 MALFORMED = (
     "not json at all",
@@ -168,7 +168,7 @@ class _Speaker:
             self.busy = self.queue.qsize() > 0
 
 
-class FakeRimeServer:
+class FakeRimeServer(LoopbackServer, FaultQueue[Fault]):
     """The fake; `async with FakeRimeServer("key") as rime:` then point a client at `rime.base_url`."""
 
     def __init__(
@@ -178,19 +178,15 @@ class FakeRimeServer:
         self.ms_per_char = ms_per_char
         self.chunk_ms = chunk_ms
         self.speed = speed
-        self.faults: collections.deque[Fault] = collections.deque()
+        LoopbackServer.__init__(self)
+        FaultQueue.__init__(self)
         self.connections: list[Connection] = []
         self.refused: list[int] = []
         self.completed = 0  # flushes whose audio was all sent (`done`)
         self._speakers: list[_Speaker] = []
         self._open = 0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -------- control
-
-    def fail(self, *faults: Fault) -> None:
-        self.faults.extend(faults)
 
     def texts(self) -> list[str]:
         return [str(m["text"]) for c in self.connections for m in c.received if "text" in m]
@@ -208,21 +204,13 @@ class FakeRimeServer:
 
     # -------- lifecycle
 
-    async def __aenter__(self) -> FakeRimeServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/ws3", self._ws)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         for speaker in self._speakers:
             speaker.task.cancel()
-        assert self._runner is not None
-        await self._runner.cleanup()
+        await super().__aexit__(*exc)
 
     # -------- handshake
 
@@ -250,7 +238,7 @@ class FakeRimeServer:
         problem = self._problem(request)
         if problem is not None:
             return problem
-        fault = self.faults.popleft() if self.faults else None
+        fault = self.next_fault()
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         conn = Connection({k: request.query[k] for k in request.query}, dict(request.headers))

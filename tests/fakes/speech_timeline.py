@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import ssl
 from typing import Generic, Self, TypeVar
 
 from aiohttp import web
@@ -15,19 +16,22 @@ F = TypeVar("F")
 class LoopbackServer:
     """An aiohttp app on 127.0.0.1 at a free port; a subclass adds its routes in `routes()`."""
 
-    def __init__(self) -> None:
+    client_max_size = 1024**2  # aiohttp's default request body limit
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.ssl_context = ssl_context  # serve https/wss instead
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        app = web.Application(client_max_size=self.client_max_size)
         self.routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -35,6 +39,39 @@ class LoopbackServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+class ControlledServer(LoopbackServer):
+    """A LoopbackServer with patterd.testing's one-shot controls; the subclass decides where each one bites."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(ssl_context)
+        self._fail: collections.deque[int] = collections.deque()
+        self._drop = 0
+        self._stall = 0
+
+    def fail_next(self, status: int) -> None:
+        """Answer the next request or handshake with `status` and the vendor's error for it."""
+        self._fail.append(status)
+
+    def drop_next(self) -> None:
+        """Cut the next stream's TCP connection after its first chunk, without a goodbye."""
+        self._drop += 1
+
+    def stall_next(self) -> None:
+        """Accept the next stream request, then send nothing until the client gives up."""
+        self._stall += 1
+
+    def _take_drop(self) -> bool:
+        if self._drop:
+            self._drop -= 1
+            return True
+        return False
+
+    def open_connections(self) -> int:
+        """Client TCP connections open on the fake now (idle keep-alive ones included)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
 
 class FaultQueue(Generic[F]):
