@@ -128,42 +128,27 @@ class Options(ProviderOptions):
         )
 
 
-class AssemblyAIStream:
+class AssemblyAIStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open session."""
 
+    task_prefix = "assemblyai"
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: AssemblyAISTT) -> None:
-        self._ws = ws
+        super().__init__(ws, owner)
         self._options = options
-        self._owner = owner
         self._chunker = wire.Chunker(options.chunk_ms)
-        self._send_q: ws_stt.SendQueue = asyncio.Queue()
-        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._changed = asyncio.Condition()  # a Turn arrived, a turn ended, or the session ended
         self._finals = 0  # turns ended with words (each queued one final)
         self._open_turn: int | None = None  # turn_order of a turn with words not ended yet
         self._ended_turns: set[int] = set()  # turn orders whose final was queued (formatted copies skipped)
         self._unformatted: dict[int, wire.Turn] = {}  # ended turns waiting for their formatted copy
-        self._closing = False
-        self._ended = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self.audio_bytes = 0  # μ-law bytes sent (8000 per second), padding included
+        # audio_bytes (ws_stt.Stream) counts the padding of a tail too
         self._pushed = 0  # caller audio bytes accepted by push_audio (no padding)
         self.chunks_sent = 0
-        self.malformed = 0
         self.session_id = ""
         self.termination: wire.Termination | None = None
 
-    @property
-    def audio_seconds(self) -> float:
-        return self.audio_bytes / 8000
-
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._sender(), name="assemblyai-send"),
-            asyncio.create_task(self._receiver(), name="assemblyai-receive"),
-        ]
-
-    # -------- kinds.STTStream
+    # -------- kinds.STTStream (the transcripts: ws_stt.Stream)
 
     def push_audio(self, ulaw: bytes) -> None:
         """Caller audio (8 kHz μ-law), never blocks; sent in `chunk_ms` chunks."""
@@ -201,9 +186,6 @@ class AssemblyAIStream:
                         await self._changed.wait()
                 except TimeoutError:
                     continue
-
-    def __aiter__(self) -> AsyncIterator[Transcript]:
-        return ws_stt.transcripts(self._out)
 
     # -------- sending
 

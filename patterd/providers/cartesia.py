@@ -142,44 +142,25 @@ class TTSOptions(_Common):
 # ================================================================== STT
 
 
-class CartesiaSTTStream:
+class CartesiaSTTStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open `/stt/websocket`."""
 
+    task_prefix = "cartesia-stt"
+    _owner: CartesiaSTT
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: STTOptions, owner: CartesiaSTT) -> None:
-        self._ws = ws
+        super().__init__(ws, owner)
         self._options = options
-        self._owner = owner
         self._deltas = wire.finals_are_deltas(options.cartesia_version)
-        self._send_q: ws_stt.SendQueue = asyncio.Queue()
-        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._segments: list[str] = []  # final texts of the open turn, as received
         self._flushes = asyncio.Condition()
         self._flush_asked = 0
         self._flush_done = 0
-        self._closing = False
-        self._ended = False
         self._done = False  # Cartesia sent `done`: the stream is over
         self._error: wire.ErrorMessage | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.audio_bytes = 0  # μ-law bytes sent: 8000 a second, what Cartesia bills
-        self.malformed = 0
         self.request_id = ""
 
-    @property
-    def audio_seconds(self) -> float:
-        return self.audio_bytes / 8000
-
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._sender(), name="cartesia-stt-send"),
-            asyncio.create_task(self._receiver(), name="cartesia-stt-receive"),
-        ]
-
-    # -------- kinds.STTStream
-
-    def push_audio(self, ulaw: bytes) -> None:
-        if ulaw and not self._closing and not self._ended:
-            self._send_q.put_nowait(ulaw)
+    # -------- kinds.STTStream (push_audio: ws_stt.Stream)
 
     async def flush(self) -> None:
         """`finalize`; return once `flush_done` (and so the turn's final) came."""
@@ -204,7 +185,7 @@ class CartesiaSTTStream:
                 )
             )
 
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
+    async def __aiter__(self) -> AsyncIterator[Transcript]:  # ends every reader, not just the first
         while True:
             item = await self._out.get()
             if item is None:
@@ -233,9 +214,6 @@ class CartesiaSTTStream:
             log=log,
             event="cartesia stt send stopped",
         )
-
-    def _sent(self, audio: bytes) -> None:
-        self.audio_bytes += len(audio)
 
     # -------- receiving
 

@@ -125,45 +125,23 @@ class Options(ProviderOptions):
         )
 
 
-class DeepgramStream:
+class DeepgramStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open websocket."""
 
+    task_prefix = "deepgram"
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: DeepgramSTT) -> None:
-        self._ws = ws
+        super().__init__(ws, owner)
         self._options = options
-        self._owner = owner
-        self._send_q: ws_stt.SendQueue = asyncio.Queue()
-        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._segments: list[str] = []  # is_final texts of the turn in progress
         self._turn_start_ms = 0.0  # where the turn's first segment starts in the stream
         self._confidences: list[float] = []
         self._finalized = asyncio.Condition()
         self._finalize_answers = 0  # from_finalize results seen
-        self._closing = False
-        self._ended = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self.audio_bytes = 0  # μ-law bytes sent (8000 per second of audio)
         self.keepalives = 0
-        self.malformed = 0  # server messages that could not be read (logged, skipped)
         self.request_id = ""
 
-    @property
-    def audio_seconds(self) -> float:
-        """Audio streamed to Deepgram, what it bills."""
-        return self.audio_bytes / 8000
-
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._sender(), name="deepgram-send"),
-            asyncio.create_task(self._receiver(), name="deepgram-receive"),
-        ]
-
-    # -------- kinds.STTStream
-
-    def push_audio(self, ulaw: bytes) -> None:
-        """Caller audio (8 kHz μ-law), never blocks; dropped once the stream is closing."""
-        if ulaw and not self._closing and not self._ended:
-            self._send_q.put_nowait(ulaw)
+    # -------- kinds.STTStream (push_audio and the transcripts: ws_stt.Stream)
 
     async def flush(self) -> None:
         """Send Finalize; return once its `from_finalize` answer (and so the turn's final) is queued."""
@@ -184,9 +162,6 @@ class DeepgramStream:
             )
             self._end_turn(None)
 
-    def __aiter__(self) -> AsyncIterator[Transcript]:
-        return ws_stt.transcripts(self._out)
-
     # -------- sending
 
     async def _sender(self) -> None:
@@ -201,9 +176,6 @@ class DeepgramStream:
             keepalive=(self._options.keepalive_secs, wire.KEEPALIVE),
             kept_alive=self._kept_alive,
         )
-
-    def _sent(self, audio: bytes) -> None:
-        self.audio_bytes += len(audio)
 
     def _kept_alive(self) -> None:
         self.keepalives += 1

@@ -111,46 +111,24 @@ class Options(ProviderOptions):
         )
 
 
-class SonioxStream:
+class SonioxStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open websocket."""
 
+    task_prefix = "soniox"
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: SonioxSTT) -> None:
-        self._ws = ws
+        super().__init__(ws, owner)
         self._options = options
-        self._owner = owner
-        self._send_q: ws_stt.SendQueue = asyncio.Queue()
-        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._finals: list[str] = []  # final token texts of the turn in progress
         self._confidences: list[float] = []
         self._last_end_ms: float | None = None
         self._fin = asyncio.Condition()
         self._fin_answers = 0
-        self._closing = False
-        self._ended = False
         self._error: ProviderError | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.audio_bytes = 0  # μ-law bytes sent (8000 per second)
         self.keepalives = 0
-        self.malformed = 0
         self.finished = False  # Soniox sent `finished: true`
 
-    @property
-    def audio_seconds(self) -> float:
-        """Audio streamed to Soniox."""
-        return self.audio_bytes / 8000
-
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._sender(), name="soniox-send"),
-            asyncio.create_task(self._receiver(), name="soniox-receive"),
-        ]
-
-    # -------- kinds.STTStream
-
-    def push_audio(self, ulaw: bytes) -> None:
-        """Caller audio (8 kHz μ-law), never blocks; dropped once the stream is closing."""
-        if ulaw and not self._closing and not self._ended:
-            self._send_q.put_nowait(ulaw)
+    # -------- kinds.STTStream (push_audio and the transcripts: ws_stt.Stream)
 
     async def flush(self) -> None:
         """Send finalize; return once its `<fin>` answer (and so the turn's final) is queued."""
@@ -177,9 +155,6 @@ class SonioxStream:
                 )
                 self._out.put_nowait(None)
 
-    def __aiter__(self) -> AsyncIterator[Transcript]:
-        return ws_stt.transcripts(self._out)
-
     # -------- sending
 
     async def _sender(self) -> None:
@@ -195,9 +170,6 @@ class SonioxStream:
             keepalive=(self._options.keepalive_secs, wire.KEEPALIVE),
             kept_alive=self._kept_alive,
         )
-
-    def _sent(self, audio: bytes) -> None:
-        self.audio_bytes += len(audio)
 
     def _kept_alive(self) -> None:
         self.keepalives += 1

@@ -142,15 +142,14 @@ def error_for_message(error: wire.ErrorMessage | None, close_code: int | None) -
     return ProviderError(said, provider=NAME)  # invalid_config, invalid_audio_type…: retrying will not help
 
 
-class SpeechmaticsStream:
+class SpeechmaticsStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over a started session."""
 
+    task_prefix = "speechmatics"
+
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: SpeechmaticsSTT) -> None:
-        self._ws = ws
+        super().__init__(ws, owner)
         self._options = options
-        self._owner = owner
-        self._send_q: ws_stt.SendQueue = asyncio.Queue()
-        self._out: ws_stt.OutQueue = asyncio.Queue()
         self._finals: list[str] = []
         self._partial = ""
         self._confidences: list[float] = []
@@ -158,26 +157,11 @@ class SpeechmaticsStream:
         self._acked = 0  # highest seq_no acknowledged
         self._utterances = 0  # EndOfUtterance messages seen
         self._pushed = 0  # frames pushed (seq_no they will get)
-        self._closing = False
-        self._ended = False
         self._error: ProviderError | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self.seq_no = 0  # audio frames sent (AddAudio)
-        self.audio_bytes = 0
-        self.malformed = 0
         self.end_of_transcript = False
 
-    @property
-    def audio_seconds(self) -> float:
-        return self.audio_bytes / 8000
-
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._sender(), name="speechmatics-send"),
-            asyncio.create_task(self._receiver(), name="speechmatics-receive"),
-        ]
-
-    # -------- kinds.STTStream
+    # -------- kinds.STTStream (the transcripts: ws_stt.Stream)
 
     def push_audio(self, ulaw: bytes) -> None:
         if ulaw and not self._closing and not self._ended:
@@ -201,9 +185,6 @@ class SpeechmaticsStream:
         except TimeoutError:
             log.warning("speechmatics ForceEndOfUtterance not answered in time")
             self._end_turn(None)
-
-    def __aiter__(self) -> AsyncIterator[Transcript]:
-        return ws_stt.transcripts(self._out)
 
     # -------- sending
 

@@ -244,3 +244,48 @@ async def http_session(connect_timeout: float) -> AsyncIterator[aiohttp.ClientSe
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         yield http
+
+
+class Stream:
+    """Base of one call's websocket recognition: the queues, the two tasks, the counters; a vendor sends and reads."""
+
+    task_prefix = "stt"  # the tasks are `<prefix>-send` and `<prefix>-receive`
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, owner: _Counts) -> None:
+        self._ws = ws
+        self._owner = owner
+        self._send_q: SendQueue = asyncio.Queue()
+        self._out: OutQueue = asyncio.Queue()
+        self._closing = False
+        self._ended = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.audio_bytes = 0  # μ-law bytes sent (8000 per second of audio)
+        self.malformed = 0  # server messages that could not be read (logged, skipped)
+
+    @property
+    def audio_seconds(self) -> float:
+        """Audio streamed to the vendor, what it bills."""
+        return self.audio_bytes / 8000
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._sender(), name=f"{self.task_prefix}-send"),
+            asyncio.create_task(self._receiver(), name=f"{self.task_prefix}-receive"),
+        ]
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """Caller audio (8 kHz μ-law), never blocks; dropped once the stream is closing."""
+        if ulaw and not self._closing and not self._ended:
+            self._send_q.put_nowait(ulaw)
+
+    def __aiter__(self) -> AsyncIterator[Transcript]:
+        return transcripts(self._out)
+
+    def _sent(self, audio: bytes) -> None:
+        self.audio_bytes += len(audio)
+
+    async def _sender(self) -> None:
+        raise NotImplementedError
+
+    async def _receiver(self) -> None:
+        raise NotImplementedError
