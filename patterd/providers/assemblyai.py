@@ -318,16 +318,10 @@ def close_error(code: int | None, reason: str) -> ProviderError:
     return ProviderConnectionError(f"stt.assemblyai {said}", provider=NAME)
 
 
-class AssemblyAISTT:
+class AssemblyAISTT(ws_stt.Provider[Options, AssemblyAIStream]):
     """The live `stt.assemblyai` provider (kinds.STT): one HTTP session, one websocket per stream."""
 
     name = NAME
-
-    def __init__(self, options: Options, http: aiohttp.ClientSession) -> None:
-        self.options = options
-        self._http = http
-        self.malformed = 0  # server messages skipped over all streams
-        self.streams_opened = 0
 
     def _headers(self) -> dict[str, str]:
         key = self.options.api_key
@@ -338,17 +332,8 @@ class AssemblyAISTT:
             f"AssemblyAISTT(speech_model={self.options.speech_model!r}, base_url={self.options.base_url!r})"
         )
 
-    @asynccontextmanager
-    async def stream(self) -> AsyncIterator[AssemblyAIStream]:
-        """Open the session now (the call has connected) and stream until the context exits."""
-        ws = await self._connect()
-        self.streams_opened += 1
-        stream = AssemblyAIStream(ws, self.options, self)
-        stream.start()
-        try:
-            yield stream
-        finally:
-            await stream.close()
+    def _new_stream(self, ws: aiohttp.ClientWebSocketResponse) -> AssemblyAIStream:
+        return AssemblyAIStream(ws, self.options, self)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         """Handshake and Begin, retried with doubling backoff while the failure is retryable."""

@@ -359,32 +359,24 @@ async def _probe(http: aiohttp.ClientSession, url: str, options: _Common, what: 
         ) from exc
 
 
-class CartesiaSTT:
+class CartesiaSTT(ws_stt.Provider[STTOptions, CartesiaSTTStream]):
     """The live `stt.cartesia` (kinds.STT): one HTTP session, one websocket per stream."""
 
     name = NAME
 
     def __init__(self, options: STTOptions, http: aiohttp.ClientSession) -> None:
-        self.options = options
-        self._http = http
-        self.malformed = 0
-        self.streams_opened = 0
+        super().__init__(options, http)
         self.audio_seconds = 0.0  # over closed streams
 
     def __repr__(self) -> str:
         return f"CartesiaSTT(model={self.options.model!r}, base_url={self.options.base_url!r})"
 
-    @asynccontextmanager
-    async def stream(self) -> AsyncIterator[CartesiaSTTStream]:
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         url = wire.stt_url(self.options.base_url, self.options.params())
-        ws = await _ws_connect(self._http, url, self.options, "stt.cartesia")
-        self.streams_opened += 1
-        stream = CartesiaSTTStream(ws, self.options, self)
-        stream.start()
-        try:
-            yield stream
-        finally:
-            await stream.close()
+        return await _ws_connect(self._http, url, self.options, "stt.cartesia")
+
+    def _new_stream(self, ws: aiohttp.ClientWebSocketResponse) -> CartesiaSTTStream:
+        return CartesiaSTTStream(ws, self.options, self)
 
     async def check(self) -> None:
         """`GET /voices?limit=1`: authenticated, cheap, not billed."""

@@ -275,16 +275,10 @@ class DeepgramStream(ws_stt.Stream):
         )
 
 
-class DeepgramSTT:
+class DeepgramSTT(ws_stt.Provider[Options, DeepgramStream]):
     """The live `stt.deepgram` provider (kinds.STT): one HTTP session, one websocket per stream."""
 
     name = NAME
-
-    def __init__(self, options: Options, http: aiohttp.ClientSession) -> None:
-        self.options = options
-        self._http = http
-        self.malformed = 0  # server messages skipped over all streams
-        self.streams_opened = 0
 
     def _headers(self) -> dict[str, str]:
         key = self.options.api_key
@@ -293,17 +287,8 @@ class DeepgramSTT:
     def __repr__(self) -> str:
         return f"DeepgramSTT(model={self.options.model!r}, base_url={self.options.base_url!r})"
 
-    @asynccontextmanager
-    async def stream(self) -> AsyncIterator[DeepgramStream]:
-        """Open the websocket now (the call has connected) and stream until the context exits."""
-        ws = await self._connect()
-        self.streams_opened += 1
-        stream = DeepgramStream(ws, self.options, self)
-        stream.start()
-        try:
-            yield stream
-        finally:
-            await stream.close()
+    def _new_stream(self, ws: aiohttp.ClientWebSocketResponse) -> DeepgramStream:
+        return DeepgramStream(ws, self.options, self)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         """The handshake, retried with doubling backoff while the refusal is retryable."""

@@ -265,16 +265,10 @@ class SonioxStream(ws_stt.Stream):
         )
 
 
-class SonioxSTT:
+class SonioxSTT(ws_stt.Provider[Options, SonioxStream]):
     """The live `stt.soniox` provider (kinds.STT): one HTTP session, one websocket per stream."""
 
     name = NAME
-
-    def __init__(self, options: Options, http: aiohttp.ClientSession) -> None:
-        self.options = options
-        self._http = http
-        self.malformed = 0
-        self.streams_opened = 0
 
     def _headers(self) -> dict[str, str]:
         key = self.options.api_key
@@ -283,17 +277,8 @@ class SonioxSTT:
     def __repr__(self) -> str:
         return f"SonioxSTT(model={self.options.model!r}, base_url={self.options.base_url!r})"
 
-    @asynccontextmanager
-    async def stream(self) -> AsyncIterator[SonioxStream]:
-        """Open the websocket now (the call has connected) and stream until the context exits."""
-        ws = await self._connect()
-        self.streams_opened += 1
-        stream = SonioxStream(ws, self.options, self)
-        stream.start()
-        try:
-            yield stream
-        finally:
-            await stream.close()
+    def _new_stream(self, ws: aiohttp.ClientWebSocketResponse) -> SonioxStream:
+        return SonioxStream(ws, self.options, self)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         """The handshake, retried with doubling backoff while the refusal is retryable."""

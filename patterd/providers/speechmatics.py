@@ -294,16 +294,10 @@ class SpeechmaticsStream(ws_stt.Stream):
         )
 
 
-class SpeechmaticsSTT:
+class SpeechmaticsSTT(ws_stt.Provider[Options, SpeechmaticsStream]):
     """The live `stt.speechmatics` provider (kinds.STT): one HTTP session, one websocket per stream."""
 
     name = NAME
-
-    def __init__(self, options: Options, http: aiohttp.ClientSession) -> None:
-        self.options = options
-        self._http = http
-        self.malformed = 0
-        self.streams_opened = 0
 
     def _headers(self) -> dict[str, str]:
         key = self.options.api_key
@@ -312,16 +306,8 @@ class SpeechmaticsSTT:
     def __repr__(self) -> str:
         return f"SpeechmaticsSTT(language={self.options.language!r}, endpoint={self.options.endpoint!r})"
 
-    @asynccontextmanager
-    async def stream(self) -> AsyncIterator[SpeechmaticsStream]:
-        ws = await self._connect()
-        self.streams_opened += 1
-        stream = SpeechmaticsStream(ws, self.options, self)
-        stream.start()
-        try:
-            yield stream
-        finally:
-            await stream.close()
+    def _new_stream(self, ws: aiohttp.ClientWebSocketResponse) -> SpeechmaticsStream:
+        return SpeechmaticsStream(ws, self.options, self)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         """Handshake + StartRecognition until RecognitionStarted, retried with backoff while retryable."""

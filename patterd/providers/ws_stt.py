@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 
@@ -288,4 +288,40 @@ class Stream:
         raise NotImplementedError
 
     async def _receiver(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """The vendor's end of audio, a short wait for the last results, then the socket closed."""
+        raise NotImplementedError
+
+
+OptionsT = TypeVar("OptionsT")
+StreamT = TypeVar("StreamT", bound=Stream)
+
+
+class Provider(Generic[OptionsT, StreamT]):
+    """Base of a websocket STT provider (kinds.STT): one HTTP session, one websocket per stream."""
+
+    def __init__(self, options: OptionsT, http: aiohttp.ClientSession) -> None:
+        self.options = options
+        self._http = http
+        self.malformed = 0  # server messages skipped over all streams
+        self.streams_opened = 0
+
+    @asynccontextmanager
+    async def stream(self) -> AsyncIterator[StreamT]:
+        """Open the websocket now (the call has connected) and stream until the context exits."""
+        ws = await self._connect()
+        self.streams_opened += 1
+        stream = self._new_stream(ws)
+        stream.start()
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        raise NotImplementedError
+
+    def _new_stream(self, ws: aiohttp.ClientWebSocketResponse) -> StreamT:
         raise NotImplementedError
