@@ -484,6 +484,15 @@ async def wait_record(records: Path, call_id: str, status: str, timeout: float =
     raise AssertionError(f"record of {call_id} never reached status {status!r}; last metadata {meta!r:.1000}")
 
 
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Until `predicate()` holds, or fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)  # the fakes change on their own sockets
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

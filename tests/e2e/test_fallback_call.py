@@ -12,13 +12,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_process import run_daemon
-from tests.e2e.scenarios import Api, TwilioCarrier, TwilioHandle, read_jsonl, wait_record
+from tests.e2e.scenarios import Api, TwilioCarrier, TwilioHandle, read_jsonl, wait_for, wait_record
 from tests.fakes.deepgram import FakeDeepgramServer
 from tests.fakes.elevenlabs import FakeElevenLabsServer
 from tests.fakes.openai_chat import FakeChatServer, Reply
@@ -47,14 +46,6 @@ agents:
       - {{type: offline}}
     system_prompt: You are a helpful assistant.
 """
-
-
-async def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)  # the fakes change on their own sockets
 
 
 def crash(server: FakeDeepgramServer) -> None:
@@ -128,7 +119,7 @@ async def run_call(
         dg_a.say(TURN)
         chat.replies.append(Reply(text=REPLY))
         await handle.say(turn_audio)
-        await wait(lambda: len(chat.requests) >= 1, 15, "turn 1 to reach the LLM")
+        await wait_for(lambda: len(chat.requests) >= 1, 15, "turn 1 to reach the LLM")
         await api.wait_call(call_id, lambda body: any(t["role"] == "assistant" for t in body["transcript"]))
         assert len(el.streams) == 1 and el.streams[0].completed
 
@@ -139,9 +130,11 @@ async def run_call(
         session = dg_a.sessions[0]
         before = session.audio_bytes
         await handle.call.say(turn_audio, wait=False)
-        await wait(lambda: session.audio_bytes > before + 4000, 10, "half a second of turn 2 at Deepgram A")
+        await wait_for(
+            lambda: session.audio_bytes > before + 4000, 10, "half a second of turn 2 at Deepgram A"
+        )
         crash(dg_a)  # the primary STT's connection dies mid-utterance, without a close frame
-        await wait(lambda: len(chat.requests) >= 2, 15, "turn 2 (heard by Deepgram B) to reach the LLM")
+        await wait_for(lambda: len(chat.requests) >= 2, 15, "turn 2 (heard by Deepgram B) to reach the LLM")
         assert TURN in json.dumps(chat.requests[1].body)
         reply_started = time.monotonic()
         await api.wait_call(

@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,15 @@ from typing import Any
 import pytest
 
 from tests.daemon_process import run_daemon
-from tests.e2e.scenarios import PUBLIC_HOST, Api, TwilioCarrier, TwilioHandle, read_jsonl, wait_record
+from tests.e2e.scenarios import (
+    PUBLIC_HOST,
+    Api,
+    TwilioCarrier,
+    TwilioHandle,
+    read_jsonl,
+    wait_for,
+    wait_record,
+)
 from tests.fakes.openai_chat import FakeChatServer, Reply
 from tests.fakes.twilio import spoken_ulaw
 
@@ -229,14 +236,6 @@ def user_lines(directory: Path) -> list[str]:
     return [line["text"] for line in read_jsonl(directory / "transcript.jsonl") if line["role"] == "user"]
 
 
-async def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)  # the fakes change on their own sockets
-
-
 @pytest.mark.parametrize("variant", list(VARIANTS))
 async def test_seed_pipeline_call(variant: str, tmp_path: Path) -> None:
     carrier = TwilioCarrier()
@@ -275,9 +274,9 @@ async def run_call(vendors: Vendors, carrier: TwilioCarrier, tmp: Path) -> None:
         vendors.script_turn(TURN)
         vendors.script_reply(REPLY)
         await handle.say(turn_audio)
-        await wait(lambda: len(vendors.llm_requests()) >= 1, 15, "the transcript to reach the LLM")
+        await wait_for(lambda: len(vendors.llm_requests()) >= 1, 15, "the transcript to reach the LLM")
         assert TURN in json.dumps(vendors.llm_requests()[0])
-        await wait(lambda: any(REPLY in t for t in vendors.tts_texts()), 10, "the reply to reach the TTS")
+        await wait_for(lambda: any(REPLY in t for t in vendors.tts_texts()), 10, "the reply to reach the TTS")
         await handle.wait_heard(8000, timeout=15)  # a second of the reply reached the caller
         # The reply's line is written once it has been played out: the caller speaks after it.
         await api.wait_call(call_id, lambda body: any(t["role"] == "assistant" for t in body["transcript"]))
@@ -288,7 +287,7 @@ async def run_call(vendors: Vendors, carrier: TwilioCarrier, tmp: Path) -> None:
         vendors.script_turn(BARGE)
         vendors.script_reply(REPLY)
         await handle.say(turn_audio)
-        await wait(lambda: len(vendors.llm_requests()) >= 2, 15, "the second turn to reach the LLM")
+        await wait_for(lambda: len(vendors.llm_requests()) >= 2, 15, "the second turn to reach the LLM")
         heard = handle.heard_bytes()
         await handle.wait_heard(heard + 8000, timeout=15)  # the long reply is playing
         clears_before = len(handle.clear_times())
@@ -297,9 +296,11 @@ async def run_call(vendors: Vendors, carrier: TwilioCarrier, tmp: Path) -> None:
             lambda: len(handle.clear_times()) > clears_before, timeout=10, what="a clear after the barge-in"
         )
         barge_ms = (handle.clear_times()[clears_before] - handle.speech_started()[-1]) * 1000
-        await wait(lambda: vendors.tts_active() == 0, 10, "the TTS stream to stop after the barge-in")
+        await wait_for(lambda: vendors.tts_active() == 0, 10, "the TTS stream to stop after the barge-in")
         assert vendors.tts_cancelled() >= 1, "no TTS stream was cut by the barge-in"
-        await wait(lambda: len(vendors.llm_requests()) >= 3, 15, "the caller's cut-in turn to reach the LLM")
+        await wait_for(
+            lambda: len(vendors.llm_requests()) >= 3, 15, "the caller's cut-in turn to reach the LLM"
+        )
         vendors.check_wire()
 
         await handle.hangup_from_far_end()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_process import run_daemon
-from tests.e2e.scenarios import Api, TwilioCarrier, TwilioHandle, read_jsonl, wait_record
+from tests.e2e.scenarios import Api, TwilioCarrier, TwilioHandle, read_jsonl, wait_for, wait_record
 from tests.fakes.assemblyai import FakeAssemblyAIServer
 from tests.fakes.cartesia import FakeCartesiaServer
 from tests.fakes.lmnt import FakeLMNTServer
@@ -46,14 +45,6 @@ TURN = "When are you open"
 REPLY = "We open at nine tomorrow morning."
 GREETING = "Hello, thanks for calling."
 OFFLINE = "{type: offline}"
-
-
-async def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)  # the fakes change on their own sockets
 
 
 def assistant_lines(body: dict[str, Any]) -> int:
@@ -121,7 +112,7 @@ def assemblyai_after(aai: FakeAssemblyAIServer, chat: FakeChatServer) -> None:
 
 
 async def lmnt_during(lmnt: FakeLMNTServer, chat: FakeChatServer) -> None:
-    await wait(lambda: lmnt.streams_completed() >= 2, 15, "the reply's synthesis to finish")
+    await wait_for(lambda: lmnt.streams_completed() >= 2, 15, "the reply's synthesis to finish")
     assert lmnt.texts_received()[:2] == [GREETING, REPLY], lmnt.texts_received()
     assert len(lmnt.sessions) == 1, "the reply reused the greeting's session"
     session = lmnt.sessions[0]
@@ -130,7 +121,7 @@ async def lmnt_during(lmnt: FakeLMNTServer, chat: FakeChatServer) -> None:
 
 
 async def rime_during(rime: FakeRimeServer, chat: FakeChatServer) -> None:
-    await wait(lambda: rime.completed >= 2, 15, "the reply's synthesis to finish")
+    await wait_for(lambda: rime.completed >= 2, 15, "the reply's synthesis to finish")
     assert rime.texts()[:2] == [GREETING, REPLY], rime.texts()
     assert len(rime.connections) == 1, "the reply reused the greeting's connection"
     conn = rime.connections[0]
@@ -154,11 +145,11 @@ def cartesia_stt_after(cartesia: FakeCartesiaServer, chat: FakeChatServer) -> No
 
 async def cartesia_tts_before(cartesia: FakeCartesiaServer, chat: FakeChatServer) -> None:
     # pre-opened when the daemon built the provider, before any call
-    await wait(lambda: len(cartesia.tts_sockets) == 1, 10, "the pre-opened TTS socket")
+    await wait_for(lambda: len(cartesia.tts_sockets) == 1, 10, "the pre-opened TTS socket")
 
 
 async def cartesia_tts_during(cartesia: FakeCartesiaServer, chat: FakeChatServer) -> None:
-    await wait(lambda: cartesia.streams_completed() >= 2, 15, "the reply's synthesis to finish")
+    await wait_for(lambda: cartesia.streams_completed() >= 2, 15, "the reply's synthesis to finish")
     assert cartesia.texts_received()[:2] == [GREETING, REPLY], cartesia.texts_received()
     assert len(cartesia.tts_sockets) == 1, "one socket for the call's contexts"
     assert not cartesia.refused, cartesia.refused
@@ -325,7 +316,7 @@ async def test_vendor_call(vendor: Vendor, tmp_path: Path) -> None:
                 chat.replies.append(Reply(text=REPLY))
                 heard = handle.heard_bytes()
                 await handle.say(spoken_ulaw(TURN))
-                await wait(lambda: len(chat.requests) >= 1, 15, "the caller's turn to reach the LLM")
+                await wait_for(lambda: len(chat.requests) >= 1, 15, "the caller's turn to reach the LLM")
                 await handle.wait_heard(heard + 8000, timeout=15)  # a second of the reply
                 await vendor.during(fake, chat)
                 await api.wait_call(handle.call_id, lambda body: assistant_lines(body) >= 2)
@@ -338,7 +329,7 @@ async def test_vendor_call(vendor: Vendor, tmp_path: Path) -> None:
             assert not handle.violations()
             if vendor.closed is not None:
                 closed = vendor.closed
-                await wait(lambda: closed(fake), 5, vendor.closed_what)
+                await wait_for(lambda: closed(fake), 5, vendor.closed_what)
             vendor.after(fake, chat)
     finally:
         await carrier.close()
