@@ -149,6 +149,23 @@ def _reason(exc: ProviderError) -> str:
 # ---------------------------------------------------------------- STT
 
 
+ChainT = TypeVar("ChainT", bound="_Chain[Any]")
+
+
+class _Bound(Generic[ChainT]):
+    """A chain for one call: the member in use now; switches are reported through `report`."""
+
+    def __init__(self, chain: ChainT, report: Report | None) -> None:
+        self.chain = chain
+        self.report = report
+        self.active = chain.start_index()
+
+    @property
+    def name(self) -> str:
+        """The member answering now (usage is billed to it)."""
+        return self.chain.members[self.active].name
+
+
 class FallbackSTT(_Chain[STT]):
     """An STT whose stream moves to the next member when the active one fails, re-feeding recent audio."""
 
@@ -162,16 +179,7 @@ class FallbackSTT(_Chain[STT]):
         return _BoundSTT(self, report)
 
 
-class _BoundSTT:
-    def __init__(self, chain: FallbackSTT, report: Report | None) -> None:
-        self.chain = chain
-        self.report = report
-        self.active = chain.start_index()
-
-    @property
-    def name(self) -> str:
-        return self.chain.members[self.active].name
-
+class _BoundSTT(_Bound[FallbackSTT]):
     def stream(self) -> AbstractAsyncContextManager[STTStream]:
         return _ChainStream(self)
 
@@ -313,16 +321,7 @@ class FallbackTTS(_Chain[TTS]):
         return _BoundTTS(self, report)
 
 
-class _BoundTTS:
-    def __init__(self, chain: FallbackTTS, report: Report | None) -> None:
-        self.chain = chain
-        self.report = report
-        self.active = chain.start_index()
-
-    @property
-    def name(self) -> str:
-        return self.chain.members[self.active].name
-
+class _BoundTTS(_Bound[FallbackTTS]):
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         while True:
             member = self.chain.members[self.active]
@@ -368,17 +367,7 @@ class FallbackLLM(_Chain[LLM]):
         return _BoundLLM(self, report)
 
 
-class _BoundLLM:
-    def __init__(self, chain: FallbackLLM, report: Report | None) -> None:
-        self.chain = chain
-        self.report = report
-        self.active = chain.start_index()
-
-    @property
-    def name(self) -> str:
-        """The member answering now (usage is billed to it)."""
-        return self.chain.members[self.active].name
-
+class _BoundLLM(_Bound[FallbackLLM]):
     async def complete(
         self, messages: Sequence[Message], tools: Sequence[ToolSchema]
     ) -> AsyncIterator[LLMChunk]:
