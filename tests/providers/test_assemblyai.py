@@ -16,17 +16,16 @@ from patterd.providers.spec import BuildContext
 from patterd.testing import CountingProxy, Setup, STTSuite, wait_until
 from tests.fakes.assemblyai import MALFORMED, FakeAssemblyAIServer, Fault
 from tests.fakes.deepgram import frames, silence, tone_ulaw
+from tests.providers.vendor_support import ProxiedControl
 
 KEY = "aai-test-key"
 WRONG = "aai-wrong-key"
 
 
-class Control:
+class Control(ProxiedControl):
     """STTControl over FakeAssemblyAIServer, reached through a CountingProxy that counts every socket."""
 
-    def __init__(self, fake: FakeAssemblyAIServer, proxy: CountingProxy) -> None:
-        self.fake = fake
-        self.proxy = proxy
+    fake: FakeAssemblyAIServer
 
     def queue_transcript(self, text: str, interim: Sequence[str] = ()) -> None:
         self.fake.say(text)  # partials come from the audio's own timeline
@@ -39,15 +38,6 @@ class Control:
 
     def stall_next(self) -> None:
         self.fake.fail(Fault(stall=True))
-
-    def open_connections(self) -> int:
-        return self.proxy.open_connections()
-
-    def active_streams(self) -> int:
-        return self.fake.open_connections
-
-    def audio_received(self) -> int:
-        return sum(s.audio_bytes for s in self.fake.sessions)
 
 
 def options(base_url: str, key: str = KEY, **extra: Any) -> Options:

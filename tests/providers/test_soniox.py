@@ -17,7 +17,7 @@ from patterd.providers.spec import BuildContext
 from patterd.testing import CountingProxy, Setup, STTSuite
 from tests.fakes.deepgram import silence, tone_ulaw
 from tests.fakes.soniox import FakeSonioxServer, Fault
-from tests.providers.vendor_support import Collector, built, eventually, push
+from tests.providers.vendor_support import Collector, ProxiedControl, built, eventually, push
 
 KEY = "soniox-test-key"
 
@@ -25,12 +25,10 @@ KEY = "soniox-test-key"
 # ------------------------------------------------------------------ the shared STT suite
 
 
-class SonioxControl:
+class SonioxControl(ProxiedControl):
     """STTControl over FakeSonioxServer, reached through a CountingProxy that counts every socket."""
 
-    def __init__(self, fake: FakeSonioxServer, proxy: CountingProxy) -> None:
-        self.fake = fake
-        self.proxy = proxy
+    fake: FakeSonioxServer
 
     def queue_transcript(self, text: str, interim: Sequence[str] = ()) -> None:
         self.fake.say(text)  # the fake makes non-final tokens from the audio's own timeline
@@ -43,15 +41,6 @@ class SonioxControl:
 
     def stall_next(self) -> None:
         self.fake.fail(Fault(stall=True))
-
-    def open_connections(self) -> int:
-        return self.proxy.open_connections()
-
-    def active_streams(self) -> int:
-        return self.fake.open_connections
-
-    def audio_received(self) -> int:
-        return sum(s.audio_bytes for s in self.fake.sessions)
 
 
 @asynccontextmanager

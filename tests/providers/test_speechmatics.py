@@ -18,7 +18,7 @@ from patterd.providers.speechmatics import SPEC, Options, SpeechmaticsSTT, build
 from patterd.testing import CountingProxy, Setup, STTSuite
 from tests.fakes.deepgram import silence, tone_ulaw
 from tests.fakes.speechmatics import FakeSpeechmaticsServer, Fault
-from tests.providers.vendor_support import Collector, built, eventually, push
+from tests.providers.vendor_support import Collector, ProxiedControl, built, eventually, push
 
 KEY = "sm-test-key"
 
@@ -26,12 +26,10 @@ KEY = "sm-test-key"
 # ------------------------------------------------------------------ the shared STT suite
 
 
-class SpeechmaticsControl:
+class SpeechmaticsControl(ProxiedControl):
     """STTControl over FakeSpeechmaticsServer, reached through a CountingProxy that counts every socket."""
 
-    def __init__(self, fake: FakeSpeechmaticsServer, proxy: CountingProxy) -> None:
-        self.fake = fake
-        self.proxy = proxy
+    fake: FakeSpeechmaticsServer
 
     def queue_transcript(self, text: str, interim: Sequence[str] = ()) -> None:
         self.fake.say(text)
@@ -49,15 +47,6 @@ class SpeechmaticsControl:
 
     def stall_next(self) -> None:
         self.fake.fail(Fault(stall=True))  # never answers StartRecognition
-
-    def open_connections(self) -> int:
-        return self.proxy.open_connections()
-
-    def active_streams(self) -> int:
-        return self.fake.open_connections
-
-    def audio_received(self) -> int:
-        return sum(s.audio_bytes for s in self.fake.sessions)
 
 
 @asynccontextmanager

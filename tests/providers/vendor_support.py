@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from patterd.errors import ProviderError
 from patterd.providers.kinds import Transcript
+from patterd.testing import CountingProxy
 from tests.fakes.deepgram import frames
 
 P = TypeVar("P")
@@ -53,3 +54,20 @@ async def built(provider: AbstractAsyncContextManager[P]) -> AsyncIterator[P]:
         yield stt
         http = getattr(stt, "_http")  # noqa: B009 - private to the provider, read by its tests only
     assert http.closed, "the provider's HTTP session is closed with it"
+
+
+class ProxiedControl:
+    """The STTControl parts the fakes share: a fake reached through a CountingProxy that counts every socket."""
+
+    def __init__(self, fake: Any, proxy: CountingProxy) -> None:
+        self.fake = fake
+        self.proxy = proxy
+
+    def open_connections(self) -> int:
+        return self.proxy.open_connections()
+
+    def active_streams(self) -> int:
+        return int(self.fake.open_connections)
+
+    def audio_received(self) -> int:
+        return sum(s.audio_bytes for s in self.fake.sessions)
