@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -107,10 +106,8 @@ class Options(ProviderOptions):
 
     @model_validator(mode="after")
     def _check(self) -> Options:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError(f"stt.assemblyai base_url {self.base_url!r} is not a ws(s):// or http(s):// URL")
-        if self.api_key is None and parts.hostname.endswith("assemblyai.com"):
+        host = ws_stt.endpoint_host(self.base_url, "stt.assemblyai")
+        if self.api_key is None and host.endswith("assemblyai.com"):
             raise ValueError(f"stt.assemblyai needs api_key (or the {KEY_ENV} environment variable)")
         return self
 

@@ -21,7 +21,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -95,9 +94,7 @@ class Options(ProviderOptions):
 
     @model_validator(mode="after")
     def _check(self) -> Options:
-        host = urlsplit(self.base_url).hostname or ""
-        if urlsplit(self.base_url).scheme not in ("ws", "wss", "http", "https") or not host:
-            raise ValueError(f"stt.deepgram base_url {self.base_url!r} is not a ws(s):// or http(s):// URL")
+        host = ws_stt.endpoint_host(self.base_url, "stt.deepgram")
         if self.api_key is None and host.endswith("deepgram.com"):
             raise ValueError(f"stt.deepgram needs api_key (or the {KEY_ENV} environment variable)")
         if self.utterance_end_ms is not None and not self.interim_results:

@@ -24,7 +24,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -90,9 +89,7 @@ class Options(ProviderOptions):
 
     @model_validator(mode="after")
     def _check(self) -> Options:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError(f"stt.soniox base_url {self.base_url!r} is not a ws(s):// or http(s):// URL")
+        ws_stt.endpoint_host(self.base_url, "stt.soniox")
         if self.api_key is None:
             raise ValueError(f"stt.soniox needs api_key (or the {KEY_ENV} environment variable)")
         return self

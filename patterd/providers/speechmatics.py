@@ -28,7 +28,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -101,11 +100,7 @@ class Options(ProviderOptions):
 
     @model_validator(mode="after")
     def _check(self) -> Options:
-        parts = urlsplit(self.endpoint)
-        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError(
-                f"stt.speechmatics base_url {self.base_url!r} is not a ws(s):// or http(s):// URL"
-            )
+        ws_stt.endpoint_host(self.endpoint, "stt.speechmatics", shown=self.base_url)
         if self.api_key is None:
             raise ValueError(f"stt.speechmatics needs api_key (or the {KEY_ENV} environment variable)")
         return self

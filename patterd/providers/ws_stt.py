@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -25,6 +26,15 @@ OutQueue = asyncio.Queue[Transcript | ProviderError | None]  # None: the stream 
 
 class _Counts(Protocol):
     malformed: int
+
+
+def endpoint_host(url: str, label: str, shown: str | None = None) -> str:
+    """The host of a ws(s):// or http(s):// endpoint; a ValueError (a config error) naming `label` if not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+        said = url if shown is None else shown
+        raise ValueError(f"{label} base_url {said!r} is not a ws(s):// or http(s):// URL")
+    return parts.hostname
 
 
 def _never(error: ProviderError) -> bool:
