@@ -22,9 +22,11 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes.speech_timeline import LoopbackServer
 
 # Versions the fake knows: the stable one clients pin, and the one anthropic-sdk-python 2.14 sends.
 API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
@@ -292,7 +294,7 @@ def events_for(reply: Reply, model: str, seq: int) -> list[tuple[str, dict[str, 
     return out
 
 
-class FakeAnthropicServer:
+class FakeAnthropicServer(LoopbackServer):
     """`async with FakeAnthropicServer(replies) as server:` then point a client at `server.base_url`."""
 
     def __init__(
@@ -308,8 +310,7 @@ class FakeAnthropicServer:
         self.requests: list[Received] = []
         self.refused: list[tuple[int, str]] = []  # (status, message) of every request turned away
         self.base_url = ""
-        self.port = 0
-        self._runner: web.AppRunner | None = None
+        LoopbackServer.__init__(self)
         self._seq = 0
         self._fail_statuses: list[int] = []
         self._drop_next = False
@@ -335,9 +336,7 @@ class FakeAnthropicServer:
         self._stall_next = True
 
     def open_connections(self) -> int:
-        """Client TCP connections open on the server now (idle keep-alive ones included)."""
-        server = self._runner.server if self._runner is not None else None
-        return len(server.connections) if server is not None else 0
+        return self.tcp_connections()
 
     def active_streams(self) -> int:
         """Replies still being streamed."""
@@ -345,22 +344,18 @@ class FakeAnthropicServer:
 
     # ------------------------------------------------------------ server
 
-    async def __aenter__(self) -> FakeAnthropicServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
         self.base_url = f"http://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().__aexit__(*exc)
 
     def _refuse(
         self, status: int, message: str | None = None, retry_after: str | None = None

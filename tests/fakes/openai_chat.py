@@ -13,9 +13,11 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes.speech_timeline import LoopbackServer
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 
@@ -147,7 +149,7 @@ def split_text(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
-class FakeChatServer:
+class FakeChatServer(LoopbackServer):
     """`async with FakeChatServer(replies) as server:` then point a client at `server.base_url`."""
 
     def __init__(
@@ -162,7 +164,7 @@ class FakeChatServer:
         self.models = list(models)
         self.requests: list[Received] = []
         self.base_url = ""
-        self._runner: web.AppRunner | None = None
+        LoopbackServer.__init__(self)
         self._request_event = asyncio.Event()
         self._seq = 0
         self._fail_statuses: list[int] = []  # one-shot HTTP errors for the next requests, any route
@@ -173,30 +175,24 @@ class FakeChatServer:
         self._fail_statuses.append(status)
 
     def open_connections(self) -> int:
-        """Client TCP connections open on the server now (idle keep-alive ones included)."""
-        server = self._runner.server if self._runner is not None else None
-        return len(server.connections) if server is not None else 0
+        return self.tcp_connections()
 
     def active_streams(self) -> int:
         """Completions still being answered."""
         return sum(1 for r in self.requests if not r.ended.is_set())
 
-    async def __aenter__(self) -> FakeChatServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().__aexit__(*exc)
 
     async def wait_requests(self, n: int, timeout: float = 5.0) -> list[Received]:
         """Wait until at least `n` requests arrived."""

@@ -40,6 +40,11 @@ class LoopbackServer:
         assert self._runner is not None
         await self._runner.cleanup()
 
+    def tcp_connections(self) -> int:
+        """Client TCP connections open on the server now (idle keep-alive ones included)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
 
 class ControlledServer(LoopbackServer):
     """A LoopbackServer with patterd.testing's one-shot controls; the subclass decides where each one bites."""
@@ -69,9 +74,7 @@ class ControlledServer(LoopbackServer):
         return False
 
     def open_connections(self) -> int:
-        """Client TCP connections open on the fake now (idle keep-alive ones included)."""
-        server = self._runner.server if self._runner is not None else None
-        return len(server.connections) if server is not None else 0
+        return self.tcp_connections()
 
 
 class FaultQueue(Generic[F]):
