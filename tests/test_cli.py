@@ -159,14 +159,32 @@ def test_shipped_config_has_language_server_hint() -> None:
 
 
 # The fifteen network providers the seed's environment table names (contracts §2), plus the built-ins.
-SEED_PROVIDERS = (
-    "engine.openai_realtime engine.elevenlabs_convai "
-    "stt.deepgram stt.whisper stt.cartesia stt.soniox stt.speechmatics stt.assemblyai "
-    "tts.elevenlabs tts.openai tts.cartesia tts.rime tts.lmnt llm.openai llm.anthropic"
-).split()
-BUILTINS = (
-    "carrier.twilio carrier.telnyx carrier.local stt.offline tts.offline vad.offline llm.script".split()
-)
+SEED_PROVIDERS = [
+    "engine.openai_realtime",
+    "engine.elevenlabs_convai",
+    "stt.deepgram",
+    "stt.whisper",
+    "stt.cartesia",
+    "stt.soniox",
+    "stt.speechmatics",
+    "stt.assemblyai",
+    "tts.elevenlabs",
+    "tts.openai",
+    "tts.cartesia",
+    "tts.rime",
+    "tts.lmnt",
+    "llm.openai",
+    "llm.anthropic",
+]
+BUILTINS = [
+    "carrier.twilio",
+    "carrier.telnyx",
+    "carrier.local",
+    "stt.offline",
+    "tts.offline",
+    "vad.offline",
+    "llm.script",
+]
 
 
 def test_providers_lists_builtins() -> None:
