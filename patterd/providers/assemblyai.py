@@ -129,6 +129,7 @@ class AssemblyAIStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open session."""
 
     task_prefix = "assemblyai"
+    _log = log
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: AssemblyAISTT) -> None:
         super().__init__(ws, owner)
@@ -284,14 +285,8 @@ class AssemblyAIStream(ws_stt.Stream):
             tail = self._chunker.drain()
             if tail:
                 self._send_q.put_nowait(tail)
-        self._closing = True
-        self._send_q.put_nowait(None)
-        await ws_stt.wind_down(
-            self._ws,
-            self._tasks,
-            timeout=self._options.close_timeout_secs,
-            log=log,
-            event="assemblyai session did not end in time; closing our side",
+        await self._end(
+            self._options.close_timeout_secs, "assemblyai session did not end in time; closing our side"
         )
 
 

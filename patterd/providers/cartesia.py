@@ -146,6 +146,7 @@ class CartesiaSTTStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open `/stt/websocket`."""
 
     task_prefix = "cartesia-stt"
+    _log = log
     _owner: CartesiaSTT
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: STTOptions, owner: CartesiaSTT) -> None:
@@ -302,15 +303,10 @@ class CartesiaSTTStream(ws_stt.Stream):
 
     async def close(self) -> None:
         """`close` after the audio already pushed, wait briefly for `done`, close the socket."""
-        self._closing = True
-        self._send_q.put_nowait(None)
         try:
-            await ws_stt.wind_down(
-                self._ws,
-                self._tasks,
-                timeout=self._options.close_timeout_secs,
-                log=log,
-                event="cartesia stt stream did not close in time; closing our side",
+            await self._end(
+                self._options.close_timeout_secs,
+                "cartesia stt stream did not close in time; closing our side",
                 wait_receiver=lambda: not self._ended,
             )
         finally:

@@ -126,6 +126,7 @@ class DeepgramStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open websocket."""
 
     task_prefix = "deepgram"
+    _log = log
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: DeepgramSTT) -> None:
         super().__init__(ws, owner)
@@ -261,14 +262,8 @@ class DeepgramStream(ws_stt.Stream):
 
     async def close(self) -> None:
         """CloseStream after the audio already pushed, wait briefly for the last results, close the socket."""
-        self._closing = True
-        self._send_q.put_nowait(None)
-        await ws_stt.wind_down(
-            self._ws,
-            self._tasks,
-            timeout=self._options.close_timeout_secs,
-            log=log,
-            event="deepgram stream did not close in time; closing our side",
+        await self._end(
+            self._options.close_timeout_secs, "deepgram stream did not close in time; closing our side"
         )
 
 

@@ -112,6 +112,7 @@ class SonioxStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over an open websocket."""
 
     task_prefix = "soniox"
+    _log = log
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: SonioxSTT) -> None:
         super().__init__(ws, owner)
@@ -251,14 +252,8 @@ class SonioxStream(ws_stt.Stream):
 
     async def close(self) -> None:
         """End of audio (an empty frame) after the audio already pushed, wait briefly, close the socket."""
-        self._closing = True
-        self._send_q.put_nowait(None)
-        await ws_stt.wind_down(
-            self._ws,
-            self._tasks,
-            timeout=self._options.close_timeout_secs,
-            log=log,
-            event="soniox stream did not finish in time; closing our side",
+        await self._end(
+            self._options.close_timeout_secs, "soniox stream did not finish in time; closing our side"
         )
 
 

@@ -141,6 +141,7 @@ class SpeechmaticsStream(ws_stt.Stream):
     """One call's live recognition (kinds.STTStream) over a started session."""
 
     task_prefix = "speechmatics"
+    _log = log
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, options: Options, owner: SpeechmaticsSTT) -> None:
         super().__init__(ws, owner)
@@ -278,14 +279,8 @@ class SpeechmaticsStream(ws_stt.Stream):
 
     async def close(self) -> None:
         """EndOfStream after the audio already pushed, wait briefly for EndOfTranscript, close the socket."""
-        self._closing = True
-        self._send_q.put_nowait(None)
-        await ws_stt.wind_down(
-            self._ws,
-            self._tasks,
-            timeout=self._options.close_timeout_secs,
-            log=log,
-            event="speechmatics stream did not end in time; closing our side",
+        await self._end(
+            self._options.close_timeout_secs, "speechmatics stream did not end in time; closing our side"
         )
 
 

@@ -260,6 +260,7 @@ class Stream:
     """Base of one call's websocket recognition: the queues, the two tasks, the counters; a vendor sends and reads."""
 
     task_prefix = "stt"  # the tasks are `<prefix>-send` and `<prefix>-receive`
+    _log: Any = None  # the vendor module's logger
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, owner: _Counts) -> None:
         self._ws = ws
@@ -303,6 +304,16 @@ class Stream:
     async def close(self) -> None:
         """The vendor's end of audio, a short wait for the last results, then the socket closed."""
         raise NotImplementedError
+
+    async def _end(
+        self, timeout: float, event: str, wait_receiver: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Queue the end of audio after what was pushed, then `wind_down` (`event` logged on a timeout)."""
+        self._closing = True
+        self._send_q.put_nowait(None)
+        await wind_down(
+            self._ws, self._tasks, timeout=timeout, log=self._log, event=event, wait_receiver=wait_receiver
+        )
 
 
 OptionsT = TypeVar("OptionsT")
