@@ -133,7 +133,6 @@ class DeepgramStream(ws_stt.Stream):
         self._options = options
         self._segments: list[str] = []  # is_final texts of the turn in progress
         self._turn_start_ms = 0.0  # where the turn's first segment starts in the stream
-        self._confidences: list[float] = []
         self._finalized = asyncio.Condition()
         self._finalize_answers = 0  # from_finalize results seen
         self.keepalives = 0
@@ -252,11 +251,8 @@ class DeepgramStream(ws_stt.Stream):
         if not self._segments:
             return
         text = " ".join(self._segments)
-        confidence = sum(self._confidences) / len(self._confidences) if self._confidences else None
-        self._segments, self._confidences = [], []
-        self._out.put_nowait(
-            Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms)
-        )
+        self._segments = []
+        self._emit_turn(text, audio_ms)
 
     # -------- closing
 

@@ -118,7 +118,6 @@ class SonioxStream(ws_stt.Stream):
         super().__init__(ws, owner)
         self._options = options
         self._finals: list[str] = []  # final token texts of the turn in progress
-        self._confidences: list[float] = []
         self._last_end_ms: float | None = None
         self._fin = asyncio.Condition()
         self._fin_answers = 0
@@ -240,13 +239,8 @@ class SonioxStream(ws_stt.Stream):
     def _end_turn(self, audio_ms: float | None) -> None:
         """Queue the turn's final transcript (nothing when no token holds words)."""
         text = "".join(self._finals).strip()
-        confidence = sum(self._confidences) / len(self._confidences) if self._confidences else None
-        self._finals, self._confidences = [], []
-        if not text:
-            return
-        self._out.put_nowait(
-            Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms)
-        )
+        self._finals = []
+        self._emit_turn(text, audio_ms)
 
     # -------- closing
 

@@ -148,7 +148,6 @@ class SpeechmaticsStream(ws_stt.Stream):
         self._options = options
         self._finals: list[str] = []
         self._partial = ""
-        self._confidences: list[float] = []
         self._changed = asyncio.Condition()  # AudioAdded, EndOfUtterance, the end
         self._acked = 0  # highest seq_no acknowledged
         self._utterances = 0  # EndOfUtterance messages seen
@@ -267,13 +266,8 @@ class SpeechmaticsStream(ws_stt.Stream):
 
     def _end_turn(self, audio_ms: float | None) -> None:
         text = " ".join(self._finals)
-        confidence = sum(self._confidences) / len(self._confidences) if self._confidences else None
-        self._finals, self._confidences, self._partial = [], [], ""
-        if not text:
-            return
-        self._out.put_nowait(
-            Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms)
-        )
+        self._finals, self._partial = [], ""
+        self._emit_turn(text, audio_ms)
 
     # -------- closing
 

@@ -272,6 +272,7 @@ class Stream:
         self._tasks: list[asyncio.Task[None]] = []
         self.audio_bytes = 0  # μ-law bytes sent (8000 per second of audio)
         self.malformed = 0  # server messages that could not be read (logged, skipped)
+        self._confidences: list[float] = []  # of the final parts of the turn in progress
 
     @property
     def audio_seconds(self) -> float:
@@ -291,6 +292,16 @@ class Stream:
 
     def __aiter__(self) -> AsyncIterator[Transcript]:
         return transcripts(self._out)
+
+    def _emit_turn(self, text: str, audio_ms: float | None) -> None:
+        """Queue a turn's final transcript with its parts' mean confidence (nothing when `text` is empty)."""
+        confidences, self._confidences = self._confidences, []
+        if not text:
+            return
+        confidence = sum(confidences) / len(confidences) if confidences else None
+        self._out.put_nowait(
+            Transcript(text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms)
+        )
 
     def _sent(self, audio: bytes) -> None:
         self.audio_bytes += len(audio)
