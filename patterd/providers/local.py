@@ -17,7 +17,7 @@ from patterd.protocols import local as codec
 from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
 from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
 from patterd.providers.media_socket import MediaSocket
-from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
+from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, ProviderOptions, ProviderSpec
 
 log = structlog.get_logger("patterd.local")
 
@@ -179,4 +179,13 @@ SPEC = ProviderSpec(
     build=build,
     summary="Built-in browser softphone on the dashboard (no phone network)",
     capabilities=Capabilities(needs_network=False, sample_rates=(8000,)),
+    carrier=CarrierFacts(
+        media_path="/ws/local/{call_id}",
+        needs_number=False,
+        per_minute=False,
+        access="dashboard",
+        public_callbacks=False,
+        default=True,
+        title="Softphone",
+    ),
 )

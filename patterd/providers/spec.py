@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from patterd.clock import SYSTEM_CLOCK, Clock
+from patterd.providers.carrier_spec import CarrierFacts as CarrierFacts  # re-exported for carrier specs
 
 KINDS = ("carrier", "engine", "stt", "tts", "llm", "vad", "tunnel")
 
@@ -137,6 +138,7 @@ class ProviderSpec:
     summary: str
     check: Checker | None = None  # probes credentials/reachability of a built provider; raises ProviderError
     capabilities: Capabilities = Capabilities()
+    carrier: CarrierFacts | None = None  # kind "carrier" only: its routes, config needs, billing, access
 
     @property
     def key(self) -> str:

@@ -41,6 +41,7 @@ from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
+    CarrierFacts,
     ProviderOptions,
     ProviderSpec,
     env_secret,
@@ -569,5 +570,10 @@ SPEC = ProviderSpec(
         needs_network=True,
         sample_rates=(8000,),
         notes="AMD via answering_machine_detection; Ed25519 webhook signatures when public_key is set",
+    ),
+    carrier=CarrierFacts(
+        media_path="/ws/telnyx/stream/{call_id}",
+        prices={"inbound_per_minute": 0.0035, "outbound_per_minute": 0.005},  # US local voice, early 2026
+        title="Telnyx",
     ),
 )

@@ -43,6 +43,7 @@ from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
+    CarrierFacts,
     ProviderOptions,
     ProviderSpec,
     env_secret,
@@ -553,5 +554,10 @@ SPEC = ProviderSpec(
     check=check,
     capabilities=Capabilities(
         streaming=True, needs_network=True, sample_rates=(8000,), notes="μ-law 8 kHz Media Streams"
+    ),
+    carrier=CarrierFacts(
+        media_path="/ws/stream/{call_id}",
+        prices={"inbound_per_minute": 0.0085, "outbound_per_minute": 0.014},  # US local voice, early 2026
+        title="Twilio",
     ),
 )
