@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from patterd.calls.call_spec import CallSpec, CallState, LiveCall, fill
+from patterd.calls.playout import Playout
 from patterd.calls.tools import ToolActions, ToolFailure, ToolSet, run_tool
 from patterd.calls.turn_latency import TurnLatency
+from patterd.calls.voicemail import Voicemail
 from patterd.clock import Clock
 from patterd.errors import PatterdError
-from patterd.protocols.audio import FRAME_BYTES
 from patterd.protocols.events import (
     AgentAudioStarted,
     CallEnded,
@@ -47,40 +46,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("patterd.call")
 
-MARK_EVERY_MS = 200.0  # one mark per ~200 ms of audio: enough precision for truncation, cheap on the wire
-DRAIN_SLACK_SECS = 2.0  # how long past the estimated end of playout we wait for the carrier's last mark
-GOODBYE_QUIET_SECS = 0.4  # after end_call, wait this long with no new agent audio before hanging up
-MACHINE_START_GRACE_SECS = 3.0  # after AMD's machine_start, wait this long for the end of the greeting
-GOODBYE_WAIT_SECS = 3.0  # how long a goodbye (or voicemail message) still to come may take to start playing
-
-
-class CallState(enum.Enum):
-    """Where a call is in its life."""
-
-    RINGING = "ringing"  # admitted or dialled; waiting for the media stream
-    CONNECTED = "connected"  # media flowing, engine running
-    ENDING = "ending"  # hang-up decided; finishing playout, closing the engine
-    ENDED = "ended"  # final status recorded; nothing more happens
-
-
-AMD_MACHINE = frozenset(
-    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
-)
-
-
-@dataclass
-class CallSpec:
-    """What is known about a call when it is admitted or placed."""
-
-    call_id: str
-    direction: str  # inbound | outbound
-    carrier_name: str
-    carrier_call_id: str
-    caller: str
-    callee: str
-    variables: Mapping[str, str] = field(default_factory=dict)
-    voicemail_message: str | None = None
-    trace_id: str = ""
+# CallSpec and CallState moved to call_spec; importers of this module still find them here.
+__all__ = ["CallSession", "CallSpec", "CallState", "LiveCall", "fill"]
 
 
 class CallSession:
@@ -114,16 +81,21 @@ class CallSession:
         self.first_message = (
             fill(agent.config.first_message, variables) if agent.config.first_message else None
         )
+        if agent.config.recording_notice:  # spoken first, as the opening of the first message
+            notice = agent.config.recording_notice.strip()
+            self.first_message = f"{notice} {self.first_message}" if self.first_message else notice
         self.toolset: ToolSet = agent.toolset
         self.tools: Sequence[ToolSchema] = self.toolset.schemas()
-        self.audio: AudioOut = self  # the session is its own AudioOut
+        self._turn = TurnLatency(clock)  # caller's last voiced frame → first agent frame on the socket
+        self.playout = Playout(clock, self._turn, self._first_audio)
+        self.audio: AudioOut = self.playout
+        self.voicemail = Voicemail(spec.voicemail_message, self._leave_voicemail)
         self.media_connected = False
         self.status = "ringing"
         self.error: str | None = None
         self.answered_by: str | None = None
         self.started_mono = clock.monotonic()
         self.frames_in = 0
-        self.frames_out = 0
         self._leg: CarrierLeg | None = None
         self._engine: EngineSession | None = None
         self._end_requested = asyncio.Event()
@@ -131,24 +103,7 @@ class CallSession:
         self._ended = asyncio.Event()
         self._engine_ready = asyncio.Event()
         self._connected_mono: float | None = None
-        self._first_audio_sent = False
-        # playout accounting: when the queued agent audio will have finished playing
-        self._play_end = 0.0
-        self._segment = ""
-        self._segment_start = 0.0
-        self._segment_ms = 0.0
-        self._unmarked_ms = 0.0
-        self._marks: dict[str, float] = {}
-        self._mark_seq = itertools.count(1)
-        self._marks_done = asyncio.Event()
-        self._marks_done.set()
-        self._last_play_mono = 0.0
-        self._audio_played = asyncio.Event()  # set by every play(); lets a goodbye wait for its first audio
-        self._turn = TurnLatency(clock)  # caller's last voiced frame → first agent frame on the socket
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._ending_soon = False
-        self._voicemail_left = False
-        self._voicemail_grace: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,13 +124,16 @@ class CallSession:
     async def run(self, leg: CarrierLeg) -> None:
         """Run the call over a connected media leg until it ends; never raises for call-level failures."""
         self._leg = leg
+        self.playout.attach(leg)
         self.media_connected = True
         self.state = CallState.CONNECTED
         self._connected_mono = self.clock.monotonic()
         self._set_status("in_progress")
         structlog.contextvars.bind_contextvars(call_id=self.call_id, agent=self.agent.name)
         log.info("call connected", carrier=self.spec.carrier_name, direction=self.spec.direction)
-        if self.agent.config.recording and self.spec.carrier_call_id:
+        # A carrier that cannot record says so (`records_calls = False`); `true` means "if it can".
+        can_record = getattr(self.carrier, "records_calls", True)
+        if self.agent.config.records_on_carrier and can_record and self.spec.carrier_call_id:
             self._spawn(self._start_recording())
         limit = self.agent.config.max_duration_secs
         deadline = (
@@ -228,6 +186,8 @@ class CallSession:
         if self.state is CallState.ENDED:
             return
         self.state = CallState.ENDED
+        self.playout.stop()
+        self.voicemail.close()
         self.status = status
         if error:
             self.error = error
@@ -280,7 +240,6 @@ class CallSession:
         self.emit(TransferStarted(**self.new_event_fields(), to=to))
         await self.carrier.transfer(self.spec.carrier_call_id, to)
         self._end_reason = f"transferred to {to}"
-        self._ending_soon = True
         self._end_requested.set()
 
     def push_text(self, text: str) -> None:
@@ -304,39 +263,18 @@ class CallSession:
         """AMD answered: with a voicemail message and a machine, leave the message and hang up."""
         self.answered_by = answered_by
         self.emit(MachineDetected(**self.new_event_fields(), answered_by=answered_by))
-        if answered_by in AMD_MACHINE and self.spec.voicemail_message:
+        if self.voicemail.verdict(answered_by):
             self._set_status("voicemail")
-            if self._voicemail_left:
-                return
-            if answered_by == "machine_start":
-                # The greeting is still playing; carriers that report its end (Telnyx greeting_end,
-                # Twilio DetectMessageEnd) send another result soon: speak after the beep, not over it.
-                self._voicemail_grace = asyncio.get_running_loop().call_later(
-                    MACHINE_START_GRACE_SECS, self._start_voicemail
-                )
-                return
-            self._start_voicemail()
 
-    def _start_voicemail(self) -> None:
-        """Leave the voicemail message, once per call."""
-        if self._voicemail_grace is not None:
-            self._voicemail_grace.cancel()
-        if self._voicemail_left or not self.spec.voicemail_message or self.state is CallState.ENDED:
+    def _leave_voicemail(self, message: str) -> None:
+        self._spawn(self._say_voicemail(message))
+
+    async def _say_voicemail(self, message: str) -> None:
+        if not await self.engine_ready():  # media not connected yet: wait for the engine (or the end)
             return
-        self._voicemail_left = True
-        self._spawn(self._leave_voicemail(self.spec.voicemail_message))
-
-    async def _leave_voicemail(self, message: str) -> None:
-        if self._engine is None:  # media not connected yet: wait for the engine (or the end of the call)
-            ready = asyncio.ensure_future(self._engine_ready.wait())
-            ended = asyncio.ensure_future(self._ended.wait())
-            await asyncio.wait({ready, ended}, return_when=asyncio.FIRST_COMPLETED)
-            ready.cancel()
-            ended.cancel()
         engine = self._engine
-        if engine is None:
-            return
-        await self.interrupt()
+        assert engine is not None
+        await self.playout.interrupt()
         engine.say(message)
         self._spawn(self._end_after_goodbye("voicemail left"))
 
@@ -348,6 +286,7 @@ class CallSession:
 
     async def _read_media(self, leg: CarrierLeg, engine: EngineSession) -> None:
         push_audio = engine.push_audio
+        on_mark = self.playout.on_mark
         # 50 frames a second per call: exact type checks on the hot path, cheaper than isinstance/match.
         async for event in leg.events():
             kind = type(event)
@@ -355,7 +294,7 @@ class CallSession:
                 self.frames_in += 1
                 push_audio(event.payload)  # type: ignore[union-attr]
             elif kind is MarkPlayed:
-                self._on_mark(event.name)  # type: ignore[union-attr]
+                on_mark(event.name)  # type: ignore[union-attr]
             elif kind is CallerDtmf:
                 digit = event.digit  # type: ignore[union-attr]
                 self.emit(DtmfReceived(**self.new_event_fields(), digit=digit))
@@ -363,85 +302,14 @@ class CallSession:
             elif kind is StreamStopped:
                 return
 
-    # ------------------------------------------------------------------ AudioOut
-
-    async def play(self, ulaw: bytes, segment: str = "") -> None:
-        """Send agent audio to the carrier and account for when it will have played."""
-        leg = self._leg
-        if leg is None or self.state is CallState.ENDED:
-            return
-        now = self.clock.monotonic()
-        ms = len(ulaw) / 8.0
-        start = max(now, self._play_end)
-        if segment != self._segment or self._segment_ms == 0:
-            self._segment = segment
-            self._segment_start = start
-            self._segment_ms = 0.0
-        elif (
-            now > self._play_end
-        ):  # a pause inside the segment: shift its start so elapsed time = heard audio
-            self._segment_start += now - self._play_end
-        self._segment_ms += ms
-        self._play_end = start + ms / 1000.0
-        self._last_play_mono = now
-        self._audio_played.set()
-        if not self._first_audio_sent:
-            self._first_audio_sent = True
-            connected = self._connected_mono if self._connected_mono is not None else now
-            self.emit(AgentAudioStarted(**self.new_event_fields(), first_audio_ms=(now - connected) * 1000))
-        self.frames_out += (len(ulaw) + FRAME_BYTES - 1) // FRAME_BYTES
-        # Stopped as the frame goes to the socket's writer (the write itself does not wait): stamping after
-        # the await would add however long this task then waits for the loop, which the caller never hears.
-        self._turn.sent()
-        await leg.send_audio(ulaw)
-        self._unmarked_ms += ms
-        if self._unmarked_ms >= MARK_EVERY_MS:
-            await self._send_mark()
-
-    async def _send_mark(self) -> None:
-        leg = self._leg
-        if leg is None:
-            return
-        name = f"m{next(self._mark_seq)}"
-        self._marks[name] = self._play_end
-        self._marks_done.clear()
-        self._unmarked_ms = 0.0
-        await leg.send_mark(name)
-
-    def _on_mark(self, name: str) -> None:
-        if self._marks.pop(name, None) is not None and not self._marks:
-            self._marks_done.set()
-
-    async def interrupt(self) -> tuple[str, int] | None:
-        """Barge-in: clear the carrier's buffer; returns (segment, ms of it the caller heard)."""
-        if not self.speaking or self._leg is None:
-            return None
-        now = self.clock.monotonic()
-        played = max(0.0, min(self._segment_ms, (now - self._segment_start) * 1000.0))
-        await self._leg.clear()
-        segment = self._segment
-        self._play_end = now
-        self._segment_ms = 0.0
-        self._unmarked_ms = 0.0
-        self._marks.clear()  # the carrier echoes (or drops) them on clear; they no longer mean anything
-        self._marks_done.set()
-        return segment, int(played)
-
-    async def drained(self) -> None:
-        """Wait until everything queued has been played (the carrier's marks say so)."""
-        if self._leg is None:
-            return
-        if self._unmarked_ms > 0:
-            await self._send_mark()
-        budget = max(0.0, self._play_end - self.clock.monotonic()) + DRAIN_SLACK_SECS
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(budget):
-                await self._marks_done.wait()
+    def _first_audio(self, now: float) -> None:
+        connected = self._connected_mono if self._connected_mono is not None else now
+        self.emit(AgentAudioStarted(**self.new_event_fields(), first_audio_ms=(now - connected) * 1000))
 
     @property
-    def speaking(self) -> bool:
-        """True while agent audio is queued or playing."""
-        return bool(self._marks) or self.clock.monotonic() < self._play_end
+    def frames_out(self) -> int:
+        """Agent audio frames sent to the carrier so far."""
+        return self.playout.frames_out
 
     # ------------------------------------------------------------------ CallContext
 
@@ -501,20 +369,7 @@ class CallSession:
 
     async def _end_after_goodbye(self, reason: str) -> None:
         """Let the agent finish its goodbye (audio may still be arriving), then end the call."""
-        self._ending_soon = True
-        if not self.speaking:
-            # The goodbye is still to come (the model answers the tool output, or the voicemail
-            # message was just requested): a first audio frame takes longer than the quiet gap.
-            self._audio_played.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(GOODBYE_WAIT_SECS):
-                    await self._audio_played.wait()
-        while True:
-            await self.drained()
-            quiet_since = self._last_play_mono
-            await asyncio.sleep(GOODBYE_QUIET_SECS)
-            if self._last_play_mono == quiet_since and not self.speaking:
-                break
+        await self.playout.goodbye_heard()
         self._end_reason = self._end_reason or reason
         self._end_requested.set()
 
@@ -533,26 +388,13 @@ class CallSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def snapshot(self) -> dict[str, Any]:
-        """A small live view of the call for the API."""
-        return {
-            "call_id": self.call_id,
-            "agent": self.agent.name,
-            "state": self.state.value,
-            "status": self.status,
-            "direction": self.spec.direction,
-            "carrier": self.spec.carrier_name,
-        }
-
-
-def fill(template: str, variables: Mapping[str, str]) -> str:
-    """Replace `{name}` placeholders with variables; unknown placeholders stay as written."""
-
-    class _Keep(dict[str, str]):
-        def __missing__(self, key: str) -> str:
-            return "{" + key + "}"
-
-    try:
-        return template.format_map(_Keep(variables))
-    except (ValueError, IndexError):  # stray braces in a prompt: leave the text alone
-        return template
+    def snapshot(self) -> LiveCall:
+        """A small read-only view of the call for the web layer."""
+        return LiveCall(
+            call_id=self.call_id,
+            agent=self.agent.name,
+            state=self.state,
+            status=self.status,
+            direction=self.spec.direction,
+            carrier=self.spec.carrier_name,
+        )

@@ -103,7 +103,7 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
                 "config_generation": board.graph.generation,
                 "carrier": board.graph.config.carrier.type,
                 "public_host": runtime.public_host,
-                "live_calls": [s.snapshot() for s in board.calls.values()],
+                "live_calls": [s.snapshot().as_dict() for s in board.calls.values()],
                 "store": runtime.store.stats(),
                 "history": runtime.store.history(),  # {"loading", "loaded", "total"}: hydrate progress
             }
