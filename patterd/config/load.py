@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from patterd.config.cluster import ClusterConfig
 from patterd.config.interpolate import interpolate_document, interpolate_lenient, load_dotenv, merge_environ
 from patterd.config.model import (
     CHAIN_ROLES,
@@ -45,6 +46,7 @@ FILE_KEYS = (
     "pricing",
     "server",
     "logging",
+    "cluster",
     "agents",
 )
 EXTENSION_PREFIX = "x-"
@@ -201,9 +203,10 @@ class _Loader:
         server = self.section(ServerConfig, root.get("server"), ("server",))
         self.check_dashboard_token(server, root.get("server"))
         logging = self.section(LoggingConfig, root.get("logging"), ("logging",))
+        cluster = self.section(ClusterConfig, root.get("cluster"), ("cluster",))
         agents = self.agents(root.get("agents"))
 
-        if self.issues or carrier is None or server is None or logging is None or agents is None:
+        if self.issues or None in (carrier, server, logging, cluster, agents):
             return None
         try:
             return Config(
@@ -216,6 +219,7 @@ class _Loader:
                 pricing=pricing,
                 server=server,
                 logging=logging,
+                cluster=cluster,
                 agents=agents,
                 digest=digest,
             )

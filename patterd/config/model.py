@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from patterd.config.cluster import ClusterConfig
 from patterd.hosts import host_allowed, url_host
 from patterd.providers.spec import ProviderOptions, ProviderSpec
 from patterd.redact import SECRET_MASK, redact_url
@@ -370,6 +371,7 @@ class Config(BaseModel):
     pricing: dict[str, dict[str, float]] = Field(default_factory=dict)
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     agents: list[AgentConfig] = Field(min_length=1)
     source: Path | None = None
     digest: str = ""
@@ -404,4 +406,6 @@ class Config(BaseModel):
             "server": self.server.model_dump(mode="json"),
             "logging": self.logging.model_dump(mode="json"),
             "agents": [agent.to_public_dict() for agent in self.agents],
+            # shown once configured (a file without `cluster:` keeps its old shape)
+            **({"cluster": self.cluster.to_public_dict()} if self.cluster != ClusterConfig() else {}),
         }

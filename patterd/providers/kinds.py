@@ -86,6 +86,15 @@ class CallRouter(Protocol):
         """True only for a call id we issued whose media stream has not connected yet."""
         ...
 
+    async def admit_media(self, call_id: str, token: str | None) -> str | None:
+        """Admit a media socket: None when `run_media` may follow, else the reason to refuse (1008) and count.
+
+        `token` is the call token the answer carried (`Admission.parameters["call_token"]`, back as a stream
+        parameter or the socket URL's query): with it any replica sharing the cluster secret takes the call
+        (reasons token_invalid, token_expired, token_replayed); without it only a call this process rings.
+        """
+        ...
+
     async def run_media(self, call_id: str, leg: CarrierLeg) -> None:
         """Run the call over this media leg until it ends. Returns when the call is over."""
         ...

@@ -352,7 +352,7 @@ async def pipeline_turn(
     async with FakeDeepgramServer() as server, provider(server, endpointing_ms=dg_endpointing_ms) as stt:
         server.say("What are your hours?")
         async with rig([Reply(text="We open at nine.")], stt=stt, options=opts) as r:  # type: ignore[arg-type]
-            await eventually(lambda: r.session._stt_stream is not None)
+            await eventually(lambda: r.session.stt_stream is not None)
             r.speak(30, then_quiet=25)  # 600 ms of speech, 500 ms of silence
             (user,) = await r.call.wait_lines("user", 1)
             (line,) = await r.call.wait_lines("assistant", 1)
