@@ -14,12 +14,15 @@ Quantities providers report (by convention): OpenAI Realtime `input_text_tokens`
 `input_audio_tokens`, `cached_input_tokens`, `output_text_tokens`, `output_audio_tokens`;
 chat LLMs `input_tokens`, `cached_input_tokens`, `output_tokens`; STT `audio_seconds`;
 TTS `characters`; carriers `inbound_minutes` / `outbound_minutes` (derived here from the call
-duration, rounded up to whole minutes as Twilio and Telnyx bill, when the carrier sent no usage).
+duration, rounded up to whole minutes for carriers whose spec says `per_minute`, when the carrier
+sent no usage).
 Quantities without a price cost nothing.
 
 Overrides come from `pricing:` in patter.yaml, by provider name and price key, and replace the
 default of that key only, e.g. `pricing: {openai_realtime: {input_audio_tokens_per_million: 40}}`.
 A provider missing from the table (offline built-ins, plugins) costs 0 unless priced there.
+A carrier's default prices come from its spec (`CarrierFacts.prices`), not from this table, so a
+carrier plugin is billed without editing core; docs/providers.md lists them ("Writing a carrier").
 
 Default prices are public list prices (USD) as published in early 2026:
 - openai_realtime (gpt-realtime): text in $4 / 1M tokens, audio in $32, cached in $0.40,
@@ -46,21 +49,23 @@ Default prices are public list prices (USD) as published in early 2026:
   bills the time a session is open, which `stt.assemblyai` keeps to the call: the audio streamed),
   rime ($0.04 / 1k chars),
   lmnt ($0.035 / 1k chars).
-- twilio (US local voice: inbound $0.0085 / min, outbound $0.014 / min),
-  telnyx (US local voice: inbound $0.0035 / min, outbound $0.005 / min).
-- offline, script, local: 0.
+- carriers: their spec's `CarrierFacts.prices` (docs/providers.md).
+- offline, script: 0.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Literal
+
+from patterd.providers.carrier_spec import CarrierFacts
 
 Component = Literal["stt", "tts", "llm", "telephony"]
 COMPONENTS: tuple[Component, ...] = ("stt", "tts", "llm", "telephony")
 UNITS: dict[str, float] = {"million": 1_000_000.0, "thousand": 1_000.0, "minute": 1.0, "unit": 1.0}
-PER_MINUTE_CARRIERS = frozenset({"twilio", "telnyx"})
 
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "openai_realtime": {
@@ -91,11 +96,8 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "assemblyai": {"audio_per_minute": 0.0025},
     "rime": {"characters_per_thousand": 0.04},
     "lmnt": {"characters_per_thousand": 0.035},
-    "twilio": {"inbound_per_minute": 0.0085, "outbound_per_minute": 0.014},
-    "telnyx": {"inbound_per_minute": 0.0035, "outbound_per_minute": 0.005},
     "offline": {},
     "script": {},
-    "local": {},
 }
 
 Pricing = Mapping[str, Mapping[str, float]]
@@ -128,9 +130,32 @@ def pricing_problems(overrides: Pricing) -> list[str]:
     return problems
 
 
+@functools.cache
+def carrier_facts() -> Mapping[str, CarrierFacts]:
+    """The installed carriers' facts by name (entry points, loaded once: they do not change at run time)."""
+    from patterd.plugins.registry import load_registry  # cost sits below plugins; loaded on first use
+
+    registry = load_registry()
+    facts = {
+        loaded.spec.name: loaded.spec.carrier
+        for loaded in registry
+        if loaded.spec.kind == "carrier" and loaded.spec.carrier is not None
+    }
+    return MappingProxyType(facts)
+
+
+def default_prices(provider: str) -> Mapping[str, float]:
+    """A provider's default prices: the table above, else its carrier spec's, else none."""
+    prices = DEFAULT_PRICES.get(provider)
+    if prices is not None:
+        return prices
+    facts = carrier_facts().get(provider)
+    return facts.prices if facts is not None else {}
+
+
 def prices_for(provider: str, overrides: Pricing = {}) -> dict[str, float]:  # noqa: B006 (read-only)
     """The effective price table of one provider: defaults, then overrides key by key."""
-    return {**DEFAULT_PRICES.get(provider, {}), **overrides.get(provider, {})}
+    return {**default_prices(provider), **overrides.get(provider, {})}
 
 
 def _scaled(quantities: Mapping[str, float], quantity: str, unit: str) -> float:
@@ -152,7 +177,8 @@ def price_usage(provider: str, quantities: Mapping[str, float], overrides: Prici
 
 def telephony_minutes(carrier: str, direction: str, duration_ms: int | None) -> dict[str, float]:
     """Billable carrier minutes of a call: whole minutes rounded up, for per-minute carriers."""
-    if carrier not in PER_MINUTE_CARRIERS or not duration_ms or duration_ms <= 0:
+    facts = carrier_facts().get(carrier)
+    if facts is None or not facts.per_minute or not duration_ms or duration_ms <= 0:
         return {}
     return {f"{direction}_minutes": float(math.ceil(duration_ms / 60_000))}
 

@@ -193,7 +193,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "SIGHUP")
             if self.watch:
                 self._spawn(self._watch_config())
-            app = create_app(self, dashboard=self.config.server.dashboard)
+            app = create_app(self, dashboard=self.config.server.dashboard, registry=self.registry)
             hyper = HypercornConfig()
             hyper.bind = [f"fd://{sock.fileno()}"]
             hyper.graceful_timeout = HYPERCORN_GRACE_SECS

@@ -176,10 +176,11 @@ async def build_graph(
         carrier = cast(Carrier, await _enter(stack, config.carrier, ctx, "carrier"))
         carriers[config.carrier.type] = carrier
         providers.append(BuiltProvider("carrier", config.carrier.spec.key, carrier, config.carrier))
-        if "local" not in carriers:  # the browser softphone is always there, beside any carrier
-            local_spec = registry.get("carrier", "local")
-            local = await stack.enter_async_context(local_spec.build(local_spec.options(), ctx))
-            carriers["local"] = cast(Carrier, local)
+        default = registry.default_carrier()
+        if default is not None and default not in carriers:  # the browser phone is there beside any carrier
+            default_spec = registry.get("carrier", default)
+            built = await stack.enter_async_context(default_spec.build(default_spec.options(), ctx))
+            carriers[default] = cast(Carrier, built)
         if tunnel is not None and config.phone_number:
             configure = getattr(carrier, "configure_number", None)
             if callable(configure):

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from patterd.plugins import load_registry
+from patterd.providers.spec import CarrierFacts
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "providers.md"
 HEADER = """# Providers
@@ -151,7 +152,63 @@ async def test_behaviour(case: str) -> None:
 
 Outside pytest, `await STTSuite(setup).run_all()` returns each case's outcome. After adding options,
 regenerate this page with `python tools/provider_docs.py`.
+
+### Writing a carrier
+
+A carrier is a provider of kind `carrier` whose built object satisfies `kinds.Carrier` (`handle_webhook`,
+`handle_media`, `dial`, `hangup`, `transfer`, `start_recording`). Core never names a carrier: everything it
+needs is declared on the spec as `ProviderSpec(..., carrier=CarrierFacts(...))`
+(`patterd.providers.spec.CarrierFacts`):
+
+| fact | default | what core does with it |
+|---|---|---|
+| `webhook_path` | `/webhooks/{name}/{hook}` | mounts `POST` on it; `{hook}` (the last segment) reaches `handle_webhook` |
+| `media_path` | `""` | mounts the media websocket (a `{call_id}` parameter) on it; `""` mounts none |
+| `needs_number` | `true` | the config must set `phone_number` with this carrier |
+| `per_minute` | `true` | without usage from the carrier, the call is billed per started minute |
+| `prices` | `{}` | default prices (`inbound_per_minute`, `outbound_per_minute`), overridable by `pricing:` |
+| `access` | `signature` | `signature`: the carrier verifies each request itself; `dashboard`: the dashboard's token rule, CSRF header and same-origin websockets apply (a browser phone) |
+| `public_callbacks` | `true` | the config must give `webhook_url` or a tunnel |
+| `default` | `false` | used when the config names no carrier, and always running beside the configured one |
+| `title` | the name capitalised | the vendor's name in messages |
+
+The media stream is one `patterd.providers.media_leg.MediaLeg` run on the accepted websocket: it reads
+frames (size cap, idle watchdog), drops and counts bad ones without ending the call, frames agent audio,
+sends or emulates marks, clears and closes. The carrier supplies only its wire format, a sans-I/O
+`patterd.protocols.media_codec.MediaCodec`:
+
+```python
+class MediaCodec(Protocol):
+    def receive(self, frame: str | bytes) -> Sequence[MediaEvent | Notice]: ...  # raises frames.BadFrame
+    def media(self, ulaw: bytes) -> str | bytes: ...           # one message of agent audio (μ-law 8 kHz)
+    def mark(self, name: str) -> str | bytes | None: ...       # None: no marks on this wire (emulated)
+    def clear(self) -> str | bytes | None: ...                 # None: no clear on this wire
+```
+
+`handle_media` authenticates the socket, refuses one for a call `router.expects_media()` does not know
+(close 1008), accepts it and runs `router.run_media(call_id, MediaLeg(websocket, codec, MediaSocket(...),
+frame_bytes=160))`. Without marks on the wire the leg yields `MarkPlayed` once the audio sent before the
+mark has had time to play at 8 kHz. The built-in codecs: `protocols.twilio.TwilioCodec`,
+`protocols.telnyx_media.TelnyxCodec`, `protocols.local.SoftphoneCodec`.
 """
+
+
+def _carrier_line(name: str, facts: CarrierFacts) -> str:
+    """Routes, config needs and default prices of a carrier (its CarrierFacts)."""
+    parts = [f"Webhooks: `POST {facts.webhook_route(name)}`"]
+    if facts.media_path:
+        parts.append(f"media: `WS {facts.media_path}`")
+    parts.append("needs `phone_number`" if facts.needs_number else "no phone number")
+    if facts.public_callbacks:
+        parts.append("needs `webhook_url` or a tunnel")
+    if facts.access == "dashboard":
+        parts.append("the dashboard's token rule")
+    if facts.default:
+        parts.append("the default carrier")
+    prices = ", ".join(f"`{key}` ${value:g}" for key, value in facts.prices.items())
+    billing = "billed per started minute" if facts.per_minute else "not billed by time"
+    parts.append(f"{billing}: {prices}" if prices else billing)
+    return "; ".join(parts) + "."
 
 
 def render() -> str:
@@ -161,6 +218,8 @@ def render() -> str:
         spec = loaded.spec
         lines.append(f"## `{spec.key}`\n")
         lines.append(f"{spec.summary}. Distribution: `{loaded.distribution}`.\n")
+        if spec.carrier is not None:
+            lines.append(_carrier_line(spec.name, spec.carrier) + "\n")
         fields: dict[str, Any] = spec.options.model_fields
         if not fields:
             lines.append("No options.\n")

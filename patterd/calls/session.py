@@ -326,7 +326,7 @@ class CallSession:
         if isinstance(event, TranscriptLine):
             event = self._turn.complete(event)
         if isinstance(event, TranscriptLine | TranscriptPartial) and self._leg is not None:
-            show = getattr(self._leg, "send_transcript", None)  # legs with a screen (the softphone) show it
+            show = getattr(self._leg, "send_transcript", None)  # legs with a screen (the browser phone) show it
             if show is not None:
                 partial = isinstance(event, TranscriptPartial)
                 self._spawn(

@@ -29,14 +29,14 @@ class Voicemail:
         self._closed = False
 
     def verdict(self, answered_by: str) -> bool:
-        """An AMD result (Twilio AnsweredBy vocabulary); True when the call is now a voicemail call."""
+        """An AMD result (the AnsweredBy vocabulary); True when the call is now a voicemail call."""
         if answered_by not in AMD_MACHINE or not self.message:
             return False
         if self.left or self._closed:
             return True
         if answered_by == "machine_start":
-            # The greeting is still playing; carriers that report its end (Telnyx greeting_end,
-            # Twilio DetectMessageEnd) send another result soon: speak after the beep, not over it.
+            # The greeting is still playing; carriers that report its end (a greeting-end or
+            # message-end detection) send another result soon: speak after the beep, not over it.
             if self._grace is None:
                 self._grace = asyncio.get_running_loop().call_later(self._grace_secs, self._start)
             return True

@@ -35,7 +35,7 @@ from patterd.config.yaml_lines import Document, PathPart, format_path, parse_yam
 from patterd.cost import pricing_problems
 from patterd.errors import ConfigError, ConfigIssue, PluginError
 from patterd.plugins.registry import Registry
-from patterd.providers.spec import validation_environ
+from patterd.providers.spec import CarrierFacts, validation_environ
 
 FILE_KEYS = (
     "carrier",
@@ -50,8 +50,6 @@ FILE_KEYS = (
     "agents",
 )
 EXTENSION_PREFIX = "x-"
-DEFAULT_CARRIER = "local"
-CARRIERS_WITH_NUMBERS = ("twilio", "telnyx")  # these carriers route calls by the number they own
 SECRET_WORDS = ("token", "key", "secret", "password")
 
 YamlPath = tuple[PathPart, ...]
@@ -184,7 +182,8 @@ class _Loader:
             carrier = self.provider("carrier", raw_carrier, ("carrier",))
         phone_number = self.validate(_E164, root.get("phone_number"), ("phone_number",))
         carrier_type = raw_carrier.get("type") if isinstance(raw_carrier, dict) else None
-        if carrier_type in CARRIERS_WITH_NUMBERS and root.get("phone_number") is None:
+        facts = self.carrier_facts(carrier_type)
+        if facts is not None and facts.needs_number and root.get("phone_number") is None:
             self.issue(
                 ("phone_number",),
                 f'required when carrier is {carrier_type} (the E.164 number calls arrive on, e.g. "+15550001234")',
@@ -192,7 +191,7 @@ class _Loader:
             )
         public_host, public_scheme = self.webhook_url(root.get("webhook_url"))
         tunnel = self.tunnel(root.get("tunnel"))
-        self.check_reachable(carrier_type, root.get("webhook_url"), root.get("tunnel"))
+        self.check_reachable(carrier_type, facts, root.get("webhook_url"), root.get("tunnel"))
         persist = self.persist(root.get("persist"))
         pricing = self.validate(_PRICING, root.get("pricing"), ("pricing",)) or {}
         for provider, prices in pricing.items():
@@ -227,18 +226,29 @@ class _Loader:
             self.pydantic_issues(exc, (), Config)
             return None
 
-    def default_carrier(self) -> ProviderSection | None:
-        """No `carrier:` means the built-in browser softphone (carrier.local)."""
+    def carrier_facts(self, carrier_type: Any) -> CarrierFacts | None:
+        """What the registry says about carrier `carrier_type` (None: unknown, reported elsewhere)."""
+        if not isinstance(carrier_type, str):
+            return None
         try:
-            spec = self.registry.get("carrier", DEFAULT_CARRIER)
+            return self.registry.get("carrier", carrier_type).carrier
+        except PluginError:
+            return None
+
+    def default_carrier(self) -> ProviderSection | None:
+        """No `carrier:` means the carrier whose spec says `default` (the built-in browser phone)."""
+        name = self.registry.default_carrier()
+        if name is None:
+            self.issue(("carrier",), "no carrier is configured and no installed carrier is a default one")
+            return None
+        try:
+            spec = self.registry.get("carrier", name)
             options = spec.options.model_validate({}, context=self.context)
         except (PluginError, ValidationError) as exc:
-            message = (
-                f"no carrier is configured and the default carrier {DEFAULT_CARRIER!r} is unusable: {exc}"
-            )
+            message = f"no carrier is configured and the default carrier {name!r} is unusable: {exc}"
             self.issue(("carrier",), message)
             return None
-        return ProviderSection(kind="carrier", type=DEFAULT_CARRIER, options=options, spec=spec, line=None)
+        return ProviderSection(kind="carrier", type=name, options=options, spec=spec, line=None)
 
     def check_dashboard_token(self, server: ServerConfig | None, raw: Any) -> None:
         """A dashboard beyond loopback needs a token; judged from the raw keys if the section is invalid."""
@@ -261,13 +271,15 @@ class _Loader:
             # no `server:` in the file (the host came from the environment): no line to point at
             self.issues.append(ConfigIssue("server", message, self.doc.lines.get(("server",))))
 
-    def check_reachable(self, carrier_type: Any, raw_url: Any, raw_tunnel: Any) -> None:
-        """Twilio and Telnyx call back over the internet: without webhook_url or a tunnel every call fails."""
-        if carrier_type not in CARRIERS_WITH_NUMBERS or raw_tunnel not in (None, False):
+    def check_reachable(
+        self, carrier_type: Any, facts: CarrierFacts | None, raw_url: Any, raw_tunnel: Any
+    ) -> None:
+        """Carriers that call back over the internet: without webhook_url or a tunnel every call fails."""
+        if facts is None or not facts.public_callbacks or raw_tunnel not in (None, False):
             return
         if raw_url not in (None, ""):
             return  # given (an invalid one is reported by webhook_url)
-        vendor = carrier_type.capitalize()
+        vendor = facts.display_name(carrier_type)
         line = self.doc.line(("webhook_url",) if raw_url == "" else ("carrier", "type"))
         self.issue(
             ("webhook_url",),

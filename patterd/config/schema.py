@@ -46,12 +46,18 @@ def json_schema(registry: Registry) -> dict[str, Any]:
         tunnel_forms.insert(1, Literal[tuple(tunnel_names)])
     tunnel = functools.reduce(operator.or_, tunnel_forms)
     carrier = roles["carrier"]
+    default_carrier = registry.default_carrier() or "an error"
     file_model = create_model(
         "PatterConfig",
         __base__=_FileBase,
         __doc__="patterd configuration (patter.yaml)",
-        carrier=(carrier | None, Field(None, description="telephony carrier; omitted → local")),
-        phone_number=(E164 | None, Field(None, description="E.164; required for twilio and telnyx")),
+        carrier=(carrier | None, Field(None, description=f"telephony carrier; omitted → {default_carrier}")),
+        phone_number=(
+            E164 | None,
+            Field(
+                None, description="E.164; required by carriers that route calls by number (docs/providers.md)"
+            ),
+        ),
         webhook_url=(
             str | None,
             Field(None, description="public host[:port] carriers reach (https implied)"),

@@ -50,6 +50,14 @@ class Registry:
             raise PluginError(f"{kind} provider {name!r} is installed but broken: {self.broken[key]}")
         raise PluginError(unknown_name_message(kind, name, self.names(kind)))
 
+    def default_carrier(self) -> str | None:
+        """The carrier a config without `carrier:` gets: the first (by name) whose facts say `default`."""
+        for name in self.names("carrier"):
+            facts = self.specs[f"carrier.{name}"].spec.carrier
+            if facts is not None and facts.default:
+                return name
+        return None
+
     def __iter__(self) -> Iterator[LoadedSpec]:
         return iter(sorted(self.specs.values(), key=lambda s: s.spec.key))
 

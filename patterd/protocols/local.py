@@ -90,3 +90,29 @@ def transcript_message(role: str, text: str, *, partial: bool = False) -> str:
     if partial:
         msg["partial"] = True
     return _dump(msg)
+
+
+class SoftphoneCodec:
+    """The browser phone's dialect as a `media_codec.MediaCodec`: one `start` per stream, like a carrier's."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def receive(self, frame: str | bytes) -> tuple[MediaEvent, ...]:
+        event = parse_message(frame)
+        if event is None:
+            return ()
+        if isinstance(event, StreamStarted):
+            if self.started:
+                raise LocalProtocolError("softphone 'start' on a stream that has started", "duplicate_start")
+            self.started = True
+        return (event,)
+
+    def media(self, ulaw: bytes) -> str:
+        return media_message(ulaw)
+
+    def mark(self, name: str) -> str:
+        return mark_message(name)
+
+    def clear(self) -> str:
+        return clear_message()

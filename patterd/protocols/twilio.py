@@ -295,6 +295,21 @@ class StreamState:
         return clear_message(self._require_sid())
 
 
+class TwilioCodec:
+    """Media Streams as a `media_codec.MediaCodec` over one StreamState (the leg's codec for Twilio)."""
+
+    def __init__(self, state: StreamState | None = None) -> None:
+        self.state = state if state is not None else StreamState()
+        self._receive = self.state.receive
+        self.media = self.state.media  # bound once: the hot path pays no extra call
+        self.mark = self.state.mark
+        self.clear = self.state.clear
+
+    def receive(self, frame: str | bytes) -> tuple[MediaEvent, ...]:
+        event = self._receive(frame)
+        return () if event is None else (event,)
+
+
 # ------------------------------------------------------------------ webhook signatures
 
 Params = Mapping[str, str] | Mapping[str, Sequence[str]] | Iterable[tuple[str, str]]

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from patterd.errors import CallError
 from patterd.protocols import jsontext
 from patterd.protocols import local as codec
-from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
-from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, InboundCall
+from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, ProviderOptions, ProviderSpec
 
@@ -28,69 +29,18 @@ class LocalOptions(ProviderOptions):
     """The softphone has no options; it exists so the dashboard can place calls."""
 
 
-class WebSocketLeg:
-    """A browser's media stream (Twilio's JSON dialect) as a CarrierLeg."""
-
-    def __init__(self, websocket: WebSocket, router: CallRouter, idle_timeout_secs: float = 0.0) -> None:
-        self.websocket = websocket
-        self.router = router
-        self._frames = MediaSocket(websocket, "local", router, idle_timeout_secs)
-        self._started = False
-        self._closed = False
-
-    async def events(self) -> AsyncIterator[MediaEvent]:
-        receive = self._frames.receive
-        while True:
-            frame = await receive()  # raises ProviderConnectionError when the browser goes silent
-            if frame is None:
-                yield StreamStopped("browser disconnected")
-                return
-            try:
-                event = codec.parse_message(frame)
-            except codec.LocalProtocolError as exc:
-                self._frames.drop(exc.reason, str(exc))
-                continue
-            except Exception as exc:  # a decoder bug must cost one frame, never the call
-                self._frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
-                continue
-            if isinstance(event, StreamStarted):
-                if self._started:  # as on the carriers' streams: one start per stream
-                    self._frames.drop("duplicate_start", "softphone 'start' on a stream that has started")
-                    continue
-                self._started = True
-            if event is not None:
-                yield event
-                if isinstance(event, StreamStopped):
-                    return
-
-    async def _send(self, text: str) -> None:
-        if self._closed:
-            return
-        try:
-            await self.websocket.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self._closed = True
-
-    async def send_audio(self, ulaw: bytes) -> None:
-        await self._send(codec.media_message(ulaw))
-
-    async def send_mark(self, name: str) -> None:
-        await self._send(codec.mark_message(name))
-
-    async def clear(self) -> None:
-        await self._send(codec.clear_message())
+class SoftphoneLeg(MediaLeg):
+    """The browser phone's media stream: the one media leg, plus transcript lines shown on the page."""
 
     async def send_transcript(self, role: str, text: str, *, partial: bool = False) -> None:
-        """Show a transcript line (or the agent's words so far, `partial`) beside the call on the softphone page."""
+        """Show a transcript line (or the agent's words so far, `partial`) beside the call on the page."""
         await self._send(codec.transcript_message(role, text, partial=partial))
 
-    async def close(self) -> None:
-        self._frames.stop()
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self.websocket.close()
+
+def _token_query(parameters: Mapping[str, str]) -> str:
+    """`?call_token=...` for the media path when the answer carries one."""
+    token = parameters.get(CALL_TOKEN)
+    return "?" + urlencode({CALL_TOKEN: token}) if token else ""
 
 
 def _bad_request(message: str) -> Response:
@@ -102,6 +52,7 @@ class LocalCarrier:
 
     name = "local"
     can_transfer = False  # the dashboard hides Transfer for its calls
+    records_calls = False  # no carrier-side recording: `recording: local` records softphone calls
 
     def __init__(self, ctx: BuildContext) -> None:
         self.ctx = ctx
@@ -137,18 +88,24 @@ class LocalCarrier:
             {
                 "call_id": admission.call_id,
                 "agent": admission.agent,
-                "media_path": f"/ws/local/{admission.call_id}",
+                "media_path": f"/ws/local/{admission.call_id}" + _token_query(admission.parameters),
             },
             status_code=201,
         )
 
     async def handle_media(self, websocket: WebSocket, call_id: str, router: CallRouter) -> None:
-        if not router.expects_media(call_id):
-            router.count_rejection("local", "unknown_call")
+        # the call token (in the media path we answered with) lets any replica of a cluster take the call
+        refused = await router.admit_media(call_id, websocket.query_params.get(CALL_TOKEN))
+        if refused is not None:
+            router.count_rejection("local", refused)
             await websocket.close(code=1008)
             return
         await websocket.accept()
-        leg = WebSocketLeg(websocket, router, self.ctx.media_idle_timeout_secs)
+        frames = MediaSocket(websocket, "local", router, self.ctx.media_idle_timeout_secs)
+        # the browser buffers and paces what it gets: audio goes out in the chunks the session sends
+        leg = SoftphoneLeg(
+            websocket, codec.SoftphoneCodec(), frames, frame_bytes=0, end_reason="browser disconnected"
+        )
         try:
             await router.run_media(call_id, leg)
         finally:

@@ -10,7 +10,6 @@ that reuse the same `command_id`, so Telnyx never acts on a command twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
@@ -34,9 +33,8 @@ from patterd.errors import (
 )
 from patterd.protocols import jsontext
 from patterd.protocols import telnyx as proto
-from patterd.protocols.audio import FrameSplitter
-from patterd.protocols.events import MediaEvent, StreamStopped
 from patterd.providers.kinds import Admission, CallRouter, DialRequest, InboundCall
+from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
     BuildContext,
@@ -308,7 +306,9 @@ class TelnyxCarrier:
             await websocket.close(code=1008)
             return
         await websocket.accept()
-        leg = TelnyxLeg(websocket, router, idle_timeout_secs=self.ctx.media_idle_timeout_secs)
+        frames = MediaSocket(websocket, CARRIER, router, self.ctx.media_idle_timeout_secs)
+        # Telnyx plays whole 20 ms frames: the partial frame before a mark is padded with silence
+        leg = MediaLeg(websocket, proto.TelnyxCodec(), frames, pad_marks=True)
         try:
             await router.run_media(call_id, leg)
         finally:
@@ -435,98 +435,6 @@ class TelnyxCarrier:
         detail = proto.error_detail(doc) or text[:200] or "no detail"
         message = f"Telnyx {method} {path} → HTTP {status}: {detail}"
         raise error_for_status(status, message, provider=CARRIER, auth_hint="check api_key / TELNYX_API_KEY")
-
-
-class TelnyxLeg:
-    """One call's Telnyx media websocket as a `kinds.CarrierLeg`."""
-
-    def __init__(
-        self,
-        websocket: WebSocket,
-        router: CallRouter,
-        reorder_window: int = 3,
-        idle_timeout_secs: float = 0.0,
-    ) -> None:
-        self._ws = websocket
-        self._frames = MediaSocket(websocket, CARRIER, router, idle_timeout_secs)
-        self._decoder = proto.MediaDecoder(reorder_window)
-        self._splitter = FrameSplitter()
-        self._send_lock = asyncio.Lock()
-        self._closed = False
-        self.frames_in = 0
-        self.frames_out = 0
-        self.bad_frames = 0
-
-    async def events(self) -> AsyncIterator[MediaEvent]:
-        """Media events until Telnyx sends `stop` or the socket closes."""
-        receive = self._frames.receive
-        while True:
-            data = await receive()  # raises ProviderConnectionError when the stream goes silent
-            if data is None:
-                yield StreamStopped(self._frames.end_reason)
-                return
-            try:
-                decoded = self._decoder.feed(data)
-            except proto.TelnyxProtocolError as exc:
-                self.bad_frames += 1
-                self._frames.drop(exc.reason, str(exc), stream_id=self._decoder.stream_id)
-                continue
-            except Exception as exc:  # a decoder bug must cost one frame, never the call
-                self.bad_frames += 1
-                self._frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
-                continue
-            for item in decoded:
-                if isinstance(item, proto.MediaStreamError):
-                    # Telnyx reports a problem with what we sent; the call goes on. Rate-limited like
-                    # dropped frames, so a peer repeating it cannot flood the log.
-                    self._frames.warn(
-                        "telnyx media stream error",
-                        code=item.code,
-                        title=item.title,
-                        detail=item.detail,
-                        stream_id=self._decoder.stream_id,
-                    )
-                    continue
-                self.frames_in += 1
-                yield item
-                if isinstance(item, StreamStopped):
-                    return
-
-    async def send_audio(self, ulaw: bytes) -> None:
-        """Queue μ-law toward the caller in 20 ms (160-byte) media frames."""
-        for frame in self._splitter.push(ulaw):
-            await self._send(proto.encode_media(frame))
-
-    async def send_mark(self, name: str) -> None:
-        """Flush the partial frame (padded with silence) and ask Telnyx to echo `name` once played."""
-        for frame in self._splitter.flush():
-            await self._send(proto.encode_media(frame))
-        await self._send(proto.encode_mark(name))
-
-    async def clear(self) -> None:
-        """Drop queued agent audio here and at Telnyx (barge-in)."""
-        self._splitter = FrameSplitter()
-        await self._send(proto.encode_clear())
-
-    async def close(self) -> None:
-        """Close the websocket from our side (idempotent)."""
-        self._frames.stop()
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):  # already closed by the peer or the server: nothing left to do
-            await self._ws.close(code=1000)
-
-    async def _send(self, text: str) -> None:
-        if self._closed:
-            return
-        async with self._send_lock:
-            try:
-                await self._ws.send_text(text)
-                self.frames_out += 1
-            except Exception as exc:  # the peer went away; the events() side reports the end of the call
-                log.debug("telnyx media send failed", error=str(exc))
-                self._closed = True
 
 
 def _duration(event: proto.RecordingSaved) -> float | None:

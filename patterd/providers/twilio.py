@@ -17,7 +17,7 @@ import base64
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -36,9 +36,9 @@ from patterd.errors import (
 )
 from patterd.protocols import jsontext
 from patterd.protocols import twilio as proto
-from patterd.protocols.audio import FrameSplitter
 from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
 from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
     BuildContext,
@@ -104,102 +104,6 @@ class Options(ProviderOptions):
         if problem:
             raise ValueError(problem)
         return self
-
-
-# ------------------------------------------------------------------ media leg
-
-
-class TwilioLeg:
-    """One Twilio Media Stream as a `kinds.CarrierLeg`: parsed events in, 160-byte media frames out."""
-
-    def __init__(
-        self,
-        websocket: WebSocket,
-        state: proto.StreamState,
-        frames: MediaSocket,
-        first_events: Sequence[MediaEvent] = (),
-    ) -> None:
-        self._ws = websocket
-        self._state = state
-        self._frames = frames
-        self._pending = list(first_events)
-        self._splitter = FrameSplitter()
-        self._closed = False
-        self._stopped = any(isinstance(e, StreamStopped) for e in first_events)
-
-    @property
-    def stream_sid(self) -> str:
-        return self._state.stream_sid
-
-    @property
-    def marks_outstanding(self) -> list[str]:
-        return self._state.marks_outstanding
-
-    async def events(self) -> AsyncIterator[MediaEvent]:
-        """Media events until Twilio sends `stop` or the socket goes away (then StreamStopped)."""
-        for event in self._pending:
-            yield event
-        self._pending = []
-        if self._stopped:
-            return
-        receive = self._frames.receive
-        while True:
-            frame = await receive()  # raises ProviderConnectionError when the stream goes silent
-            if frame is None:
-                yield StreamStopped(self._frames.end_reason)
-                return
-            try:
-                parsed = self._state.receive(frame)
-            except proto.TwilioProtocolError as exc:
-                self._frames.drop(exc.reason, str(exc), stream_sid=self._state.stream_sid)
-                continue
-            except Exception as exc:  # a decoder bug must cost one frame, never the call
-                self._frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
-                continue
-            if parsed is None:
-                continue
-            yield parsed
-            if isinstance(parsed, StreamStopped):
-                self._stopped = True
-                return
-
-    async def _send(self, text: str) -> None:
-        if self._closed:
-            return
-        try:
-            await self._ws.send({"type": "websocket.send", "text": text})
-        except (RuntimeError, OSError) as exc:  # peer gone; events() reports the end of the stream
-            self._closed = True
-            log.debug("twilio_send_after_close", error=str(exc))
-
-    async def send_audio(self, ulaw: bytes) -> None:
-        """Queue agent audio; sent as 20 ms media frames, a partial frame waits for more audio."""
-        for frame in self._splitter.push(ulaw):
-            await self._send(self._state.media(frame))
-
-    async def send_mark(self, name: str) -> None:
-        """Send what is left of the audio, then the mark.
-
-        The remainder goes out as a short media message rather than padded with silence: marks
-        come every few hundred ms in the middle of speech, and padding would put gaps in it.
-        """
-        rest = self._splitter.flush(pad=b"")
-        if rest:
-            await self._send(self._state.media(rest[0]))
-        await self._send(self._state.mark(name))
-
-    async def clear(self) -> None:
-        """Drop our partial frame and ask Twilio to drop its playback buffer."""
-        self._splitter.flush()
-        await self._send(self._state.clear())
-
-    async def close(self) -> None:
-        self._frames.stop()
-        if self._closed:
-            return
-        self._closed = True
-        with suppress(RuntimeError, OSError):
-            await self._ws.close(1000)
 
 
 # ------------------------------------------------------------------ the carrier
@@ -347,7 +251,7 @@ class TwilioCarrier:
                 log.warning("twilio_media_call_id_mismatch", call_id=call_id, claimed=claimed)
                 await websocket.close(POLICY_VIOLATION)
                 return
-        leg = TwilioLeg(websocket, state, frames, [first])
+        leg = MediaLeg(websocket, proto.TwilioCodec(state), frames, first_events=[first])
         try:
             await router.run_media(call_id, leg)
         finally:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from patterd.cost import DEFAULT_PRICES
+from patterd.cost import default_prices
 from patterd.errors import ProviderError
 from patterd.testing.harness import Setup, assert_provider_error, control_method, skip, wait_until
 
@@ -113,9 +113,9 @@ def expect_priced(setup: Setup[Any, Any], *quantities: str) -> None:
     """Usage of this provider costs something by default: a price for one of `quantities` in patterd.cost."""
     if setup.free:
         return
-    prices = DEFAULT_PRICES.get(setup.provider, {})
+    prices = default_prices(setup.provider)
     priced = [key for key in prices if any(key.startswith(q + "_per_") for q in quantities)]
     assert priced, (
-        f"patterd.cost.DEFAULT_PRICES has no {' or '.join(quantities)} price for {setup.provider!r}: "
+        f"patterd.cost has no default {' or '.join(quantities)} price for {setup.provider!r}: "
         "its calls would cost $0"
     )

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from patterd.plugins.registry import Registry, load_registry
 from patterd.web.auth import check_access, csrf_refused
 from patterd.web.carrier_routes import carrier_routes
 from patterd.web.dashboard import dashboard_routes
@@ -71,14 +72,24 @@ class TokenMiddleware:
         await response(scope, receive, send)
 
 
-def create_app(runtime: Runtime, *, dashboard: bool = True, edge: EdgeSettings | None = None) -> Starlette:
-    """The ASGI app for a running daemon; `dashboard=False` (`server.dashboard: false`) leaves out its pages."""
-    throttle = FailureThrottle()  # one per app: the token rule, the login form and the softphone share it
+def create_app(
+    runtime: Runtime,
+    *,
+    dashboard: bool = True,
+    edge: EdgeSettings | None = None,
+    registry: Registry | None = None,
+) -> Starlette:
+    """The ASGI app for a running daemon; `dashboard=False` (`server.dashboard: false`) leaves out its pages.
+
+    Carrier routes come from the carriers in `registry` (the installed plugins when None).
+    """
+    registry = load_registry() if registry is None else registry
+    throttle = FailureThrottle()  # one per app: the token rule, the login form and the browser phone share it
     routes = [
-        *carrier_routes(runtime, throttle),
+        *carrier_routes(runtime, registry, throttle),
         *health_routes(runtime),
         *ops_routes(runtime),
-        *(dashboard_routes(runtime, throttle) if dashboard else ()),
+        *(dashboard_routes(runtime, throttle, registry) if dashboard else ()),
     ]
     return Starlette(
         routes=routes,

@@ -1,4 +1,4 @@
-"""The carriers' webhook and media websocket routes (fixed paths, dispatched to the running carrier)."""
+"""The carriers' webhook and media websocket routes, mounted from their specs' CarrierFacts (contracts §3)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from patterd.plugins.registry import Registry
+from patterd.providers.carrier_spec import CarrierFacts
 from patterd.providers.kinds import Carrier
 from patterd.web.auth import check_access, csrf_refused
 from patterd.web.errors import error_response
@@ -26,22 +28,26 @@ def _carrier(runtime: Runtime, name: str, call_id: str | None = None) -> Carrier
 
 
 def _cross_origin(websocket: WebSocket) -> bool:
-    """A browser page from another site opening the softphone socket (browsers always send Origin)."""
+    """A browser page from another site opening a dashboard-access socket (browsers always send Origin)."""
     origin = websocket.headers.get("origin")
     if origin is None:
         return False
     return urlsplit(origin).netloc != websocket.headers.get("host", "")
 
 
-def carrier_routes(runtime: Runtime, throttle: FailureThrottle | None = None) -> list[BaseRoute]:
-    """Routes of contracts §3 for Twilio, Telnyx and the local softphone."""
+def carrier_routes(
+    runtime: Runtime, registry: Registry, throttle: FailureThrottle | None = None
+) -> list[BaseRoute]:
+    """Every registered carrier's webhook route and media websocket route (contracts §3)."""
     guesses = (
         FailureThrottle() if throttle is None else throttle
-    )  # the softphone's wrong tokens count like the dashboard's
+    )  # wrong tokens on a dashboard-access carrier count like the dashboard's
 
-    def webhook(name: str) -> Route:
+    def webhook(name: str, facts: CarrierFacts) -> Route:
+        dashboard = facts.access == "dashboard"
+
         async def handle(request: Request) -> Response:
-            if name == "local":  # the softphone follows the dashboard's rules
+            if dashboard:  # a browser phone follows the dashboard's rules
                 access = check_access(request, runtime.token, loopback=runtime.loopback, throttle=guesses)
                 if access.retry_after > 0:
                     wait = str(math.ceil(access.retry_after))
@@ -59,12 +65,14 @@ def carrier_routes(runtime: Runtime, throttle: FailureThrottle | None = None) ->
                 return error_response(404, f"carrier {name!r} is not configured")
             return await carrier.handle_webhook(request, request.path_params["hook"], runtime.switchboard)
 
-        return Route(f"/webhooks/{name}/{{hook}}", handle, methods=["POST"], name=f"{name}_webhook")
+        return Route(facts.webhook_route(name), handle, methods=["POST"], name=f"{name}_webhook")
 
-    def media(path: str, name: str) -> WebSocketRoute:
+    def media(name: str, facts: CarrierFacts) -> WebSocketRoute:
+        dashboard = facts.access == "dashboard"
+
         async def handle(websocket: WebSocket) -> None:
             call_id = websocket.path_params["call_id"]
-            if name == "local" and (
+            if dashboard and (
                 not check_access(websocket, runtime.token, loopback=runtime.loopback, throttle=guesses).ok
                 or _cross_origin(websocket)
             ):
@@ -78,13 +86,14 @@ def carrier_routes(runtime: Runtime, throttle: FailureThrottle | None = None) ->
                 return
             await carrier.handle_media(websocket, call_id, runtime.switchboard)
 
-        return WebSocketRoute(path, handle, name=f"{name}_media")
+        return WebSocketRoute(facts.media_path, handle, name=f"{name}_media")
 
-    return [
-        webhook("twilio"),
-        webhook("telnyx"),
-        webhook("local"),
-        media("/ws/stream/{call_id}", "twilio"),
-        media("/ws/telnyx/stream/{call_id}", "telnyx"),
-        media("/ws/local/{call_id}", "local"),
-    ]
+    routes: list[BaseRoute] = []
+    for loaded in registry:
+        spec = loaded.spec
+        if spec.kind != "carrier" or spec.carrier is None:
+            continue  # a carrier without facts cannot be reached over HTTP
+        routes.append(webhook(spec.name, spec.carrier))
+        if spec.carrier.media_path:
+            routes.append(media(spec.name, spec.carrier))
+    return routes

@@ -1,7 +1,7 @@
-"""The web dashboard: live calls, history, call pages, the softphone page and the login form.
+"""The web dashboard: live calls, history, call pages, the browser phone page and the login form.
 
 Pages are small string.Template files in `templates/` filled with escaped values; the live parts
-(SSE feed, history paging, the softphone) are plain JavaScript in `static/`, no build step.
+(SSE feed, history paging, the browser phone) are plain JavaScript in `static/`, no build step.
 
 CSRF: the login cookie is SameSite=Strict and HttpOnly; the dashboard's own POSTs (login, logout)
 also need a same-origin `Origin` or the `X-Patterd-CSRF` header that the page's fetch() sends.
@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from patterd.plugins.registry import Registry, load_registry
 from patterd.web.auth import COOKIE_NAME, check_access, client_address, token_matches
 from patterd.web.call_stats import hourly_stats
 from patterd.web.metrics_svg import WIDTH, render_chart
@@ -36,7 +37,7 @@ TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 CSRF_HEADER = "x-patterd-csrf"
 MAX_FORM_BYTES = 8192
-# Pages are same-origin only: scripts, styles and connections (fetch, SSE, the softphone's
+# Pages are same-origin only: scripts, styles and connections (fetch, SSE, the browser phone's
 # websocket) come from this daemon; no framing (the page has hang-up and transfer buttons).
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -138,10 +139,22 @@ def _totals_text(stats: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) -> list[BaseRoute]:
-    """Dashboard pages, the login form, the plot's data, and /static."""
-    # Wrong tokens per client address (web.throttle); create_app shares one with the API and the softphone.
+def _browser_phone_voice(registry: Registry) -> str:
+    """Where the browser phone places calls: the voice webhook of the carrier with dashboard access."""
+    for loaded in registry:
+        facts = loaded.spec.carrier
+        if loaded.spec.kind == "carrier" and facts is not None and facts.access == "dashboard":
+            return facts.webhook_route(loaded.spec.name).replace("{hook}", "voice")
+    return ""  # none installed: the Call button reports the 404 it gets
+
+
+def dashboard_routes(
+    runtime: Runtime, throttle: FailureThrottle | None = None, registry: Registry | None = None
+) -> list[BaseRoute]:
+    """Dashboard pages, the login form, the plot's data, and /static (carriers from `registry`)."""
+    # Wrong tokens per client address (web.throttle); create_app shares one with the API and the browser phone.
     guesses = FailureThrottle() if throttle is None else throttle
+    voice = _browser_phone_voice(load_registry() if registry is None else registry)
 
     def cookie_session(request: Request) -> bool:
         """Signed in through the login form (so a Log out button makes sense)."""
@@ -171,8 +184,8 @@ def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) 
         )
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
-    def softphone() -> str:
-        return template("softphone").substitute(to="")
+    def browser_phone() -> str:
+        return template("browser_phone").substitute(to="", voice=escape(voice))
 
     def agent_names() -> list[str]:
         try:
@@ -181,7 +194,7 @@ def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) 
             return []
 
     def carrier_can_transfer(name: Any) -> bool:
-        """Whether the call's carrier can transfer (the local softphone cannot): the page hides Transfer."""
+        """Whether the call's carrier can transfer (the browser phone cannot): the page hides Transfer."""
         try:
             carrier = runtime.switchboard.graph.carriers.get(str(name))
         except AttributeError:
@@ -200,7 +213,7 @@ def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) 
         except AttributeError:
             carrier = "?"
         body = template("index").substitute(
-            softphone=softphone(),
+            browser_phone=browser_phone(),
             state=escape(runtime.state),
             version=escape(runtime.version),
             started_at=escape(runtime.started_at.isoformat()),
@@ -213,7 +226,7 @@ def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) 
             chart=render_chart(stats),
             agent_options=options,
         )
-        return page(request, "index", "Dashboard", body, scripts=("dashboard.js", "softphone.js"))
+        return page(request, "index", "Dashboard", body, scripts=("dashboard.js", "browser-phone.js"))
 
     async def call_page(request: Request) -> Response:
         call_id = request.path_params["call_id"]
@@ -232,8 +245,8 @@ def dashboard_routes(runtime: Runtime, throttle: FailureThrottle | None = None) 
         return RedirectResponse("/#history-title", status_code=303)
 
     async def phone(request: Request) -> Response:
-        body = template("phone").substitute(softphone=softphone())
-        return page(request, "phone", "Softphone", body, scripts=("softphone.js",))
+        body = template("phone").substitute(browser_phone=browser_phone())
+        return page(request, "phone", "Browser phone", body, scripts=("browser-phone.js",))
 
     async def stats_json(request: Request) -> Response:
         return JSONResponse(stats_now(), headers={"Cache-Control": "no-store"})

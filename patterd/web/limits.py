@@ -65,7 +65,7 @@ class EdgeSettings:
     read_timeout_secs: float = BODY_READ_TIMEOUT_SECS
     max_requests_per_client: int = MAX_REQUESTS_PER_CLIENT
     # Loopback peers are this host: a tunnel or reverse proxy carrying every outside client at once (the
-    # proxy enforces its own per-client limits), the softphone on this machine, or a local script.
+    # proxy enforces its own per-client limits), the browser phone on this machine, or a local script.
     exempt_loopback: bool = True
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from patterd.plugins.registry import Registry
+from patterd.providers import local, telnyx, twilio
 from patterd.providers.spec import (
     BuildContext,
     ProviderOptions,
@@ -139,8 +140,15 @@ class StaticTunnelOptions(ProviderOptions):
     hostname: str
 
 
+BUILT_IN_FACTS = {spec.name: spec.carrier for spec in (twilio.SPEC, telnyx.SPEC, local.SPEC)}
+
+
 def _spec(kind: str, name: str, options: type[ProviderOptions]) -> ProviderSpec:
-    return ProviderSpec(kind=kind, name=name, options=options, build=_build, summary=f"test {kind} {name}")
+    # carriers keep the built-in's facts (needs a number, default carrier, ...): the loader reads them
+    facts = BUILT_IN_FACTS.get(name) if kind == "carrier" else None
+    return ProviderSpec(
+        kind=kind, name=name, options=options, build=_build, summary=f"test {kind} {name}", carrier=facts
+    )
 
 
 SPECS = (

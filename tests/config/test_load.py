@@ -299,7 +299,7 @@ def test_a_missing_default_carrier_is_explained() -> None:
         load_config_text(f"agents:\n  - {PIPELINE}\n", registry, environ={})
     (issue,) = info.value.issues
     assert str(issue).startswith(
-        "carrier (line 1): no carrier is configured and the default carrier 'local' is unusable"
+        "carrier (line 1): no carrier is configured and no installed carrier is a default one"
     )
 
 

@@ -305,7 +305,7 @@ def test_the_dashboard_shows_status_chart_and_filters(client: Client, runtime: F
     assert "1 call · 0 failed · p50 420 ms" in html
     assert "<option>front-desk</option>" in html
     assert 'id="phone"' in html and 'id="open-phone"' in html
-    assert "/static/dashboard.js" in html and "/static/softphone.js" in html
+    assert "/static/dashboard.js" in html and "/static/browser-phone.js" in html
     csp = resp.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     for label in re.findall(r'<label for="([^"]+)"', html):  # every label names a control that exists
@@ -355,13 +355,13 @@ def test_the_phone_page_and_static_files(client: Client) -> None:
     login(client)
     page = client.get("/phone")
     assert page.status_code == 200
-    assert 'id="phone-call"' in page.text and "/static/softphone.js" in page.text
+    assert 'id="phone-call"' in page.text and "/static/browser-phone.js" in page.text
     client.cookies.clear()
-    for name in ("dashboard.css", "dashboard.js", "softphone.js", "softphone-worklet.js", "favicon.svg"):
+    for name in ("dashboard.css", "dashboard.js", "browser-phone.js", "browser-phone-worklet.js", "favicon.svg"):
         resp = client.get(f"/static/{name}")  # static files need no token: they hold no data
         assert resp.status_code == 200, name
         assert len(resp.content) > 100
-    assert "registerProcessor" in client.get("/static/softphone-worklet.js").text
+    assert "registerProcessor" in client.get("/static/browser-phone-worklet.js").text
 
 
 def test_without_a_token_on_loopback_the_dashboard_is_open() -> None:

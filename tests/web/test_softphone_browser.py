@@ -84,7 +84,7 @@ def test_softphone_asks_for_the_opening_hours_and_hears_the_answer(tmp_path: Pat
         assert console.errors == []
 
 
-WORKLET = Path(__file__).resolve().parents[2] / "patterd" / "web" / "static" / "softphone-worklet.js"
+WORKLET = Path(__file__).resolve().parents[2] / "patterd" / "web" / "static" / "browser-phone-worklet.js"
 # Stand-ins for the AudioWorkletGlobalScope, so the worklet's DSP runs as a plain page script.
 WORKLET_SCOPE = "var sampleRate = 48000; var currentTime = 0; class AudioWorkletProcessor {} function registerProcessor() {}"
 TONES = """

@@ -1,9 +1,9 @@
-// patterd softphone audio: one AudioWorkletProcessor for both directions of a call.
+// patterd browser phone audio: one AudioWorkletProcessor for both directions of a call.
 //   microphone (context rate) → windowed-sinc low-pass + resample → 8 kHz → G.711 μ-law → 20 ms frames (160 bytes)
 //   agent μ-law 8 kHz → linear → windowed-sinc resample → context rate → jitter buffer → speaker
 // The jitter buffer waits for PREBUFFER_MS of audio (or a mark: the end of what is coming) before
 // it plays, re-buffers after an underrun, drops everything on `clear`, and reports each mark once
-// the audio queued before it has played (or was dropped by clear), as Twilio Media Streams do.
+// the audio queued before it has played (or was dropped by clear), as carriers' media streams do.
 "use strict";
 
 const NET_RATE = 8000;

@@ -1,6 +1,6 @@
-// patterd softphone: the dashboard's "Call" button. Places a call through carrier.local and speaks
-// its media protocol (Twilio Media Streams' JSON dialect) over WS /ws/local/{call_id}:
-//   POST /webhooks/local/voice → {call_id, media_path}; open the websocket (same origin, the login
+// patterd browser phone: the dashboard's "Call" button. Places a call through the dashboard-access
+// carrier and speaks its media protocol (a Media Streams JSON dialect) over the websocket it names:
+//   POST <data-voice> → {call_id, media_path}; open the websocket (same origin, the login
 //   cookie authenticates it); send `start`, then 20 ms μ-law `media` frames from the worklet;
 //   play the agent's `media`, drop it on `clear`, echo each `mark` once the audio before it played,
 //   show `transcript` lines; the keypad sends `dtmf`; hang up sends `stop` and closes.
@@ -137,7 +137,7 @@
         await this.startAudio();
         this.setState("connecting", "Calling the agent…");
         const to = root.dataset.to;
-        const resp = await fetch("/webhooks/local/voice", {
+        const resp = await fetch(root.dataset.voice, {
           method: "POST",
           credentials: "same-origin",
           headers: { "Content-Type": "application/json", "X-Patterd-CSRF": "1" },
@@ -146,7 +146,7 @@
         const body = await resp.json().catch(() => ({}));
         if (resp.status !== 201) throw new Error((body.error && body.error.message) || `the daemon answered ${resp.status}`);
         this.callId = body.call_id;
-        this.openSocket(body.media_path || `/ws/local/${body.call_id}`, body.agent);
+        this.openSocket(body.media_path, body.agent);
       } catch (err) {
         this.fail(err);
       }
@@ -165,7 +165,7 @@
         throw help ? new MicError(help) : err;
       }
       this.ctx = new AudioContext({ latencyHint: "interactive" });
-      await this.ctx.audioWorklet.addModule("/static/softphone-worklet.js");
+      await this.ctx.audioWorklet.addModule("/static/browser-phone-worklet.js");
       const source = this.ctx.createMediaStreamSource(this.stream);
       this.node = new AudioWorkletNode(this.ctx, "patterd-phone", {
         numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: "explicit",
