@@ -17,13 +17,14 @@ from patterd.cluster.tokens import (
     new_nonce,
     resolve_secret,
 )
+from patterd.providers.kinds import CALL_TOKEN
 
 if TYPE_CHECKING:
     from patterd.calls.session import CallSpec
 
 log = structlog.get_logger("patterd.cluster")
 
-TOKEN_PARAMETER = "call_token"  # the name of the stream parameter / websocket query key carrying it
+TOKEN_PARAMETER = CALL_TOKEN  # the name of the stream parameter / websocket query key carrying it
 
 
 class MediaGate:

@@ -58,6 +58,11 @@ class InboundCall:
     call_id: str | None = None  # set when the carrier already carries our id (outbound, client_state)
 
 
+# The admission parameter (a carrier's stream parameter, or the media URL's query key) holding the signed
+# call token: with it any replica sharing the cluster secret admits the call's media socket.
+CALL_TOKEN = "call_token"
+
+
 @dataclass(frozen=True)
 class Admission:
     """The switchboard's answer to an inbound call: our call id and the agent that will take it."""
