@@ -76,6 +76,12 @@ A provider is three pieces, each with one job:
    - `llm`: `name` and `complete(messages, tools)`, an async generator of `TextDelta`,
      `ToolCallRequest` and `LLMUsage` (tokens, for cost); closing it aborts the request;
    - `engine`: `session(call)` → an `EngineSession` (`run`, `push_audio`, `push_text`, `push_dtmf`, `say`).
+     The `CallContext` it gets (`patterd/providers/engine_api.py`) is how the engine talks back: every report
+     is one typed event through `call.emit(event)`: a `CallEvent` (transcript line, usage, error, barge-in, ...)
+     is recorded, `UserTurnEnded(at)` starts the turn-latency clock at the caller's last voiced frame
+     (it replaces `mark_user_speech_end(at)`, which still works); tools run through
+     `await call.run_tool(name, arguments)` and agent audio goes to `call.audio` (`play`, `interrupt`,
+     `drained`, `speaking`).
 3. **The entry point**, one line in the distribution's `pyproject.toml`:
    `[project.entry-points."patterd.providers"]` `"stt.myvendor" = "my_package.stt:SPEC"`.
 

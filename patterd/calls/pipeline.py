@@ -31,7 +31,7 @@ from patterd.calls.sentences import Sentence, SentenceChunker, heard_texts
 from patterd.calls.turn_taking import TurnTaker, UserTurn
 from patterd.protocols.events import ProviderFallback, TranscriptLine
 from patterd.providers.fallback import bind
-from patterd.providers.kinds import LLM, STT, TTS, VAD, CallContext, Message, STTStream
+from patterd.providers.kinds import LLM, STT, TTS, VAD, CallContext, Message, STTStream, UserTurnEnded
 
 # The sentence helpers moved to sentences.py; importers of this module still find them here.
 __all__ = [
@@ -179,7 +179,7 @@ class PipelineSession:
                 await replies.barge_in(self._clock.monotonic())
             replies.history.append(Message("user", turn.text))
             # Started only now that the previous reply is over, so its audio is not taken for this one's.
-            self._ctx.mark_user_speech_end(turn.at)
+            self._ctx.emit(UserTurnEnded(turn.at))
             replies.begin(
                 Reply(replies.next_turn_id(), endpointing_ms=turn.endpointing_ms, stt_ms=turn.stt_ms)
             )

@@ -36,7 +36,15 @@ from patterd.protocols.events import (
     TranscriptPartial,
     TransferStarted,
 )
-from patterd.providers.kinds import AudioOut, Carrier, CarrierLeg, EngineSession, ToolSchema
+from patterd.providers.kinds import (
+    AudioOut,
+    Carrier,
+    CarrierLeg,
+    EngineEvent,
+    EngineSession,
+    ToolSchema,
+    UserTurnEnded,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -318,11 +326,14 @@ class CallSession:
         return {"call_id": self.call_id, "ts": self.clock.now()}
 
     def mark_user_speech_end(self, at: float | None = None) -> None:
-        """The caller's turn ended, its last voiced frame having arrived at monotonic `at` (None: now)."""
+        """Kept for engines written before UserTurnEnded: `emit(UserTurnEnded(at))`."""
         self._turn.start(at)
 
-    def emit(self, event: CallEvent) -> None:
-        """Pass an event to the observers; assistant lines get the measured turn latency."""
+    def emit(self, event: EngineEvent) -> None:
+        """Report an event: call events go to the observers (assistant lines timed); UserTurnEnded starts the timing."""
+        if isinstance(event, UserTurnEnded):
+            self._turn.start(event.at)
+            return
         if isinstance(event, TranscriptLine):
             event = self._turn.complete(event)
         if isinstance(event, TranscriptLine | TranscriptPartial) and self._leg is not None:

@@ -26,7 +26,7 @@ from patterd.protocols import elevenlabs_convai as ev
 from patterd.protocols.audio import Resampler, is_voiced, pcm16_to_ulaw, ulaw_to_pcm16
 from patterd.protocols.events import BargeIn, TranscriptLine, Usage
 from patterd.protocols.jsontext import JSONError, loads
-from patterd.providers.kinds import CallContext
+from patterd.providers.kinds import CallContext, UserTurnEnded
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
@@ -415,7 +415,7 @@ class ConvAISession:
         voiced_at, self._last_voiced_at = self._last_voiced_at, None
         if voiced_at is not None:
             self._turn_voiced_at = voiced_at
-            self.ctx.mark_user_speech_end(voiced_at)
+            self.ctx.emit(UserTurnEnded(voiced_at))
         text = text.strip()
         if text:
             self._history.append(("user", text))

@@ -16,8 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from patterd.clock import Clock
-from patterd.protocols.events import CallEvent, MediaEvent
+from patterd.protocols.events import MediaEvent
+
+# The agent-side (session ⇄ engine) interfaces live in engine_api; importers of kinds still find them here.
+from patterd.providers.engine_api import AudioOut as AudioOut
+from patterd.providers.engine_api import CallContext as CallContext
+from patterd.providers.engine_api import Engine as Engine
+from patterd.providers.engine_api import EngineEvent as EngineEvent
+from patterd.providers.engine_api import EngineSession as EngineSession
+from patterd.providers.engine_api import ToolSchema as ToolSchema
+from patterd.providers.engine_api import UserTurnEnded as UserTurnEnded
 
 # ------------------------------------------------------------------ carrier side
 
@@ -167,105 +175,6 @@ class Carrier(Protocol):
 
     async def start_recording(self, carrier_call_id: str) -> None:
         """Start recording a live call."""
-        ...
-
-
-# ------------------------------------------------------------------ agent side
-
-
-@dataclass(frozen=True)
-class ToolSchema:
-    """A function the model may call."""
-
-    name: str
-    description: str
-    parameters: Mapping[str, Any]  # JSON Schema of the arguments
-
-
-class AudioOut(Protocol):
-    """The caller's ear: where an engine plays agent audio (implemented by the call session)."""
-
-    async def play(self, ulaw: bytes, segment: str = "") -> None:
-        """Queue audio for the caller; `segment` names the response item it belongs to."""
-        ...
-
-    async def interrupt(self) -> tuple[str, int] | None:
-        """Stop agent audio at once (carrier clear); returns (segment, ms of it the caller heard).
-
-        None means nothing was left playing: everything queued had been heard.
-        """
-        ...
-
-    async def drained(self) -> None:
-        """Wait until everything queued has been played to the caller."""
-        ...
-
-    @property
-    def speaking(self) -> bool:
-        """True while queued agent audio has not finished playing."""
-        ...
-
-
-class CallContext(Protocol):
-    """What an engine session sees of its call (implemented by the call session)."""
-
-    call_id: str
-    agent_name: str
-    instructions: str  # system prompt with {variables} filled
-    first_message: str | None  # with {variables} filled
-    tools: Sequence[ToolSchema]
-    audio: AudioOut
-    clock: Clock
-
-    async def run_tool(self, name: str, arguments: Mapping[str, Any]) -> str:
-        """Run a tool the model called; returns the result text for the model. Never raises."""
-        ...
-
-    def emit(self, event: CallEvent) -> None:
-        """Record an event (transcript line, usage, error, barge-in, ...)."""
-        ...
-
-    def new_event_fields(self) -> dict[str, Any]:
-        """`call_id` and `ts` for a new CallEvent: `TranscriptLine(**ctx.new_event_fields(), ...)`."""
-        ...
-
-    def mark_user_speech_end(self, at: float | None = None) -> None:
-        """The engine answers a caller turn whose last voiced frame arrived at monotonic `at` (None: now).
-
-        The turn-latency clock starts there and stops at the first agent audio written to the carrier.
-        """
-        ...
-
-
-class EngineSession(Protocol):
-    """One call's conversation with an agent engine."""
-
-    async def run(self) -> None:
-        """Run the conversation until cancelled; raise ProviderError when the engine is gone for good."""
-        ...
-
-    def push_audio(self, ulaw: bytes) -> None:
-        """Caller audio (one frame), never blocks."""
-        ...
-
-    def push_dtmf(self, digit: str) -> None:
-        """The caller pressed a key."""
-        ...
-
-    def push_text(self, text: str) -> None:
-        """Caller text that bypasses speech recognition (simulate --text)."""
-        ...
-
-    def say(self, text: str) -> None:
-        """Speak `text` verbatim now (a voicemail message), cutting off whatever the agent was saying."""
-        ...
-
-
-class Engine(Protocol):
-    """A speech-to-speech agent engine (or the pipeline, which looks the same)."""
-
-    def session(self, call: CallContext) -> AbstractAsyncContextManager[EngineSession]:
-        """Open a session for one call."""
         ...
 
 

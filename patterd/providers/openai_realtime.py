@@ -29,7 +29,7 @@ from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderE
 from patterd.protocols import openai_realtime as rt
 from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24, is_voiced
 from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, TranscriptPartial, Usage
-from patterd.providers.kinds import CallContext
+from patterd.providers.kinds import CallContext, UserTurnEnded
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
 from patterd.tasks import being_cancelled, cancel_and_wait
 
@@ -381,7 +381,7 @@ class RealtimeSession:
         """The server ended the caller's turn: its latency runs from the turn's last voiced frame."""
         voiced_at, self._last_voiced_at = self._last_voiced_at, None  # a later turn never reuses it
         self._turn_voiced_at = voiced_at if voiced_at is not None else self.ctx.clock.monotonic()
-        self.ctx.mark_user_speech_end(self._turn_voiced_at)
+        self.ctx.emit(UserTurnEnded(self._turn_voiced_at))
 
     async def _on_audio(self, event: rt.OutputAudioDelta) -> None:
         if event.response_id in self._cancelled:

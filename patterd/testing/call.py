@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.protocols.events import CallEvent, TranscriptLine
-from patterd.providers.kinds import AudioOut, ToolSchema
+from patterd.providers.kinds import AudioOut, EngineEvent, ToolSchema, UserTurnEnded
 
 E = TypeVar("E", bound=CallEvent)
 
@@ -92,16 +92,15 @@ class RecordingCall:
         self.changed.set()
         return self.tool_results.get(name, '{"ok": true}')
 
-    def emit(self, event: CallEvent) -> None:
-        self.events.append(event)
+    def emit(self, event: EngineEvent) -> None:
+        if isinstance(event, UserTurnEnded):  # the turn-latency clock's start, not a recorded event
+            self.speech_ends.append(self.clock.monotonic() if event.at is None else event.at)
+        else:
+            self.events.append(event)
         self.changed.set()
 
     def new_event_fields(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "ts": datetime.now().astimezone()}
-
-    def mark_user_speech_end(self, at: float | None = None) -> None:
-        self.speech_ends.append(self.clock.monotonic() if at is None else at)
-        self.changed.set()
 
     def of(self, kind: type[E]) -> list[E]:
         """The events of one type, in order."""

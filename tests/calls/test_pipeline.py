@@ -22,7 +22,7 @@ from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import ProviderAuthError, ProviderError
 from patterd.protocols.audio import FRAME_BYTES
 from patterd.protocols.events import BargeIn, CallEvent, CallFailed, TranscriptLine, Usage
-from patterd.providers.kinds import AudioOut, Message, ToolSchema, Transcript
+from patterd.providers.kinds import AudioOut, EngineEvent, Message, ToolSchema, Transcript, UserTurnEnded
 from patterd.providers.openai_llm import Options, build
 from patterd.providers.spec import BuildContext
 from tests.fakes.openai_chat import FakeChatServer, Reply
@@ -142,7 +142,11 @@ class FakeCall:
         self.tool_calls.append((name, dict(arguments)))
         return self.tool_results.get(name, '{"ok": true}')
 
-    def emit(self, event: CallEvent) -> None:
+    def emit(self, event: EngineEvent) -> None:
+        if isinstance(event, UserTurnEnded):
+            self.speech_ends.append(self.clock.monotonic() if event.at is None else event.at)
+            self.turns.start(event.at)
+            return
         if isinstance(event, TranscriptLine):
             event = self.turns.complete(event)
         self.events.append(event)
@@ -150,10 +154,6 @@ class FakeCall:
 
     def new_event_fields(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "ts": self.clock.now()}
-
-    def mark_user_speech_end(self, at: float | None = None) -> None:
-        self.speech_ends.append(self.clock.monotonic() if at is None else at)
-        self.turns.start(at)
 
     def of(self, kind: type[CallEvent]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]

@@ -18,7 +18,7 @@ from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
 from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, read_wav_ulaw8k, silence_ulaw
 from patterd.protocols.events import BargeIn, CallEvent, CallFailed, TranscriptLine, Usage
-from patterd.providers.kinds import ToolSchema
+from patterd.providers.kinds import EngineEvent, ToolSchema, UserTurnEnded
 from patterd.providers.openai_realtime import SPEC, OpenAIRealtimeOptions, RealtimeSession, check
 from patterd.providers.spec import BuildContext
 from tests.fakes.openai_realtime import CallTool, FakeRealtimeServer, Reply, Say
@@ -110,16 +110,15 @@ class Call:
         self.changed.set()
         return self.tool_results.get(name, '{"ok": true}')
 
-    def emit(self, event: CallEvent) -> None:
-        self.events.append(event)
+    def emit(self, event: EngineEvent) -> None:
+        if isinstance(event, UserTurnEnded):
+            self.speech_ends.append(self.clock.monotonic() if event.at is None else event.at)
+        else:
+            self.events.append(event)
         self.changed.set()
 
     def new_event_fields(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "ts": datetime.now().astimezone()}
-
-    def mark_user_speech_end(self, at: float | None = None) -> None:
-        self.speech_ends.append(self.clock.monotonic() if at is None else at)
-        self.changed.set()
 
     def of(self, kind: type[CallEvent]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
