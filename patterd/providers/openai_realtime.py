@@ -11,106 +11,32 @@ retired beta shapes). The wire format lives in `patterd.protocols.openai_realtim
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import difflib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import quote
 
 import aiohttp
-from pydantic import Field, SecretStr, model_validator
 
-from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
+from patterd.errors import ProviderConnectionError, ProviderError
 from patterd.protocols import openai_realtime as rt
 from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24, is_voiced
 from patterd.protocols.events import BargeIn, CallFailed, TranscriptLine, TranscriptPartial, Usage
+from patterd.protocols.openai_realtime_conversation import Conversation, Line
+from patterd.providers.engine_link import ToolTasks, keep_connected
 from patterd.providers.kinds import CallContext, UserTurnEnded
-from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec, env_secret
-from patterd.tasks import being_cancelled, cancel_and_wait
+from patterd.providers.openai_realtime_link import PROVIDER, OpenAIRealtimeOptions, check, open_socket
+from patterd.providers.spec import BuildContext, Capabilities, ProviderSpec
+from patterd.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-PROVIDER = "openai_realtime"
-HISTORY_REPLAY_ITEMS = 40  # transcript lines replayed into a new connection after a reconnect
-# Server errors after which the session is unusable: reconnect (with a fresh session.update).
-RECONNECT_ERROR_TYPES = frozenset({"server_error"})
-RECONNECT_ERROR_CODES = frozenset({"session_expired", "server_error", "internal_error"})
-# Errors that are part of normal barge-in races, not problems.
-BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
-PENDING = "(requested)"  # a response.create is on its way; its id comes with response.created
+# Options, socket and probe live in openai_realtime_link; importers of this module still find them here.
+__all__ = ["SPEC", "OpenAIRealtimeOptions", "RealtimeSession", "build", "check"]
+
 AUDIO_APPEND_PREFIX = rt.input_audio_append(b"")[:40]
 SEND_QUEUE_LIMIT = 500  # 10 s of 20 ms frames; beyond that the link is dead and audio is dropped
-CLOSE_TIMEOUT_SECS = 2.0  # how long a closing handshake may wait for the server's close frame
-
-
-class OpenAIRealtimeOptions(ProviderOptions):
-    """Options of `engine: {type: openai_realtime, ...}`."""
-
-    api_key: SecretStr | None = Field(default_factory=env_secret("OPENAI_API_KEY"))
-    model: str = "gpt-realtime"
-    voice: str = Field(
-        default="alloy",
-        description=f"a Realtime voice ({', '.join(rt.VOICES)}) or a custom voice id voice_...; OpenAI "
-        "refuses others (e.g. the TTS voice nova): `patterd check` warns, and calls then speak in the "
-        "default voice",
-    )
-    temperature: float | None = Field(
-        default=None, description="accepted for compatibility; the GA API has no temperature"
-    )
-    audio_format: Literal["pcm", "pcmu"] = "pcm"
-    turn_detection: dict[str, Any] | None = Field(default_factory=lambda: dict(rt.DEFAULT_TURN_DETECTION))
-    transcription_model: str | None = "gpt-4o-mini-transcribe"
-    base_url: str = "wss://api.openai.com/v1/realtime"
-    max_retries: int = Field(default=3, ge=0)
-    retry_backoff_secs: float = Field(default=0.5, ge=0)
-    connect_timeout_secs: float = Field(default=10.0, gt=0)
-    keepalive_secs: float | None = Field(
-        default=20.0,
-        gt=0,
-        description="ping the server this often; no pong within half of it counts as a lost connection (null: never)",
-    )
-
-    @model_validator(mode="after")
-    def _require_key(self) -> OpenAIRealtimeOptions:
-        if self.api_key is None or not self.api_key.get_secret_value():
-            raise ValueError("OpenAI Realtime engine requires api_key (set OPENAI_API_KEY)")
-        return self
-
-    def config_warnings(self) -> list[str]:
-        """Allowed but unwise settings: printed by `patterd check`, logged when the engine is built."""
-        out: list[str] = []
-        if self.voice not in rt.VOICES and not self.voice.startswith(rt.CUSTOM_VOICE_PREFIX):
-            close = difflib.get_close_matches(self.voice, rt.VOICES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            out.append(
-                f"voice {self.voice!r} is not a Realtime voice{hint}: OpenAI refuses it and calls speak in "
-                f"its default voice. Realtime voices: {', '.join(rt.VOICES)}, or a custom voice id voice_..."
-            )
-        if self.temperature is not None:
-            out.append(
-                f"temperature {self.temperature} is ignored: the GA Realtime session has no temperature"
-            )
-        return out
-
-    def url(self) -> str:
-        sep = "&" if "?" in self.base_url else "?"
-        return f"{self.base_url}{sep}model={quote(self.model)}"
-
-
-@dataclass
-class _Item:
-    """What we know about one assistant item while it plays."""
-
-    sent_ms: float = 0.0
-    transcript: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    reported: bool = False
-    engine_ms: float | None = None  # the caller's last voiced frame → this item's first audio from the engine
 
 
 class RealtimeSession:
@@ -131,19 +57,10 @@ class RealtimeSession:
         self._voice: str | None = options.voice  # None once the server refused it: its default voice
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._connected = False
-        self._items: dict[str, _Item] = {}
-        self._tool_names: dict[str, str] = {}  # call_id → function name
-        self._active_response: str | None = None
-        self._cancelled: set[str] = set()
-        self._want_response = False
-        self._tools: set[asyncio.Task[None]] = set()
-        self._greeted = False
+        self._conv = Conversation()  # responses, items, tool names and replay history: the wire's state
+        self.tools = ToolTasks()
         self._last_voiced_at: float | None = None  # arrival of the newest loud caller frame
         self._turn_voiced_at: float | None = None  # the ended caller turn's last voiced frame, until answered
-        self._say_next: str | None = None  # verbatim text to speak once the active response has ended
-        self._cancel_created = False  # a response.cancel went out before the response's id was known
-        # The conversation so far as text: a new connection starts empty, so it is replayed there.
-        self._history: collections.deque[tuple[str, str]] = collections.deque(maxlen=HISTORY_REPLAY_ITEMS)
 
     # -------------------------------------------------------------- EngineSession
 
@@ -167,60 +84,28 @@ class RealtimeSession:
         self._request_response()
 
     def say(self, text: str) -> None:
-        """Speak `text` word for word now (voicemail drop): cancel the response in progress, then say it.
-
-        The server allows one response at a time, so the verbatim response.create goes out right
-        away only when nothing is active; otherwise it waits for the cancelled response's
-        response.done (a create sent earlier would be refused as
-        conversation_already_has_active_response, an error we treat as benign).
-        """
+        """Speak `text` word for word now (voicemail drop); the Conversation decides when it can go out."""
         if self._down is not None:
             self._down.reset()
-        if not self._connected:  # (re)connecting: said right after the session.update, instead of a greeting
-            self._say_next = text
-            return
-        if self._active_response is None:
-            self._queue.put_nowait(rt.response_create(rt.say_verbatim_instructions(text)))
-            self._active_response = PENDING
-            return
-        if self._active_response == PENDING:
-            self._cancel_created = True
-        else:
-            self._cancelled.add(self._active_response)
-        self._queue.put_nowait(rt.response_cancel())
-        self._say_next = text
-        self._want_response = False  # the verbatim message replaces whatever was asked for
+        self._send(self._conv.say(text, connected=self._connected))
 
     async def run(self) -> None:
-        failures = 0
         try:
-            while True:
-                try:
-                    await self._run_connection()
-                    failures = 0  # a healthy connection that ended: start counting afresh
-                except ProviderAuthError:
-                    raise
-                except (OSError, TimeoutError, aiohttp.ClientError, ProviderConnectionError) as exc:
-                    if being_cancelled():  # the call is ending: a lost link then is no reason to dial again
-                        raise asyncio.CancelledError from exc
-                    failures += 1
-                    self._connected = False
-                    if failures > self.options.max_retries:
-                        raise ProviderConnectionError(
-                            f"OpenAI Realtime at {self.options.base_url} unreachable after {failures} attempts: {exc}",
-                            provider=PROVIDER,
-                        ) from exc
-                    log.warning(
-                        "openai_realtime connection lost (%s); retry %d/%d",
-                        exc,
-                        failures,
-                        self.options.max_retries,
-                    )
-                    await asyncio.sleep(self.options.retry_backoff_secs * 2 ** (failures - 1))
+            await keep_connected(
+                self._run_connection,
+                provider=PROVIDER,
+                where=f"OpenAI Realtime at {self.options.base_url}",
+                max_retries=self.options.max_retries,
+                backoff_secs=self.options.retry_backoff_secs,
+                log=log,
+                lost=self._lost,
+            )
         finally:
             self._connected = False
-            for task in self._tools:
-                task.cancel()
+            self.tools.cancel()
+
+    def _lost(self) -> None:
+        self._connected = False
 
     # -------------------------------------------------------------- connection
 
@@ -230,23 +115,12 @@ class RealtimeSession:
             self.connects += 1
             self._reset_state()
             await ws.send_str(self._session_update())
-            for role, text in self._history:  # a reconnect: give the new session the conversation so far
+            for role, text in self._conv.history:  # a reconnect: give the new session the conversation so far
                 await ws.send_str(rt.history_item(role, text))
-            if not self._greeted:
-                self._greeted = True
-                if self.ctx.first_message and self._say_next is None:
-                    await ws.send_str(
-                        rt.response_create(rt.say_verbatim_instructions(self.ctx.first_message))
-                    )
-                    self._active_response = PENDING
-            if self._say_next is not None and self._active_response is None:
-                text, self._say_next = self._say_next, None
-                self._queue.put_nowait(rt.response_create(rt.say_verbatim_instructions(text)))
-                self._active_response = PENDING
-            if self._want_response and self._active_response is None:
-                self._want_response = False
-                self._queue.put_nowait(rt.response_create())
-                self._active_response = PENDING
+            greeting = self._conv.greeting(self.ctx.first_message)
+            if greeting is not None:
+                await ws.send_str(greeting)
+            self._send(self._conv.resume())
             self._connected = True
             sender = asyncio.create_task(self._send_loop(ws))
             try:
@@ -281,13 +155,10 @@ class RealtimeSession:
                 kept.append(message)
         # Response requests wait for the response in progress (the greeting, on a first connect).
         create = rt.response_create()
-        self._want_response = create in kept
+        self._conv.reconnected(response_wanted=create in kept)
         for message in kept:
             if message != create:
                 self._queue.put_nowait(message)
-        self._active_response = None
-        self._cancel_created = False
-        self._cancelled.clear()
         if self._down is not None:
             self._down.reset()
 
@@ -323,35 +194,28 @@ class RealtimeSession:
             case rt.SpeechStopped():
                 self._on_speech_stopped()
             case rt.ResponseCreated():
-                self._active_response = event.response_id
-                if self._cancel_created:
-                    self._cancel_created = False
-                    self._cancelled.add(event.response_id)
+                self._conv.created(event.response_id)
             case rt.OutputItemAdded():
                 if event.item_type == "function_call" and event.call_id and event.name:
-                    self._tool_names[event.call_id] = event.name
+                    self._conv.tool_added(event.call_id, event.name)
             case rt.OutputTranscriptDelta():
-                item = self._item(event.item_id)
-                item.transcript.append(event.delta)
-                if not item.reported and not item.interrupted:  # live views show the words as they stream
+                shown = self._conv.transcript_delta(event.item_id, event.delta)
+                if shown is not None:  # live views show the words as they stream
                     self.ctx.emit(
                         TranscriptPartial(
-                            **self.ctx.new_event_fields(),
-                            role="assistant",
-                            text="".join(item.transcript),
-                            turn=event.item_id,
+                            **self.ctx.new_event_fields(), role="assistant", text=shown, turn=event.item_id
                         )
                     )
             case rt.OutputTranscriptDone():
-                self._report_assistant(event.item_id, event.transcript)
+                self._report(self._conv.transcript_done(event.item_id, event.transcript))
             case rt.OutputAudioDone():
-                if self._down is not None and event.response_id not in self._cancelled:
+                if self._down is not None and not self._conv.cancelled(event.response_id):
                     tail = self._down.flush()
                     if tail:
                         await self.ctx.audio.play(tail, segment=event.item_id)
             case rt.InputTranscriptionCompleted():
                 if event.transcript.strip():
-                    self._history.append(("user", event.transcript.strip()))
+                    self._conv.user_said(event.transcript.strip())
                     self.ctx.emit(
                         TranscriptLine(
                             **self.ctx.new_event_fields(), role="user", text=event.transcript.strip()
@@ -371,12 +235,6 @@ class RealtimeSession:
             case _:
                 pass
 
-    def _item(self, item_id: str) -> _Item:
-        item = self._items.get(item_id)
-        if item is None:
-            item = self._items[item_id] = _Item()
-        return item
-
     def _on_speech_stopped(self) -> None:
         """The server ended the caller's turn: its latency runs from the turn's last voiced frame."""
         voiced_at, self._last_voiced_at = self._last_voiced_at, None  # a later turn never reuses it
@@ -384,12 +242,13 @@ class RealtimeSession:
         self.ctx.emit(UserTurnEnded(self._turn_voiced_at))
 
     async def _on_audio(self, event: rt.OutputAudioDelta) -> None:
-        if event.response_id in self._cancelled:
+        if self._conv.cancelled(event.response_id):
             return  # in flight when we cancelled; the caller must not hear it
+        item = self._conv.item(event.item_id)
         if self._turn_voiced_at is not None:  # the answer's first audio: the engine's share of the turn
-            self._item(event.item_id).engine_ms = (self.ctx.clock.monotonic() - self._turn_voiced_at) * 1000
+            item.engine_ms = (self.ctx.clock.monotonic() - self._turn_voiced_at) * 1000
             self._turn_voiced_at = None
-        self._item(event.item_id).sent_ms += len(event.audio) / self._bytes_per_ms
+        item.sent_ms += len(event.audio) / self._bytes_per_ms
         ulaw = self._down.process(event.audio) if self._down is not None else event.audio
         if ulaw:
             await self.ctx.audio.play(ulaw, segment=event.item_id)
@@ -400,48 +259,29 @@ class RealtimeSession:
         t0 = self.ctx.clock.monotonic()
         heard = await self.ctx.audio.interrupt()
         reaction_ms = (self.ctx.clock.monotonic() - t0) * 1000
-        if self._active_response is not None:
-            self._cancelled.add(self._active_response)
-            self._queue.put_nowait(rt.response_cancel())
+        messages, played_ms = self._conv.barge_in(heard)
         if self._down is not None:
             self._down.reset()
-        played_ms = 0
-        if heard is not None:
-            segment, played_ms = heard
-            item = self._items.get(segment)
-            if item is not None:
-                item.interrupted = True
-                # The server rejects audio_end_ms beyond what it sent for the item.
-                end = min(played_ms, int(item.sent_ms))
-                self._queue.put_nowait(rt.truncate(segment, 0, end))
+        self._send(messages)
         self.ctx.emit(BargeIn(**self.ctx.new_event_fields(), played_ms=played_ms, reaction_ms=reaction_ms))
 
-    def _report_assistant(self, item_id: str, transcript: str) -> None:
-        item = self._item(item_id)
-        if item.reported:
-            return
-        item.reported = True
-        text = transcript.strip()
-        if text:
-            self._history.append(("assistant", text))
-            engine_ms = None if item.engine_ms is None else round(item.engine_ms, 1)
+    def _report(self, line: Line | None) -> None:
+        if line is not None:
             self.ctx.emit(
                 TranscriptLine(
                     **self.ctx.new_event_fields(),
                     role="assistant",
-                    text=text,
-                    interrupted=item.interrupted,
-                    engine_ms=engine_ms,
+                    text=line.text,
+                    interrupted=line.interrupted,
+                    engine_ms=line.engine_ms,
                 )
             )
 
     async def _on_response_done(self, event: rt.ResponseDone) -> None:
-        self._active_response = None  # one response at a time in the default conversation
         # A cancelled response may end without transcript.done: report what was said so far.
-        for item_id, item in self._items.items():
-            if not item.reported and item.transcript and (item.interrupted or event.status != "completed"):
-                item.interrupted = True
-                self._report_assistant(item_id, "".join(item.transcript))
+        lines, messages = self._conv.done(event.status)
+        for line in lines:
+            self._report(line)
         if event.usage is not None:
             self.ctx.emit(
                 Usage(
@@ -451,72 +291,59 @@ class RealtimeSession:
                     quantities=event.usage.quantities(),
                 )
             )
-        if self._say_next is not None:
-            text, self._say_next = self._say_next, None
-            self._queue.put_nowait(rt.response_create(rt.say_verbatim_instructions(text)))
-            self._active_response = PENDING
-        elif self._want_response:
-            self._want_response = False
-            self._queue.put_nowait(rt.response_create())
-            self._active_response = PENDING
+        self._send(messages)
 
     def _on_error(self, event: rt.ErrorEvent) -> None:
-        if event.event_id == rt.SESSION_UPDATE_EVENT_ID:
+        kind = rt.error_kind(event)
+        if kind == "voice_refused" and self._voice is not None:
             # The whole session.update was refused, so the session has no instructions, tools or
             # transcription. A refused voice (the contract's example names the TTS voice nova) is
             # dropped and the update sent again: the call goes on in the server's default voice.
-            if rt.is_voice_param(event.param) and self._voice is not None:
-                refused, self._voice = self._voice, None
-                log.warning(
-                    "openai_realtime: voice %r refused (%s); using the default voice", refused, event.message
-                )
-                self.ctx.emit(
-                    CallFailed(
-                        **self.ctx.new_event_fields(),
-                        message=f"OpenAI Realtime refused voice {refused!r}; speaking with its default voice",
-                        component="engine",
-                        fatal=False,
-                    )
-                )
-                self._queue.put_nowait(self._session_update())
-                return
-            # Anything else would fail the same way again: not retried.
+            refused, self._voice = self._voice, None
+            log.warning(
+                "openai_realtime: voice %r refused (%s); using the default voice", refused, event.message
+            )
+            self._fail(f"OpenAI Realtime refused voice {refused!r}; speaking with its default voice")
+            self._queue.put_nowait(self._session_update())
+        elif kind in ("voice_refused", "session_refused"):  # anything else would fail the same way again
             raise ProviderError(
                 f"OpenAI Realtime refused the session configuration ({event.param or event.code}): {event.message}",
                 provider=PROVIDER,
             )
-        if event.code in BENIGN_ERROR_CODES:
+        elif kind == "benign":
             log.debug("openai_realtime: %s (%s)", event.code, event.message)
-            return
-        log.warning(
-            "openai_realtime error %s/%s: %s (param %s)", event.type, event.code, event.message, event.param
-        )
-        self.ctx.emit(
-            CallFailed(
-                **self.ctx.new_event_fields(),
-                message=f"OpenAI Realtime {event.type} {event.code or ''}: {event.message}".strip(),
-                component="engine",
-                fatal=False,
+        else:
+            log.warning(
+                "openai_realtime error %s/%s: %s (param %s)",
+                event.type,
+                event.code,
+                event.message,
+                event.param,
             )
+            self._fail(f"OpenAI Realtime {event.type} {event.code or ''}: {event.message}".strip())
+            if kind == "reconnect":
+                raise ProviderConnectionError(
+                    f"OpenAI Realtime server error: {event.message}", provider=PROVIDER
+                )
+
+    def _fail(self, message: str) -> None:
+        self.ctx.emit(
+            CallFailed(**self.ctx.new_event_fields(), message=message, component="engine", fatal=False)
         )
-        if event.type in RECONNECT_ERROR_TYPES or event.code in RECONNECT_ERROR_CODES:
-            raise ProviderConnectionError(f"OpenAI Realtime server error: {event.message}", provider=PROVIDER)
 
     # -------------------------------------------------------------- tools and responses
 
     def _request_response(self) -> None:
         """Ask for a response now, or right after the one in progress (the server allows one at a time)."""
-        if self._active_response is None:
-            self._queue.put_nowait(rt.response_create())
-            self._active_response = PENDING
-        else:
-            self._want_response = True
+        self._send(self._conv.request_response())
+
+    def _send(self, messages: list[str]) -> None:
+        for message in messages:
+            self._queue.put_nowait(message)
 
     def _start_tool(self, event: rt.FunctionCallArgumentsDone) -> None:
-        name = event.name or self._tool_names.get(event.call_id, "")
-        task = asyncio.create_task(self._run_tool(name, event.call_id, event.arguments))
-        self._tools.add(task)
-        task.add_done_callback(self._tools.discard)
+        name = self._conv.tool_name(event.call_id, event.name)
+        self.tools.spawn(self._run_tool(name, event.call_id, event.arguments))
 
     async def _run_tool(self, name: str, call_id: str, arguments: str) -> None:
         try:
@@ -550,10 +377,7 @@ class OpenAIRealtimeEngine:
         try:
             yield session
         finally:
-            for task in list(
-                session._tools
-            ):  # a tool still running when the call ends is stopped, not left behind
-                await cancel_and_wait(task)
+            await session.tools.stop()  # a tool still running when the call ends is stopped, not left behind
 
     def session(self, call: CallContext) -> contextlib.AbstractAsyncContextManager[RealtimeSession]:
         return self._session(call)
@@ -568,66 +392,6 @@ async def build(options: OpenAIRealtimeOptions, ctx: BuildContext) -> AsyncItera
 def _connector() -> aiohttp.TCPConnector:
     # One websocket per call holds its connection for the whole call: no pool limit.
     return aiohttp.TCPConnector(limit=0)
-
-
-async def open_socket(
-    http: aiohttp.ClientSession, opts: OpenAIRealtimeOptions
-) -> aiohttp.ClientWebSocketResponse:
-    """Open the Realtime websocket (the handshake bounded by connect_timeout_secs).
-
-    A refused handshake raises ProviderAuthError for a bad key (not worth retrying) and
-    ProviderConnectionError otherwise.
-    """
-    key = opts.api_key.get_secret_value() if opts.api_key else ""
-    try:
-        async with asyncio.timeout(opts.connect_timeout_secs):
-            return await http.ws_connect(
-                opts.url(),
-                headers={"Authorization": f"Bearer {key}"},
-                compress=0,  # audio does not compress; deflate would only burn CPU
-                max_msg_size=0,  # audio deltas have no size bound in the API
-                autoping=True,
-                heartbeat=opts.keepalive_secs,  # a link that hangs silently is found and reconnected
-                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_SECS),
-            )
-    except aiohttp.WSServerHandshakeError as exc:
-        if exc.status in (401, 403):
-            raise ProviderAuthError(
-                f"OpenAI Realtime refused the api_key (HTTP {exc.status} at {opts.base_url}; "
-                "check api_key / OPENAI_API_KEY)",
-                provider=PROVIDER,
-            ) from exc
-        raise ProviderConnectionError(
-            f"OpenAI Realtime handshake at {opts.base_url} failed with HTTP {exc.status}", provider=PROVIDER
-        ) from exc
-
-
-async def check(engine: OpenAIRealtimeEngine) -> None:
-    """Open a websocket and wait for session.created (proves the key and the endpoint)."""
-    opts = engine.options
-    try:
-        ws = await open_socket(engine.http, opts)
-        try:
-            async with asyncio.timeout(opts.connect_timeout_secs):
-                async for frame in ws:
-                    if frame.type is not aiohttp.WSMsgType.TEXT:
-                        break
-                    event = rt.parse_server_event(frame.data)
-                    if isinstance(event, rt.SessionCreated):
-                        return
-                    if isinstance(event, rt.ErrorEvent):
-                        raise ProviderError(
-                            f"OpenAI Realtime error on connect: {event.message}", provider=PROVIDER
-                        )
-            raise ProviderConnectionError(
-                "OpenAI Realtime closed the connection before session.created", provider=PROVIDER
-            )
-        finally:
-            await ws.close()
-    except (OSError, TimeoutError, aiohttp.ClientError) as exc:
-        raise ProviderConnectionError(
-            f"OpenAI Realtime at {opts.base_url} unreachable: {exc}", provider=PROVIDER
-        ) from exc
 
 
 SPEC = ProviderSpec(
