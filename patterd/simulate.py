@@ -35,7 +35,7 @@ from patterd.protocols.events import (
 from patterd.protocols.wav import WavError, wav_to_ulaw8k
 from patterd.providers.kinds import TTS
 from patterd.providers.spec import BuildContext
-from patterd.store import CallStore
+from patterd.store import open_store
 from patterd.tasks import cancel_and_wait
 
 FRAME_SECS = 0.02
@@ -179,7 +179,7 @@ async def run_simulation(
 ) -> int:
     """Run the call; returns 0 when it completed, 1 otherwise (WavError before the call for a bad `wav`)."""
     caller_audio = read_caller_wav(wav) if wav is not None else None
-    store = CallStore(
+    store = open_store(
         config.persist,
         redact_phone=config.logging.redact_phone,
         retention_days=config.logging.retention_days,
@@ -246,8 +246,10 @@ async def run_simulation(
             stages.append(f"{name} {values[len(values) // 2]:.0f} ms")
     if stages:
         print(f"turn stages p50: {', '.join(stages)}", file=out, flush=True)
-    if config.persist is not None:
+    if isinstance(config.persist, Path):
         print(f"record: {config.persist}/calls/", file=out, flush=True)
+    elif config.persist is not None:
+        print(f"record: {config.persist} (PostgreSQL)", file=out, flush=True)
     return 0 if status in ("completed", "voicemail") else 1
 
 

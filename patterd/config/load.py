@@ -30,7 +30,7 @@ from patterd.config.model import (
     is_loopback,
     pipeline_problem,
 )
-from patterd.config.persist import resolve_persist
+from patterd.config.persist import DatabaseURL, is_database_url, parse_database_url, resolve_persist
 from patterd.config.yaml_lines import Document, PathPart, format_path, parse_yaml
 from patterd.cost import pricing_problems
 from patterd.errors import ConfigError, ConfigIssue, PluginError
@@ -326,10 +326,19 @@ class _Loader:
             raw = {"type": raw}
         return self.provider("tunnel", raw, ("tunnel",))
 
-    def persist(self, raw: Any) -> Path | None:
+    def persist(self, raw: Any) -> Path | DatabaseURL | None:
         if raw is not None and not isinstance(raw, bool | str):
-            self.issue(("persist",), f"expected true, false or a directory path, got {_type_name(raw)}")
+            self.issue(
+                ("persist",),
+                f"expected true, false, a directory path or a postgresql:// URL, got {_type_name(raw)}",
+            )
             return None
+        if isinstance(raw, str) and is_database_url(raw):
+            try:
+                return parse_database_url(raw)
+            except ValueError as exc:
+                self.issue(("persist",), str(exc))
+                return None
         path = resolve_persist(raw, self.environ)
         if path is not None and not path.is_absolute() and self.base_dir is not None and raw is not None:
             path = self.base_dir / path  # a path written in the file is relative to the file

@@ -1,14 +1,58 @@
-"""Decides where call records go: the `persist` key, then `$PATTER_LOG_DIR`, then the platform default."""
+"""Where call records go: the `persist` key (a directory or a database URL), `$PATTER_LOG_DIR`, the default."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
+from patterd.redact import redact_url
+
 APP_NAME = "patter"
+DATABASE_SCHEMES = ("postgresql", "postgres")
+MISSING_DRIVER = "needs pip install 'patterd[cluster]' (the asyncpg driver is not installed)"
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """`persist: postgresql://…`: records in PostgreSQL. str() and repr() never show the password."""
+
+    url: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"DatabaseURL({redact_url(self.url)!r})"
+
+
+def is_database_url(text: str) -> bool:
+    """True for a `postgresql://` or `postgres://` URL (any case of the scheme)."""
+    scheme, sep, _ = text.strip().partition("://")
+    return bool(sep) and scheme.lower() in DATABASE_SCHEMES
+
+
+def parse_database_url(text: str) -> DatabaseURL:
+    """A checked database URL; ValueError (without the password) when unusable or the driver is missing."""
+    text = text.strip()
+    shown = redact_url(text)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{shown!r} is not a valid PostgreSQL URL: {exc}") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError(f"{shown!r} names no host; expected postgresql://user:password@host:5432/dbname")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"{shown!r} has port {port}; expected 1 to 65535")
+    if importlib.util.find_spec("asyncpg") is None:
+        raise ValueError(f"{shown} {MISSING_DRIVER}")
+    return DatabaseURL(text)
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:

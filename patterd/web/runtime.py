@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from patterd.calls.switchboard import Switchboard
     from patterd.metrics import Metrics
-    from patterd.store import CallStore
+    from patterd.store import RecordStore
     from patterd.web.feed import EventFeed
 
 
@@ -29,7 +29,7 @@ class Runtime(Protocol):
     version: str
     started_at: datetime
     metrics: Metrics
-    store: CallStore
+    store: RecordStore
     feed: EventFeed
     token: str | None  # the dashboard/API token, when configured
     loopback: bool  # bound to loopback only
