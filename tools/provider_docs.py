@@ -193,8 +193,8 @@ class MediaCodec(Protocol):
 
 `handle_media` authenticates the socket, refuses one for a call `router.expects_media()` does not know
 (close 1008), accepts it and runs `router.run_media(call_id, MediaLeg(websocket, codec, MediaSocket(...),
-frame_bytes=160))`. Without marks on the wire the leg yields `MarkPlayed` once the audio sent before the
-mark has had time to play at 8 kHz. The built-in codecs: `protocols.twilio.TwilioCodec`,
+frame_bytes=160))`. Without marks on the wire (`mark()` returns None), build it with `emulate_marks=True`:
+the leg then yields `MarkPlayed` once the audio sent before the mark has had time to play at 8 kHz. The built-in codecs: `protocols.twilio.TwilioCodec`,
 `protocols.telnyx_media.TelnyxCodec`, `protocols.local.SoftphoneCodec`.
 """
 

@@ -9,8 +9,8 @@ media/mark/clear → messages; see that module for the exact shape).
   `Notice` rate-limited, and ends with `StreamStopped` when the peer stops or the socket closes;
 - frames agent audio into `frame_bytes` messages (0: send each chunk as it comes), flushing the partial
   frame before a mark (as a short message, or padded with μ-law silence when `pad_marks`);
-- marks: sends the codec's mark; when the wire has none (`mark()` is None) it emulates them, tracking
-  play-out on the leg's clock at 8 kHz real time and yielding `MarkPlayed` when the audio sent before the
+- marks: sends the codec's mark; when the wire has none (`mark()` is None; build the leg with
+  `emulate_marks=True` then) it emulates them, tracking play-out on the leg's clock at 8 kHz real time and yielding `MarkPlayed` when the audio sent before the
   mark has had time to play; `clear()` fires every pending emulated mark at once (what carriers with
   marks do for the marks of cleared audio);
 - clear and close (idempotent; sending after the peer left is a no-op: `events()` reports the end).
@@ -51,6 +51,7 @@ class MediaLeg:
         pad_marks: bool = False,
         first_events: Sequence[MediaEvent] = (),
         end_reason: str = "",
+        emulate_marks: bool = False,
     ) -> None:
         self.websocket = websocket
         self.codec = codec
@@ -64,10 +65,12 @@ class MediaLeg:
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._emulated: deque[tuple[float, str]] = deque()  # (play-out deadline, mark name)
+        # The wire has no marks (codec.mark() is None): track play-out from the first audio on. Off by
+        # default so carriers with marks pay no clock read per frame (also turned on by the first None).
+        self._emulate = emulate_marks
         self._played_until = 0.0  # loop time when everything sent so far has played (emulated marks)
         self._reader: asyncio.Task[str | bytes | None] | None = None
-        self.frames_in = 0
-        self.frames_out = 0
+        self._wakeup: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------ inbound
 
@@ -80,7 +83,7 @@ class MediaLeg:
             return
         decode = self.codec.receive
         while True:
-            if self._emulated or self._reader is not None:  # emulated marks due while we wait for a frame
+            if self._emulate or self._reader is not None:  # emulated marks come due while we wait for a frame
                 for mark in await self._due_marks():
                     yield mark
                 if self._reader is None or not self._reader.done():
@@ -103,33 +106,39 @@ class MediaLeg:
                 if isinstance(item, Notice):  # rate-limited: a peer repeating it cannot flood the log
                     self._frames.warn(item.event, **item.fields)
                     continue
-                self.frames_in += 1
                 yield item
                 if isinstance(item, StreamStopped):
                     self._stopped = True
                     return
 
     async def _due_marks(self) -> list[MediaEvent]:
-        """Wait for the next frame or the next emulated mark's play-out; the marks now due."""
+        """Wait for the next frame, the next emulated mark's play-out or a new mark; the marks now due."""
         if self._reader is None:
             self._reader = asyncio.ensure_future(self._frames.receive())
-        if not self._emulated:
-            await asyncio.wait((self._reader,))
-            return []
-        delay = self._emulated[0][0] - self._loop.time()
-        if delay > 0:
-            await asyncio.wait((self._reader,), timeout=delay)
+        delay = self._emulated[0][0] - self._loop.time() if self._emulated else None
+        if delay is None or delay > 0:
+            self._wakeup = self._loop.create_future()  # send_mark/clear resolve it
+            await asyncio.wait(
+                (self._reader, self._wakeup), timeout=delay, return_when=asyncio.FIRST_COMPLETED
+            )
+            self._wakeup = None
         now = self._loop.time()
         due: list[MediaEvent] = []
         while self._emulated and self._emulated[0][0] <= now:
             due.append(MarkPlayed(self._emulated.popleft()[1]))
         return due
 
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
     def _take_read(self) -> str | bytes | None:
         """The frame the background read got (it is done: `_due_marks` waited for it or a mark)."""
         reader = self._reader
         assert reader is not None and reader.done()
         self._reader = None
+        if reader.cancelled():  # close() stopped it: the stream is over
+            return None
         return reader.result()  # re-raises the watchdog's ProviderConnectionError
 
     # ------------------------------------------------------------ outbound
@@ -142,25 +151,23 @@ class MediaLeg:
                 await self.websocket.send({"type": "websocket.send", "text": message})
             else:
                 await self.websocket.send({"type": "websocket.send", "bytes": message})
-            self.frames_out += 1
         except (RuntimeError, OSError) as exc:  # peer gone; events() reports the end of the stream
             self._closed = True
             log.debug("media send after close", carrier=self._frames.carrier, error=str(exc))
 
-    async def _send_audio(self, ulaw: bytes) -> None:
-        if not ulaw:
-            return
-        start = max(self._played_until, self._loop.time())
-        self._played_until = start + len(ulaw) / RATE
-        await self._send(self.codec.media(ulaw))
+    def _played(self, size: int) -> None:
+        """`size` more bytes are queued for play-out after what was sent before (or from now)."""
+        self._played_until = max(self._played_until, self._loop.time()) + size / RATE
 
     async def send_audio(self, ulaw: bytes) -> None:
         """Queue agent audio; sent as `frame_bytes` messages, a partial frame waits for more audio."""
-        if self._splitter is None:
-            await self._send_audio(ulaw)
-            return
-        for frame in self._splitter.push(ulaw):
-            await self._send_audio(frame)
+        splitter = self._splitter
+        frames = splitter.push(ulaw) if splitter is not None else [ulaw] if ulaw else []
+        if self._emulate:
+            self._played(sum(map(len, frames)))
+        media = self.codec.media
+        for frame in frames:
+            await self._send(media(frame))
 
     async def send_mark(self, name: str) -> None:
         """Send what is left of the audio, then the mark (or emulate it when the wire has none).
@@ -170,20 +177,26 @@ class MediaLeg:
         """
         if self._splitter is not None:
             for rest in self._splitter.flush(pad=ULAW_SILENCE if self._pad_marks else b""):
-                await self._send_audio(rest)
+                if self._emulate:
+                    self._played(len(rest))
+                await self._send(self.codec.media(rest))
         message = self.codec.mark(name)
         if message is not None:
             await self._send(message)
             return
+        self._emulate = True  # (turned on here, the wait for it starts with the next frame)
         self._emulated.append((max(self._played_until, self._loop.time()), name))
+        self._wake()
 
     async def clear(self) -> None:
         """Drop our partial frame and ask the carrier to drop its playback buffer (barge-in)."""
         if self._splitter is not None:
             self._splitter = FrameSplitter(self._frame_bytes)
-        self._played_until = self._loop.time()
         now = self._loop.time()
-        self._emulated = deque((now, name) for _, name in self._emulated)  # cleared audio: marks fire now
+        self._played_until = now
+        if self._emulated:  # the cleared audio's marks fire now
+            self._emulated = deque((now, name) for _, name in self._emulated)
+            self._wake()
         message = self.codec.clear()
         if message is not None:
             await self._send(message)
@@ -191,12 +204,10 @@ class MediaLeg:
     async def close(self) -> None:
         """Close the websocket from our side (idempotent)."""
         self._frames.stop()
-        if self._reader is not None and not self._reader.done():
-            self._reader.cancel()
-            with suppress(BaseException):
-                await self._reader
-        if self._closed:
-            return
-        self._closed = True
-        with suppress(Exception):  # already closed by the peer or the server: nothing left to do
-            await self.websocket.close(1000)
+        if not self._closed:
+            self._closed = True
+            with suppress(Exception):  # already closed by the peer or the server: nothing left to do
+                await self.websocket.close(1000)
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.cancel()  # events(), if still iterating, ends with StreamStopped (see _take_read)
