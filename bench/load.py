@@ -423,6 +423,7 @@ async def run_level(
     workers: int,
     pyspy: str | None,
     audio_format: str = "pcm",
+    server_workers: int = 1,
 ) -> dict[str, Any]:
     ENGINE.stopped.clear()
     ENGINE.delays_ms.clear()
@@ -438,6 +439,7 @@ phone_number: "{NUMBER}"
 webhook_url: {PUBLIC_HOST}
 persist: {tmp / "records"}
 logging: {{level: warning}}
+server: {{workers: {server_workers}}}
 agents:
   - name: bench
     engine: {{type: openai_realtime, base_url: '{engine.url}', api_key: sk-bench, audio_format: {audio_format}}}
@@ -450,13 +452,17 @@ agents:
         daemon = await asyncio.to_thread(cm.__enter__)
         pid = daemon.proc.pid  # the profiling wrapper `exec`s, so the pid is the daemon's
         cores = CORES
-        fake_cores = set(cores[1:]) if len(cores) >= 2 else set(cores)
+        # The daemon (with server.workers: the supervisor and every worker) on its own cores, fakes on the rest.
+        daemon_cores = set(cores[:server_workers])
+        fake_cores = set(cores[server_workers:]) or set(cores)
+        daemon_pids = [pid, *descendants(pid)]
         if len(cores) >= 2:
-            os.sched_setaffinity(pid, {cores[0]})
+            for daemon_pid in daemon_pids:
+                os.sched_setaffinity(daemon_pid, daemon_cores)
             os.sched_setaffinity(0, fake_cores)
         procs: list[tuple[Any, Any]] = []
         try:
-            rss_idle = rss_kb(pid)
+            rss_idle = sum(rss_kb(p) for p in daemon_pids)
             loop = asyncio.get_running_loop()
             start = loop.time() + 1.5  # the workers' interpreters start meanwhile
             measure_from = start + ramp_secs + 6.0
@@ -480,12 +486,12 @@ agents:
             fake_pids = [os.getpid()] + [p.pid for p, _ in procs]
             await asyncio.sleep(max(0.0, measure_from - loop.time()))
             spy = _pyspy(pid, secs, pyspy) if pyspy else None
-            cpu0, fakes0, wall0 = cpu_times(pid), _fakes_cpu(fake_pids), time.monotonic()
+            cpu0, fakes0, wall0 = _tree_cpu(daemon_pids), _fakes_cpu(fake_pids), time.monotonic()
             rss_samples = []
             while loop.time() < until:
                 await asyncio.sleep(1.0)
-                rss_samples.append(rss_kb(pid))
-            cpu1, fakes1, wall1 = cpu_times(pid), _fakes_cpu(fake_pids), time.monotonic()
+                rss_samples.append(sum(rss_kb(p) for p in daemon_pids))
+            cpu1, fakes1, wall1 = _tree_cpu(daemon_pids), _fakes_cpu(fake_pids), time.monotonic()
             results = [await asyncio.to_thread(conn.recv) for _, conn in procs]
             if spy is not None:
                 await asyncio.to_thread(spy.wait)
@@ -529,6 +535,22 @@ agents:
         "rss_per_call_mb": round((rss_load - rss_idle) / 1024 / n, 3),
         "error_samples": errors[:5],
     }
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (a supervisor's workers)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
+                out += [int(child), *descendants(int(child))]
+    return out
+
+
+def _tree_cpu(pids: list[int]) -> tuple[float, float]:
+    """(user, sys) seconds of the daemon's processes together."""
+    times = [cpu_times(p) for p in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def _fakes_cpu(pids: list[int]) -> float:

@@ -159,6 +159,7 @@ def _print_config_error(exc: ConfigError) -> None:
 def _run(explicit: str | None, bind: str | None, *, watch: bool) -> int:
     from patterd.daemon import Daemon
     from patterd.logs import configure_logging
+    from patterd.workers.identity import WorkerIdentity
 
     try:
         source, config, registry = _load(explicit)
@@ -166,9 +167,12 @@ def _run(explicit: str | None, bind: str | None, *, watch: bool) -> int:
         _print_config_error(exc)
         return EXIT_CONFIG
     configure_logging(config.logging.level, redact_phone=config.logging.redact_phone)
+    worker = WorkerIdentity.from_environ()
+    if worker is None and config.server.worker_count > 1:
+        return _supervise(source, config, bind, watch=watch)
 
     async def serve() -> int:
-        return await Daemon(source, config, registry=registry, bind=bind, watch=watch).run()
+        return await Daemon(source, config, registry=registry, bind=bind, watch=watch, worker=worker).run()
 
     try:
         return run_event_loop(serve())
@@ -176,6 +180,28 @@ def _run(explicit: str | None, bind: str | None, *, watch: bool) -> int:
         print(f"patterd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as exc:  # cannot bind, cannot write, ...
+        print(f"patterd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _supervise(source: ConfigSource, config: Config, bind: str | None, *, watch: bool) -> int:
+    """`server.workers` > 1: this process supervises that many `patterd run` workers on one port."""
+    from patterd.workers.supervisor import run_supervisor
+
+    args = ["--config", str(source.path.resolve())] if source.path is not None else []
+    # A configured cluster secret reaches the workers through the config; else the supervisor makes one.
+    configured = getattr(getattr(config, "cluster", None), "secret", None) is not None
+    try:
+        return run_supervisor(
+            [*args, *([] if watch else ["--no-watch"])],
+            count=config.server.worker_count,
+            bind=bind,
+            host=config.server.host,
+            port=config.server.port,
+            note="" if source.path else " (built-in offline default config: no patter.yaml found)",
+            secret_configured=configured,
+        )
+    except OSError as exc:  # cannot bind
         print(f"patterd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

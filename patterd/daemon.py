@@ -38,7 +38,7 @@ from patterd.protocols.frames import MAX_WEBSOCKET_MESSAGE_BYTES
 from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_number, redact_numbers_deep
 from patterd.sdnotify import Notifier
-from patterd.store import CallStore, HydrateReport
+from patterd.store import HydrateReport, open_store
 from patterd.tracing import tracer_from_environment
 from patterd.web.app import create_app
 from patterd.web.feed import EventFeed
@@ -100,7 +100,7 @@ class Daemon:
             config.server.dashboard_token.get_secret_value() if config.server.dashboard_token else None
         )
         self.loopback = True
-        self.store = CallStore(
+        self.store = open_store(
             config.persist,
             redact_phone=config.logging.redact_phone,
             retention_days=config.logging.retention_days,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,6 +23,9 @@ from patterd.protocols.events import (
     ProviderFallback,
     TranscriptLine,
 )
+
+if TYPE_CHECKING:
+    from patterd.metrics_mp import LiveSync
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -89,13 +92,23 @@ class _LiveCollector(Collector):
 class Metrics:
     """The daemon's metrics; `observe` is a call-event observer."""
 
-    def __init__(self, version: str, live: LiveCounters | None = None) -> None:
+    def __init__(
+        self, version: str, live: LiveCounters | None = None, *, multiprocess_dir: str | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.version = version
         self.live = live or LiveCounters()
-        self.registry.register(_LiveCollector(self.live))
-        Info("patterd", "patterd build information", registry=self.registry).info({"version": version})
+        self.multiprocess_dir = multiprocess_dir
+        self.live_sync: LiveSync | None = None
+        if multiprocess_dir is None:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            self.registry.register(_LiveCollector(self.live))
+            Info("patterd", "patterd build information", registry=self.registry).info({"version": version})
+        else:  # a worker: metrics go to the shared files; per-process collectors would show one worker only
+            from patterd.metrics_mp import LiveSync
+
+            self.live_sync = LiveSync(self.live, self.registry)
         self.reloads = Counter("patterd_reloads", "Config reloads", ["result"], registry=self.registry)
         self.config_errors = Counter(
             "patterd_config_errors", "Config problems found on load or reload", registry=self.registry
@@ -185,5 +198,10 @@ class Metrics:
         return self._calls.get(call_id, ("", "", ""))[0]
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
+        """The Prometheus text exposition (every worker's, under a supervisor)."""
+        if self.multiprocess_dir is not None and self.live_sync is not None:
+            from patterd.metrics_mp import render_multiprocess
+
+            self.live_sync.sync()
+            return render_multiprocess(self.multiprocess_dir, self.version)
         return bytes(generate_latest(self.registry))

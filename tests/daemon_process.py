@@ -107,8 +107,8 @@ def run_daemon(
     if config_path is not None:
         cmd += ["--config", str(config_path)]
     cmd += ["--bind", f"fd://{fd}", *(args or [])]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("NOTIFY_SOCKET", None)
+    inherited = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # a test may pass its own
+    full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(fd,), env=full_env, cwd=cwd
     )

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from patterd.config.cluster import ClusterConfig
+from patterd.config.persist import DatabaseURL
 from patterd.hosts import host_allowed, url_host
 from patterd.providers.spec import ProviderOptions, ProviderSpec
 from patterd.redact import SECRET_MASK, redact_url
@@ -367,7 +368,7 @@ class Config(BaseModel):
     public_host: str | None = None  # webhook_url as host[:port], no scheme
     public_scheme: Literal["https", "http"] = "https"
     tunnel: ProviderSection | None = None
-    persist: Path | None = None
+    persist: Path | DatabaseURL | None = None  # a records directory, or PostgreSQL
     pricing: dict[str, dict[str, float]] = Field(default_factory=dict)
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

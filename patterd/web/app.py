@@ -21,6 +21,7 @@ from patterd.web.limits import PROBES, EdgeLimits, EdgeSettings
 from patterd.web.ops_api import ops_routes
 from patterd.web.runtime import Runtime
 from patterd.web.throttle import FailureThrottle
+from patterd.web.workers_view import PeerView
 
 # Paths with their own authentication (carrier signatures) or none by design (the login form itself).
 OPEN_PREFIXES = ("/webhooks/", "/ws/", "/login", "/static/")
@@ -78,6 +79,7 @@ def create_app(
     dashboard: bool = True,
     edge: EdgeSettings | None = None,
     registry: Registry | None = None,
+    peers: PeerView | None = None,
 ) -> Starlette:
     """The ASGI app for a running daemon; `dashboard=False` (`server.dashboard: false`) leaves out its pages.
 
@@ -88,7 +90,7 @@ def create_app(
     routes = [
         *carrier_routes(runtime, registry, throttle),
         *health_routes(runtime),
-        *ops_routes(runtime),
+        *ops_routes(runtime, peers),
         *(dashboard_routes(runtime, throttle, registry) if dashboard else ()),
     ]
     return Starlette(

@@ -20,6 +20,7 @@ from patterd.protocols import jsontext
 from patterd.web.errors import error_response
 from patterd.web.openapi import openapi_document
 from patterd.web.runtime import Runtime
+from patterd.web.workers_view import PeerView, forward_to_peers, workers_status
 
 E164 = r"^\+[1-9]\d{1,14}$"
 HEARTBEAT_SECS = 15.0
@@ -87,13 +88,15 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def ops_routes(runtime: Runtime) -> list[BaseRoute]:
-    """Every /api/v1 route."""
+def ops_routes(runtime: Runtime, peers: PeerView | None = None) -> list[BaseRoute]:
+    """Every /api/v1 route (`peers`: the sibling workers under a supervisor)."""
 
     async def status(request: Request) -> Response:
         """Daemon state, version, uptime, config digest, live calls."""
         board = runtime.switchboard
-        return JSONResponse(
+        return await workers_status(
+            peers,
+            request,
             {
                 "state": runtime.state,
                 "version": runtime.version,
@@ -106,7 +109,7 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
                 "live_calls": [s.snapshot().as_dict() for s in board.calls.values()],
                 "store": runtime.store.stats(),
                 "history": runtime.store.history(),  # {"loading", "loaded", "total"}: hydrate progress
-            }
+            },
         )
 
     async def list_calls(request: Request) -> Response:
@@ -169,6 +172,9 @@ def ops_routes(runtime: Runtime) -> list[BaseRoute]:
         async def handler(request: Request) -> Response:
             call_id = request.path_params["call_id"]
             if call_id not in runtime.switchboard.calls:
+                forwarded = await forward_to_peers(peers, request)  # another worker's call
+                if forwarded is not None:
+                    return forwarded
                 if runtime.store.get_call(call_id) is not None:
                     return error_response(409, f"call {call_id!r} is not live")
                 return error_response(404, f"no call {call_id!r}")
