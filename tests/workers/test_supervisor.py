@@ -217,7 +217,8 @@ async def test_two_workers_share_one_port_and_one_lifecycle(tmp_path: Path) -> N
             # The dead worker's counts stay in the sums.
             text = daemon.request("GET", "/metrics")[1]
             assert metric(text, "patterd_calls_total", status="completed") == ended >= 2
-            assert metric(text, "patterd_active_calls", agent="alpha") == 1
+            live = sum(w.get("live_calls", 0) for w in workers(daemon))
+            assert metric(text, "patterd_active_calls", agent="alpha") == live >= 1
 
             # SIGTERM drains every worker: not ready, the live call holds the supervisor open.
             daemon.proc.send_signal(signal.SIGTERM)
