@@ -26,6 +26,7 @@ from hypercorn.config import Config as HypercornConfig
 from patterd import __version__
 from patterd.calls.switchboard import Switchboard
 from patterd.clock import SYSTEM_CLOCK, Clock
+from patterd.cluster.node import join_cluster
 from patterd.config import Config, load_config, load_config_text
 from patterd.config.model import is_loopback
 from patterd.errors import ConfigError, PatterdError
@@ -108,9 +109,12 @@ class Daemon:
             clock=clock,
         )
         self._switchboard: Switchboard | None = None
+        self.gate, self.cluster = join_cluster(config.cluster)  # call tokens; with cluster.redis, shared state
         self.metrics = Metrics(self.version, self._live_counters())
         tracer = tracer_from_environment(self.version)
         self._observers = [self.store.handle, self.metrics.observe, self.feed.observe]
+        if self.cluster is not None:
+            self._observers.append(self.cluster.observe)
         if tracer is not None:
             self._observers.append(tracer.observe)
         self._stop = asyncio.Event()
@@ -185,9 +189,21 @@ class Daemon:
                 sock.close()
                 return 1
             self._switchboard = Switchboard(
-                graph, emit=self._emit, clock=self.clock, http=http, recorded=self.store.wait_durable
+                graph,
+                emit=self._emit,
+                clock=self.clock,
+                http=http,
+                recorded=self.store.wait_durable,
+                gate=self.gate,
             )
             self._warn_about(graph)
+            if self.cluster is not None:
+                await self.cluster.start(
+                    self._switchboard,
+                    emit=self._emit,
+                    feed=self.feed,
+                    known_record=lambda call_id: self.store.get_call(call_id) is not None,
+                )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
             loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "SIGHUP")
@@ -223,6 +239,8 @@ class Daemon:
                 drain.cancel()
                 await self.switchboard.end_all("daemon stopped at once")
             stop_now.cancel()
+            if self.cluster is not None:
+                await self.cluster.close()  # its calls are over: leave the registry, stop relaying
             self.feed.close()
             self._stop.set()
             with contextlib.suppress(Exception):

@@ -133,6 +133,10 @@ class Switchboard:
         session = self.calls.get(call_id)
         return session is not None and session.state is CallState.RINGING and not session.media_connected
 
+    def adopts_media(self) -> bool:
+        """True with a cluster secret: a call another replica answered may bring its media here."""
+        return self.gate.shared
+
     async def admit_media(self, call_id: str, token: str | None) -> str | None:
         """Admit a media socket for `call_id`: None when admitted (`run_media` next), else why not.
 
@@ -141,9 +145,7 @@ class Switchboard:
         """
         if not token:
             return None if self.expects_media(call_id) else "unknown_call"
-        if call_id in self.calls and not self.expects_media(call_id):
-            return "unknown_call"  # connected or over already: one socket per call
-        verdict = await self.gate.check(call_id, token)
+        verdict = await self.gate.check(call_id, token)  # a token is spent even on a call already connected
         if isinstance(verdict, str):
             return verdict
         if call_id in self.calls:

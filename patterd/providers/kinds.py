@@ -99,6 +99,11 @@ class CallRouter(Protocol):
         """True only for a call id we issued whose media stream has not connected yet."""
         ...
 
+    def adopts_media(self) -> bool:
+        """True when a media socket for a call unknown here may still be admitted by its call token (a cluster
+        secret is configured): the carrier must then read the token before refusing the socket."""
+        ...
+
     async def admit_media(self, call_id: str, token: str | None) -> str | None:
         """Admit a media socket: None when `run_media` may follow, else the reason to refuse (1008) and count.
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import aiohttp
 import structlog
@@ -33,7 +34,7 @@ from patterd.errors import (
 )
 from patterd.protocols import jsontext
 from patterd.protocols import telnyx as proto
-from patterd.providers.kinds import Admission, CallRouter, DialRequest, InboundCall
+from patterd.providers.kinds import CALL_TOKEN, Admission, CallRouter, DialRequest, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
@@ -259,7 +260,7 @@ class TelnyxCarrier:
             return
         self._calls[event.call_control_id] = admission.call_id
         body = proto.answer_command(
-            self._stream_url(admission.call_id),
+            self._stream_url(admission.call_id, admission.parameters.get(CALL_TOKEN)),
             client_state=proto.encode_client_state(admission.call_id),
             command_id=proto.command_id_for(key, "answer"),
         )
@@ -277,8 +278,10 @@ class TelnyxCarrier:
             or router.call_id_for(CARRIER, event.call_control_id)
         )
 
-    def _stream_url(self, call_id: str) -> str:
-        return self.ctx.public_url(f"/ws/telnyx/stream/{call_id}", websocket=True)
+    def _stream_url(self, call_id: str, token: str | None = None) -> str:
+        # Telnyx's media wire has no custom parameters: the call token rides in the stream URL's query
+        query = "?" + urlencode({CALL_TOKEN: token}) if token else ""
+        return self.ctx.public_url(f"/ws/telnyx/stream/{call_id}{query}", websocket=True)
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         async def run() -> None:
@@ -300,9 +303,15 @@ class TelnyxCarrier:
 
     async def handle_media(self, websocket: WebSocket, call_id: str, router: CallRouter) -> None:
         """Accept the media websocket of a call we answered or dialed, then run the call on it."""
-        if not router.expects_media(call_id):
+        if not router.expects_media(call_id) and not router.adopts_media():
             router.count_rejection(CARRIER, "unexpected_media")
             log.warning("telnyx media websocket refused: not a call awaiting media", call_id=call_id)
+            await websocket.close(code=1008)
+            return
+        refused = await router.admit_media(call_id, websocket.query_params.get(CALL_TOKEN))
+        if refused is not None:  # a call another replica answered comes with a valid, unused token
+            router.count_rejection(CARRIER, "unexpected_media" if refused == "unknown_call" else refused)
+            log.warning("telnyx media websocket refused", call_id=call_id, reason=refused)
             await websocket.close(code=1008)
             return
         await websocket.accept()

@@ -37,7 +37,7 @@ from patterd.errors import (
 from patterd.protocols import jsontext
 from patterd.protocols import twilio as proto
 from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
-from patterd.providers.kinds import CallRouter, DialRequest, InboundCall
+from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import (
@@ -234,7 +234,8 @@ class TwilioCarrier:
                 log.warning("twilio_media_bad_signature", call_id=call_id, url=url)
                 await websocket.close(POLICY_VIOLATION)
                 return
-        if not router.expects_media(call_id):
+        # A call another replica answered is unknown here until its call token (a stream parameter) is read.
+        if not router.expects_media(call_id) and not router.adopts_media():
             router.count_rejection(CARRIER, "unknown_call")
             log.warning("twilio_media_unexpected", call_id=call_id)
             await websocket.close(POLICY_VIOLATION)
@@ -251,6 +252,14 @@ class TwilioCarrier:
                 log.warning("twilio_media_call_id_mismatch", call_id=call_id, claimed=claimed)
                 await websocket.close(POLICY_VIOLATION)
                 return
+        token = first.parameters.get(CALL_TOKEN) if isinstance(first, StreamStarted) else None
+        refused = await router.admit_media(call_id, token)
+        if refused is not None:
+            frames.stop()
+            router.count_rejection(CARRIER, refused)
+            log.warning("twilio_media_refused", call_id=call_id, reason=refused)
+            await websocket.close(POLICY_VIOLATION)
+            return
         leg = MediaLeg(websocket, proto.TwilioCodec(state), frames, first_events=[first])
         try:
             await router.run_media(call_id, leg)

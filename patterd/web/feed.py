@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import json
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,8 @@ class EventFeed:
         self._history: deque[FeedItem] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[FeedItem | None]] = set()
         self._redact = redact
+        # Set by a cluster replica: this process's call events also go to the other replicas' feeds.
+        self.forward: Callable[[str, dict[str, Any]], None] | None = None
 
     def observe(self, event: CallEvent) -> None:
         """Call-event observer: publish the events the feed carries."""
@@ -54,6 +56,8 @@ class EventFeed:
         if self._redact is not None:
             data = self._redact(data)
         self.publish(name, data)
+        if self.forward is not None:
+            self.forward(name, data)
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
         """Publish any item (e.g. a reload notice)."""

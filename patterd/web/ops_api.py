@@ -17,6 +17,7 @@ from patterd.calls.agent import agent_runtime
 from patterd.clock import iso_ms
 from patterd.errors import CallError, PatterdError
 from patterd.protocols import jsontext
+from patterd.web.cluster_view import cluster_status, control_remote, remote_live_calls
 from patterd.web.errors import error_response
 from patterd.web.openapi import openapi_document
 from patterd.web.runtime import Runtime
@@ -106,9 +107,11 @@ def ops_routes(runtime: Runtime, peers: PeerView | None = None) -> list[BaseRout
                 "config_generation": board.graph.generation,
                 "carrier": board.graph.config.carrier.type,
                 "public_host": runtime.public_host,
-                "live_calls": [s.snapshot().as_dict() for s in board.calls.values()],
+                "live_calls": [s.snapshot().as_dict() for s in board.calls.values()]
+                + await remote_live_calls(runtime),  # other replicas' (cluster.redis), each with its replica
                 "store": runtime.store.stats(),
                 "history": runtime.store.history(),  # {"loading", "loaded", "total"}: hydrate progress
+                **(await cluster_status(runtime)),  # with cluster.redis: this replica's name, Redis health
             },
         )
 
@@ -175,6 +178,9 @@ def ops_routes(runtime: Runtime, peers: PeerView | None = None) -> list[BaseRout
                 forwarded = await forward_to_peers(peers, request)  # another worker's call
                 if forwarded is not None:
                     return forwarded
+                remote = await control_remote(runtime, request, call_id)  # another replica's call
+                if remote is not None:
+                    return remote
                 if runtime.store.get_call(call_id) is not None:
                     return error_response(409, f"call {call_id!r} is not live")
                 return error_response(404, f"no call {call_id!r}")

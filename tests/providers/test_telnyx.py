@@ -111,6 +111,12 @@ class ScriptedRouter:
     def expects_media(self, call_id: str) -> bool:
         return call_id in self.awaiting_media
 
+    def adopts_media(self) -> bool:
+        return False  # one process, no cluster secret
+
+    async def admit_media(self, call_id: str, token: str | None) -> str | None:
+        return None if self.expects_media(call_id) else "unknown_call"
+
     async def run_media(self, call_id: str, leg: CarrierLeg) -> None:
         self.awaiting_media.discard(call_id)
         self.legs[call_id] = leg

@@ -58,6 +58,12 @@ class ScriptedRouter:
     def expects_media(self, call_id: str) -> bool:
         return call_id in self.issued and call_id not in self.connected
 
+    def adopts_media(self) -> bool:
+        return False  # one process, no cluster secret
+
+    async def admit_media(self, call_id: str, token: str | None) -> str | None:
+        return None if self.expects_media(call_id) else "unknown_call"
+
     async def run_media(self, call_id: str, leg: CarrierLeg) -> None:
         self.connected.add(call_id)
         queue: asyncio.Queue[MediaEvent] = asyncio.Queue()
