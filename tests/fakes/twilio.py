@@ -147,6 +147,7 @@ class FakeTwilioRest:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.api_root = f"/{API_VERSION}"  # compatible APIs (SignalWire's LaML) serve it under another root
 
     @property
     def base_url(self) -> str:
@@ -264,7 +265,7 @@ class FakeTwilioRest:
                 return self._error(fault.status, fault.code, fault.message)
         if not record.authorized:
             return self._error(401, 20003, "Authenticate")
-        prefix = f"/{API_VERSION}/Accounts/{self.account_sid}"
+        prefix = f"{self.api_root}/Accounts/{self.account_sid}"
         not_found = self._error(404, 20404, f"The requested resource {record.path} was not found")
         if not record.path.startswith(prefix):
             return not_found
@@ -616,11 +617,7 @@ class FakeCall:
         """Open the <Stream> websocket (signed like Twilio signs it) and send `connected` and `start`."""
         assert self.twiml is not None and self.twiml.stream_url, "no <Connect><Stream> to follow"
         public = self.twiml.stream_url
-        headers = {"User-Agent": "Twilio.TmeWs/1.0"}
-        if signature == "auto":
-            signature = self.net.sign(public, None)
-        if signature is not None:
-            headers["X-Twilio-Signature"] = signature
+        headers = self.handshake_headers(public, signature)
         try:
             self._ws = await self.net.session.ws_connect(
                 self.net.local_url(public), headers=headers, autoping=True
@@ -648,6 +645,15 @@ class FakeCall:
         self._t0 = self._loop.time()
         self.background(self._reader())
         self._timers = [asyncio.ensure_future(self._player()), asyncio.ensure_future(self._pump())]
+
+    def handshake_headers(self, public_url: str, signature: str | None) -> dict[str, str]:
+        """The websocket upgrade's headers: Twilio signs it like a webhook (`signature=None` omits it)."""
+        headers = {"User-Agent": "Twilio.TmeWs/1.0"}
+        if signature == "auto":
+            signature = self.net.sign(public_url, None)
+        if signature is not None:
+            headers["X-Twilio-Signature"] = signature
+        return headers
 
     async def _send(self, message: dict[str, Any], *, sequenced: bool = True) -> None:
         if self._ws is None or self._ws.closed:

@@ -36,6 +36,12 @@ DUMMY_ENV = {
     "RIME_API_KEY": "dummy-secret-rime",
     "SONIOX_API_KEY": "dummy-secret-soniox",
     "SPEECHMATICS_API_KEY": "dummy-secret-speechmatics",
+    "PLIVO_AUTH_ID": "MAZDQ1MTM0ZTE5ZDM0NDQ3",
+    "PLIVO_AUTH_TOKEN": "dummy-secret-plivo",
+    "SIGNALWIRE_PROJECT_ID": "2b6e2f7e-2b5c-4f7e-9c59-0c2b1f1d9e11",
+    "SIGNALWIRE_TOKEN": "dummy-secret-signalwire",
+    "SIGNALWIRE_SPACE_URL": "example.signalwire.com",
+    "SIGNALWIRE_SIGNING_KEY": "dummy-secret-signalwire-signing",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).
 REQUIRED_OPTIONS: dict[str, dict[str, object]] = {

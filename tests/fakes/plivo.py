@@ -1,0 +1,569 @@
+"""A protocol-faithful fake Plivo on loopback: the Voice REST API patterd calls, and callers that dial patterd.
+
+Followed: plivo-python 4.63 (`rest/client.py`: /v1/Account/{auth_id}/..., JSON bodies, basic auth;
+`resources/calls.py`: Call create/delete/update(transfer)/record, Request cancel; `utils/signature_v3.py`:
+webhooks signed with the official `get_signature_v3`/`construct_post_url`; `xml/streamElement.py`:
+the <Stream> attributes), plivo-stream-sdk-java (`event/*`, `message/*`) and Plivo's Audio Streaming
+reference: `start` {sequenceNumber, start: {callId, streamId, accountId, tracks, mediaFormat},
+extra_headers}, `media`, `dtmf`; from the app `playAudio`, `checkpoint`, `clearAudio`; Plivo answers a
+checkpoint with `playedStream` once the audio before it played and a clearAudio with `clearedAudio`
+(the dropped checkpoints are never answered). The stream ends by closing the socket.
+
+Caller pacing and playback are the Twilio fake's (`tests.fakes.twilio.FakeCall`): only the messages differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from plivo.utils.signature_v3 import construct_post_url, get_signature_v3  # type: ignore[import-untyped]
+
+from tests.fakes.twilio import FRAME_SECS, SILENCE, FakeCall, _wait_until, basic_auth
+
+STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
+
+__all__: Sequence[str] = ("FakePlivo", "FakePlivoCall", "FakePlivoRest", "PlivoXml", "basic_auth")
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+# ====================================================================== REST
+
+
+@dataclass
+class PlivoRequest:
+    """One request the REST fake received."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    authorized: bool
+    status: int = 0
+
+
+@dataclass
+class PlivoCallResource:
+    """A call the fake knows: created through POST Call/, or an inbound call placed by FakePlivo."""
+
+    request_uuid: str
+    to: str
+    from_: str
+    direction: str  # "inbound" | "outbound"
+    call_uuid: str = ""
+    status: str = "queued"
+    answer_url: str | None = None
+    hangup_url: str | None = None
+    ring_url: str | None = None
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FakePlivoRest:
+    """Plivo's Voice REST API for one account: basic auth, JSON bodies, Plivo-shaped answers and errors."""
+
+    def __init__(self, auth_id: str | None = None, auth_token: str | None = None) -> None:
+        self.auth_id = auth_id or "MA" + secrets.token_hex(9).upper()
+        self.auth_token = auth_token or secrets.token_urlsafe(30)
+        self.requests: list[PlivoRequest] = []
+        self.calls: dict[str, PlivoCallResource] = {}  # by request uuid, and by call uuid once known
+        self.on_hangup: Callable[[PlivoCallResource], None] | None = None
+        self.on_transfer: Callable[[PlivoCallResource, str], None] | None = None
+        self._faults: list[list[int]] = []  # [status, times]
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> FakePlivoRest:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def fail_next(self, status: int, *, times: int = 1) -> None:
+        self._faults.append([status, times])
+
+    async def wait_for_request(
+        self, predicate: Callable[[PlivoRequest], bool], *, timeout: float = 5.0
+    ) -> PlivoRequest:
+        await _wait_until(
+            self._changed, lambda: any(predicate(r) for r in self.requests), timeout, "a Plivo request"
+        )
+        return next(r for r in self.requests if predicate(r))
+
+    async def wait_for_call(self, *, timeout: float = 5.0, index: int = 0) -> PlivoCallResource:
+        def outbound() -> list[PlivoCallResource]:
+            seen = {id(c): c for c in self.calls.values() if c.direction == "outbound"}
+            return list(seen.values())
+
+        await _wait_until(self._changed, lambda: len(outbound()) > index, timeout, "an outbound call")
+        return outbound()[index]
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            login, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except ValueError:
+            return False
+        return (
+            scheme.lower() == "basic"
+            and login == self.auth_id
+            and secrets.compare_digest(password, self.auth_token)
+        )
+
+    @staticmethod
+    def _error(status: int, message: str) -> web.Response:
+        return web.json_response({"api_id": new_uuid(), "error": message}, status=status)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        text = await request.text()
+        try:
+            body = json.loads(text) if text else {}
+        except ValueError:
+            body = {"<not json>": text}
+        record = PlivoRequest(request.method, request.path, body, self._authorized(request))
+        self.requests.append(record)
+        response = self._answer(record)
+        record.status = response.status
+        async with self._changed:
+            self._changed.notify_all()
+        return response
+
+    def _answer(self, record: PlivoRequest) -> web.Response:
+        for fault in self._faults:
+            if fault[1] > 0:
+                fault[1] -= 1
+                return self._error(fault[0], "fault injected by the test")
+        if not record.authorized:
+            return self._error(401, "Authentication credentials invalid")
+        prefix = f"/v1/Account/{self.auth_id}/"
+        if not record.path.startswith(prefix) or not record.path.endswith("/"):
+            return self._error(404, f"not found: {record.path}")
+        parts = [p for p in record.path[len(prefix) :].split("/") if p]
+        method = record.method
+        if not parts and method == "GET":
+            return web.json_response(
+                {"api_id": new_uuid(), "auth_id": self.auth_id, "account_type": "standard"}
+            )
+        if parts == ["Call"] and method == "POST":
+            return self._create(record.body)
+        if len(parts) == 2 and parts[0] == "Request" and method == "DELETE":
+            call = self.calls.get(parts[1])
+            if call is None or call.call_uuid:
+                return self._error(404, "call request not found or already answered")
+            call.status = "cancel"
+            self._hung_up(call)
+            return web.Response(status=204)
+        call = self.calls.get(parts[1]) if len(parts) >= 2 and parts[0] == "Call" else None
+        if call is None or not call.call_uuid or call.status != "in-progress":
+            return self._error(404, "call not found")
+        if len(parts) == 2 and method == "DELETE":
+            call.status = "completed"
+            self._hung_up(call)
+            return web.Response(status=204)
+        if len(parts) == 2 and method == "POST":
+            if record.body.get("legs") != "aleg" or not record.body.get("aleg_url"):
+                return self._error(400, "legs must be aleg with an aleg_url")
+            call.transfers.append(record.body)
+            if self.on_transfer is not None:
+                self.on_transfer(call, str(record.body["aleg_url"]))
+            return web.json_response({"api_id": new_uuid(), "message": "call transferred"}, status=202)
+        if parts[2:] == ["Record"] and method == "POST":
+            recording = {"recording_id": new_uuid(), "callback_url": record.body.get("callback_url")}
+            call.recordings.append(recording)
+            url = (
+                f"https://media.plivo.com/v1/Account/{self.auth_id}/Recording/{recording['recording_id']}.mp3"
+            )
+            body = {"api_id": new_uuid(), "message": "call recording started", "url": url, **recording}
+            return web.json_response(body, status=202)
+        return self._error(405, f"{method} not allowed on {record.path}")
+
+    def _create(self, body: dict[str, Any]) -> web.Response:
+        for key in ("from", "to", "answer_url"):
+            if not body.get(key):
+                return self._error(400, f"{key} is required")
+        call = PlivoCallResource(
+            request_uuid=new_uuid(),
+            to=str(body["to"]),
+            from_=str(body["from"]),
+            direction="outbound",
+            answer_url=body["answer_url"],
+            hangup_url=body.get("hangup_url"),
+            ring_url=body.get("ring_url"),
+        )
+        self.calls[call.request_uuid] = call
+        answer = {"api_id": new_uuid(), "message": "call fired", "request_uuid": call.request_uuid}
+        return web.json_response(answer, status=201)
+
+    def _hung_up(self, call: PlivoCallResource) -> None:
+        if self.on_hangup is not None:
+            self.on_hangup(call)
+
+
+# ====================================================================== XML and the phone network
+
+
+@dataclass(frozen=True)
+class PlivoXml:
+    """What a Plivo XML answer asked for (the parts patterd uses)."""
+
+    raw: str
+    elements: tuple[str, ...]
+    stream_url: str | None = None
+    stream_attributes: dict[str, str] = field(default_factory=dict)
+    dial: str | None = None
+    hangup_reason: str | None = None
+
+
+def parse_xml(text: str) -> PlivoXml:
+    """Parse a `<Response>`; AssertionError for what Plivo would refuse."""
+    root = ET.fromstring(text)
+    assert root.tag == "Response", f"Plivo XML root is <{root.tag}>, expected <Response>"
+    stream = root.find("Stream")
+    url, attributes = None, {}
+    if stream is not None:
+        url = (stream.text or "").strip()
+        attributes = dict(stream.attrib)
+        assert url.startswith(("wss://", "ws://")), f"<Stream>{url!r}: expected a wss:// URL as its text"
+        headers = attributes.get("extraHeaders", "")
+        assert len(headers) <= 512 and all(c.isalnum() or c in ",=" for c in headers), headers
+    dial = root.find("Dial/Number")
+    hangup = root.find("Hangup")
+    return PlivoXml(
+        text,
+        tuple(child.tag for child in root),
+        url,
+        attributes,
+        (dial.text or "").strip() if dial is not None else None,
+        hangup.get("reason") if hangup is not None else None,
+    )
+
+
+class FakePlivo:
+    """Plivo's side of calls with a patterd daemon: V3-signed webhooks, XML, Audio Streaming callers."""
+
+    def __init__(self, daemon_url: str, public_host: str, *, rest: FakePlivoRest) -> None:
+        self.daemon_url = daemon_url.rstrip("/")
+        self.public_host = public_host
+        self.public_scheme = "https"
+        self.rest = rest
+        self.account_sid = rest.auth_id  # the name FakeCall reads
+        self.auth_token = rest.auth_token
+        self.calls: dict[str, FakePlivoCall] = {}
+        self._session: aiohttp.ClientSession | None = None
+        rest.on_hangup = self._on_hangup
+        rest.on_transfer = self._on_transfer
+
+    async def __aenter__(self) -> FakePlivo:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for call in list(self.calls.values()):
+            await call.close()
+            await call.settle()
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use `async with FakePlivo(...)`"
+        return self._session
+
+    def public_url(self, path: str) -> str:
+        return f"{self.public_scheme}://{self.public_host}{path}"
+
+    def local_url(self, public_url: str) -> str:
+        parts = urlsplit(public_url)
+        assert parts.netloc == self.public_host, f"{public_url!r} is not on {self.public_host!r}"
+        local = urlsplit(self.daemon_url)
+        scheme = "ws" if parts.scheme in ("ws", "wss") else "http"
+        return f"{scheme}://{local.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+    def sign(self, public_url: str, params: dict[str, str], nonce: str) -> str:
+        """X-Plivo-Signature-V3 as Plivo computes it (the official SDK's functions)."""
+        signed = construct_post_url(public_url, dict(params)).decode("utf-8")
+        raw = get_signature_v3(self.auth_token.encode(), signed, nonce.encode())
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def post_webhook(
+        self, public_url: str, params: dict[str, str], *, signature: str | None = "auto"
+    ) -> tuple[int, str]:
+        """POST form params to the daemon as Plivo does; `signature=None` omits the headers."""
+        nonce = str(secrets.randbelow(10**20))
+        headers = {"User-Agent": "PlivoHTTP/1.0", "Content-Type": "application/x-www-form-urlencoded"}
+        if signature == "auto":
+            signature = self.sign(public_url, params, nonce)
+        if signature is not None:
+            headers["X-Plivo-Signature-V3"] = signature
+            headers["X-Plivo-Signature-V3-Nonce"] = nonce
+        async with self.session.post(self.local_url(public_url), data=params, headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    def call_params(self, call: FakePlivoCall, status: str, event: str = "StartApp") -> dict[str, str]:
+        params = {
+            "CallUUID": call.call_sid,
+            "From": call.from_.lstrip("+"),
+            "To": call.to.lstrip("+"),
+            "Direction": call.direction,
+            "CallStatus": status,
+            "Event": event,
+            "CallerName": "",
+        }
+        if call.request_uuid:
+            params["RequestUUID"] = call.request_uuid
+        return params
+
+    async def _answer(self, call: FakePlivoCall, answer_url: str, connect: bool) -> FakePlivoCall:
+        call.webhook_status, body = await self.post_webhook(answer_url, self.call_params(call, "in-progress"))
+        if call.webhook_status == 200:
+            call.xml = parse_xml(body)
+        self.calls[call.call_sid] = call
+        if connect and call.xml is not None and call.xml.stream_url:
+            await call.connect_media()
+        return call
+
+    async def inbound_call(
+        self, from_: str = "+15551230001", to: str = "+15550001234", *, connect: bool = True
+    ) -> FakePlivoCall:
+        """Ring the daemon: POST the answer_url; if it answers <Stream>, open the audio stream."""
+        call = FakePlivoCall(self, new_uuid(), from_, to, "inbound")
+        resource = PlivoCallResource("", to, from_, "inbound", call_uuid=call.call_sid, status="in-progress")
+        self.rest.calls[call.call_sid] = resource
+        return await self._answer(call, self.public_url("/webhooks/plivo/voice"), connect)
+
+    async def answer_outbound(self, resource: PlivoCallResource, *, connect: bool = True) -> FakePlivoCall:
+        """The callee picks up a call the daemon created: ring_url, then answer_url, then the stream."""
+        assert resource.answer_url
+        call = FakePlivoCall(self, new_uuid(), resource.from_, resource.to, "outbound")
+        call.request_uuid = resource.request_uuid
+        call.hangup_url = resource.hangup_url
+        if resource.ring_url:
+            await self.post_webhook(resource.ring_url, self.call_params(call, "ringing", "Ring"))
+        resource.call_uuid, resource.status = call.call_sid, "in-progress"
+        self.rest.calls[call.call_sid] = resource
+        return await self._answer(call, resource.answer_url, connect)
+
+    def _on_hangup(self, resource: PlivoCallResource) -> None:
+        call = self.calls.get(resource.call_uuid)
+        if call is not None:
+            call.background(call.remote_end(resource.status))
+
+    def _on_transfer(self, resource: PlivoCallResource, aleg_url: str) -> None:
+        call = self.calls.get(resource.call_uuid)
+        if call is not None:
+            call.background(call.transfer(aleg_url))
+
+
+class FakePlivoCall(FakeCall):
+    """One call's audio stream as Plivo runs it (pacing and playback inherited from the Twilio fake)."""
+
+    def __init__(self, net: FakePlivo, call_uuid: str, from_: str, to: str, direction: str) -> None:
+        super().__init__(net, call_uuid, from_, to, direction)  # type: ignore[arg-type]
+        self.plivo = net
+        self.stream_sid = new_uuid()
+        self.request_uuid = ""
+        self.hangup_url: str | None = None
+        self.xml: PlivoXml | None = None
+        self.cleared_checkpoints: list[str] = []  # dropped by a clearAudio: never answered
+
+    @property
+    def extra_headers(self) -> str:
+        return self.xml.stream_attributes.get("extraHeaders", "") if self.xml else ""
+
+    async def connect_media(self, *, url: str | None = None, extra_headers: str | None = None) -> None:  # type: ignore[override]
+        """Open the <Stream> websocket and send `start` (Plivo's media begins at once)."""
+        assert self.xml is not None and self.xml.stream_url
+        try:
+            self._ws = await self.plivo.session.ws_connect(
+                self.plivo.local_url(url or self.xml.stream_url), headers={"User-Agent": "Plivo-Stream"}
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            self.handshake_status = exc.status
+            self.closed = True
+            return
+        headers = self.extra_headers if extra_headers is None else extra_headers
+        await self._send(
+            {
+                "event": "start",
+                "start": {
+                    "callId": self.call_sid,
+                    "streamId": self.stream_sid,
+                    "accountId": self.plivo.account_sid,
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+                },
+                "extra_headers": headers,
+            }
+        )
+        self._t0 = self._loop.time()
+        self.background(self._reader())
+        self._timers = [asyncio.ensure_future(self._player()), asyncio.ensure_future(self._pump())]
+
+    async def _send(self, message: dict[str, Any], *, sequenced: bool = True) -> None:
+        if self._ws is None or self._ws.closed:
+            return
+        if sequenced:
+            self._sequence += 1
+            message = {**message, "sequenceNumber": self._sequence}  # a number on Plivo's wire
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._ws.send_str(json.dumps(message))
+
+    async def send_dtmf(self, digit: str) -> None:
+        await self._send(
+            {
+                "event": "dtmf",
+                "streamId": self.stream_sid,
+                "dtmf": {"digit": digit, "track": "inbound"},
+                "extra_headers": self.extra_headers,
+            }
+        )
+
+    async def _end_stream(self) -> None:
+        """Plivo ends a stream by closing its socket (no `stop` message)."""
+
+    async def remote_end(self, status: str | None) -> None:
+        """The call ended over REST (or at the far end): socket closed, then the hangup_url callback."""
+        await self.close()
+        if status is not None and self.hangup_url:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self.post_hangup(status)
+
+    async def post_hangup(self, status: str = "completed", *, duration_secs: int = 1) -> int:
+        assert self.hangup_url, "this call has no hangup_url"
+        params = self.plivo.call_params(self, status, "Hangup")
+        params.update(
+            {
+                "Duration": str(duration_secs),
+                "BillDuration": str(duration_secs),
+                "HangupCause": "NORMAL_CLEARING",
+            }
+        )
+        code, _ = await self.plivo.post_webhook(self.hangup_url, params)
+        return code
+
+    async def transfer(self, aleg_url: str) -> None:
+        """POST Call/ with aleg_url: Plivo fetches that XML, which ends the stream and dials."""
+        status, body = await self.plivo.post_webhook(aleg_url, self.plivo.call_params(self, "in-progress"))
+        if status == 200:
+            self.transferred_to = parse_xml(body).dial
+        await self.close()
+
+    async def _pump(self) -> None:
+        """Caller audio out: one 20 ms `media` message on a fixed schedule, silence when idle."""
+        tick = 0
+        while self._ws is not None and not self._ws.closed:
+            delay = self._t0 + tick * FRAME_SECS - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tick += 1
+            if self._outgoing:
+                frame = self._outgoing.popleft()
+                if self._speech_marks and self._speech_marks[0] == self._frames_sent:
+                    self._speech_marks.popleft()
+                    self.speech_started.append(self._loop.time())
+                self._frames_sent += 1
+            elif self.continuous:
+                frame = SILENCE
+            else:
+                continue
+            await self._send(
+                {
+                    "event": "media",
+                    "streamId": self.stream_sid,
+                    "media": {
+                        "track": "inbound",
+                        "timestamp": str(int(self._t0 * 1000) + tick * 20),
+                        "chunk": tick,
+                        "payload": base64.b64encode(frame).decode(),
+                    },
+                    "extra_headers": self.extra_headers,
+                }
+            )
+            while self._outgoing_done and self._outgoing_done[0][0] <= self._frames_sent:
+                _, done = self._outgoing_done.popleft()
+                if not done.done():
+                    done.set_result(None)
+
+    async def _reader(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                self.violations.append(f"binary frame from the daemon ({msg.type})")
+                continue
+            now = self._loop.time()
+            try:
+                data = json.loads(msg.data)
+                event = data["event"]
+                if event == "playAudio":
+                    media = data["media"]
+                    payload = base64.b64decode(media["payload"], validate=True)
+                    if (media.get("contentType"), media.get("sampleRate")) != ("audio/x-mulaw", 8000):
+                        self.violations.append(
+                            f"playAudio format {media.get('contentType')}@{media.get('sampleRate')}"
+                        )
+            except (ValueError, KeyError, TypeError) as exc:
+                self.violations.append(f"malformed message from the daemon ({exc}): {msg.data[:200]}")
+                continue
+            self.received.append((now, data))
+            if event in ("checkpoint", "clearAudio") and data.get("streamId") != self.stream_sid:
+                self.violations.append(
+                    f"{event} for stream {data.get('streamId')!r}, expected {self.stream_sid!r}"
+                )
+            if event == "playAudio":
+                self.media_frame_sizes.append(len(payload))
+                self.media_times.append(now)
+                if self.first_audio_at is None:
+                    self.first_audio_at = now
+                self._buffer += payload
+                self._queued_total += len(payload)
+                self._audio_ready.set()
+            elif event == "checkpoint":
+                name = str(data.get("name", ""))
+                if self._played_total >= self._queued_total:
+                    await self._echo_mark(name)
+                else:
+                    self._pending_marks.append((self._queued_total, name))
+            elif event == "clearAudio":
+                self.clears.append(now)
+                self._buffer.clear()
+                self._queued_total = self._played_total
+                self.cleared_checkpoints += [name for _, name in self._pending_marks]
+                self._pending_marks.clear()  # Plivo never answers them
+                await self._send({"event": "clearedAudio", "streamId": self.stream_sid})
+            else:
+                self.violations.append(f"unexpected message from the daemon: {msg.data[:200]}")
+            await self._notify()
+        self.close_code = self._ws.close_code
+        self.closed = True
+        self._audio_ready.set()
+        await self._notify()
+
+    async def _echo_mark(self, name: str) -> None:
+        self.marks_echoed.append((self._loop.time(), name))
+        await self._send({"event": "playedStream", "streamId": self.stream_sid, "name": name})
