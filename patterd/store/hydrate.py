@@ -14,10 +14,9 @@ from typing import Any
 
 import structlog
 
-from patterd.clock import iso_ms
 from patterd.protocols.jsontext import clean, loads
 from patterd.store.index import CallIndex, Row, row_of
-from patterd.store.records import CRASH_ERROR, OPEN_STATUSES, json_line, latency_summary
+from patterd.store.records import OPEN_STATUSES, closed_by_crash, json_line
 from patterd.store.writer import EVENTS, METADATA, TRANSCRIPT, fsync_dir, write_atomic
 
 log = structlog.get_logger(__name__)
@@ -89,30 +88,7 @@ def read_metadata(path: Path, call_id: str) -> dict[str, Any] | None:
 
 def recover(directory: Path, meta: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A record a crash left open, closed as `failed`, with turns and end time from its JSONL files."""
-    transcript = read_jsonl(directory / TRANSCRIPT)
-    events = read_jsonl(directory / EVENTS)
-    stamps = [str(o["ts"]) for o in (*transcript, *events) if isinstance(o.get("ts"), str)]
-    ended_at = max([meta["started_at"], *stamps])
-    latencies = [
-        float(o["latency_ms"])
-        for o in transcript
-        if o.get("role") == "assistant" and isinstance(o.get("latency_ms"), int | float)
-    ]
-    out = dict(meta)
-    out["status"] = "failed"
-    out["error"] = CRASH_ERROR
-    out["ended_at"] = ended_at
-    out["turns"] = max(int(meta.get("turns") or 0), len(transcript))
-    if latencies:
-        out["latency"] = latency_summary(latencies)
-    try:
-        start = datetime.fromisoformat(meta["started_at"].replace("Z", "+00:00"))
-        end = datetime.fromisoformat(ended_at.replace("Z", "+00:00"))
-        out["duration_ms"] = max(0, int((end - start).total_seconds() * 1000))
-    except ValueError:
-        out["duration_ms"] = None
-    out.setdefault("recovered_at", iso_ms(now))
-    return out
+    return closed_by_crash(meta, read_jsonl(directory / TRANSCRIPT), read_jsonl(directory / EVENTS), now)
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -81,6 +81,11 @@ SELECT c.metadata::text,
 FROM calls c WHERE c.call_id = $1
 """
 COUNT = "SELECT count(*) FROM calls"
+# Closes a record its daemon left open, unless its daemon closed it meanwhile.
+CLOSE_OPEN = """
+UPDATE calls SET ended_at = $2, status = $3, metadata = $4::jsonb, updated_at = now()
+WHERE call_id = $1 AND status = ANY($5::text[])
+"""
 DELETE_OLDER = "DELETE FROM calls WHERE started_at < $1 AND NOT (call_id = ANY($2::text[]))"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +24,9 @@ from patterd.protocols.jsontext import loads
 from patterd.redact import redact_urls
 from patterd.store.hydrate import HydrateReport, Progress
 from patterd.store.memory import MemoryStore, Query
-from patterd.store.pg_schema import COUNT, DELETE_OLDER, GET_CALL, list_sql
+from patterd.store.pg_schema import CLOSE_OPEN, COUNT, DELETE_OLDER, GET_CALL, call_row, list_sql, parse_ts
 from patterd.store.pg_writer import PgWriter
+from patterd.store.records import OPEN_STATUSES, closed_by_crash
 from patterd.store.retention import SWEEP_INTERVAL_SECS, cutoff_day
 
 log = structlog.get_logger(__name__)
@@ -142,6 +143,33 @@ class PostgresStore(MemoryStore):
             "store_hydrated", backend="postgresql", records=report.records, reachable=counted is not None
         )
         return report
+
+    def recover_orphans(self, call_ids: Iterable[str]) -> int:
+        """Close as `failed` the open records of calls whose daemon is gone (blocking); the number closed.
+
+        For the cluster layer, which knows when a replica died: its calls' records are closed like a
+        crash the file store finds at start (contracts §4: "daemon stopped during call"). Calls this
+        process holds, and records closed meanwhile by their own daemon, are left alone.
+        """
+        with self._lock:
+            wanted = [c for c in dict.fromkeys(call_ids) if c not in self._live and c not in self._recent]
+        now = self.clock.now()
+        closed = 0
+        for call_id in wanted:
+            stored = self._stored_call(call_id)
+            if stored is None or stored["metadata"].get("status") not in OPEN_STATUSES:
+                continue
+            meta = closed_by_crash(stored["metadata"], stored["transcript"], stored["events"], now)
+            row = call_row(meta)
+            args = (call_id, parse_ts(meta["ended_at"]), meta["status"], row[-1], sorted(OPEN_STATUSES))
+
+            async def close(pool: asyncpg.Pool, args: tuple[Any, ...] = args) -> str:
+                return str(await pool.execute(CLOSE_OPEN, *args))
+
+            if self._query(close, "recover") == "UPDATE 1":
+                closed += 1
+                log.warning("store_orphan_recovered", call_id=call_id, ended_at=meta["ended_at"])
+        return closed
 
     def stop_hydrate(self) -> None:
         self.progress.stopping = True

@@ -87,6 +87,34 @@ def json_line(obj: Mapping[str, Any]) -> bytes:
         return clean_text(text).encode()
 
 
+def closed_by_crash(
+    meta: Mapping[str, Any], transcript: list[dict[str, Any]], events: list[dict[str, Any]], now: datetime
+) -> dict[str, Any]:
+    """A record its daemon left open (a crash), closed as `failed`: turns and end time from its lines."""
+    stamps = [str(o["ts"]) for o in (*transcript, *events) if isinstance(o.get("ts"), str)]
+    ended_at = max([meta["started_at"], *stamps])
+    latencies = [
+        float(o["latency_ms"])
+        for o in transcript
+        if o.get("role") == "assistant" and isinstance(o.get("latency_ms"), int | float)
+    ]
+    out = dict(meta)
+    out["status"] = "failed"
+    out["error"] = CRASH_ERROR
+    out["ended_at"] = ended_at
+    out["turns"] = max(int(meta.get("turns") or 0), len(transcript))
+    if latencies:
+        out["latency"] = latency_summary(latencies)
+    try:
+        start = datetime.fromisoformat(meta["started_at"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(ended_at.replace("Z", "+00:00"))
+        out["duration_ms"] = max(0, int((end - start).total_seconds() * 1000))
+    except ValueError:
+        out["duration_ms"] = None
+    out.setdefault("recovered_at", iso_ms(now))
+    return out
+
+
 @dataclass
 class CallRecord:
     """A call as the store sees it; `apply` folds events in, `metadata` renders metadata.json."""

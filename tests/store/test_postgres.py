@@ -157,3 +157,26 @@ def test_a_foreign_cursor_is_refused(postgres_url: str, stores: list[PostgresSto
         pg.list_calls(cursor="bm90LWEtY3Vyc29y")
     with pytest.raises(ValueError, match="cursor"):
         pg.list_calls(cursor="WyJub3QgYSB0aW1lIiwgIngiXQ")  # ["not a time", "x"]
+
+
+def test_a_dead_replicas_open_calls_are_closed_by_another(
+    postgres_url: str,  # noqa: F811
+    stores: list[PostgresStore],
+) -> None:
+    dead = open_pg(postgres_url, stores)
+    events = call_events("orphan", end=False)
+    for event in events:
+        dead.handle(event)
+    assert dead.flush(10)
+    dead.close()  # its daemon is gone with the call still open
+    survivor = open_pg(postgres_url, stores, clock=FakeClock(T0 + timedelta(hours=1)))
+    for event in call_events("mine", T0, end=False):
+        survivor.handle(event)
+    assert survivor.flush(10)
+    assert survivor.recover_orphans(["orphan", "mine", "unknown"]) == 1
+    assert survivor.recover_orphans(["orphan"]) == 0  # closed already: nothing to do
+    meta = open_pg(postgres_url, stores).get_call("orphan")["metadata"]  # type: ignore[index]
+    assert (meta["status"], meta["error"]) == ("failed", "daemon stopped during call")
+    assert meta["ended_at"] == "2026-03-14T12:00:10.123Z"  # its last line
+    assert meta["turns"] == 3 and meta["duration_ms"] == 10_000
+    assert survivor.get_call("mine")["metadata"]["status"] == "in_progress"  # type: ignore[index]
