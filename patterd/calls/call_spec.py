@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from patterd.config import AgentConfig
 
 
 class CallState(enum.Enum):
@@ -53,6 +56,16 @@ class LiveCall:
             "direction": self.direction,
             "carrier": self.carrier,
         }
+
+
+def prompts(agent: AgentConfig, spec: CallSpec) -> tuple[dict[str, str], str, str | None]:
+    """(variables, instructions, first message) of a call: the agent's prompts with the call's variables filled."""
+    variables = {**agent.variables, **spec.variables}
+    first = fill(agent.first_message, variables) if agent.first_message else None
+    if agent.recording_notice:  # spoken first, as the opening of the first message
+        notice = agent.recording_notice.strip()
+        first = f"{notice} {first}" if first else notice
+    return variables, fill(agent.system_prompt, variables), first
 
 
 def fill(template: str, variables: Mapping[str, str]) -> str:

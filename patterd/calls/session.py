@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from patterd.calls.call_spec import CallSpec, CallState, LiveCall, fill
+from patterd.calls.call_spec import CallSpec, CallState, LiveCall, fill, prompts
 from patterd.calls.playout import Playout
-from patterd.calls.tools import ToolActions, ToolFailure, ToolSet, run_tool
+from patterd.calls.tools import ToolActions, ToolSet, answer_tool
 from patterd.calls.turn_latency import TurnLatency
 from patterd.calls.voicemail import Voicemail
 from patterd.clock import Clock
@@ -82,16 +81,9 @@ class CallSession:
         self.state = CallState.RINGING
         self.call_id = spec.call_id
         self.agent_name = agent.name
-        variables = {**agent.config.variables, **spec.variables}
-        # Engines with server-side templating (ElevenLabs dynamic_variables) read them as they are.
+        # Engines with server-side templating (ElevenLabs dynamic_variables) read the variables as they are.
+        variables, self.instructions, self.first_message = prompts(agent.config, spec)
         self.variables: Mapping[str, str] = variables
-        self.instructions = fill(agent.config.system_prompt, variables)
-        self.first_message = (
-            fill(agent.config.first_message, variables) if agent.config.first_message else None
-        )
-        if agent.config.recording_notice:  # spoken first, as the opening of the first message
-            notice = agent.config.recording_notice.strip()
-            self.first_message = f"{notice} {self.first_message}" if self.first_message else notice
         self.toolset: ToolSet = agent.toolset
         self.tools: Sequence[ToolSchema] = self.toolset.schemas()
         self._turn = TurnLatency(clock)  # caller's last voiced frame → first agent frame on the socket
@@ -337,7 +329,8 @@ class CallSession:
         if isinstance(event, TranscriptLine):
             event = self._turn.complete(event)
         if isinstance(event, TranscriptLine | TranscriptPartial) and self._leg is not None:
-            show = getattr(self._leg, "send_transcript", None)  # legs with a screen (the browser phone) show it
+            # Legs with a screen (the browser phone) show the words too.
+            show = getattr(self._leg, "send_transcript", None)
             if show is not None:
                 partial = isinstance(event, TranscriptPartial)
                 self._spawn(
@@ -348,21 +341,8 @@ class CallSession:
     async def run_tool(self, name: str, arguments: Mapping[str, Any]) -> str:
         """Run a tool the model called; errors become an error result for the model."""
         started = self.clock.monotonic()
-        error: str | None = None
-        try:
-            result = await run_tool(
-                self.toolset,
-                name,
-                arguments,
-                ToolActions(end_call=self._tool_end_call, transfer=self.transfer),
-                self._http,
-            )
-        except ToolFailure as exc:
-            error = str(exc)
-        except PatterdError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        if error is not None:
-            result = json.dumps({"error": error})
+        actions = ToolActions(end_call=self._tool_end_call, transfer=self.transfer)
+        result, error = await answer_tool(self.toolset, name, arguments, actions, self._http)
         self.emit(
             ToolCalled(
                 **self.new_event_fields(),

@@ -11,6 +11,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from patterd.errors import PatterdError
 from patterd.hosts import host_allowed, url_host
 from patterd.protocols.jsontext import clean_text
 from patterd.providers.kinds import ToolSchema
@@ -115,6 +116,23 @@ async def run_tool(
         if hook.name == name:
             return await _call_webhook(hook, arguments, http)
     raise ToolFailure(f"unknown tool {name!r}")
+
+
+async def answer_tool(
+    tools: ToolSet,
+    name: str,
+    arguments: Mapping[str, Any],
+    actions: ToolActions,
+    http: aiohttp.ClientSession | None,
+) -> tuple[str, str | None]:
+    """Run a tool the model called: (text for the model, error); a failure is an error result, never raised."""
+    try:
+        return await run_tool(tools, name, arguments, actions, http), None
+    except ToolFailure as exc:
+        error = str(exc)
+    except PatterdError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return json.dumps({"error": error}), error
 
 
 async def _call_webhook(
