@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import os
 import resource
@@ -40,6 +41,7 @@ from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_number, redact_numbers_deep
 from patterd.sdnotify import Notifier
 from patterd.store import HydrateReport, open_store
+from patterd.store.recording_path import record_dir
 from patterd.tracing import tracer_from_environment
 from patterd.web.app import create_app
 from patterd.web.feed import EventFeed
@@ -196,6 +198,7 @@ class Daemon:
                 recorded=self.store.wait_durable,
                 gate=self.gate,
             )
+            self._switchboard.record_dir = functools.partial(record_dir, self.store)  # recording: local
             self._warn_about(graph)
             if self.cluster is not None:
                 await self.cluster.start(

@@ -7,11 +7,13 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from patterd.calls.agent import agent_runtime
+from patterd.calls.recording import finish_recording, record_leg
 from patterd.calls.session import CallSession, CallSpec, CallState
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.cluster.media_gate import TOKEN_PARAMETER, MediaGate
@@ -59,6 +61,8 @@ class Switchboard:
         )
         self.clock = clock
         self.http = http
+        # A call's record directory (`recording: local` writes there); set by the daemon from its store.
+        self.record_dir: Callable[[str], Path | None] | None = None
         self.calls: dict[str, CallSession] = {}
         self._by_carrier: dict[tuple[str, str], str] = {}
         self.draining = False
@@ -189,9 +193,13 @@ class Switchboard:
         session = self.calls.get(call_id)
         if session is None or session.media_connected:
             raise CallError(f"no call {call_id!r} is waiting for media")
+        if session.agent.config.records_locally:  # recording.wav beside the record, at the leg boundary
+            where = self.record_dir(call_id) if self.record_dir is not None else None
+            leg = record_leg(leg, where, self.clock, call_id=call_id)
         try:
             await session.run(leg)
         finally:
+            finish_recording(leg)
             await self._close(session)
 
     def call_id_for(self, carrier: str, carrier_call_id: str) -> str | None:

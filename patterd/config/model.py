@@ -62,6 +62,19 @@ def _scalar_to_str(value: object) -> object:
     return value
 
 
+def _recording_mode(value: object) -> object:
+    """`recording: true` (the old boolean) keeps meaning the carrier's recording."""
+    return "carrier" if value is True else value
+
+
+# Who records a call: patterd itself (`local`, recording.wav in the record), the carrier, both, or nobody.
+RecordingMode = Annotated[
+    Literal["local", "carrier", "both", False],
+    BeforeValidator(_recording_mode),
+    WithJsonSchema({"enum": ["local", "carrier", "both", True, False]}),
+]
+
+
 class Section(BaseModel):
     """Base of the file's own sections: unknown keys are errors, values are frozen."""
 
@@ -310,7 +323,10 @@ class AgentConfig(Section):
         WithJsonSchema({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}),
     ] = Field(default_factory=dict)
     tools: list[ToolConfig] = Field(default_factory=list)
-    recording: bool = False
+    recording: RecordingMode = False
+    recording_notice: str | None = Field(
+        None, description="spoken before the first message (e.g. This call may be recorded.)"
+    )
     language: str = Field("en", min_length=2)
     max_duration_secs: float = Field(
         3600,
@@ -331,6 +347,16 @@ class AgentConfig(Section):
     @property
     def is_pipeline(self) -> bool:
         return self.engine is None
+
+    @property
+    def records_locally(self) -> bool:
+        """patterd writes the call's audio into its record (`local` or `both`)."""
+        return self.recording in ("local", "both")
+
+    @property
+    def records_on_carrier(self) -> bool:
+        """The carrier is asked to record (`carrier`, `both`, or the old `true`)."""
+        return self.recording in ("carrier", "both")
 
     def sections(self) -> dict[str, ProviderSection]:
         """The provider sections this agent uses, by role."""

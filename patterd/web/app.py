@@ -19,6 +19,7 @@ from patterd.web.errors import error_response, http_exception_handler
 from patterd.web.health import health_routes
 from patterd.web.limits import PROBES, EdgeLimits, EdgeSettings
 from patterd.web.ops_api import ops_routes
+from patterd.web.recording_route import recording_routes
 from patterd.web.runtime import Runtime
 from patterd.web.throttle import FailureThrottle
 from patterd.web.workers_view import PeerView
@@ -91,6 +92,7 @@ def create_app(
         *carrier_routes(runtime, registry, throttle),
         *health_routes(runtime),
         *ops_routes(runtime, peers),
+        *recording_routes(runtime),
         *(dashboard_routes(runtime, throttle, registry) if dashboard else ()),
     ]
     return Starlette(

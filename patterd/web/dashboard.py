@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from patterd.plugins.registry import Registry, load_registry
+from patterd.store.recording_path import recording_file
 from patterd.web.auth import COOKIE_NAME, check_access, client_address, token_matches
 from patterd.web.call_stats import hourly_stats
 from patterd.web.metrics_svg import WIDTH, render_chart
@@ -238,8 +239,9 @@ def dashboard_routes(
             return page(request, "call", "Not found", body, status=404)
         record["live"] = call_id in runtime.switchboard.calls
         record["can_transfer"] = carrier_can_transfer(record["metadata"].get("telephony_provider"))
+        record["has_recording"] = recording_file(runtime.store, call_id) is not None  # call-player.js
         body = template("call").substitute(call_id=escape(call_id), record_json=json_for_script(record))
-        return page(request, "call", f"Call {call_id}", body, scripts=("dashboard.js",))
+        return page(request, "call", f"Call {call_id}", body, scripts=("dashboard.js", "call-player.js"))
 
     async def calls_index(request: Request) -> Response:
         return RedirectResponse("/#history-title", status_code=303)

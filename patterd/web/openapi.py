@@ -52,6 +52,24 @@ def _q(name: str, description: str, type_: str = "string") -> dict[str, Any]:
 CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _recording_op() -> dict[str, Any]:
+    """The call's local recording: a stereo 8 kHz μ-law WAV, byte ranges served (206/416)."""
+    op = _op(
+        "The call's recording (stereo μ-law WAV: caller left, agent right); supports Range",
+        params=[
+            CALL_ID,
+            {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}},
+        ],
+        errors=("401", "404"),
+        content_type="audio/wav",
+    )
+    op["responses"]["206"] = {"description": "Partial content (Range)", "content": {"audio/wav": {}}}
+    op["responses"]["416"] = {"description": "Range not satisfiable"}
+    return op
+
+
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The document; `tests/web/test_openapi.py` checks it against the app's routes."""
     from patterd.web.ops_api import CreateCall, TransferCall
@@ -98,6 +116,9 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "/api/v1/calls/{call_id}": {
             "get": _op("Call metadata, transcript and events", params=[CALL_ID], errors=("401", "404"))
+        },
+        "/api/v1/calls/{call_id}/recording": {
+            "get": _recording_op(),
         },
         "/api/v1/calls/{call_id}/hangup": {
             "post": _op("Hang up a live call", ok="202", params=[CALL_ID], errors=("401", "404", "409"))
