@@ -4,7 +4,7 @@ Wire formats: `patterd.protocols.plivo` (XML, stream messages), `protocols.plivo
 (X-Plivo-Signature-V3), `providers.plivo_rest` (Voice API). Webhook fields as Plivo posts them to
 answer_url / hangup_url / ring_url (CallUUID, From, To, Direction, CallStatus, RequestUUID,
 HangupCause, Duration, BillDuration) and to a recording callback_url (record_url, recording_duration).
-The media websocket carries no request signature we can rely on: its URL holds a per-call token
+answer-machine detection posts `Machine` (true/false) to machine_detection_url. The media websocket carries no request signature we can rely on: its URL holds a per-call token
 (`protocols.media_token`) that only our signed answer XML reveals.
 """
 
@@ -49,7 +49,7 @@ from patterd.providers.spec import (
 log = structlog.get_logger("patterd.providers.plivo")
 
 CARRIER = "plivo"
-HOOKS = ("voice", "hangup", "ring", "stream", "transfer", "recording")
+HOOKS = ("voice", "hangup", "ring", "amd", "stream", "transfer", "recording")
 MEDIA_PATH = "/ws/plivo/stream/{call_id}"
 POLICY_VIOLATION = 1008  # websocket close code for a refused media stream
 # Plivo CallStatus → our status vocabulary (patterd.protocols.events.CallStatus).
@@ -167,6 +167,10 @@ class PlivoCarrier:
             return Response(status_code=204)
         if hook in ("hangup", "ring"):
             self._status(call_id, fields, router)
+        elif hook == "amd":
+            # Plivo reports `Machine=true` as soon as it hears one, with no end-of-greeting event: the
+            # call's voicemail waits a grace period after machine_start (calls/voicemail).
+            router.machine_detected(call_id, "machine_start" if fields.get("Machine") == "true" else "human")
         elif hook == "recording":
             if fields.get("record_url"):
                 router.recording_ready(
@@ -297,6 +301,10 @@ class PlivoCarrier:
             "ring_url": self._public("ring", call_id=request.call_id),
             "ring_method": "POST",
         }
+        if request.machine_detection:
+            fields["machine_detection"] = "true"
+            fields["machine_detection_url"] = self._public("amd", call_id=request.call_id)
+            fields["machine_detection_method"] = "POST"
         request_uuid = await self.rest.create_call(fields)
         self._call_ids.put(request_uuid, request.call_id)
         self._requests.put(request_uuid, request.call_id)

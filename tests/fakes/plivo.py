@@ -68,6 +68,8 @@ class PlivoCallResource:
     answer_url: str | None = None
     hangup_url: str | None = None
     ring_url: str | None = None
+    machine_detection: str | None = None
+    machine_detection_url: str | None = None
     transfers: list[dict[str, Any]] = field(default_factory=list)
     recordings: list[dict[str, Any]] = field(default_factory=list)
 
@@ -214,6 +216,8 @@ class FakePlivoRest:
             answer_url=body["answer_url"],
             hangup_url=body.get("hangup_url"),
             ring_url=body.get("ring_url"),
+            machine_detection=body.get("machine_detection"),
+            machine_detection_url=body.get("machine_detection_url"),
         )
         self.calls[call.request_uuid] = call
         answer = {"api_id": new_uuid(), "message": "call fired", "request_uuid": call.request_uuid}
@@ -362,6 +366,7 @@ class FakePlivo:
         call = FakePlivoCall(self, new_uuid(), resource.from_, resource.to, "outbound")
         call.request_uuid = resource.request_uuid
         call.hangup_url = resource.hangup_url
+        call.machine_detection_url = resource.machine_detection_url
         if resource.ring_url:
             await self.post_webhook(resource.ring_url, self.call_params(call, "ringing", "Ring"))
         resource.call_uuid, resource.status = call.call_sid, "in-progress"
@@ -388,6 +393,7 @@ class FakePlivoCall(FakeCall):
         self.stream_sid = new_uuid()
         self.request_uuid = ""
         self.hangup_url: str | None = None
+        self.machine_detection_url: str | None = None
         self.xml: PlivoXml | None = None
         self.cleared_checkpoints: list[str] = []  # dropped by a clearAudio: never answered
 
@@ -465,6 +471,15 @@ class FakePlivoCall(FakeCall):
             }
         )
         code, _ = await self.plivo.post_webhook(self.hangup_url, params)
+        return code
+
+    async def post_machine_detection(self, machine: bool) -> int:
+        """Asynchronous machine detection's callback (Event=MachineDetection, Machine=true|false)."""
+        assert self.machine_detection_url, "this call asked for no machine detection"
+        params = self.plivo.call_params(self, "in-progress", "MachineDetection")
+        params.update({"Machine": "true" if machine else "false", "IfMachine": "continue"})
+        params.update({"ALegRequestUUID": self.request_uuid, "ALegUUID": self.call_sid})
+        code, _ = await self.plivo.post_webhook(self.machine_detection_url, params)
         return code
 
     async def transfer(self, aleg_url: str) -> None:

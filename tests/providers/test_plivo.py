@@ -189,6 +189,18 @@ async def test_outbound_dial_answer_hangup_and_status(harness: Harness) -> None:
     assert status == "completed" and detail is not None and detail["hangup_cause"] == "NORMAL_CLEARING"
 
 
+async def test_machine_detection_on_dial_and_its_callback(harness: Harness) -> None:
+    harness.router.issued["call-7"] = InboundCall("plivo", "", "+1555", "+1666", "outbound", "call-7")
+    await harness.carrier.dial(DialRequest("call-7", "+15557654321", "+15550001234", machine_detection=True))
+    created = await harness.rest.wait_for_request(lambda r: r.method == "POST" and r.path.endswith("/Call/"))
+    assert created.body["machine_detection"] == "true" and created.body["machine_detection_method"] == "POST"
+    assert created.body["machine_detection_url"] == f"https://{PUBLIC}/webhooks/plivo/amd?call_id=call-7"
+    call = await harness.net.answer_outbound(await harness.rest.wait_for_call())
+    assert await call.post_machine_detection(True) == 204
+    assert await call.post_machine_detection(False) == 204
+    assert harness.router.machines == [("call-7", "machine_start"), ("call-7", "human")]
+
+
 async def test_unanswered_outbound_call_is_cancelled_through_its_request(harness: Harness) -> None:
     request_uuid = await harness.carrier.dial(DialRequest("call-5", "+15557654321", "+15550001234"))
     await harness.carrier.hangup(request_uuid)
