@@ -155,3 +155,14 @@ async def test_check_probes_the_project_and_maps_auth_errors(harness: Harness) -
     harness.rest.fail_next(401)
     with pytest.raises(ProviderAuthError, match="project_id and token"):
         await harness.carrier.check()
+
+
+async def test_recording_callback_reaches_the_router(harness: Harness) -> None:
+    call = await harness.net.inbound_call()
+    await harness.router.leg("call-1")
+    await harness.carrier.start_recording(call.call_sid)
+    started = await harness.rest.wait_for_request(lambda r: r.path.endswith("/Recordings.json"))
+    callback = started.get("RecordingStatusCallback")
+    assert callback == f"https://{PUBLIC}/webhooks/signalwire/recording?call_id=call-1"
+    assert await call.post_recording(callback, "https://example.signalwire.com/r.wav", duration_secs=4) == 204
+    assert harness.router.recordings == [("call-1", "https://example.signalwire.com/r.wav", 4.0)]
