@@ -113,6 +113,8 @@ class Daemon:
         self._switchboard: Switchboard | None = None
         self.gate, self.cluster = join_cluster(config.cluster)  # call tokens; with cluster.redis, shared state
         self.metrics = Metrics(self.version, self._live_counters())
+        if (node := self.cluster) is not None:  # patterd_cluster_redis_errors_total
+            self.metrics.live.cluster_errors = lambda: node.link.errors
         tracer = tracer_from_environment(self.version)
         self._observers = [self.store.handle, self.metrics.observe, self.feed.observe]
         if self.cluster is not None:
@@ -206,6 +208,7 @@ class Daemon:
                     emit=self._emit,
                     feed=self.feed,
                     known_record=lambda call_id: self.store.get_call(call_id) is not None,
+                    recover_orphans=getattr(self.store, "recover_orphans", None),  # PostgreSQL: shared
                 )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)

@@ -33,6 +33,9 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 
 
+CLUSTER_ERRORS_HELP = "Failed Redis operations of the cluster's shared live state (it is local meanwhile)"
+
+
 @dataclass
 class LiveCounters:
     """Callables the collector reads at scrape time (counters kept as plain ints on the hot path)."""
@@ -42,6 +45,7 @@ class LiveCounters:
     calls_refused: Callable[[], Mapping[tuple[str, str], int]] = dict  # (carrier, reason) → count
     rejections: Callable[[], Mapping[tuple[str, str], int]] = dict
     store_errors: Callable[[], int] = lambda: 0
+    cluster_errors: Callable[[], int] = lambda: 0  # failed Redis operations of cluster.redis
     active_calls: Callable[[], Mapping[str, int]] = dict
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +86,9 @@ class _LiveCollector(Collector):
         yield rejected
         yield CounterMetricFamily(
             "patterd_store_errors", "Call record writes that failed", value=self.live.store_errors()
+        )
+        yield CounterMetricFamily(
+            "patterd_cluster_redis_errors", CLUSTER_ERRORS_HELP, value=self.live.cluster_errors()
         )
         active = GaugeMetricFamily("patterd_active_calls", "Calls in progress", labels=["agent"])
         for agent, count in sorted(self.live.active_calls().items()):

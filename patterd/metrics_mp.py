@@ -17,7 +17,7 @@ from prometheus_client.core import InfoMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from patterd.metrics import LiveCounters
+from patterd.metrics import CLUSTER_ERRORS_HELP, LiveCounters
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_ENV = "PATTERD_WORKER"
@@ -80,6 +80,9 @@ class LiveSync:
         self.store_errors = _Counts(
             Counter("patterd_store_errors", "Call record writes that failed", registry=registry)
         )
+        self.cluster_errors = _Counts(
+            Counter("patterd_cluster_redis_errors", CLUSTER_ERRORS_HELP, registry=registry)
+        )
         self.active = Gauge(
             "patterd_active_calls",
             "Calls in progress",
@@ -97,6 +100,7 @@ class LiveSync:
         self.refused.sync(self.live.calls_refused())
         self.rejected.sync(self.live.rejections())
         self.store_errors.sync({(): float(self.live.store_errors())})
+        self.cluster_errors.sync({(): float(self.live.cluster_errors())})
         active = dict(self.live.active_calls())
         for agent in self._agents | set(active):
             self.active.labels(agent).set(active.get(agent, 0))  # an agent with no call left shows 0

@@ -47,6 +47,8 @@ class Feed(Protocol):
 
     def publish(self, name: str, data: dict[str, Any]) -> None: ...
 
+    def observe(self, event: CallEvent) -> None: ...
+
 
 class ClusterNode:
     """This replica's share of the cluster's live state: calls, feed, control and used tokens in Redis."""
@@ -71,6 +73,7 @@ class ClusterNode:
         self._board: Switchboard | None = None
         self._emit: Callable[[CallEvent], None] = lambda event: None
         self._known: Callable[[str], bool] = lambda call_id: False
+        self._recover: Callable[[list[str]], int] | None = None
         self._feed: Feed | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -83,9 +86,13 @@ class ClusterNode:
         emit: Callable[[CallEvent], None],
         feed: Feed,
         known_record: Callable[[str], bool],
+        recover_orphans: Callable[[list[str]], int] | None = None,
     ) -> None:
         """Join: heartbeat, registry writer, feed publisher and subscriber run until `close`."""
         self._board, self._emit, self._feed, self._known = board, emit, feed, known_record
+        self._recover = (
+            recover_orphans  # a store shared by every replica (PostgreSQL) closes the record itself
+        )
         feed.forward = self.relay.publish_feed
         await self.registry.heartbeat()
         loop = asyncio.get_running_loop()
@@ -239,6 +246,21 @@ class ClusterNode:
             started = datetime.fromisoformat(entry.get("started_at", "").replace("Z", "+00:00"))
         except ValueError:
             started = now
+        replica = entry.get("replica", "?")
+        ended = CallEnded(
+            call_id=call_id,
+            ts=now,
+            status="failed",
+            reason=f"replica {replica} stopped answering",
+            error=f"replica {replica} died during the call",
+            duration_ms=max(0, int((now - started).total_seconds() * 1000)),
+        )
+        if self._recover is not None:  # the shared record is closed in place, like a crash found at start
+            await asyncio.to_thread(self._recover, [call_id])
+            if self._feed is not None:
+                self._feed.observe(ended)  # the live views hear of it; the record is already final
+            log.warning("call of a dead replica ended failed", call_id=call_id, replica=replica)
+            return
         if not self._known(call_id):  # this replica's store has no record of it (stores on separate disks)
             self._emit(
                 CallStarted(
@@ -250,17 +272,7 @@ class ClusterNode:
                     carrier_call_id=entry.get("carrier_call_id", ""),
                 )
             )
-        replica = entry.get("replica", "?")
-        self._emit(
-            CallEnded(
-                call_id=call_id,
-                ts=now,
-                status="failed",
-                reason=f"replica {replica} stopped answering",
-                error=f"replica {replica} died during the call",
-                duration_ms=max(0, int((now - started).total_seconds() * 1000)),
-            )
-        )
+        self._emit(ended)
         log.warning("call of a dead replica ended failed", call_id=call_id, replica=replica)
 
 

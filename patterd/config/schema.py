@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from patterd.config.cluster import ClusterConfig
 from patterd.config.model import (
     CHAIN_ROLES,
     E164,
@@ -67,6 +68,7 @@ def json_schema(registry: Registry) -> dict[str, Any]:
         pricing=(dict[str, dict[str, float]], Field(default_factory=dict)),
         server=(ServerConfig, Field(default_factory=ServerConfig)),
         logging=(LoggingConfig, Field(default_factory=LoggingConfig)),
+        cluster=(ClusterConfig, Field(default_factory=ClusterConfig)),
         agents=(list[agent], Field(min_length=1)),
     )
     schema = _accept_references(file_model.model_json_schema())

@@ -1,5 +1,5 @@
-"""The real Redis the cluster tests share (tests/services.py)."""
+"""The real Redis (and PostgreSQL) the cluster tests share (tests/services.py)."""
 
-from tests.services import redis_prefix, redis_url
+from tests.services import postgres_url, redis_prefix, redis_url
 
-__all__ = ["redis_prefix", "redis_url"]
+__all__ = ["postgres_url", "redis_prefix", "redis_url"]

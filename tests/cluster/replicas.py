@@ -18,13 +18,18 @@ from patterd.protocols.audio import silence_ulaw
 SECRET = "cluster-secret-for-the-tests-0123456789"
 
 
-def replica_config(root: Path, name: str, redis_url: str, prefix: str, *, timeout_secs: float = 5.0) -> Path:
-    """A softphone daemon that is replica `name` of a cluster on `redis_url` under `prefix`."""
+def replica_config(
+    root: Path, name: str, redis_url: str, prefix: str, *, timeout_secs: float = 5.0, persist: str = ""
+) -> Path:
+    """A softphone daemon that is replica `name` of a cluster on `redis_url` under `prefix`.
+
+    Records go to its own directory, or to `persist` (a PostgreSQL URL every replica shares).
+    """
     path = root / f"{name}.yaml"
     path.write_text(
         f"""
 carrier: {{type: local}}
-persist: {root / name}
+persist: {persist or root / name}
 cluster:
   secret: {SECRET}
   redis: {redis_url}
