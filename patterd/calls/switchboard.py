@@ -21,7 +21,7 @@ from patterd.cluster.tokens import CallClaim
 from patterd.errors import CallError, PatterdError
 from patterd.protocols.events import FINAL_STATUSES, CallEvent
 from patterd.protocols.jsontext import clean_text
-from patterd.providers.kinds import Admission, CarrierLeg, DialRequest, InboundCall
+from patterd.providers.kinds import Admission, Carrier, CarrierLeg, DialRequest, InboundCall
 
 if TYPE_CHECKING:
     import aiohttp
@@ -344,6 +344,11 @@ class Switchboard:
     @property
     def live_count(self) -> int:
         return len(self.calls)
+
+    def carrier_for(self, name: str, call_id: str | None = None) -> Carrier | None:
+        """Carrier `name` of a live call's graph (an older one while it drains), else of the current graph."""
+        session = self.calls.get(call_id) if call_id is not None else None
+        return (session.graph if session is not None else self.graph).carriers.get(name)
 
     def media_frames(self) -> tuple[int, int]:
         """(frames in, frames out) over all calls of this process."""

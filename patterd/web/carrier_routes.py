@@ -21,10 +21,7 @@ from patterd.web.throttle import FailureThrottle
 
 def _carrier(runtime: Runtime, name: str, call_id: str | None = None) -> Carrier | None:
     """The carrier that owns a call (its graph may be an older one, draining), else the current one."""
-    board = runtime.switchboard
-    if call_id is not None and call_id in board.calls:
-        return board.calls[call_id].graph.carriers.get(name)
-    return board.graph.carriers.get(name)
+    return runtime.switchboard.carrier_for(name, call_id)
 
 
 def _cross_origin(websocket: WebSocket) -> bool:
