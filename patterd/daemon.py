@@ -6,11 +6,7 @@ import asyncio
 import contextlib
 import enum
 import functools
-import logging
-import os
-import resource
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -22,7 +18,6 @@ from typing import IO, Any, cast
 import aiohttp
 import structlog
 from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 
 from patterd import __version__
 from patterd.calls.switchboard import Switchboard
@@ -30,15 +25,19 @@ from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.cluster.node import join_cluster
 from patterd.config import Config, load_config, load_config_text
 from patterd.config.model import is_loopback
+from patterd.config_watch import restart_only_changes, watch_config
 from patterd.errors import ConfigError, PatterdError
 from patterd.graph import Graph, build_context, build_graph
+from patterd.http_server import hypercorn_config
+from patterd.listen import bind_unix, local_url, open_socket, raise_fd_limit
+from patterd.live_counters import switchboard_counters
 from patterd.logs import configure_logging
-from patterd.metrics import LiveCounters, Metrics
+from patterd.metrics import Metrics
+from patterd.metrics_mp import multiprocess_dir
 from patterd.plugins import Registry, load_registry
 from patterd.protocols.events import CallEnded, CallEvent
-from patterd.protocols.frames import MAX_WEBSOCKET_MESSAGE_BYTES
 from patterd.providers.kinds import Tunnel
-from patterd.redact import redact_number, redact_numbers_deep
+from patterd.redact import redact_call_data
 from patterd.sdnotify import Notifier
 from patterd.store import HydrateReport, open_store
 from patterd.store.recording_path import record_dir
@@ -46,14 +45,11 @@ from patterd.tracing import tracer_from_environment
 from patterd.web.app import create_app
 from patterd.web.feed import EventFeed
 from patterd.web.runtime import ReloadResult
+from patterd.workers.identity import WorkerIdentity
+from patterd.workers.peers import Peers
+from patterd.workers.worker import reload_peers, worker_services
 
 log = structlog.get_logger("patterd.daemon")
-
-WATCH_INTERVAL_SECS = 1.0  # how often the config file is checked for changes
-WATCH_DEBOUNCE_SECS = 0.5  # editors write in bursts: wait for the file to settle
-HYPERCORN_GRACE_SECS = 5.0
-MAX_HEADER_BYTES = 16 * 1024
-KEEP_ALIVE_SECS = 5.0
 
 
 class State(enum.Enum):
@@ -86,6 +82,7 @@ class Daemon:
         clock: Clock = SYSTEM_CLOCK,
         stdout: IO[str] = sys.stdout,
         watch: bool = True,
+        worker: WorkerIdentity | None = None,
     ) -> None:
         self.source = source
         self.config = config
@@ -112,7 +109,13 @@ class Daemon:
         )
         self._switchboard: Switchboard | None = None
         self.gate, self.cluster = join_cluster(config.cluster)  # call tokens; with cluster.redis, shared state
-        self.metrics = Metrics(self.version, self._live_counters())
+        self.worker = worker  # one of a supervisor's `server.workers` processes, or None
+        self.metrics = Metrics(
+            self.version,
+            switchboard_counters(lambda: self._switchboard, lambda: self.store.write_errors),
+            multiprocess_dir=multiprocess_dir() if worker is not None else None,
+        )
+        self.peers = Peers(worker, lambda: self.token) if worker is not None else None
         if (node := self.cluster) is not None:  # patterd_cluster_redis_errors_total
             self.metrics.live.cluster_errors = lambda: node.link.errors
         tracer = tracer_from_environment(self.version)
@@ -157,16 +160,13 @@ class Daemon:
         """Serve until stopped; returns the process exit code."""
         raise_fd_limit()
         loop = asyncio.get_running_loop()
-        sock = self._open_socket()
-        host, port = sock.getsockname()[:2]
-        self.loopback = is_loopback(str(host))
+        sock = open_socket(self.bind, self.config.server.host, self.config.server.port)
+        host, self._local_url = local_url(sock)
+        self.loopback = is_loopback(host)
         if not self.loopback and not self.token and self.config.server.dashboard:
             log.error("refusing to listen beyond loopback without server.dashboard_token", host=host)
             sock.close()
             return 78
-        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        shown = f"[{shown_host}]" if ":" in str(shown_host) else shown_host
-        self._local_url = f"http://{shown}:{port}"
         async with AsyncExitStack() as stack:
             http = await stack.enter_async_context(aiohttp.ClientSession())
             try:
@@ -200,6 +200,10 @@ class Daemon:
                 recorded=self.store.wait_durable,
                 gate=self.gate,
             )
+            # Without a cluster relay, the worker that takes a call's media tells the one that answered it.
+            peers = self.peers
+            if peers is not None and self.gate.on_adopted is None:
+                self.gate.on_adopted = lambda claim: peers.hand_over(claim.call_id)
             self._switchboard.record_dir = functools.partial(record_dir, self.store)  # recording: local
             self._warn_about(graph)
             if self.cluster is not None:
@@ -214,21 +218,24 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
             loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "SIGHUP")
             if self.watch:
-                self._spawn(self._watch_config())
-            app = create_app(self, dashboard=self.config.server.dashboard, registry=self.registry)
-            hyper = HypercornConfig()
-            hyper.bind = [f"fd://{sock.fileno()}"]
-            hyper.graceful_timeout = HYPERCORN_GRACE_SECS
-            # The edge before the app (web.limits guards bodies): a request's headers must fit in 16 KB, and
-            # a connection idle before or between requests is closed after 5 s. `read_timeout` (silence on
-            # a socket) stays off: a live-feed (SSE) client sends nothing for as long as it listens.
-            hyper.h11_max_incomplete_size = MAX_HEADER_BYTES
-            hyper.keep_alive_timeout = KEEP_ALIVE_SECS
-            # A websocket message above this closes its socket (1009); smaller oversized media frames are
-            # dropped by the carrier leg and the call goes on (protocols.frames).
-            hyper.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE_BYTES
-            hyper.accesslog = None
-            hyper.errorlog = logging.getLogger("hypercorn.error")  # through structlog's formatter
+                assert self.source.path is not None
+                self._spawn(watch_config(self.source.path, lambda: self.reload("config file changed")))
+            if self.worker is not None:
+                await stack.enter_async_context(
+                    worker_services(
+                        self.worker,
+                        request_stop=self.request_stop,
+                        sync_metrics=self.metrics.live_sync.sync if self.metrics.live_sync else None,
+                    )
+                )
+            app = create_app(
+                self, dashboard=self.config.server.dashboard, peers=self.peers, registry=self.registry
+            )
+            binds = [f"fd://{sock.fileno()}"]
+            if self.worker is not None:  # the same app on this worker's own socket (siblings, operators)
+                private = bind_unix(self.worker.http_socket)  # bound before READY=1: siblings find it
+                binds.append(f"fd://{private.detach()}")  # Hypercorn owns and closes it
+            hyper = hypercorn_config(binds)
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
             self._become_serving()
             # The call history loads while calls are served (100k records take seconds); retention starts after it.
@@ -275,27 +282,6 @@ class Daemon:
         except Exception:  # the tree stays the truth: listings show what the index has, a restart retries
             log.exception("call records could not be loaded")
         await self.store.run_retention_loop()
-
-    def _open_socket(self) -> socket.socket:
-        """The listening socket: inherited (`fd://N`, systemd LISTEN_FDS) or bound to server.host:port."""
-        bind = self.bind
-        if bind is None and os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
-            bind = "fd://3"  # systemd socket activation hands us fd 3
-        if bind is not None and bind.startswith("fd://"):
-            sock = socket.socket(fileno=int(bind[5:]))
-            sock.setblocking(False)
-            return sock
-        host, port = self.config.server.host, self.config.server.port
-        if bind is not None:
-            host, _, port_text = bind.rpartition(":")
-            host, port = host.strip("[]") or "127.0.0.1", int(port_text)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-        return sock
 
     def _become_serving(self) -> None:
         self._state = State.SERVING
@@ -363,13 +349,16 @@ class Daemon:
             except PatterdError as exc:
                 return self._reload_failed([str(exc)], "the new providers could not be built")
             self._generation += 1
-            self._warn_restart_only(config)
+            for key in restart_only_changes(self.config, config):
+                log.warning(f"{key} changed: takes effect after a restart")
             self.config = config
             await self.switchboard.swap_graph(graph)
             self._warn_about(graph)
             self.metrics.reloads.labels("ok").inc()
             self.notifier.ready(f"reloaded: generation {self._generation}")
             self.feed.publish("config.reloaded", {"generation": self._generation, "digest": config.digest})
+            if self.worker is not None and reason == "api":
+                reload_peers(self.notifier)  # the API reached one worker: the supervisor reloads the others
             log.info("config reloaded", generation=self._generation, agents=list(graph.agents))
             return ReloadResult(True, self._generation, message="reloaded")
 
@@ -386,45 +375,6 @@ class Daemon:
             return load_config_text(self.source.text or "", self.registry, source="<built-in default>")
         return load_config(self.source.path, self.registry)
 
-    def _warn_restart_only(self, new: Config) -> None:
-        old = self.config
-        if (new.server.host, new.server.port) != (old.server.host, old.server.port):
-            log.warning("server.host/port changed: takes effect after a restart")
-        if (new.tunnel is None) != (old.tunnel is None):
-            log.warning("tunnel changed: takes effect after a restart")
-        if new.persist != old.persist:
-            log.warning("persist changed: takes effect after a restart")
-        if new.server.dashboard != old.server.dashboard:
-            log.warning("server.dashboard changed: takes effect after a restart")
-
-    async def _watch_config(self) -> None:
-        """Reload when the config file (or its .env) changes on disk."""
-        assert self.source.path is not None
-        paths = [self.source.path, self.source.path.parent / ".env"]
-
-        def fingerprint() -> tuple[Any, ...]:
-            out: list[Any] = []
-            for path in paths:
-                try:
-                    st = path.stat()
-                    out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-                except OSError:
-                    out.append(None)
-            return tuple(out)
-
-        last = fingerprint()
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_SECS)
-            current = fingerprint()
-            if current == last:
-                continue
-            await asyncio.sleep(WATCH_DEBOUNCE_SECS)
-            settled = fingerprint()
-            if settled != current:
-                continue  # still being written; look again next round
-            last = settled
-            await self.reload("config file changed")
-
     # ------------------------------------------------------------------ events
 
     def _emit(self, event: CallEvent) -> None:
@@ -437,59 +387,11 @@ class Daemon:
             self._count_cost(event.call_id)
 
     def _count_cost(self, call_id: str) -> None:
-        meta = self.store.recent_metadata(call_id)  # metadata only: no transcript copy at every call end
-        if not meta:
-            return
-        agent = (meta.get("agent") or {}).get("name", "")
-        for component, usd in (meta.get("cost") or {}).items():
-            if component != "total" and isinstance(usd, (int, float)):
-                self.metrics.add_cost(agent, component, float(usd))
+        # metadata only: no transcript copy at every call end
+        self.metrics.count_cost(self.store.recent_metadata(call_id))
 
     def _redact_feed(self, data: dict[str, Any]) -> dict[str, Any]:
-        mode = self.config.logging.redact_phone
-        for key in ("caller", "callee", "to"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                data[key] = redact_number(value, mode)
-        # ... and numbers inside text: a transfer's call.ended reason, tool arguments, error messages.
-        redacted: dict[str, Any] = redact_numbers_deep(data, mode)
-        return redacted
-
-    def _live_counters(self) -> LiveCounters:
-        def board() -> Switchboard | None:
-            return self._switchboard
-
-        def active() -> dict[str, int]:
-            counts: dict[str, int] = {}
-            sb = board()
-            for session in sb.calls.values() if sb else ():
-                counts[session.agent.name] = counts.get(session.agent.name, 0) + 1
-            return counts
-
-        def media_frames() -> tuple[int, int]:
-            sb = board()
-            return sb.media_frames() if sb else (0, 0)
-
-        def frames_dropped() -> dict[tuple[str, str], int]:
-            sb = board()
-            return dict(sb.bad_frames) if sb else {}
-
-        def calls_refused() -> dict[tuple[str, str], int]:
-            sb = board()
-            return dict(sb.refused) if sb else {}
-
-        def rejections() -> dict[tuple[str, str], int]:
-            sb = board()
-            return dict(sb.rejections) if sb else {}
-
-        return LiveCounters(
-            media_frames=media_frames,
-            frames_dropped=frames_dropped,
-            calls_refused=calls_refused,
-            rejections=rejections,
-            store_errors=lambda: self.store.write_errors,  # not stats(): that counts the index per scrape
-            active_calls=active,
-        )
+        return redact_call_data(data, self.config.logging.redact_phone)
 
     def _warn_about(self, graph: Graph) -> None:
         for built in graph.providers:
@@ -500,18 +402,6 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def raise_fd_limit() -> None:
-    """Raise the soft open-files limit to the hard one: every connection is a descriptor, and the usual
-    soft default (1024) lets a thousand idle clients starve new calls (systemd's unit sets LimitNOFILE)."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and hard != resource.RLIM_INFINITY and soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            log.info("open files limit raised", soft=hard, was=soft)
-    except (ValueError, OSError) as exc:  # not allowed here (some containers): keep what we have
-        log.warning("cannot raise the open files limit", error=str(exc))
 
 
 def run_daemon(

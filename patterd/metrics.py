@@ -200,6 +200,15 @@ class Metrics:
         if usd > 0:
             self.call_cost.labels(agent, component).inc(usd)
 
+    def count_cost(self, meta: Mapping[str, Any] | None) -> None:
+        """Count a finished call's cost per component from its record's metadata."""
+        if not meta:
+            return
+        agent = (meta.get("agent") or {}).get("name", "")
+        for component, usd in (meta.get("cost") or {}).items():
+            if component != "total" and isinstance(usd, (int, float)):
+                self.add_cost(agent, component, float(usd))
+
     def agent_of(self, call_id: str) -> str:
         """The agent of a live call (for cost attribution)."""
         return self._calls.get(call_id, ("", "", ""))[0]

@@ -102,3 +102,14 @@ def redact_urls(text: str) -> str:
     if "://" not in text:
         return text
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def redact_call_data(data: dict[str, Any], mode: RedactMode) -> dict[str, Any]:
+    """A call event's data as shown on the live feed: its numbers and numbers inside its text redacted."""
+    for key in ("caller", "callee", "to"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            data[key] = redact_number(value, mode)
+    # ... and numbers inside text: a transfer's call.ended reason, tool arguments, error messages.
+    redacted: dict[str, Any] = redact_numbers_deep(data, mode)
+    return redacted

@@ -144,6 +144,9 @@ class ServerConfig(Section):
     media_idle_timeout_secs: float = Field(
         30, ge=0, description="a carrier media socket silent this long ends its call as failed (0: never)"
     )
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
+        1, description="worker processes serving the one port under a supervisor; auto: one per core"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +157,15 @@ class ServerConfig(Section):
     @classmethod
     def _empty_token(cls, value: Any) -> Any:
         return None if value == "" else value  # `${PATTERD_TOKEN:-}` means "no token"
+
+    @property
+    def worker_count(self) -> int:
+        """`workers` resolved: `auto` is the number of cores this process may run on."""
+        if self.workers == "auto":
+            # the cores this process may use (a container's cpuset), not every core of the host
+            usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
+            return max(1, len(usable) or os.cpu_count() or 1)
+        return self.workers
 
     @property
     def needs_token(self) -> bool:

@@ -22,7 +22,7 @@ from patterd.web.ops_api import ops_routes
 from patterd.web.recording_route import recording_routes
 from patterd.web.runtime import Runtime
 from patterd.web.throttle import FailureThrottle
-from patterd.web.workers_view import PeerView
+from patterd.web.workers_view import PeerView, handover_routes
 
 # Paths with their own authentication (carrier signatures) or none by design (the login form itself).
 OPEN_PREFIXES = ("/webhooks/", "/ws/", "/login", "/static/")
@@ -92,6 +92,7 @@ def create_app(
         *carrier_routes(runtime, registry, throttle),
         *health_routes(runtime),
         *ops_routes(runtime, peers),
+        *handover_routes(runtime, peers),
         *recording_routes(runtime),
         *(dashboard_routes(runtime, throttle, registry) if dashboard else ()),
     ]

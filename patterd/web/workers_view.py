@@ -7,6 +7,10 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from patterd.web.errors import error_response
+from patterd.web.runtime import Runtime
 
 PEER_SCOPE = "worker"  # `?scope=worker`: answer for this worker only (what siblings ask each other)
 
@@ -67,3 +71,21 @@ async def forward_to_peers(peers: PeerView | None, request: Request) -> Response
         return None
     status, body = answer
     return JSONResponse(body, status_code=status)
+
+
+def handover_routes(runtime: Runtime, peers: PeerView | None) -> list[BaseRoute]:
+    """`POST /api/v1/calls/{id}/handover` between workers: a sibling took this ringing call's media.
+
+    Answered only on a worker's private socket (no client address: a unix socket in the supervisor's
+    0700 run directory), never on the shared port.
+    """
+    if peers is None:
+        return []
+
+    async def handover(request: Request) -> Response:
+        if request.client is not None:
+            return error_response(404, "not found")
+        handed = runtime.switchboard.hand_over(request.path_params["call_id"])
+        return JSONResponse({"handed_over": handed})
+
+    return [Route("/api/v1/calls/{call_id}/handover", handover, methods=["POST"])]

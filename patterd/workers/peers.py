@@ -65,3 +65,17 @@ class Peers:
             if 200 <= status < 300:
                 return status, answer
         return None
+
+    async def hand_over(self, call_id: str) -> None:
+        """This worker took the media of a call a sibling answered: the sibling forgets its ringing copy.
+
+        Without it, that copy would time out waiting for media and end the call `failed` in the record.
+        """
+        target = f"/api/v1/calls/{call_id}/handover?{PEER_SCOPE}"
+        for _index, path in self.identity.siblings():
+            try:
+                status, answer = await self._request(path, "POST", target, b"{}")
+            except (TimeoutError, OSError, aiohttp.ClientError, jsontext.JSONError):
+                continue
+            if status == 200 and isinstance(answer, dict) and answer.get("handed_over"):
+                return
