@@ -24,6 +24,7 @@ from pathlib import Path
 from patterd.calls.recording import RecordingLeg, record_leg
 from patterd.protocols.events import CallerAudio, MediaEvent
 from patterd.providers.kinds import CarrierLeg
+from patterd.store.recording_file import RECORDING, RecordingFile
 
 FRAME = 160
 TICK_FRAMES = 25  # the recording ticker's 0.5 s in frames
@@ -76,7 +77,8 @@ async def one_call(directory: Path | None, frames: int) -> None:
     clock = SimClock()
     leg: CarrierLeg = SimLeg(clock, frames)
     if directory is not None:
-        leg = record_leg(leg, directory, clock)
+        directory.mkdir(parents=True, exist_ok=True)
+        leg = record_leg(leg, RecordingFile(directory / RECORDING), clock)
     chunk = bytes(range(0, 256, 1)) * 6 + bytes(64)  # 1600 bytes: 200 ms
     replies = 0
     n = 0

@@ -40,7 +40,7 @@ from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_call_data
 from patterd.sdnotify import Notifier
 from patterd.store import HydrateReport, open_store
-from patterd.store.recording_path import record_dir
+from patterd.store.recording_path import open_recording
 from patterd.tracing import tracer_from_environment
 from patterd.web.app import create_app
 from patterd.web.feed import EventFeed
@@ -204,7 +204,7 @@ class Daemon:
             peers = self.peers
             if peers is not None and self.gate.on_adopted is None:
                 self.gate.on_adopted = lambda claim: peers.hand_over(claim.call_id)
-            self._switchboard.record_dir = functools.partial(record_dir, self.store)  # recording: local
+            self._switchboard.open_recording = functools.partial(open_recording, self.store)  # recording: local
             self._warn_about(graph)
             if self.cluster is not None:
                 await self.cluster.start(

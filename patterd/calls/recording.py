@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from patterd.calls.recording_timeline import LAG_SECS, StereoTimeline
+from patterd.calls.recording_timeline import LAG_SECS, RecordingSink, StereoTimeline
 from patterd.clock import Clock
 from patterd.protocols.events import CallerAudio, MediaEvent
 from patterd.providers.kinds import CarrierLeg
-from patterd.store.recording_file import RECORDING, RecordingFile
 
 log = structlog.get_logger("patterd.recording")
 
 
 class RecordingLeg:
-    """A CarrierLeg that records what passes through it into `<record dir>/recording.wav`."""
+    """A CarrierLeg that records what passes through it (into the record's `recording.wav`)."""
 
     def __init__(self, leg: CarrierLeg, timeline: StereoTimeline) -> None:
         self.leg = leg
@@ -103,16 +101,9 @@ class RecordingLeg:
             self.timeline.out.close()
 
 
-def record_leg(leg: CarrierLeg, directory: Path | None, clock: Clock, *, call_id: str = "") -> CarrierLeg:
-    """`leg` wrapped to record into `directory` (made if missing); `leg` itself when that cannot be."""
-    if directory is None:
-        log.warning("recording: local needs a directory persist; this call is not recorded", call_id=call_id)
-        return leg
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        out = RecordingFile(directory / RECORDING)
-    except OSError as exc:
-        log.warning("recording could not start", call_id=call_id, error=str(exc))
+def record_leg(leg: CarrierLeg, out: RecordingSink | None, clock: Clock) -> CarrierLeg:
+    """`leg` wrapped to record into `out` from now on; `leg` itself when there is nowhere to record."""
+    if out is None:
         return leg
     return RecordingLeg(leg, StereoTimeline(out, clock, clock.monotonic()))
 

@@ -11,16 +11,32 @@ still land, and at most about a second sits in memory.
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from patterd.clock import Clock
-from patterd.store.recording_file import RATE, RecordingFile
+
+RATE = 8000  # samples a second, each channel (8 kHz μ-law, as everywhere between session and carrier)
+
+
+class RecordingSink(Protocol):
+    """Where the interleaved stereo audio goes (patterd.store.recording_file.RecordingFile)."""
+
+    path: Path
+
+    def append(self, interleaved: memoryview) -> None:
+        """Write (left, right) μ-law sample frames after what is there; OSError when it cannot."""
+        ...
+
+    def close(self) -> None: ...
+
 
 SILENCE = 0xFF  # μ-law zero
 LAG_SECS = 0.5  # written this far behind the clock; a flush every LAG_SECS keeps ≤ 1 s in memory
 WINDOW = 4 * RATE  # samples held before a write: room for LAG + a flush period + a late burst
-# Carriers (and the browser softphone, muted or not) send frames without pause, but not always evenly: a
+# Carriers (and a browser's microphone, muted or not) send frames without pause, but not always evenly: a
 # stalled network or event loop delivers a backlog in a burst, which frame counting places right. Only a
 # stream that fell this far behind the clock is taken to have stopped, and placed by arrival again.
 GAP_SAMPLES = RATE
@@ -30,7 +46,7 @@ PULL_SLACK = 40  # 5 ms: a frame this much sooner than its count places it moves
 class StereoTimeline:
     """Places caller and agent audio on the clock of `clock` from `start` (monotonic) and writes it out."""
 
-    def __init__(self, out: RecordingFile, clock: Clock, start: float) -> None:
+    def __init__(self, out: RecordingSink, clock: Clock, start: float) -> None:
         self.out = out
         self.clock = clock
         self.start = start

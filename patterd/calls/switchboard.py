@@ -7,13 +7,13 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from patterd.calls.agent import agent_runtime
 from patterd.calls.recording import finish_recording, record_leg
+from patterd.calls.recording_timeline import RecordingSink
 from patterd.calls.session import CallSession, CallSpec, CallState
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.cluster.media_gate import TOKEN_PARAMETER, MediaGate
@@ -61,8 +61,8 @@ class Switchboard:
         )
         self.clock = clock
         self.http = http
-        # A call's record directory (`recording: local` writes there); set by the daemon from its store.
-        self.record_dir: Callable[[str], Path | None] | None = None
+        # Opens a call's recording.wav beside its record (`recording: local`); set by the daemon from its store.
+        self.open_recording: Callable[[str], RecordingSink | None] | None = None
         self.calls: dict[str, CallSession] = {}
         self._by_carrier: dict[tuple[str, str], str] = {}
         self.draining = False
@@ -194,8 +194,8 @@ class Switchboard:
         if session is None or session.media_connected:
             raise CallError(f"no call {call_id!r} is waiting for media")
         if session.agent.config.records_locally:  # recording.wav beside the record, at the leg boundary
-            where = self.record_dir(call_id) if self.record_dir is not None else None
-            leg = record_leg(leg, where, self.clock, call_id=call_id)
+            sink = self.open_recording(call_id) if self.open_recording is not None else None
+            leg = record_leg(leg, sink, self.clock)
         try:
             await session.run(leg)
         finally:

@@ -1,12 +1,16 @@
-"""Where a call's `recording.wav` lives: its record directory, when the store keeps records in one."""
+"""Where a call's `recording.wav` lives (its record directory, when the store keeps records in one), and opening it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Protocol
 
-from patterd.store.recording_file import RECORDING
+import structlog
+
+from patterd.store.recording_file import RECORDING, RecordingFile
 from patterd.store.records import call_path
+
+log = structlog.get_logger("patterd.recording")
 
 
 class _Records(Protocol):
@@ -41,3 +45,17 @@ def recording_file(store: _Records, call_id: str) -> Path | None:
         return None
     path = directory / RECORDING
     return path if path.is_file() else None
+
+
+def open_recording(store: _Records, call_id: str) -> RecordingFile | None:
+    """A new recording.wav in the call's record directory (made if missing); None when it cannot be."""
+    directory = record_dir(store, call_id)
+    if directory is None:
+        log.warning("recording: local needs a directory persist; this call is not recorded", call_id=call_id)
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return RecordingFile(directory / RECORDING)
+    except OSError as exc:  # a recording that cannot start never stops the call
+        log.warning("recording could not start", call_id=call_id, error=str(exc))
+        return None

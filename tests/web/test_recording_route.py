@@ -12,7 +12,7 @@ import aiohttp
 
 from patterd.providers.offline_tts import OfflineTTS, OfflineTTSOptions, _find_backend
 from patterd.store.recording_file import HEADER_BYTES, read_recording
-from patterd.store.recording_path import record_dir, recording_file
+from patterd.store.recording_path import open_recording, record_dir, recording_file
 from tests.web.fake_runtime import CONFIG, serve_runtime
 
 TOKEN = "rec-token-123"
@@ -36,7 +36,7 @@ async def test_notice_recording_and_its_route(tmp_path: Path) -> None:
         aiohttp.ClientSession(headers=AUTH) as session,
     ):
         runtime = served.runtime
-        runtime.switchboard.record_dir = functools.partial(record_dir, runtime.store)
+        runtime.switchboard.open_recording = functools.partial(open_recording, runtime.store)
         async with session.post(served.base_url + "/webhooks/local/voice", json={}) as resp:
             assert resp.status == 201
             body = await resp.json()
@@ -113,7 +113,7 @@ async def test_notice_recording_and_its_route(tmp_path: Path) -> None:
 async def test_no_recording_without_local_mode(tmp_path: Path) -> None:
     async with serve_runtime(tmp_path) as served, aiohttp.ClientSession() as session:
         runtime = served.runtime
-        runtime.switchboard.record_dir = functools.partial(record_dir, runtime.store)
+        runtime.switchboard.open_recording = functools.partial(open_recording, runtime.store)
         async with session.post(served.base_url + "/webhooks/local/voice", json={}) as resp:
             call_id = (await resp.json())["call_id"]
         url = f"{served.base_url}/api/v1/calls/{call_id}/recording"
