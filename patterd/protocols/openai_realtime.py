@@ -17,9 +17,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-# Server events (and their parser) live in openai_realtime_events; importers of the codec find them here.
+# Server events (openai_realtime_events) and their parser (openai_realtime_parse), re-exported here.
 from patterd.protocols.openai_realtime_events import *  # noqa: F403
 from patterd.protocols.openai_realtime_events import ErrorEvent
+from patterd.protocols.openai_realtime_parse import OTHER_EVENT_TYPES as OTHER_EVENT_TYPES
+from patterd.protocols.openai_realtime_parse import parse_server_event as parse_server_event
+from patterd.protocols.openai_realtime_parse import parse_usage as parse_usage
 
 AudioFormat = Literal["pcm", "pcmu"]
 PCM24_BYTES_PER_MS = 48  # 24 kHz × 2 bytes
