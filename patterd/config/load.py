@@ -5,17 +5,16 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import re
-import types
-import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from patterd.config.cluster import ClusterConfig
 from patterd.config.interpolate import interpolate_document, interpolate_lenient, load_dotenv, merge_environ
+from patterd.config.load_base import YamlPath, _type_name, unknown_key_message
+from patterd.config.load_top import TopLevel
 from patterd.config.model import (
     CHAIN_ROLES,
     E164,
@@ -27,15 +26,13 @@ from patterd.config.model import (
     ProviderSection,
     Section,
     ServerConfig,
-    is_loopback,
     pipeline_problem,
 )
-from patterd.config.persist import DatabaseURL, is_database_url, parse_database_url, resolve_persist
-from patterd.config.yaml_lines import Document, PathPart, format_path, parse_yaml
+from patterd.config.yaml_lines import parse_yaml
 from patterd.cost import pricing_problems
-from patterd.errors import ConfigError, ConfigIssue, PluginError
+from patterd.errors import ConfigError, ConfigIssue
 from patterd.plugins.registry import Registry
-from patterd.providers.spec import CarrierFacts, validation_environ
+from patterd.providers.spec import validation_environ
 
 FILE_KEYS = (
     "carrier",
@@ -50,17 +47,9 @@ FILE_KEYS = (
     "agents",
 )
 EXTENSION_PREFIX = "x-"
-SECRET_WORDS = ("token", "key", "secret", "password")
-
-YamlPath = tuple[PathPart, ...]
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _E164 = TypeAdapter(E164)
 _PRICING = TypeAdapter(dict[str, dict[str, float]])
-_HOST_PORT = re.compile(
-    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)"
-    r"(?::(\d{1,5}))?$"
-)
 
 
 def load_config(path: Path, registry: Registry, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -114,52 +103,12 @@ def _ordered(issues: list[ConfigIssue]) -> list[ConfigIssue]:
     return sorted(unique, key=lambda i: (i.line is None, i.line or 0))
 
 
-def unknown_key_message(key: str, known: Iterable[str]) -> str:
-    """`unknown key; did you mean voice_id?` or the list of keys that are allowed here."""
-    names = sorted(set(known))
-    close = difflib.get_close_matches(key, names, n=1)
-    if close:
-        return f"unknown key; did you mean {close[0]}?"
-    return f"unknown key; expected one of: {', '.join(names)}" if names else "unknown key; none allowed here"
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    names = {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }
-    return names.get(type(value), f"a {type(value).__name__}")
-
-
-def _is_secret(path: YamlPath) -> bool:
-    return any(isinstance(p, str) and any(w in p.lower() for w in SECRET_WORDS) for p in path)
-
-
 # The LLM of a pipeline agent that names none (Patter's pipeline-mode default; docs/configuration.md).
 DEFAULT_LLM: Mapping[str, str] = {"type": "openai", "model": "gpt-4o-mini"}
 
 
-class _Loader:
+class _Loader(TopLevel):
     """One pass over a parsed document; appends to `issues` instead of stopping."""
-
-    def __init__(self, doc: Document, registry: Registry, environ: Mapping[str, str], base_dir: Path | None):
-        self.doc = doc
-        self.registry = registry
-        self.environ = environ
-        self.base_dir = base_dir
-        self.issues: list[ConfigIssue] = []
-        self.context = {"environ": environ, "pipeline_checked": True}
-
-    def issue(self, path: YamlPath, message: str, line: int | None = None) -> None:
-        self.issues.append(
-            ConfigIssue(format_path(path), message, line if line is not None else self.doc.line(path))
-        )
 
     # ------------------------------------------------------------------ top level
 
@@ -225,133 +174,6 @@ class _Loader:
         except ValidationError as exc:  # every part was validated above; this is a safety net
             self.pydantic_issues(exc, (), Config)
             return None
-
-    def carrier_facts(self, carrier_type: Any) -> CarrierFacts | None:
-        """What the registry says about carrier `carrier_type` (None: unknown, reported elsewhere)."""
-        if not isinstance(carrier_type, str):
-            return None
-        try:
-            return self.registry.get("carrier", carrier_type).carrier
-        except PluginError:
-            return None
-
-    def default_carrier(self) -> ProviderSection | None:
-        """No `carrier:` means the carrier whose spec says `default` (the built-in browser phone)."""
-        name = self.registry.default_carrier()
-        if name is None:
-            self.issue(("carrier",), "no carrier is configured and no installed carrier is a default one")
-            return None
-        try:
-            spec = self.registry.get("carrier", name)
-            options = spec.options.model_validate({}, context=self.context)
-        except (PluginError, ValidationError) as exc:
-            message = f"no carrier is configured and the default carrier {name!r} is unusable: {exc}"
-            self.issue(("carrier",), message)
-            return None
-        return ProviderSection(kind="carrier", type=name, options=options, spec=spec, line=None)
-
-    def check_dashboard_token(self, server: ServerConfig | None, raw: Any) -> None:
-        """A dashboard beyond loopback needs a token; judged from the raw keys if the section is invalid."""
-        if server is not None:
-            host, dashboard, token = server.host, server.dashboard, server.dashboard_token is not None
-        else:
-            raw = raw if isinstance(raw, dict) else {}
-            host = raw.get("host") or self.environ.get("PATTER_BIND_HOST", "").strip() or "127.0.0.1"
-            dashboard = raw.get("dashboard", True) not in (False, "false", "off", "no", 0)
-            token = bool(raw.get("dashboard_token"))
-            if not isinstance(host, str) or any(issue.path == "server.host" for issue in self.issues):
-                return  # an invalid host is reported on its own
-        if dashboard and not token and not is_loopback(host):
-            raw_host = raw.get("host") if isinstance(raw, dict) else None
-            origin = " from $PATTER_BIND_HOST" if raw_host is None and host != "127.0.0.1" else ""
-            message = (
-                "server.dashboard_token is required when server.host is not loopback "
-                f"(host is {host!r}{origin} and the dashboard is on)"
-            )
-            # no `server:` in the file (the host came from the environment): no line to point at
-            self.issues.append(ConfigIssue("server", message, self.doc.lines.get(("server",))))
-
-    def check_reachable(
-        self, carrier_type: Any, facts: CarrierFacts | None, raw_url: Any, raw_tunnel: Any
-    ) -> None:
-        """Carriers that call back over the internet: without webhook_url or a tunnel every call fails."""
-        if facts is None or not facts.public_callbacks or raw_tunnel not in (None, False):
-            return
-        if raw_url not in (None, ""):
-            return  # given (an invalid one is reported by webhook_url)
-        vendor = facts.display_name(carrier_type)
-        line = self.doc.line(("webhook_url",) if raw_url == "" else ("carrier", "type"))
-        self.issue(
-            ("webhook_url",),
-            f"required when carrier is {carrier_type}: the public host[:port] {vendor} reaches for its "
-            "webhooks and media streams (e.g. gw.example.com), or set `tunnel: true` to have patterd "
-            "open a cloudflared tunnel, or `tunnel: {type: static, hostname: ...}`",
-            line,
-        )
-
-    def webhook_url(self, raw: Any) -> tuple[str | None, str]:
-        path: YamlPath = ("webhook_url",)
-        if raw is None or raw == "":
-            return None, "https"
-        if not isinstance(raw, str):
-            self.issue(path, f"expected a host[:port] string, got {_type_name(raw)}")
-            return None, "https"
-        text = raw.strip()
-        scheme = "https"
-        match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
-        if match:
-            scheme = match.group(1).lower()
-            if scheme not in ("http", "https"):
-                self.issue(
-                    path,
-                    f"scheme {scheme!r} not supported; give host[:port] (https implied) or an http(s):// URL",
-                )
-                return None, "https"
-            text = text[match.end() :]
-        text = text.rstrip("/")
-        host = _HOST_PORT.match(text)
-        if not host or (host.group(1) and not 0 < int(host.group(1)) < 65536):
-            self.issue(
-                path, f"expected a public host[:port] without a path, like abc.example.com, got {raw!r}"
-            )
-            return None, "https"
-        return text, scheme
-
-    def tunnel(self, raw: Any) -> ProviderSection | None:
-        if raw is None or raw is False:
-            return None
-        if raw is True:
-            raw = {"type": "cloudflared"}
-        elif isinstance(raw, str):
-            raw = {"type": raw}
-        return self.provider("tunnel", raw, ("tunnel",))
-
-    def persist(self, raw: Any) -> Path | DatabaseURL | None:
-        if raw is not None and not isinstance(raw, bool | str):
-            self.issue(
-                ("persist",),
-                f"expected true, false, a directory path or a postgresql:// URL, got {_type_name(raw)}",
-            )
-            return None
-        if isinstance(raw, str) and is_database_url(raw):
-            try:
-                return parse_database_url(raw)
-            except ValueError as exc:
-                self.issue(("persist",), str(exc))
-                return None
-        path = resolve_persist(raw, self.environ)
-        if path is not None and not path.is_absolute() and self.base_dir is not None and raw is not None:
-            path = self.base_dir / path  # a path written in the file is relative to the file
-        if path is not None and path.exists() and not path.is_dir():
-            # the store would give up on its first write and keep no records at all
-            problem = f"{str(path)!r} exists and is not a directory; call records need a directory"
-            env_dir = self.environ.get("PATTER_LOG_DIR", "").strip()
-            if raw is not None:
-                self.issue(("persist",), problem)
-            else:  # not in the file: say where the path came from instead of a line
-                origin = f"$PATTER_LOG_DIR={env_dir!r}" if env_dir else "the default record directory"
-                self.issues.append(ConfigIssue("persist", f"{origin}: {problem}"))
-        return path
 
     # ------------------------------------------------------------------ agents
 
@@ -479,178 +301,3 @@ class _Loader:
             return None
         first, *rest = cast(list[ProviderSection], members)
         return first.model_copy(update={"fallbacks": tuple(rest)})
-
-    def provider(self, kind: str, raw: Any, path: YamlPath) -> ProviderSection | None:
-        if not isinstance(raw, dict):
-            self.issue(
-                path,
-                f"expected a mapping with a type (one of {', '.join(self.registry.names(kind)) or 'none installed'}), got {_type_name(raw)}",
-            )
-            return None
-        name = raw.get("type")
-        if name is None:
-            known = ", ".join(self.registry.names(kind)) or "none installed"
-            self.issue(
-                (*path, "type"), f"required: the {kind} provider to use (one of {known})", self.doc.line(path)
-            )
-            return None
-        if not isinstance(name, str):
-            self.issue((*path, "type"), f"expected a provider name, got {_type_name(name)}")
-            return None
-        try:
-            spec = self.registry.get(kind, name)
-        except PluginError as exc:
-            self.issue((*path, "type"), str(exc))
-            return None
-        options = {k: v for k, v in raw.items() if k != "type"}
-        validated = self.model(spec.options, options, path, extra_names=("type",))
-        if validated is None:
-            return None
-        return ProviderSection(kind=kind, type=name, options=validated, spec=spec, line=self.doc.line(path))
-
-    # ------------------------------------------------------------------ plain sections
-
-    def section(self, model: type[BaseModel], raw: Any, path: YamlPath) -> Any:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            self.issue(path, f"expected a mapping, got {_type_name(raw)}")
-            return None
-        try:
-            return model.model_validate(raw, context=self.context)
-        except ValidationError as exc:
-            self.pydantic_issues(exc, path, model, from_env=self.env_defaults(model, raw))
-            return None
-
-    def env_defaults(self, model: type[BaseModel], raw: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-        """The keys of `model` that the environment fills in here: key → (variable, value)."""
-        out: dict[str, tuple[str, str]] = {}
-        for key, var in getattr(model, "ENV_DEFAULTS", {}).items():
-            value = self.environ.get(var, "").strip()
-            if key not in raw and value:
-                out[key] = (var, value)
-        return out
-
-    def model(
-        self, model: type[ModelT], raw: Any, path: YamlPath, *, extra_names: tuple[str, ...] = ()
-    ) -> ModelT | None:
-        """`raw` validated as `model`, or None with every problem recorded under `path`."""
-        try:
-            return model.model_validate(raw, context=self.context)
-        except ValidationError as exc:
-            self.pydantic_issues(exc, path, model, extra_names=extra_names)
-            return None
-
-    def validate(self, adapter: TypeAdapter[Any], raw: Any, path: YamlPath) -> Any:
-        if raw is None:
-            return None
-        try:
-            return adapter.validate_python(raw, context=self.context)
-        except ValidationError as exc:
-            self.pydantic_issues(exc, path, None)
-            return None
-
-    def pydantic_issues(
-        self,
-        exc: ValidationError,
-        prefix: YamlPath,
-        model: type[BaseModel] | None,
-        extra_names: tuple[str, ...] = (),
-        from_env: Mapping[str, tuple[str, str]] | None = None,
-    ) -> None:
-        """One issue per pydantic error, with the full path and the line of the offending key.
-
-        A value the environment supplied (`from_env`) is not in the file: its issue names the
-        variable and has no line.
-        """
-        for err in exc.errors(include_url=False):
-            loc: YamlPath = tuple(err["loc"])
-            path = prefix + loc
-            kind = err["type"]
-            if from_env and len(loc) == 1 and loc[0] in from_env:
-                var, value = from_env[str(loc[0])]
-                choices = _literal_choices(model, str(loc[0]))
-                if choices and kind == "literal_error":
-                    message = f"${var}={value!r} is not one of {'|'.join(choices)}"
-                else:
-                    detail = _clean(err["msg"])
-                    message = f"${var}={value!r} is invalid: {detail[:1].lower()}{detail[1:]}"
-                self.issues.append(ConfigIssue(format_path(path), message, None))
-                continue
-            if kind == "extra_forbidden":
-                names = _field_names_at(model, loc[:-1])
-                message = unknown_key_message(
-                    str(loc[-1]), names + (list(extra_names) if len(loc) == 1 else [])
-                )
-            elif kind == "missing":
-                message = "required key is missing"
-            else:
-                message = _clean(err["msg"])
-                value = err.get("input")
-                custom = kind in ("value_error", "assertion_error")
-                secret = _is_secret(path) or _is_secret_field(model, loc)
-                if not custom and not secret and isinstance(value, str | int | float | bool):
-                    message += f" (got {value!r})"
-                elif not custom and isinstance(value, dict | list):
-                    message += f" (got {_type_name(value)})"
-            self.issue(path, message)
-
-
-def _clean(message: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            return message[len(prefix) :]
-    return message
-
-
-def _literal_choices(model: type[BaseModel] | None, key: str) -> tuple[str, ...]:
-    """The allowed values of a `Literal[...]` field of `model`, else ()."""
-    field = model.model_fields.get(key) if model is not None else None
-    if field is None or typing.get_origin(field.annotation) is not typing.Literal:
-        return ()
-    return tuple(str(choice) for choice in typing.get_args(field.annotation))
-
-
-def _field_names_at(model: type[BaseModel] | None, loc: YamlPath) -> list[str]:
-    """The keys allowed in the mapping at `loc` inside `model` (for did-you-mean)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or name for name, f in current.model_fields.items()]
-    return []
-
-
-def _is_secret_field(model: type[BaseModel] | None, loc: YamlPath) -> bool:
-    """True when the field at `loc` is typed SecretStr/SecretBytes, whatever its name."""
-    names = [part for part in loc if isinstance(part, str)]
-    if model is None or not names:
-        return False
-    parent = _field_names_at(model, tuple(names[:-1]))
-    if names[-1] not in parent:
-        return False
-    current: Any = model
-    for part in names[:-1]:
-        current = _model_in(current.model_fields[part].annotation)
-    field = current.model_fields.get(names[-1]) if current is not None else None
-    return field is not None and "Secret" in repr(field.annotation)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The BaseModel inside `X | None`, `list[X]`, `dict[str, X]`, if there is exactly one."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _model_in(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType, list, dict, tuple, set, frozenset):
-        found = [m for m in (_model_in(a) for a in typing.get_args(annotation)) if m is not None]
-        return found[0] if len(found) == 1 else None
-    return None
