@@ -26,7 +26,7 @@ from patterd.providers.anthropic import DEFAULT_MODEL, SPEC, AnthropicLLM, Optio
 from patterd.providers.kinds import LLMChunk, LLMUsage, Message, TextDelta, ToolCallRequest, ToolSchema
 from patterd.providers.spec import BuildContext
 from patterd.testing import LLMSuite, Setup
-from tests.calls.test_pipeline import FakeAudioOut, FakeCall, FakeSTT, FakeTTS, FakeVAD
+from tests.calls.pipeline_fakes import FakeAudioOut, FakeCall, FakeSTT, FakeTTS, FakeVAD
 from tests.fakes.anthropic import FakeAnthropicServer, Reply
 
 KEY = "sk-ant-test"

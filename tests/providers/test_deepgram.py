@@ -24,7 +24,7 @@ from patterd.protocols.events import Usage
 from patterd.providers.deepgram import SPEC, DeepgramStream, DeepgramSTT, Options, build
 from patterd.providers.kinds import Transcript
 from patterd.providers.spec import BuildContext
-from tests.calls.test_pipeline import rig
+from tests.calls.pipeline_fakes import rig
 from tests.fakes.deepgram import FakeDeepgramServer, Fault, silence, tone_ulaw
 from tests.fakes.openai_chat import Reply
 from tests.providers.vendor_support import Collector, built, eventually, push
