@@ -1,173 +1,30 @@
-"""The OpenAI Realtime engine against the fake Realtime server, with an in-test call (ear, tools, events)."""
+"""The OpenAI Realtime engine against the fake Realtime server: options, a conversation, turn timing."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import pydantic
 import pytest
 
-from patterd.clock import SYSTEM_CLOCK, Clock
-from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
-from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, read_wav_ulaw8k, silence_ulaw
-from patterd.protocols.events import BargeIn, CallEvent, CallFailed, TranscriptLine, Usage
-from patterd.providers.kinds import EngineEvent, ToolSchema, UserTurnEnded
-from patterd.providers.openai_realtime import SPEC, OpenAIRealtimeOptions, RealtimeSession, check
-from patterd.providers.spec import BuildContext
+from patterd.protocols.audio import FRAME_BYTES, pcm16_to_ulaw, silence_ulaw
+from patterd.protocols.events import BargeIn, CallFailed, Usage
+from patterd.providers.kinds import ToolSchema
+from patterd.providers.openai_realtime import OpenAIRealtimeOptions
 from tests.fakes.openai_realtime import CallTool, FakeRealtimeServer, Reply, Say
-
-TIMEOUT = 10.0
-
-
-class Ear:
-    """The caller's ear: plays at real time (`realtime=True`) or instantly, and remembers what it got."""
-
-    def __init__(self, clock: Clock, changed: asyncio.Event, realtime: bool = False) -> None:
-        self.clock = clock
-        self.changed = changed
-        self.realtime = realtime
-        self.chunks: list[tuple[str, float, float]] = []  # segment, start, seconds
-        self.bytes_by_segment: dict[str, int] = {}
-        self.first_audio_at: float | None = None
-        self.interrupted_at: float | None = None
-        self.bytes_after_interrupt = 0
-        self._end = 0.0
-
-    async def play(self, ulaw: bytes, segment: str = "") -> None:
-        now = self.clock.monotonic()
-        if self.first_audio_at is None:
-            self.first_audio_at = now
-        if self.interrupted_at is not None and segment == self.interrupted_segment:
-            self.bytes_after_interrupt += len(ulaw)
-        self.bytes_by_segment[segment] = self.bytes_by_segment.get(segment, 0) + len(ulaw)
-        if self.realtime:
-            start = max(now, self._end)
-            self._end = start + len(ulaw) / 8000
-            self.chunks.append((segment, start, len(ulaw) / 8000))
-        self.changed.set()
-
-    interrupted_segment: str | None = None
-
-    async def interrupt(self) -> tuple[str, int] | None:
-        now = self.clock.monotonic()
-        started = [c for c in self.chunks if c[1] <= now]
-        self._end = now
-        self.chunks = []
-        self.changed.set()
-        if not started:
-            return None
-        segment = started[-1][0]
-        heard = sum(min(dur, now - start) for seg, start, dur in started if seg == segment)
-        self.interrupted_at = now
-        self.interrupted_segment = segment
-        return segment, int(heard * 1000)
-
-    async def drained(self) -> None:
-        await asyncio.sleep(max(0.0, self._end - self.clock.monotonic()))
-
-    @property
-    def speaking(self) -> bool:
-        return self.realtime and self.clock.monotonic() < self._end
-
-    def played_ms(self) -> float:
-        now = self.clock.monotonic()
-        return sum(min(dur, now - start) * 1000 for _, start, dur in self.chunks if start <= now)
-
-
-class Call:
-    """An in-test CallContext: records events, runs scripted tools, notes speech ends."""
-
-    def __init__(
-        self,
-        *,
-        first_message: str | None = "Thanks for calling Acme.",
-        tools: Sequence[ToolSchema] = (),
-        tool_results: Mapping[str, str] | None = None,
-        realtime_ear: bool = False,
-    ) -> None:
-        self.call_id = "call-1"
-        self.agent_name = "receptionist"
-        self.instructions = "You are a friendly receptionist."
-        self.first_message = first_message
-        self.tools = tools
-        self.clock: Clock = SYSTEM_CLOCK
-        self.changed = asyncio.Event()
-        self.audio = Ear(self.clock, self.changed, realtime=realtime_ear)
-        self.events: list[CallEvent] = []
-        self.tool_calls: list[tuple[str, dict[str, Any]]] = []
-        self.tool_results = dict(tool_results or {})
-        self.speech_ends: list[float] = []
-
-    async def run_tool(self, name: str, arguments: Mapping[str, Any]) -> str:
-        self.tool_calls.append((name, dict(arguments)))
-        self.changed.set()
-        return self.tool_results.get(name, '{"ok": true}')
-
-    def emit(self, event: EngineEvent) -> None:
-        if isinstance(event, UserTurnEnded):
-            self.speech_ends.append(self.clock.monotonic() if event.at is None else event.at)
-        else:
-            self.events.append(event)
-        self.changed.set()
-
-    def new_event_fields(self) -> dict[str, Any]:
-        return {"call_id": self.call_id, "ts": datetime.now().astimezone()}
-
-    def of(self, kind: type[CallEvent]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def lines(self, role: str) -> list[TranscriptLine]:
-        return [e for e in self.of(TranscriptLine) if e.role == role]
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
-
-
-def options(fake: FakeRealtimeServer, **extra: Any) -> OpenAIRealtimeOptions:
-    values: dict[str, Any] = {"api_key": "sk-test", "base_url": fake.url, "retry_backoff_secs": 0.01, **extra}
-    return OpenAIRealtimeOptions.model_validate(values)
-
-
-@contextlib.asynccontextmanager
-async def running(
-    opts: OpenAIRealtimeOptions, call: Call
-) -> AsyncIterator[tuple[RealtimeSession, asyncio.Task[None]]]:
-    async with SPEC.build(opts, BuildContext()) as engine, engine.session(call) as session:
-        task = asyncio.create_task(session.run())
-        try:
-            yield session, task
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+from tests.providers.openai_realtime_rig import (
+    Call,
+    SteppedClock,
+    espoken,
+    options,
+    push_speech,
+    running,
+)
 
 
 @pytest.fixture(scope="module")
 def spoken_ulaw(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    wav = Path(tmp_path_factory.mktemp("wav")) / "caller.wav"
-    subprocess.run(["espeak-ng", "-w", str(wav), "Where is my order?"], check=True, capture_output=True)
-    return read_wav_ulaw8k(wav)
-
-
-async def push_speech(
-    session: RealtimeSession, ulaw: bytes, *, realtime: bool = False, silence_ms: int = 800
-) -> None:
-    """Push the caller's audio in 20 ms frames, then silence so the VAD ends the turn."""
-    audio = ulaw + silence_ulaw(silence_ms)
-    for i in range(0, len(audio) - FRAME_BYTES + 1, FRAME_BYTES):
-        session.push_audio(audio[i : i + FRAME_BYTES])
-        # Real time when the test needs it; otherwise just let the sender run.
-        await asyncio.sleep(0.02 if realtime else 0)
+    return espoken(tmp_path_factory)
 
 
 # ------------------------------------------------------------------ options
@@ -318,148 +175,6 @@ async def test_server_error_event_is_recorded() -> None:
             )
             await call.until(lambda: bool(call.of(CallFailed)))
     assert "bad" in call.of(CallFailed)[0].message
-
-
-# ------------------------------------------------------------------ failures
-
-
-async def test_reconnects_after_a_drop_and_resends_session_update() -> None:
-    async with FakeRealtimeServer(replies=[Say("Hi."), Say("Back again.")], pace=50) as fake:
-        call = Call(first_message="Hi.")
-        async with running(options(fake), call) as (session, task):
-            await call.until(lambda: bool(call.lines("assistant")))
-            await fake.drop_all()
-            await fake.wait_for(lambda: fake.connections == 2 and len(fake.sessions) == 2)
-            session.push_text("are you there?")
-            await call.until(lambda: len(call.lines("assistant")) == 2)
-            assert not task.done()
-    assert session.connects == 2
-    assert fake.response_requests.count(None) == 1  # the first message was not spoken twice
-    # The new connection was given the conversation so far before the caller's next turn.
-    assert fake.message_items[:2] == [("assistant", "Hi."), ("user", "are you there?")]
-    assert not fake.errors, fake.errors  # the replayed items follow the documented schema
-
-
-async def test_permanent_failure_raises_connection_error() -> None:
-    async with FakeRealtimeServer(replies=[Say("Hi.")], pace=50) as fake:
-        call = Call(first_message="Hi.")
-        async with (
-            SPEC.build(options(fake, max_retries=2), BuildContext()) as engine,
-            engine.session(call) as session,
-        ):
-            task = asyncio.create_task(session.run())
-            await call.until(lambda: bool(call.lines("assistant")))
-            fake.refuse_status = 503
-            await fake.drop_all()
-            with pytest.raises(ProviderConnectionError, match="unreachable after 3 attempts"):
-                await asyncio.wait_for(task, TIMEOUT)
-    assert fake.connections == 1 and len(fake.handshakes) == 3  # the first, then max_retries retries
-
-
-async def test_a_server_that_stops_answering_is_found_by_keepalive_and_reconnected() -> None:
-    async with FakeRealtimeServer(replies=[Say("Hi.")], pace=50) as fake:
-        call = Call(first_message="Hi.")
-        async with running(options(fake, keepalive_secs=0.2), call) as (session, task):
-            await call.until(lambda: bool(call.lines("assistant")))
-            fake.freeze_all()  # TCP stays up; no data, no pongs
-            # The new connection's session.update: the client noticed and reconnected by itself.
-            await fake.wait_for(lambda: len(fake.sessions) == 2, TIMEOUT)
-            assert session.connects == 2 and fake.connections == 2 and not task.done()
-
-
-@pytest.mark.parametrize("turns", range(16))
-async def test_a_cancel_landing_while_a_dropped_link_winds_down_ends_the_session(turns: int) -> None:
-    # The call hangs up (cancels run()) `turns` loop turns after the engine link was cut: whichever
-    # step of the teardown (receive loop, stopping the sender, closing, backoff) it lands in, run()
-    # must end cancelled, without a reconnect that would keep a billed session open.
-    async with FakeRealtimeServer(pace=50) as fake:
-        call = Call(first_message=None)
-        async with (
-            SPEC.build(options(fake, retry_backoff_secs=0.02), BuildContext()) as engine,
-            engine.session(call) as session,
-        ):
-            task = asyncio.create_task(session.run())
-            await fake.wait_for(lambda: len(fake.sessions) == 1)
-            for _ in range(5):
-                session.push_audio(silence_ulaw(20))  # the sender has work in flight
-            fake.drop(1)
-            for _ in range(turns):
-                await asyncio.sleep(0)
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=TIMEOUT)
-            assert done and task.cancelled(), f"run() still going {TIMEOUT} s after its cancel"
-    assert fake.connections <= 2 and session.connects == fake.connections
-
-
-async def test_a_refused_voice_is_dropped_and_the_session_configured_without_it(spoken_ulaw: bytes) -> None:
-    replies = [Say("Hi."), Say("Sure.")]
-    async with FakeRealtimeServer(replies=replies, transcripts=["Where is my order?"], pace=20) as fake:
-        call = Call(first_message="Hi.")
-        opts = options(fake, voice="nova")  # a TTS voice, not a Realtime one (the contract's example)
-        assert "'nova' is not a Realtime voice" in opts.config_warnings()[0]
-        async with SPEC.build(opts, BuildContext()) as engine:
-            assert engine.warnings == opts.config_warnings()  # the daemon logs them at start and reload
-        async with running(opts, call) as (session, _):
-            await fake.wait_for(lambda: len(fake.sessions) == 1, TIMEOUT)
-            configured = fake.sessions[0]
-            assert configured["instructions"] == call.instructions
-            assert "voice" not in configured["audio"]["output"]
-            refused = call.of(CallFailed)
-            assert len(refused) == 1 and not refused[0].fatal and "'nova'" in refused[0].message
-            await call.until(lambda: len(call.lines("assistant")) == 1)  # the greeting
-            await push_speech(session, spoken_ulaw)
-            await call.until(lambda: len(call.lines("assistant")) == 2)  # the conversation goes on
-    assert fake.connections == 1 and [e["param"] for e in fake.errors] == ["session.audio.output.voice"]
-
-
-async def test_any_other_refused_session_update_fails_the_call() -> None:
-    async with FakeRealtimeServer() as fake:
-        call = Call()
-        opts = options(fake, turn_detection={"type": "server_vad", "silence_duration_ms": "soon"})
-        async with SPEC.build(opts, BuildContext()) as engine, engine.session(call) as session:
-            with pytest.raises(ProviderError, match="refused the session configuration"):
-                await asyncio.wait_for(session.run(), TIMEOUT)
-    assert fake.connections == 1 and fake.sessions == []  # not retried: it would fail the same way
-
-
-def test_voice_warnings_suggest_the_nearest_voice_and_accept_custom_ids() -> None:
-    assert "did you mean 'shimmer'" in OpenAIRealtimeOptions(api_key="k", voice="shimer").config_warnings()[0]
-    assert OpenAIRealtimeOptions(api_key="k", voice="marin").config_warnings() == []
-    assert OpenAIRealtimeOptions(api_key="k", voice="voice_1234").config_warnings() == []
-
-
-async def test_bad_key_is_an_auth_error_not_retried() -> None:
-    async with FakeRealtimeServer() as fake:
-        call = Call()
-        async with (
-            SPEC.build(options(fake, api_key="sk-wrong"), BuildContext()) as engine,
-            engine.session(call) as session,
-        ):
-            with pytest.raises(ProviderAuthError, match="HTTP 401"):
-                await asyncio.wait_for(session.run(), TIMEOUT)
-    assert fake.connections == 0 and len(fake.handshakes) == 1
-
-
-async def test_check_probes_the_session() -> None:
-    async with FakeRealtimeServer() as fake:
-        async with SPEC.build(options(fake), BuildContext()) as engine:
-            await check(engine)
-        async with SPEC.build(options(fake, api_key="sk-wrong"), BuildContext()) as engine:
-            with pytest.raises(ProviderAuthError):
-                await check(engine)
-
-
-class SteppedClock:
-    """A clock the test moves by hand: caller frames are stamped with exactly known arrival times."""
-
-    def __init__(self) -> None:
-        self.t = 500.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def now(self) -> datetime:
-        return datetime.now().astimezone()
 
 
 async def test_turn_is_timed_from_the_last_loud_frame_sent_to_the_first_audio_back() -> None:
