@@ -183,8 +183,10 @@ async def build_graph(
             carriers[default] = cast(Carrier, built)
         if tunnel is not None and config.phone_number:
             configure = getattr(carrier, "configure_number", None)
-            if callable(configure):
-                await configure(config.phone_number, ctx.public_url(f"/webhooks/{config.carrier.type}/voice"))
+            facts = config.carrier.spec.carrier
+            if callable(configure) and facts is not None:  # the voice webhook where its spec mounts it
+                voice = facts.webhook_route(config.carrier.type).replace("{hook}", "voice")
+                await configure(config.phone_number, ctx.public_url(voice))
         agents: dict[str, AgentParts] = {}
         for index, agent in enumerate(config.agents):
             path = f"agents[{index}]"

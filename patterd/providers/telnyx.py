@@ -32,8 +32,9 @@ from patterd.providers.kinds import CALL_TOKEN, Admission, CallRouter, DialReque
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, ProviderSpec
-from patterd.providers.telnyx_rest import CARRIER, TelnyxOptions, TelnyxRest
+from patterd.providers.telnyx_rest import CARRIER, TelnyxRest
 from patterd.providers.telnyx_rest import UNAUTHENTICATED_WARNING as UNAUTHENTICATED_WARNING  # re-exported
+from patterd.providers.telnyx_rest import TelnyxOptions as TelnyxOptions  # re-exported: the spec's options
 
 log = structlog.get_logger(__name__)
 

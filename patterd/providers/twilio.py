@@ -35,7 +35,8 @@ from patterd.providers.kinds import CALL_TOKEN, CallRouter, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, ProviderSpec
-from patterd.providers.twilio_rest import CARRIER, Options, TwilioRest, _float
+from patterd.providers.twilio_rest import CARRIER, TwilioRest, _float
+from patterd.providers.twilio_rest import Options as Options  # re-exported: the spec's options
 
 log = structlog.get_logger("patterd.providers.twilio")
 

@@ -407,3 +407,40 @@ async def test_configure_number(harness: Harness) -> None:
     assert harness.rest.numbers[pn]["voice_url"] == f"https://{PUBLIC}/webhooks/twilio/voice"
     with pytest.raises(ProviderError, match=r"\+15559999999"):
         await harness.carrier.configure_number("+15559999999", "https://x/y")
+
+
+@dataclass
+class StaticHost:
+    """A tunnel that never moves (the graph only reads its public host here)."""
+
+    public_host: str
+
+    def subscribe(self, callback: Any) -> Any:
+        return lambda: None
+
+
+async def test_a_tunnel_points_the_number_at_the_voice_route_the_spec_mounts() -> None:
+    from patterd.config import load_config_text
+    from patterd.graph import build_graph
+    from patterd.plugins import load_registry
+
+    async with FakeTwilioRest() as rest:
+        pn = rest.add_number("+15550001234")
+        text = f"""
+carrier: {{type: twilio, account_sid: {rest.account_sid}, auth_token: {rest.auth_token}, base_url: "{rest.base_url}"}}
+phone_number: "+15550001234"
+tunnel: {{type: static, hostname: gw.example.com}}
+agents:
+  - name: desk
+    stt: {{type: offline}}
+    llm: {{type: script, fallback: "Sorry?"}}
+    tts: {{type: offline}}
+"""
+        registry = load_registry()
+        config = load_config_text(text, registry, environ={})
+        tunnel = StaticHost("gw.example.com")
+        graph = await build_graph(config, registry, local_url="http://127.0.0.1:0", tunnel=tunnel)
+        try:
+            assert rest.numbers[pn]["voice_url"] == "https://gw.example.com/webhooks/twilio/voice"
+        finally:
+            await graph.aclose()
