@@ -142,7 +142,7 @@ def _carrier_free_files() -> list[Path]:
 
 def test_no_carrier_is_named_in_core() -> None:
     pattern = _carrier_pattern()
-    hits = []
+    hits: list[str] = []
     for path in _carrier_free_files():
         try:
             text = path.read_text(encoding="utf-8")
