@@ -100,6 +100,7 @@ class PgWriter:
         self._pool: asyncpg.Pool | None = None
         self._loop = asyncio.new_event_loop()
         self._wake: asyncio.Event | None = None
+        self._setup: asyncio.Lock | None = None
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="store-postgres", daemon=True)
         self._thread.start()
@@ -156,6 +157,9 @@ class PgWriter:
     def run(self, make: Callable[[asyncpg.Pool], Awaitable[T]], timeout: float) -> T:
         """Run a query coroutine on this thread's loop and wait for it (from another thread)."""
 
+        if self._loop.is_closed():
+            raise RuntimeError("the record store is closed")
+
         async def go() -> T:
             return await make(await self._ready_pool())
 
@@ -178,6 +182,7 @@ class PgWriter:
     def _run(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
         self._wake = asyncio.Event()
+        self._setup = asyncio.Lock()
         started.set()
         try:
             self._loop.run_until_complete(self._consume())
@@ -191,28 +196,35 @@ class PgWriter:
 
     async def _ready_pool(self) -> asyncpg.Pool:
         """The pool, schema ensured; raises a TRANSIENT error while the database is unreachable."""
-        if self._pool is None:
-            self._pool = asyncpg.create_pool(
-                self._dsn,
-                min_size=0,
-                max_size=4,
-                timeout=CONNECT_TIMEOUT_SECS,
-                command_timeout=COMMAND_TIMEOUT_SECS,
-            )
-            await self._pool
-        if not self._schema_ready:
-            async with self._pool.acquire(timeout=CONNECT_TIMEOUT_SECS) as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
-                await conn.execute(DDL)
-                found = await conn.fetchval("SELECT value FROM patterd_schema WHERE key = 'version'")
-                if found is None:
-                    await conn.execute(
-                        "INSERT INTO patterd_schema VALUES ('version', $1)", str(SCHEMA_VERSION)
-                    )
-                elif found != str(SCHEMA_VERSION):
-                    log.warning("store_db_schema_version", found=found, expected=SCHEMA_VERSION)
-            self._schema_ready = True
+        if self._pool is not None and self._schema_ready:
+            return self._pool
+        assert self._setup is not None
+        async with self._setup:  # the writer and a query may both be first
+            if self._pool is None:
+                pool = asyncpg.create_pool(
+                    self._dsn,
+                    min_size=0,
+                    max_size=4,
+                    timeout=CONNECT_TIMEOUT_SECS,
+                    command_timeout=COMMAND_TIMEOUT_SECS,
+                )
+                await pool
+                self._pool = pool
+            if not self._schema_ready:
+                await self._create_schema(self._pool)
         return self._pool
+
+    async def _create_schema(self, pool: asyncpg.Pool) -> None:
+        """Create the tables if missing (idempotent; replicas starting together take turns)."""
+        async with pool.acquire(timeout=CONNECT_TIMEOUT_SECS) as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+            await conn.execute(DDL)
+            found = await conn.fetchval("SELECT value FROM patterd_schema WHERE key = 'version'")
+            if found is None:
+                await conn.execute("INSERT INTO patterd_schema VALUES ('version', $1)", str(SCHEMA_VERSION))
+            elif found != str(SCHEMA_VERSION):
+                log.warning("store_db_schema_version", found=found, expected=SCHEMA_VERSION)
+        self._schema_ready = True
 
     async def _consume(self) -> None:
         assert self._wake is not None
