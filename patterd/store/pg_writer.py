@@ -9,6 +9,7 @@ commit; the queue is bounded, so an outage longer than it can hold drops (and co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -101,6 +102,7 @@ class PgWriter:
         self._loop = asyncio.new_event_loop()
         self._wake: asyncio.Event | None = None
         self._setup: asyncio.Lock | None = None
+        self._stopping: asyncio.Event | None = None
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="store-postgres", daemon=True)
         self._thread.start()
@@ -143,6 +145,12 @@ class PgWriter:
         if self._wake is not None:
             self._wake.set()
 
+    def _stop_now(self) -> None:
+        """On the thread's loop: end the wait for work or for the next retry (close)."""
+        self._set_wake()
+        if self._stopping is not None:
+            self._stopping.set()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every op queued so far is committed (or dropped); False on timeout."""
         with self._cond:
@@ -174,7 +182,7 @@ class PgWriter:
             log.warning("store_db_unwritten_at_close", ops=self.pending)
         with self._cond:
             self._closing = True
-        self._loop.call_soon_threadsafe(self._set_wake)
+        self._loop.call_soon_threadsafe(self._stop_now)
         self._thread.join(timeout + 5.0)
 
     # ------------------------------------------------------------------ the thread
@@ -183,6 +191,7 @@ class PgWriter:
         asyncio.set_event_loop(self._loop)
         self._wake = asyncio.Event()
         self._setup = asyncio.Lock()
+        self._stopping = asyncio.Event()
         started.set()
         try:
             self._loop.run_until_complete(self._consume())
@@ -260,7 +269,9 @@ class PgWriter:
                         self._drop(op, "closed while the database was unreachable")
                     self._done(batch, None, notify=False)
                     return
-                await asyncio.sleep(delay)
+                assert self._stopping is not None
+                with contextlib.suppress(TimeoutError):  # a close ends the wait at once
+                    await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, RETRY_MAX_SECS)
             except Exception as exc:  # refused data or a bug: isolate the op(s) at fault
                 log.warning("store_db_batch_refused", ops=len(batch), error=redact_urls(str(exc)))

@@ -39,6 +39,7 @@ PROBE_INTERVAL_SECS = 5.0
 # `records` in /api/v1/status: count(*) scans a big table, so it is cached this long (other
 # replicas' new calls show after it; this one's at once).
 COUNT_CACHE_SECS = 5.0
+CLOSE_TIMEOUT_SECS = 10.0  # at shutdown, queued records wait this long for an unreachable database
 
 
 class PostgresStore(MemoryStore):
@@ -220,7 +221,7 @@ class PostgresStore(MemoryStore):
 
     def close(self) -> None:
         """Commit what is queued (for a while, if the database is down), then close the connections."""
-        self._writer.close()
+        self._writer.close(CLOSE_TIMEOUT_SECS)
 
     # ------------------------------------------------------------------ status
 

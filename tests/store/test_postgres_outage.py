@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from patterd.config.persist import DatabaseURL
 from patterd.protocols.events import CallEnded, TranscriptLine
-from patterd.store import open_store
+from patterd.store import open_store, postgres
 from patterd.store.postgres import PostgresStore
 from tests.services import postgres_url  # noqa: F401  (fixture)
 from tests.store.helpers import T0, call_events
@@ -153,3 +154,27 @@ async def test_connections_terminated_by_the_server_are_replaced(postgres_url: s
         assert len(stored["transcript"]) + len(stored["events"]) == len(events)
     finally:
         await asyncio.to_thread(store.close)
+
+
+async def test_a_database_that_never_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start, calls and shutdown all go on with the database unreachable from the first moment."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(postgres, "CLOSE_TIMEOUT_SECS", 0.5)
+    store = open_store(DatabaseURL(f"postgresql://u:secret-pw@127.0.0.1:{port}/none"))
+    assert isinstance(store, PostgresStore)
+    report = await asyncio.to_thread(store.hydrate)
+    assert report.records == 0
+    for event in call_events("alone"):
+        store.handle(event)
+    assert not await store.wait_durable("alone", timeout=0.3)
+    await until(lambda: store.write_errors > 0)
+    page, _ = await asyncio.to_thread(store.list_calls)
+    assert [m["call_id"] for m in page] == ["alone"]  # from memory
+    began = time.monotonic()
+    await asyncio.to_thread(store.close)
+    assert time.monotonic() - began < 10
+    stats = store.stats()
+    assert stats["database_dropped_writes"] == len(call_events("alone")) + 3  # lines + metadata writes
+    assert stats["database_up"] == 0
