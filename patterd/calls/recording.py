@@ -35,6 +35,8 @@ class RecordingLeg:
 
     def __getattr__(self, name: str) -> Any:
         """Whatever else the leg offers (the browser phone's send_transcript) passes through unchanged."""
+        if name == "leg":  # not set yet (a half-made object): fail instead of recursing
+            raise AttributeError(name)
         return getattr(self.leg, name)
 
     async def events(self) -> AsyncIterator[MediaEvent]:

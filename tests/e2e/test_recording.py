@@ -1,8 +1,9 @@
 """`recording: local` end to end on Twilio, Telnyx and the softphone: the file matches what the caller sent and heard.
 
-Each call: the agent's greeting plays, then the caller sends a 1 kHz tone burst, then hangs up. The
-recording's left channel must hold the tone byte for byte and its right channel the greeting byte for
-byte, and the distance between them must match, within 20 ms, the distance on the caller's side
+Each call: the agent's greeting plays for a second, then the caller sends a 1 kHz tone burst over it (a
+barge-in: the carrier is told to clear), then hangs up. The recording's left channel must hold the tone
+byte for byte; its right channel the greeting byte for byte as far as the caller heard it (within 20 ms
+of the clear) and silence where the cleared rest would have played; and the distance between them must match, within 20 ms, the distance on the caller's side
 between the start of the tone (a frame sent at s holds the sound of the 20 ms before s) and hearing
 the chosen greeting sample (played at 8 kHz from its arrival, after what was queued before it, as the
 fakes' players do).
@@ -41,7 +42,9 @@ from tests.fakes.openai_realtime import Say
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="function")]
 
-GREETING = "Thanks for calling Acme!"
+GREETING = (  # long enough to still be playing when the caller barges in a second into it
+    "Thanks for calling Acme! Our opening hours are nine to five on weekdays, and ten to two on Saturdays."
+)
 TOLERANCE_SECS = 0.020
 
 
@@ -60,6 +63,7 @@ class Side:
 
     received: list[tuple[float, bytes]] = field(default_factory=list)
     tone_sent_at: float = 0.0
+    heard: int = 0  # bytes of agent audio the caller heard before the barge-in's clear
 
     def audio(self) -> bytes:
         return b"".join(chunk for _, chunk in self.received)
@@ -86,6 +90,7 @@ class Softphone:
         self.tone_queued = False
         self.loop = asyncio.get_running_loop()
         self.play_end = 0.0
+        self.cleared = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -117,6 +122,11 @@ class Softphone:
                 chunk = base64.b64decode(data["media"]["payload"])
                 self.side.received.append((now, chunk))
                 self.play_end = max(self.play_end, now) + len(chunk) / 8000
+            elif data["event"] == "clear":  # drop what is not played yet; what was is what was heard
+                unplayed = max(0.0, self.play_end - now) * 8000
+                self.side.heard = round(len(self.side.audio()) - unplayed)
+                self.play_end = now
+                self.cleared.set()
             elif data["event"] == "mark":
                 task = asyncio.create_task(self._echo(data["mark"]["name"], self.play_end - now))
                 self.tasks.add(task)
@@ -173,13 +183,16 @@ async def run_carrier_call(name: str, tmp_path: Path, engine: object) -> tuple[P
         await carrier.attach(daemon.base_url)
         handle = await carrier.inbound_call()
         side = Side()
-        await handle.wait_heard(8000, timeout=15)
+        await handle.wait_heard(8000, timeout=15)  # a second of the greeting played
+        await handle.say(TONE)  # the caller speaks over the rest: a barge-in
+        side.tone_sent_at = handle.speech_started()[-1]
+        cleared_at = await handle.wait_for_clear(timeout=10)
         if isinstance(handle, TwilioHandle):
             fake = handle.call
-            sizes = fake.media_frame_sizes
-            payloads = [base64.b64decode(m["media"]["payload"]) for m in fake.messages("media")]
-            assert [len(p) for p in payloads] == sizes
-            arrivals = fake.media_times
+            payloads = [
+                base64.b64decode(m["media"]["payload"]) for _, m in fake.received if m.get("event") == "media"
+            ]
+            side.heard = len(fake.played)
         else:
             assert isinstance(handle, TelnyxHandle)
             tcall = handle.call
@@ -188,12 +201,9 @@ async def run_carrier_call(name: str, tmp_path: Path, engine: object) -> tuple[P
                 for f in tcall.frames_from_daemon
                 if f.get("event") == "media"
             ]
-            arrivals = tcall.media_times
-        # The whole greeting has played (nothing more arrives, all of it heard) before the caller speaks.
-        await wait_for(lambda: handle.heard_bytes() >= sum(len(p) for p in payloads) > 8000, 15, "greeting")
-        await handle.say(TONE)
-        side.tone_sent_at = handle.speech_started()[-1]
-        side.received = list(zip(arrivals, payloads, strict=True))[: len(payloads)]
+            side.heard = len(tcall.heard)
+        arrivals = handle.media_times()
+        side.received = [(t, p) for t, p in zip(arrivals, payloads, strict=True) if t <= cleared_at]
         await handle.hangup_from_far_end()
         directory = await wait_record(records, handle.call_id, "completed", timeout=15)
         return directory, side
@@ -223,8 +233,11 @@ async def run_softphone_call(tmp_path: Path, engine: object) -> tuple[Path, Side
             phone.start()
             loop = asyncio.get_running_loop()
             await wait_for(lambda: len(side.audio()) > 8000, 15, "greeting audio")
-            await wait_for(lambda: loop.time() > phone.play_end + 0.1, 15, "greeting played")
-            phone.say(TONE + b"\xff" * 8000)  # the tone, then a second the caller is still on the line
+            first = side.received[0][0]
+            await wait_for(lambda: loop.time() > first + 1.0, 15, "a second of the greeting played")
+            phone.say(TONE + b"\xff" * 8000)  # the caller speaks over the rest (a barge-in), then waits
+            async with asyncio.timeout(10):
+                await phone.cleared.wait()
             path = await _recording_path(records, body["call_id"])
 
             def tone_written() -> bool:
@@ -276,7 +289,13 @@ async def test_recording_matches_what_the_caller_sent_and_heard(
     anchor = right.find(heard[loud : loud + 1600])
     assert anchor >= 0, "the greeting is not in the right channel"
     start = anchor - loud
-    assert start >= 0 and right[start : start + len(heard)] == heard
+    assert start >= 0 and loud < side.heard
+    # What was heard is there; where the clear cut it, the rest (never played) is not.
+    same = _common_prefix(right[start:], heard)
+    print(f"\n[{carrier}] agent audio in the file up to the cut: {same} bytes; the caller heard {side.heard}")
+    assert abs(same - side.heard) <= 8000 * TOLERANCE_SECS
+    assert len(heard) - same >= 8000  # over a second of the greeting was queued but never played ...
+    assert set(right[start + same + 8 : start + same + 8000]) == {0xFF}  # ... and is not in the file
 
     # Time: the agent sample and the tone are as far apart in the file as the caller experienced them.
     in_file = (tone_at - anchor) / 8000
@@ -287,6 +306,12 @@ async def test_recording_matches_what_the_caller_sent_and_heard(
         f"\n[{carrier}] tone after greeting sample: file {in_file * 1000:.1f} ms, caller {experienced * 1000:.1f} ms"
     )
     assert abs(in_file - experienced) <= TOLERANCE_SECS
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8))
+    return int(diff[0]) if diff.size else n
 
 
 def _loudest(ulaw: bytes) -> int:
