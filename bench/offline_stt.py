@@ -1,24 +1,34 @@
-"""Benchmark of the offline built-ins: pocketsphinx WER and real-time factor on phone-band espeak-ng speech,
-and espeak-ng time to first audio (the VAD comparison is bench/offline_vad.py). Run: python bench/offline_stt.py [MODE ...]
+"""Benchmark of the offline built-ins: stt.offline's engines (whisper and pocketsphinx) on phone-band espeak-ng
+speech — WER overall and per voice, pocketsphinx's modes and live vs batch CMN, the turn latency split of the
+front desk on each engine — and espeak-ng time to first audio (the VAD comparison is bench/offline_vad.py).
+
+Run: python bench/offline_stt.py [engines|modes|turns|tts ...]   (default: all)
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from patterd.config import load_config
+from patterd.plugins import load_registry
 from patterd.protocols.audio import FRAME_BYTES, silence_ulaw, wav_to_ulaw8k
 from patterd.providers.offline_stt import SPEC as STT_SPEC
 from patterd.providers.offline_stt import OfflineSTT, OfflineSTTOptions
 from patterd.providers.offline_tts import SPEC as TTS_SPEC
 from patterd.providers.offline_tts import OfflineTTSOptions
 from patterd.providers.spec import BuildContext
+from patterd.simulate import run_simulation
+from tests.providers.phone_speech import make_clips
+from tests.providers.phone_speech import word_errors as normalized_errors
 
 SENTENCES = [
     "what are your opening hours",
@@ -111,17 +121,20 @@ async def bench_stt(modes: tuple[str, ...] = ("open", "phrases", "grammar")) -> 
         for rate in ("upsample_16k", "native_8k"):
             for mode in modes:
                 options = OfflineSTTOptions.model_validate(
-                    {"sample_rate_mode": rate, "mode": mode, "phrases": tests}
+                    {"engine": "pocketsphinx", "sample_rate_mode": rate, "mode": mode, "phrases": tests}
                 )
                 wer, rtf, wrong = await score(options, audio)
                 print(f"{voice:22} {rate:12} {mode:8} {wer:6.2f} {rtf:6.3f}  {'; '.join(wrong[:4])}")
     shipped = {
         k: v for k, v in yaml.safe_load(SHIPPED.read_text())["agents"][0]["stt"].items() if k != "type"
     }
-    print(f"\n## the shipped config's stt (mode {shipped.get('mode', 'auto')}) on the front-desk lines")
     audio = await caller_voice(FRONT_DESK)
-    wer, rtf, wrong = await score(OfflineSTTOptions(**shipped), audio)
-    print(f"tts.offline (simulate) WER {wer:.2f} RTF {rtf:.3f}  {'; '.join(wrong)}")
+    for engine in ("pocketsphinx", "whisper"):
+        print(
+            f"\n## the shipped config's stt on {engine} (mode {shipped.get('mode', 'auto')}) on the front-desk lines"
+        )
+        wer, rtf, wrong = await score(OfflineSTTOptions(**{**shipped, "engine": engine}), audio)
+        print(f"tts.offline (simulate) WER {wer:.2f} RTF {rtf:.3f}  {'; '.join(wrong)}")
     print("(RTF: wall time of push + flush per second of audio, includes the per-stream decoder load)")
 
 
@@ -146,9 +159,70 @@ async def bench_tts() -> None:
             print(f"{engine:8} unavailable: {exc}")
 
 
+async def bench_engines() -> None:
+    """Both engines on tests/providers/phone_speech.py's callers (the test set of test_offline_whisper.py)."""
+    clips = make_clips(Path(tempfile.mkdtemp(prefix="phone-speech-")))
+    print(f"\n## stt.offline engines on {len(clips)} phone-band utterances (espeak-ng + sox, 8 kHz μ-law)")
+    configs = {
+        "whisper": OfflineSTTOptions(engine="whisper"),
+        "pocketsphinx open, live CMN": OfflineSTTOptions(engine="pocketsphinx", mode="open"),
+        "pocketsphinx open, batch CMN": OfflineSTTOptions(engine="pocketsphinx", mode="open", live_cmn=False),
+    }
+    for name, options in configs.items():
+        async with STT_SPEC.build(options, BuildContext()) as stt:
+            await transcribe(
+                stt, silence_ulaw(200) + clips[0].ulaw + silence_ulaw(300)
+            )  # warm up (model load)
+            errors: dict[str, list[int]] = {}
+            cpu0, wall = time.process_time(), 0.0
+            for clip in clips:
+                hyp, elapsed = await transcribe(stt, silence_ulaw(200) + clip.ulaw + silence_ulaw(300))
+                e, n = normalized_errors(clip.text, hyp)
+                errors.setdefault(clip.voice, [0, 0])
+                errors[clip.voice][0] += e
+                errors[clip.voice][1] += n
+                wall += elapsed
+            cpu = time.process_time() - cpu0
+        total = sum(e for e, _ in errors.values()) / sum(n for _, n in errors.values())
+        voices = ", ".join(f"{v} {e / n:.2f}" for v, (e, n) in errors.items())
+        print(
+            f"{name:30} WER {total:.3f}  per voice: {voices}; per utterance {wall / len(clips):.2f} s wall, "
+            f"{cpu / len(clips):.2f} s CPU"
+        )
+
+
+async def bench_turns(
+    lines: tuple[str, ...] = ("hi", "what time do you open", "where are you located", "bye"),
+) -> None:
+    """The shipped front desk through `patterd simulate` on each engine: the p50 of each turn stage."""
+    print("\n## turn latency split of the shipped front desk (patterd simulate, p50 over the turns, ms)")
+    registry = load_registry()
+    for engine in ("pocketsphinx", "whisper"):
+        config = yaml.safe_load(SHIPPED.read_text())
+        config["agents"][0]["stt"]["engine"] = engine
+        path = Path(tempfile.mkdtemp(prefix="turns-")) / "patter.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = io.StringIO()
+        cpu0 = time.process_time()
+        await run_simulation(load_config(path, registry, environ={}), registry, say=list(lines), out=out)
+        stages = [
+            line for line in out.getvalue().splitlines() if "turn stages p50" in line or " user:" in line
+        ]
+        print(
+            f"{engine:12} {'; '.join(s.strip() for s in stages)}  (process CPU {time.process_time() - cpu0:.1f} s)"
+        )
+
+
 async def main() -> None:
-    await bench_stt(tuple(sys.argv[1:]) or ("open", "phrases", "grammar"))
-    await bench_tts()
+    parts = set(sys.argv[1:]) or {"engines", "modes", "turns", "tts"}
+    if "engines" in parts:
+        await bench_engines()
+    if "modes" in parts:
+        await bench_stt()
+    if "turns" in parts:
+        await bench_turns()
+    if "tts" in parts:
+        await bench_tts()
 
 
 if __name__ == "__main__":

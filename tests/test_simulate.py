@@ -20,9 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
 
 
+def on_pocketsphinx(config: Config) -> Config:
+    """The shipped config with its agent's stt pinned to pocketsphinx (whisper, when installed, writes "Hi.")."""
+    agent = config.agents[0]
+    assert agent.stt is not None and not isinstance(agent.stt, list)
+    options = agent.stt.options.model_copy(update={"engine": "pocketsphinx"})
+    stt = agent.stt.model_copy(update={"options": options})
+    return config.model_copy(update={"agents": [agent.model_copy(update={"stt": stt})]})
+
+
 async def test_front_desk_greets_answers_hours_and_ends_the_call(tmp_path: Path) -> None:
     registry = load_registry()
-    config = load_config(ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)})
+    config = on_pocketsphinx(
+        load_config(ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)})
+    )
     out = io.StringIO()
 
     status = await run_simulation(config, registry, say=["hi", "what time do you open", "bye"], out=out)
@@ -61,8 +72,8 @@ def conversation(printed: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("mode", ["text", "say"])
 async def test_first_line_is_heard_without_a_greeting(tmp_path: Path, mode: str) -> None:
     registry = load_registry()
-    shipped = load_config(
-        ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)}
+    shipped = on_pocketsphinx(
+        load_config(ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)})
     )
     out = io.StringIO()
     lines = ["hi", "bye"]
@@ -89,8 +100,8 @@ async def test_a_ulaw_phone_recording_is_played_to_the_agent(tmp_path: Path) -> 
     )
     assert recording.read_bytes()[20:22] == b"\x07\x00"  # WAVE_FORMAT_MULAW, which `wave` refuses
     registry = load_registry()
-    shipped = load_config(
-        ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)}
+    shipped = on_pocketsphinx(
+        load_config(ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)})
     )
     out = io.StringIO()
 
