@@ -24,7 +24,7 @@ def write_recording(path: Path, secs: float) -> None:
     n = int(secs * 8000)
     frames = np.full((n, 2), 0xFF, dtype=np.uint8)
     rng = np.random.default_rng(7)
-    for start, channel in ((0.8, 0), (3.6, 1), (6.3, 0)):
+    for start, channel in ((0.8, 0), (3.6, 1), (4.8, 0)):
         a = int(start * 8000)
         frames[a : a + 8000, channel] = rng.integers(0, 0x60, 8000, dtype=np.uint8)  # loud μ-law bytes
     out = RecordingFile(path)
@@ -47,17 +47,17 @@ def test_player_plays_seeks_and_highlights(tmp_path: Path) -> None:
         transcript=[
             {"role": "user", "text": "Hello there", "ts": ts(CONNECT_SECS + 0.8)},
             {"role": "assistant", "text": "Hi! How can I help?", "ts": ts(CONNECT_SECS + 3.6)},
-            {"role": "user", "text": "Opening hours please", "ts": ts(CONNECT_SECS + 6.3)},
+            {"role": "user", "text": "Opening hours please", "ts": ts(CONNECT_SECS + 4.8)},
         ],
         events=[
             {"type": "call_started", "ts": ts(0), "data": {"direction": "inbound", "agent": "front-desk"}},
             {"type": "status", "ts": ts(CONNECT_SECS), "data": {"status": "in_progress"}},
             {"type": "barge_in", "ts": ts(CONNECT_SECS + 4.2), "data": {"played_ms": 600}},
-            {"type": "tool_call", "ts": ts(CONNECT_SECS + 5.0), "data": {"name": "lookup"}},
+            {"type": "tool_call", "ts": ts(CONNECT_SECS + 4.5), "data": {"name": "lookup"}},
         ],
     )
     directory = next(root.glob(f"calls/*/*/*/{call_id}"))
-    write_recording(directory / "recording.wav", 9.0)
+    write_recording(directory / "recording.wav", 6.5)
 
     server = DashboardServer(root)
     server.start()
@@ -91,7 +91,7 @@ def test_player_plays_seeks_and_highlights(tmp_path: Path) -> None:
             # Playback goes on and reaches the caller's next line, which lights up in its turn.
             page.locator("#chat > li:nth-child(3).playing").wait_for()
             position = page.evaluate("document.getElementById('player').currentTime")
-            assert position >= 6.3
+            assert position >= 4.8
             assert page.locator("#chat > li:nth-child(2)").get_attribute("class") is not None
             assert "playing" not in (page.locator("#chat > li:nth-child(2)").get_attribute("class") or "")
 
