@@ -67,9 +67,12 @@ INSERT_LINE = {
     "call_events": "INSERT INTO call_events (call_id, seq, event) VALUES ($1, $2, $3::jsonb) "
     "ON CONFLICT DO NOTHING",
 }
+# The next line number of each of some calls (absent: none stored yet, so 0).
 NEXT_SEQ = {
-    "transcript_lines": "SELECT coalesce(max(seq) + 1, 0) FROM transcript_lines WHERE call_id = $1",
-    "call_events": "SELECT coalesce(max(seq) + 1, 0) FROM call_events WHERE call_id = $1",
+    "transcript_lines": "SELECT call_id, max(seq) + 1 FROM transcript_lines WHERE call_id = ANY($1::text[]) "
+    "GROUP BY call_id",
+    "call_events": "SELECT call_id, max(seq) + 1 FROM call_events WHERE call_id = ANY($1::text[]) "
+    "GROUP BY call_id",
 }
 # One round trip for a call's detail: metadata, transcript and events.
 GET_CALL = """

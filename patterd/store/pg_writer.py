@@ -324,27 +324,27 @@ class PgWriter:
         """One transaction: the calls' latest metadata, then their lines in order; the next seq numbers."""
         metas: dict[str, tuple[Any, ...]] = {}
         lines: dict[str, list[tuple[str, int, str]]] = {"transcript_lines": [], "call_events": []}
-        seq: dict[tuple[str, str], int] = {}
+        unknown: dict[str, set[str]] = {table: set() for table in lines}
         for op in batch:
             if isinstance(op, _Meta):
                 metas[op.call_id] = call_row(op.metadata)
-                if op.done is not None:  # the first metadata of a call: its lines start at 0
-                    for table in lines:
-                        if (table, op.call_id) not in self._seq:
-                            seq[(table, op.call_id)] = 0
+            elif (op.table, op.call_id) not in self._seq:
+                unknown[op.table].add(op.call_id)
         async with conn.transaction():
             if metas:
                 await conn.executemany(UPSERT_CALL, list(metas.values()))
+            # Lines of a call this writer has not numbered yet continue after what is stored: a
+            # call may have begun on another replica (its webhook there, its media here).
+            seq: dict[tuple[str, str], int] = {}
+            for table, call_ids in unknown.items():
+                if call_ids:
+                    found = dict(await conn.fetch(NEXT_SEQ[table], list(call_ids)))
+                    seq.update(((table, c), int(found.get(c, 0))) for c in call_ids)
             for op in batch:
                 if isinstance(op, _Line):
                     key = (op.table, op.call_id)
                     if key not in seq:
-                        known = self._seq.get(key)
-                        seq[key] = (
-                            known
-                            if known is not None
-                            else int(await conn.fetchval(NEXT_SEQ[op.table], op.call_id))
-                        )
+                        seq[key] = self._seq[key]
                     lines[op.table].append((op.call_id, seq[key], jsonb_text(op.obj)))
                     seq[key] += 1
             for table, rows in lines.items():

@@ -180,3 +180,24 @@ def test_a_dead_replicas_open_calls_are_closed_by_another(
     assert meta["ended_at"] == "2026-03-14T12:00:10.123Z"  # its last line
     assert meta["turns"] == 3 and meta["duration_ms"] == 10_000
     assert survivor.get_call("mine")["metadata"]["status"] == "in_progress"  # type: ignore[index]
+
+
+def test_a_call_carried_on_by_another_replica_keeps_every_line(
+    postgres_url: str,  # noqa: F811
+    stores: list[PostgresStore],
+) -> None:
+    """The webhook on one replica, the media on another: the second one's lines follow the first's."""
+    events = call_events("moved")
+    first, second = open_pg(postgres_url, stores), open_pg(postgres_url, stores)
+    for event in events[:3]:  # started, in progress, the caller's first words
+        first.handle(event)
+    assert first.flush(10)
+    for event in [events[0], *events[3:]]:  # the replica taking over opens the call from its start
+        second.handle(event)
+    assert second.flush(10)
+    stored = open_pg(postgres_url, stores).get_call("moved")
+    assert stored is not None
+    assert [t["text"] for t in stored["transcript"]] == ["Hi there", "Hello!", "Your order"]
+    types = [e["type"] for e in stored["events"]]
+    assert types.count("call_started") == 2 and types[-1] == "call_ended"
+    assert len(stored["transcript"]) + len(stored["events"]) == len(events) + 1
