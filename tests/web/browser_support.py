@@ -40,6 +40,7 @@ agents:
     tools: [{type: end_call}]
     stt:
       type: offline
+      engine: pocketsphinx   # the timings these tests check are pocketsphinx's (whisper adds its recognition)
       endpointing_ms: 500
       phrases: [hi, hello, what are your opening hours, what time do you open, where are you located, thank you goodbye, bye]
     llm:
