@@ -202,14 +202,22 @@ def _start(msg: Mapping[str, Any]) -> StreamStarted:
 # ------------------------------------------------------------------ Audio Streaming: to Plivo
 
 
-def play_audio_message(ulaw: bytes) -> str:
-    """A `playAudio` message: μ-law 8 kHz audio for Plivo to queue for the caller."""
+def play_audio_message(ulaw: bytes, stream_id: str = "") -> str:
+    """A `playAudio` message: μ-law 8 kHz audio for Plivo to queue for the caller.
+
+    With the streamId as the official stream SDKs send it (Plivo's reference example omits it).
+    """
+    return _play_audio(_stream_prefix(stream_id), ulaw)
+
+
+def _stream_prefix(stream_id: str) -> str:
+    return '{"event":"playAudio",' + (f'"streamId":{json.dumps(stream_id)},' if stream_id else "")
+
+
+def _play_audio(prefix: str, ulaw: bytes) -> str:
     # Built by hand: base64 needs no JSON escaping and this runs 50 times a second per call.
     payload = binascii.b2a_base64(ulaw, newline=False).decode("ascii")
-    return (
-        '{"event":"playAudio","media":{"contentType":"audio/x-mulaw","sampleRate":8000,'
-        f'"payload":"{payload}"}}}}'
-    )
+    return f'{prefix}"media":{{"contentType":"audio/x-mulaw","sampleRate":8000,"payload":"{payload}"}}}}'
 
 
 def checkpoint_message(stream_id: str, name: str) -> str:
@@ -230,6 +238,7 @@ class StreamState:
     call_uuid: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
     checkpoints_outstanding: list[str] = field(default_factory=list)
+    _prefix: str = '{"event":"playAudio",'  # the message's start, with the streamId once known
 
     def receive(self, frame: str | bytes) -> Sequence[MediaEvent]:
         """Parse a frame and update the state; a second `start` is refused (`duplicate_start`)."""
@@ -252,6 +261,7 @@ class StreamState:
             self.stream_id = event.stream_id
             self.call_uuid = event.carrier_call_id
             self.parameters = dict(event.parameters)
+            self._prefix = _stream_prefix(event.stream_id)
         elif isinstance(event, MarkPlayed):
             if event.name not in self.checkpoints_outstanding:
                 return ()  # already answered by a clear's echo
@@ -266,8 +276,8 @@ class StreamState:
         return self.stream_id
 
     def media(self, ulaw: bytes) -> str:
-        """A `playAudio` message (Plivo's needs no streamId: the socket is the stream)."""
-        return play_audio_message(ulaw)
+        """A `playAudio` message for this stream."""
+        return _play_audio(self._prefix, ulaw)
 
     def mark(self, name: str) -> str:
         """A `checkpoint` message, remembered until Plivo answers `playedStream`."""

@@ -362,7 +362,7 @@ class FakePlivoCall(FakeCall):
                 self.violations.append(f"malformed message from the daemon ({exc}): {msg.data[:200]}")
                 continue
             self.received.append((now, data))
-            if event in ("checkpoint", "clearAudio") and data.get("streamId") != self.stream_sid:
+            if data.get("streamId", self.stream_sid if event == "playAudio" else None) != self.stream_sid:
                 self.violations.append(
                     f"{event} for stream {data.get('streamId')!r}, expected {self.stream_sid!r}"
                 )

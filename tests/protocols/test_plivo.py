@@ -160,6 +160,7 @@ def test_codec_round_trip() -> None:
     play = json.loads(state.media(b"\xff" * 160))
     assert play == {
         "event": "playAudio",
+        "streamId": "s-uuid",
         "media": {
             "contentType": "audio/x-mulaw",
             "sampleRate": 8000,
@@ -200,6 +201,12 @@ def test_bad_frames_raise_bad_frame_with_a_reason(frame: str, reason: str) -> No
     with pytest.raises(BadFrame) as raised:
         proto.StreamState().receive(frame)
     assert raised.value.reason == reason
+
+
+def test_play_audio_before_start_and_with_odd_stream_ids() -> None:
+    assert json.loads(proto.StreamState().media(b"\x01"))["media"]["payload"] == "AQ=="
+    odd = json.loads(proto.play_audio_message(b"", 'a"b\\c'))
+    assert odd["streamId"] == 'a"b\\c' and odd["media"]["payload"] == ""
 
 
 def test_start_refuses_other_formats_and_a_second_start() -> None:
