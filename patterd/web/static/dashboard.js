@@ -428,9 +428,11 @@
     });
 
     // The live list comes from the status (calls already running) and then the feed.
+    let multiWorker = false; // server.workers: the feed is one worker's; the others' calls come from the status
     async function loadLive(replace) {
       const [st, first] = await Promise.all([refreshStatus(), api("/api/v1/calls?limit=50").catch(() => ({ calls: [] }))]);
       if (!st) return;
+      multiWorker = Array.isArray(st.workers);
       if (replace) live.clear();
       const byId = new Map(first.calls.map((m) => [m.call_id, m]));
       for (const s of st.live_calls || []) {
@@ -444,6 +446,9 @@
       if (what === "down") { refreshStatus(); return; } // unreachable at once if the daemon is gone
       if (again) { loadLive(true); loadPage(undefined, true); refreshChart(); } // connected again: catch up
     });
+    setInterval(() => {
+      if (multiWorker && document.visibilityState === "visible") loadLive(true);
+    }, POLL_MS);
     loadLive(false);
     loadPage();
   }
