@@ -34,11 +34,12 @@ def phone_recording(path: Path) -> None:
 
 
 def front_desk_with_booking(tool_url: str, records: Path) -> str:
-    """The shipped config on whisper, its booking intent calling a webhook tool at `tool_url`."""
+    """The shipped config on whisper without its greeting, its booking intent calling a webhook tool at `tool_url`."""
     config = yaml.safe_load((ROOT / "config" / "patter.yaml").read_text())
     config["persist"] = str(records)
     agent = config["agents"][0]
     agent["stt"]["engine"] = "whisper"
+    agent.pop("first_message")  # the caller speaks at once: no greeting to sit through in real time
     agent["tools"].append(
         {
             "type": "webhook",
