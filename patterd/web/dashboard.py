@@ -9,6 +9,7 @@ also need a same-origin `Origin` or the `X-Patterd-CSRF` header that the page's 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -231,7 +232,7 @@ def dashboard_routes(
 
     async def call_page(request: Request) -> Response:
         call_id = request.path_params["call_id"]
-        record = runtime.store.get_call(call_id)
+        record = await asyncio.to_thread(runtime.store.get_call, call_id)  # a query: off the loop
         if record is None:
             body = template("notfound").substitute(
                 message=escape(f"There is no call {call_id!r} on this daemon.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -109,7 +110,8 @@ def ops_routes(runtime: Runtime, peers: PeerView | None = None) -> list[BaseRout
                 "public_host": runtime.public_host,
                 "live_calls": [s.snapshot().as_dict() for s in board.calls.values()]
                 + await remote_live_calls(runtime),  # other replicas' (cluster.redis), each with its replica
-                "store": runtime.store.stats(),
+                # Store queries leave the loop: with persist: postgresql:// each is a round trip.
+                "store": await asyncio.to_thread(runtime.store.stats),
                 "history": runtime.store.history(),  # {"loading", "loaded", "total"}: hydrate progress
                 **(await cluster_status(runtime)),  # with cluster.redis: this replica's name, Redis health
             },
@@ -127,7 +129,8 @@ def ops_routes(runtime: Runtime, peers: PeerView | None = None) -> list[BaseRout
         except ValueError as exc:
             return error_response(422, str(exc))
         try:
-            items, cursor = runtime.store.list_calls(
+            items, cursor = await asyncio.to_thread(
+                runtime.store.list_calls,
                 status=q.get("status") or None,
                 agent=q.get("agent") or None,
                 since=since,
@@ -164,7 +167,7 @@ def ops_routes(runtime: Runtime, peers: PeerView | None = None) -> list[BaseRout
     async def get_call(request: Request) -> Response:
         """One call: metadata, transcript, events."""
         call_id = request.path_params["call_id"]
-        record = runtime.store.get_call(call_id)
+        record = await asyncio.to_thread(runtime.store.get_call, call_id)
         if record is None:
             return error_response(404, f"no call {call_id!r}")
         return JSONResponse(record)
