@@ -30,12 +30,18 @@ from bench import load
 TARGET_RATIO = 1.8
 
 
-def passes(row: dict[str, Any]) -> bool:
-    """Within the latency bar, no errors, and measured by fakes that kept up."""
-    return row["errors"] == 0 and row["added_p99_ms"] <= load.TARGET_P99_MS and not row["fakes_saturated"]
+BAR_MS = load.TARGET_P99_MS
 
 
-def capacity(workers: int, levels: list[int], secs: float, speech: bytes) -> tuple[int, list[dict[str, Any]]]:
+def passes(row: dict[str, Any], *, strict: bool) -> bool:
+    """Within the latency bar, no errors, and (strict) measured by fakes that kept up."""
+    kept_up = not row["fakes_saturated"] or not strict
+    return row["errors"] == 0 and row["added_p99_ms"] <= BAR_MS and kept_up
+
+
+def capacity(
+    workers: int, levels: list[int], secs: float, speech: bytes, *, strict: bool = True
+) -> tuple[int, list[dict[str, Any]]]:
     """The largest level within the bar for `workers` workers, and every row measured."""
     rows: list[dict[str, Any]] = []
     best = 0
@@ -43,7 +49,7 @@ def capacity(workers: int, levels: list[int], secs: float, speech: bytes) -> tup
         callers = max(1, math.ceil(n / 100))
         row = asyncio.run(load.run_level(n, secs, 5.0, speech, callers, None, server_workers=workers))
         row["workers"] = workers
-        row["passes"] = passes(row)
+        row["passes"] = passes(row, strict=strict)
         rows.append(row)
         print(_line(row), flush=True)
         if not row["passes"]:
@@ -65,7 +71,18 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 150, 200, 250, 300, 400])
     parser.add_argument("--secs", type=float, default=10.0, help="measured seconds per level")
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON")
+    parser.add_argument(
+        "--bar-ms",
+        type=float,
+        default=load.TARGET_P99_MS,
+        help="the p99 added-latency bar (default: issue 4's 50 ms); a noisy machine may only show a ratio at a looser one",
+    )
+    parser.add_argument(
+        "--lenient", action="store_true", help="count levels whose fakes fell behind (a shared machine)"
+    )
     args = parser.parse_args()
+    global BAR_MS
+    BAR_MS = args.bar_ms
     cores = len(load.CORES)
     print(f"cores available: {cores}; load average before: {os.getloadavg()[0]:.1f}")
     print(
@@ -73,12 +90,16 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     speech = load.trimmed_speech(load.CALLER_TEXT)
+    # A first run pays for cold caches (the caller processes' imports outlast their 1.5 s head start):
+    # a small level, not reported, so the first measured level is not its victim.
+    asyncio.run(load.run_level(5, 2.0, 1.0, speech, 1, None))
     levels = sorted(args.calls)
-    one, rows_one = capacity(1, levels, args.secs, speech)
-    two, rows_two = capacity(2, [n for n in levels if n >= one] or levels, args.secs, speech)
+    strict = not args.lenient
+    one, rows_one = capacity(1, levels, args.secs, speech, strict=strict)
+    two, rows_two = capacity(2, [n for n in levels if n >= one] or levels, args.secs, speech, strict=strict)
     ratio = two / one if one else float("nan")
     print()
-    print(f"capacity within p99 ≤ {load.TARGET_P99_MS:g} ms: 1 worker {one} calls, 2 workers {two} calls")
+    print(f"capacity within p99 ≤ {BAR_MS:g} ms: 1 worker {one} calls, 2 workers {two} calls")
     verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
     print(f"ratio {ratio:.2f} (target ≥ {TARGET_RATIO}): {verdict}")
     if cores <= 2:
