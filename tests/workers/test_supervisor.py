@@ -233,3 +233,30 @@ async def test_two_workers_share_one_port_and_one_lifecycle(tmp_path: Path) -> N
         assert code == 0
         assert record_status(records, call_id) == "completed"
         assert not run_dir.exists()  # the supervisor removed its sockets and metrics files
+
+
+def test_workers_drain_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    config = tmp_path / "patter.yaml"
+    config.write_text(CONFIG.format(records=tmp_path / "records"))
+    with run_daemon(config) as daemon:
+        pids = [w["pid"] for w in workers(daemon)]
+        assert len(pids) == 2
+        daemon.proc.kill()  # no SIGTERM forwarded: the workers see their pipe to the supervisor close
+        daemon.proc.wait(10)
+        for index in (1, 2):
+            daemon.wait_log(
+                lambda e, i=index: e.get("event") == "supervisor gone: draining" and e.get("worker") == i,  # type: ignore[misc]
+                timeout=30,
+            )
+
+        def gone() -> bool:
+            return all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in pids)
+
+        wait_until(gone, what="both workers to exit")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
