@@ -213,6 +213,7 @@ class Daemon:
                     feed=self.feed,
                     known_record=lambda call_id: self.store.get_call(call_id) is not None,
                     recover_orphans=getattr(self.store, "recover_orphans", None),  # PostgreSQL: shared
+                    forget_record=getattr(self.store, "forget", None),  # a handed-over call's memory copy
                 )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)

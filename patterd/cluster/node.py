@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from patterd.config.cluster import ClusterConfig
 
 log = structlog.get_logger("patterd.cluster")
+CLOSE_STEP_SECS = 3.0  # each step of leaving the cluster at stop, at most
 CONTROL_TIMEOUT_SECS = 5.0  # a live replica that does not answer a hangup/transfer this fast is skipped
 
 
@@ -74,6 +74,7 @@ class ClusterNode:
         self._emit: Callable[[CallEvent], None] = lambda event: None
         self._known: Callable[[str], bool] = lambda call_id: False
         self._recover: Callable[[list[str]], int] | None = None
+        self._forget: Callable[[str], None] | None = None
         self._feed: Feed | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -87,12 +88,13 @@ class ClusterNode:
         feed: Feed,
         known_record: Callable[[str], bool],
         recover_orphans: Callable[[list[str]], int] | None = None,
+        forget_record: Callable[[str], None] | None = None,
     ) -> None:
         """Join: heartbeat, registry writer, feed publisher and subscriber run until `close`."""
         self._board, self._emit, self._feed, self._known = board, emit, feed, known_record
-        self._recover = (
-            recover_orphans  # a store shared by every replica (PostgreSQL) closes the record itself
-        )
+        # a store shared by every replica (PostgreSQL) closes a dead replica's record itself
+        self._recover = recover_orphans
+        self._forget = forget_record  # a handed-over call's record is written by the replica running it
         feed.forward = self.relay.publish_feed
         await self.registry.heartbeat()
         loop = asyncio.get_running_loop()
@@ -109,13 +111,20 @@ class ClusterNode:
         """Leave the registry (the calls are over by now) and stop every task."""
         if self._feed is not None:
             self._feed.forward = None
-        await self.registry.leave()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.relay.close()
-        with contextlib.suppress(Exception):
-            await self.link.client.aclose()
+        # A stop must never wait on Redis: each step is bounded (a stuck connection is left to the exit).
+        for step in (
+            self.registry.leave(),
+            asyncio.gather(*self._tasks, return_exceptions=True),
+            self.relay.close(),
+            self.link.client.aclose(),
+        ):
+            try:
+                async with asyncio.timeout(CLOSE_STEP_SECS):
+                    await step
+            except Exception as exc:  # TimeoutError or a Redis error: logged, the stop goes on
+                log.warning("cluster close step did not finish", error=f"{type(exc).__name__}: {exc}")
 
     async def _beat(self) -> None:
         while True:
@@ -208,7 +217,10 @@ class ClusterNode:
             return {"code": 503, "error": {"code": "unavailable", "message": "starting"}}
         if action == "adopted":
             self.registry.forget(call_id)
-            return {"code": 200, "handed_over": board.hand_over(call_id)}
+            handed = board.hand_over(call_id)
+            if handed and self._forget is not None:
+                self._forget(call_id)
+            return {"code": 200, "handed_over": handed}
         if call_id not in board.calls:
             return {"code": 404, "error": {"code": "not_found", "message": f"no live call {call_id!r}"}}
         try:

@@ -206,6 +206,14 @@ class MemoryStore:
                 if sink is not None:
                     sink.call_done(relpath)
 
+    def forget(self, call_id: str) -> None:
+        """Drop a live call's record from memory without finishing it: another replica of a cluster runs the
+        call now and writes its record (this store then reads what is stored, or shows its first state)."""
+        with self._lock:
+            entry = self._live.pop(call_id, None)
+        if entry is not None and self._sink is not None:
+            self._sink.call_done(entry.record.relpath)
+
     async def wait_durable(self, call_id: str, timeout: float = DURABLE_TIMEOUT_SECS) -> bool:
         """Wait until the call's first metadata is durable (on disk, or committed to the database).
 
