@@ -245,7 +245,7 @@ def test_workers_drain_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         daemon.proc.wait(10)
         for index in (1, 2):
             daemon.wait_log(
-                lambda e, i=index: e.get("event") == "supervisor gone: draining" and e.get("worker") == i,  # type: ignore[misc]
+                lambda e, i=index: e.get("event") == "supervisor gone: draining" and e.get("worker") == i,
                 timeout=30,
             )
 
