@@ -8,7 +8,6 @@ import enum
 import functools
 import signal
 import sys
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +30,6 @@ from patterd.graph import Graph, build_context, build_graph
 from patterd.http_server import hypercorn_config
 from patterd.listen import bind_unix, local_url, open_socket, raise_fd_limit
 from patterd.live_counters import switchboard_counters
-from patterd.logs import configure_logging
 from patterd.metrics import Metrics
 from patterd.metrics_mp import multiprocess_dir
 from patterd.plugins import Registry, load_registry
@@ -403,22 +401,3 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def run_daemon(
-    source: ConfigSource,
-    config: Config,
-    *,
-    bind: str | None = None,
-    stdout: IO[str] = sys.stdout,
-    configure: Callable[[Config], None] | None = None,
-) -> int:
-    """Run a daemon to completion in a fresh event loop; returns the exit code."""
-    configure_logging(config.logging.level, redact_phone=config.logging.redact_phone)
-    if configure is not None:
-        configure(config)
-
-    async def main() -> int:
-        return await Daemon(source, config, bind=bind, stdout=stdout).run()
-
-    return asyncio.run(main())
