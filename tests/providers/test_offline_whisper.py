@@ -93,7 +93,7 @@ def test_weights_with_another_hash_are_refused(tmp_path: Path) -> None:
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         (tmp_path / name).symlink_to(model_path() / name)
     (tmp_path / "model.bin").write_bytes(b"not the pinned weights")
-    with pytest.raises(ProviderError, match="refuses whisper weights .* is not the pinned"):
+    with pytest.raises(ProviderError, match=r"refuses whisper weights .* is not the pinned"):
         verify_weights(tmp_path)
     engine = offline_whisper.shared_engine(tmp_path, 1, 1, 5)
     with pytest.raises(ProviderError, match="refuses whisper weights"):
