@@ -67,7 +67,10 @@ class OfflineSTTOptions(ProviderOptions):
 
     # auto: whisper when its extra is installed, `mode` is auto/open and no pocketsphinx model file or
     # sample_rate_mode is set; else pocketsphinx.
-    engine: Literal["auto", "pocketsphinx", "whisper"] = "auto"
+    engine: Literal["auto", "pocketsphinx", "whisper"] = Field(
+        "auto",
+        description="auto: whisper when `patterd[whisper]` is installed and the mode is auto/open, else pocketsphinx",
+    )
     model: str | None = None  # acoustic model directory; default: pocketsphinx's bundled en-us
     dictionary: str | None = None  # pronunciation dictionary; default: the bundled cmudict
     language_model: str | None = None  # ARPA or binary LM file; default: the bundled en-us LM
@@ -87,10 +90,14 @@ class OfflineSTTOptions(ProviderOptions):
     interim_interval_ms: int = Field(default=300, ge=60, le=5000)
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)
     # pocketsphinx: live cepstral mean normalization (the bundled model's feat.params says batch).
-    live_cmn: bool = True
-    whisper_workers: int = Field(default=1, ge=1, le=8)  # transcriptions at once, process-wide
-    whisper_cpu_threads: int = Field(default=0, ge=0, le=32)  # per worker; 0: the cores but one
-    whisper_beam_size: int = Field(default=5, ge=1, le=10)
+    live_cmn: bool = Field(True, description="pocketsphinx: live cepstral mean normalization (false: batch)")
+    whisper_workers: int = Field(
+        default=1, ge=1, le=8, description="whisper transcriptions at once, process-wide"
+    )
+    whisper_cpu_threads: int = Field(
+        default=0, ge=0, le=32, description="per worker; 0: the cores but one (at most 4)"
+    )
+    whisper_beam_size: int = Field(default=5, ge=1, le=10, description="whisper beam search width")
 
     @model_validator(mode="after")
     def _check(self) -> OfflineSTTOptions:
