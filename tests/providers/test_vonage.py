@@ -179,6 +179,10 @@ async def test_media_both_ways_paced_marks_barge_in_dtmf_and_close(harness: Harn
     cleared_at = asyncio.get_running_loop().time()
     assert await next_event(events, MarkPlayed) == MarkPlayed("m2")  # the cleared audio's mark fires now
     stopped = await call.wait_for_stop(cleared_at - 0.5)
+    after = (sum(call.binary_sizes) - sent_before) // 640
+    print(
+        f"\n[vonage] clear → caller hears silence {(stopped - cleared_at) * 1000:.1f} ms; {after} frames after"
+    )
     assert stopped - cleared_at <= 0.25, stopped - cleared_at  # the 40 ms lead and a frame or two (+ load)
     assert sum(call.binary_sizes) - sent_before <= 4 * 640  # the lead and what was on the wire
     assert len(call.played) < 1760 + 16000 and call.buffered_bytes == 0
