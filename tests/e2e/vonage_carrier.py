@@ -135,6 +135,17 @@ class VonageCarrier:
         url = self.net.local_url(f"wss://{PUBLIC_HOST}/ws/vonage/stream/{call_id}?token=guess")
         return await _try_ws(self.net.session, url, {})
 
+    async def wait_transferred(self, handle: CallHandle, timeout: float = 10.0) -> str:
+        """Until the daemon replaced the call's NCCO with a phone connect (PUT transfer); the number."""
+        assert isinstance(handle, VonageHandle)
+        path = f"/v1/calls/{handle.call.call_sid}"
+        put = await self.rest.wait_for_request(
+            lambda r: r.method == "PUT" and r.path == path and r.body.get("action") == "transfer",
+            timeout=timeout,
+        )
+        await handle.call.wait_closed(timeout=timeout)  # the new NCCO ends the websocket leg
+        return str(put.body["destination"]["ncco"][0]["endpoint"][0]["number"])
+
     def hangup_requests(self, handle: CallHandle) -> int:
         assert isinstance(handle, VonageHandle)
         uuid = handle.call.call_sid
