@@ -32,6 +32,7 @@ from patterd.listen import bind_unix, local_url, open_socket, raise_fd_limit
 from patterd.live_counters import switchboard_counters
 from patterd.metrics import Metrics
 from patterd.metrics_mp import multiprocess_dir
+from patterd.notify.setup import fleet_notifier
 from patterd.plugins import Registry, load_registry
 from patterd.protocols.events import CallEnded, CallEvent
 from patterd.providers.kinds import Tunnel
@@ -120,6 +121,9 @@ class Daemon:
         self._observers = [self.store.handle, self.metrics.observe, self.feed.observe]
         if self.cluster is not None:
             self._observers.append(self.cluster.observe)
+        self.fleet = fleet_notifier(config, self.metrics)  # dashboard.notify_url: report calls to a central
+        if self.fleet is not None:
+            self._observers.append(self.fleet.observe)
         if tracer is not None:
             self._observers.append(tracer.observe)
         self._stop = asyncio.Event()
@@ -167,6 +171,8 @@ class Daemon:
             return 78
         async with AsyncExitStack() as stack:
             http = await stack.enter_async_context(aiohttp.ClientSession())
+            if self.fleet is not None:
+                self.fleet.start(http)
             try:
                 if self.config.tunnel is not None:
                     tunnel_ctx = build_context(self.config, local_url=self._local_url, clock=self.clock)
@@ -264,6 +270,8 @@ class Daemon:
             # The hydrate thread must be out of the index before the store closes it.
             await asyncio.gather(history, hydrating, return_exceptions=True)
             await self.switchboard.graph.aclose()
+            if self.fleet is not None:  # the last calls' ends, while the HTTP session is still open
+                await self.fleet.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         await asyncio.to_thread(self.store.close)

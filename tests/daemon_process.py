@@ -96,10 +96,16 @@ def run_daemon(
     token: str | None = None,
     args: list[str] | None = None,
     cwd: Path | None = None,
+    port: int = 0,
 ) -> Iterator[DaemonProcess]:
-    """Start `patterd` with an inherited listening socket; stop it (SIGKILL if needed) on exit."""
+    """Start `patterd` with an inherited listening socket; stop it (SIGKILL if needed) on exit.
+
+    `port` restarts a daemon on the port a stopped one had (0: any free port).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    if port:  # the old connections may linger in TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     port = sock.getsockname()[1]
     fd = sock.fileno()

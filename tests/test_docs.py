@@ -10,6 +10,7 @@ import pytest
 from starlette.routing import Route, WebSocketRoute
 
 from patterd.config.cluster import ClusterConfig
+from patterd.config.fleet import DashboardConfig
 from patterd.config.load import FILE_KEYS
 from patterd.config.model import (
     AgentConfig,
@@ -38,7 +39,16 @@ def test_top_level_keys(key: str) -> None:
 
 @pytest.mark.parametrize(
     "model",
-    [ServerConfig, LoggingConfig, ClusterConfig, AgentConfig, TransferCallTool, EndCallTool, WebhookTool],
+    [
+        ServerConfig,
+        LoggingConfig,
+        ClusterConfig,
+        DashboardConfig,
+        AgentConfig,
+        TransferCallTool,
+        EndCallTool,
+        WebhookTool,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_section_keys(model: type) -> None:

@@ -12,6 +12,7 @@ from typing import Any, cast
 from pydantic import TypeAdapter, ValidationError
 
 from patterd.config.cluster import ClusterConfig
+from patterd.config.fleet import DashboardConfig
 from patterd.config.interpolate import interpolate_document, interpolate_lenient, load_dotenv, merge_environ
 from patterd.config.load_base import YamlPath, _type_name, unknown_key_message
 from patterd.config.load_top import TopLevel
@@ -44,6 +45,7 @@ FILE_KEYS = (
     "server",
     "logging",
     "cluster",
+    "dashboard",
     "agents",
 )
 EXTENSION_PREFIX = "x-"
@@ -152,9 +154,10 @@ class _Loader(TopLevel):
         self.check_dashboard_token(server, root.get("server"))
         logging = self.section(LoggingConfig, root.get("logging"), ("logging",))
         cluster = self.section(ClusterConfig, root.get("cluster"), ("cluster",))
+        dashboard = self.section(DashboardConfig, root.get("dashboard"), ("dashboard",))
         agents = self.agents(root.get("agents"))
 
-        if self.issues or None in (carrier, server, logging, cluster, agents):
+        if self.issues or None in (carrier, server, logging, cluster, dashboard, agents):
             return None
         try:
             return Config(
@@ -168,6 +171,7 @@ class _Loader(TopLevel):
                 server=server,
                 logging=logging,
                 cluster=cluster,
+                dashboard=dashboard,
                 agents=agents,
                 digest=digest,
             )

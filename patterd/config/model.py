@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from patterd.config.cluster import ClusterConfig
+from patterd.config.fleet import DashboardConfig
 from patterd.config.persist import DatabaseURL
 from patterd.hosts import host_allowed, url_host
 from patterd.providers.spec import ProviderOptions, ProviderSpec
@@ -411,6 +412,7 @@ class Config(BaseModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     agents: list[AgentConfig] = Field(min_length=1)
     source: Path | None = None
     digest: str = ""
@@ -447,4 +449,5 @@ class Config(BaseModel):
             "agents": [agent.to_public_dict() for agent in self.agents],
             # shown once configured (a file without `cluster:` keeps its old shape)
             **({"cluster": self.cluster.to_public_dict()} if self.cluster != ClusterConfig() else {}),
+            **({"dashboard": self.dashboard.to_public_dict()} if self.dashboard != DashboardConfig() else {}),
         }

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from patterd.config.cluster import ClusterConfig
+from patterd.config.fleet import DashboardConfig
 from patterd.config.model import (
     CHAIN_ROLES,
     E164,
@@ -69,6 +70,7 @@ def json_schema(registry: Registry) -> dict[str, Any]:
         server=(ServerConfig, Field(default_factory=ServerConfig)),
         logging=(LoggingConfig, Field(default_factory=LoggingConfig)),
         cluster=(ClusterConfig, Field(default_factory=ClusterConfig)),
+        dashboard=(DashboardConfig, Field(default_factory=DashboardConfig)),
         agents=(list[agent], Field(min_length=1)),
     )
     schema = _accept_references(file_model.model_json_schema())

@@ -92,6 +92,13 @@ class CallStarted(CallEvent):
     callee: str = ""
     carrier_call_id: str = ""
     trace_id: str = ""
+    source: str = ""  # the daemon (or Patter app) that ran the call, when it is not this one (fleet ingest)
+
+    def data(self) -> dict[str, Any]:
+        out = CallEvent.data(self)
+        if not self.source:  # a local call's events.jsonl line keeps its shape
+            out.pop("source")
+        return out
 
 
 @dataclass(frozen=True, slots=True)

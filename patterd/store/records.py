@@ -142,6 +142,7 @@ class CallRecord:
     usages: list[tuple[str, str, dict[str, float]]] = field(default_factory=list)
     answered_by: str | None = None
     recording_url: str | None = None
+    source: str = ""  # a fleet member's or Patter app's call (docs/operations.md "One dashboard for a fleet")
 
     @classmethod
     def start(
@@ -159,6 +160,7 @@ class CallRecord:
             record.carrier_call_id = event.carrier_call_id
             record.agent = event.agent
             record.agent_provider = event.agent_provider
+            record.source = clean_text(event.source)
         return record
 
     @property
@@ -235,6 +237,7 @@ class CallRecord:
             "recording_url": self.recording_url,
             "barge_ins": self.barge_ins,
             "errors": self.errors,
+            **({"source": self.source} if self.source else {}),  # local calls keep their shape
         }
         # Error texts and provider names can quote what a caller or an engine sent: clean them all.
         cleaned: dict[str, Any] = clean(meta)

@@ -16,6 +16,7 @@ from patterd.web.auth import check_access, csrf_refused
 from patterd.web.carrier_routes import carrier_routes
 from patterd.web.dashboard import dashboard_routes
 from patterd.web.errors import error_response, http_exception_handler
+from patterd.web.fleet_routes import fleet_routes
 from patterd.web.health import health_routes
 from patterd.web.limits import PROBES, EdgeLimits, EdgeSettings
 from patterd.web.ops_api import ops_routes
@@ -25,7 +26,8 @@ from patterd.web.throttle import FailureThrottle
 from patterd.web.workers_view import PeerView, handover_routes
 
 # Paths with their own authentication (carrier signatures) or none by design (the login form itself).
-OPEN_PREFIXES = ("/webhooks/", "/ws/", "/login", "/static/")
+# `/api/v1/fleet/` is signed by its sender (web/fleet_routes.py), so it needs no bearer token.
+OPEN_PREFIXES = ("/webhooks/", "/ws/", "/login", "/static/", "/api/v1/fleet/")
 
 
 class TokenMiddleware:
@@ -94,6 +96,7 @@ def create_app(
         *ops_routes(runtime, peers),
         *handover_routes(runtime, peers),
         *recording_routes(runtime),
+        *fleet_routes(runtime),
         *(dashboard_routes(runtime, throttle, registry) if dashboard else ()),
     ]
     return Starlette(

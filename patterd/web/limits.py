@@ -18,6 +18,9 @@ LOGIN_MAX_BYTES = 8 * KIB  # the login form is one token and a path
 WEBHOOK_MAX_BYTES = 64 * KIB  # carrier callbacks are a few KB of form fields or JSON
 API_MAX_BYTES = 64 * KIB  # ops API JSON bodies (a call's variables included)
 OTHER_MAX_BYTES = 8 * KIB  # every other route takes no body worth the name
+# A fleet batch of events, or a Patter SDK call end with its whole transcript and metrics.
+INGEST_MAX_BYTES = 1024 * KIB
+INGEST_PATHS = frozenset({"/api/v1/fleet/events", "/api/dashboard/ingest"})
 BODY_READ_TIMEOUT_SECS = 10.0  # a whole body must arrive within this time of the request's headers
 MAX_REQUESTS_PER_CLIENT = 64  # HTTP requests in flight from one non-loopback address
 # After a 413 the rest of the body is read and dropped for a moment before the connection closes: closing a
@@ -33,6 +36,8 @@ def body_limit(path: str) -> int:
         return LOGIN_MAX_BYTES
     if path.startswith("/webhooks/"):
         return WEBHOOK_MAX_BYTES
+    if path in INGEST_PATHS:
+        return INGEST_MAX_BYTES
     if path.startswith("/api/"):
         return API_MAX_BYTES
     return OTHER_MAX_BYTES

@@ -138,6 +138,15 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/api/v1/agents": {"get": _op("Agents of the running config")},
         "/api/v1/reload": {"post": _op("Reload the config from disk", errors=("401", "422"))},
         "/api/v1/openapi.json": {"get": _op("This document")},
+        "/api/dashboard/ingest": {  # web/fleet_routes.py; body up to 1 MiB
+            "post": _op(
+                "Patter SDK call lifecycle JSON (its standalone dashboard's ingest)",
+                errors=("400", "408", "413"),
+            )
+        },
+        "/api/v1/fleet/events": {  # signed with the token (X-Patterd-Signature) instead of carrying it
+            "post": _op("Call events of another patterd", errors=("400", "401", "408", "413"), open_=True)
+        },
     }
     return {
         "openapi": "3.1.0",

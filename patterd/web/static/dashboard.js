@@ -202,7 +202,7 @@
 
     function matches(meta, q) {
       if (!q) return true;
-      const hay = [meta.call_id, meta.caller, meta.callee, agentName(meta), meta.status, meta.direction].join(" ").toLowerCase();
+      const hay = [meta.call_id, meta.caller, meta.callee, agentName(meta), meta.status, meta.direction, meta.source].join(" ").toLowerCase();
       return q.toLowerCase().split(/\s+/).every((w) => hay.includes(w));
     }
 
@@ -215,7 +215,8 @@
       const tr = el("tr", { class: "clickable" + (fresh ? " fresh" : ""), tabindex: "0", dataset: { call: meta.call_id, href }, "aria-label": `Call ${meta.call_id}, ${fmtTime(meta.started_at)}, ${meta.status || ""}` },
         el("td", {}, el("a", { href, title: meta.call_id, tabindex: "-1" }, fmtTime(meta.started_at))),
         el("td", {}, statusPill(meta.status, meta.errors)),
-        el("td", {}, agentName(meta)),
+        // A call another daemon (or a Patter app) reported names where it ran (docs/operations.md, fleet).
+        el("td", {}, agentName(meta), meta.source ? el("span", { class: "muted small source", title: "reported by" }, ` @ ${meta.source}`) : null),
         el("td", {}, numberNode(meta.caller, state.revealAll)),
         el("td", {}, numberNode(meta.callee, state.revealAll)),
         el("td", { class: "num" }, LIVE.has(meta.status) ? "live" : fmtDuration(meta.duration_ms)),
