@@ -15,7 +15,6 @@ answer NCCO reveals. Vonage records through NCCO `record` actions, not a REST ca
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -29,16 +28,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
-from patterd.errors import ProviderConnectionError, ProviderError
-from patterd.protocols import frames as wire
+from patterd.errors import ProviderError
 from patterd.protocols import jsontext
 from patterd.protocols import vonage as proto
-from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
+from patterd.protocols.events import StreamStarted
 from patterd.protocols.media_token import media_token, valid_media_token
 from patterd.providers import vonage_jwt
 from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
+from patterd.providers.media_start import await_start
 from patterd.providers.paced_leg import PacedLeg
 from patterd.providers.spec import (
     BuildContext,
@@ -252,7 +251,9 @@ class VonageCarrier:
         await websocket.accept()
         codec = proto.VonageCodec()
         frames = MediaSocket(websocket, CARRIER, router, self._ctx.media_idle_timeout_secs)
-        first = await self._await_connected(frames, codec)
+        first = await await_start(
+            frames, codec, timeout_secs=self.options.stream_start_timeout_secs, start="websocket:connected"
+        )
         if isinstance(first, StreamStarted):
             claimed = first.parameters.get("call_id")
             if claimed is not None and claimed != call_id:
@@ -275,32 +276,6 @@ class VonageCarrier:
             await router.run_media(call_id, leg)
         finally:
             await leg.close()
-
-    async def _await_connected(self, frames: MediaSocket, codec: proto.VonageCodec) -> MediaEvent:
-        """Read up to `websocket:connected` (its headers name the call) before the leg runs."""
-        try:
-            async with asyncio.timeout(self.options.stream_start_timeout_secs):
-                while True:
-                    frame = await frames.receive()
-                    if frame is None:
-                        return StreamStopped("disconnected before websocket:connected")
-                    try:
-                        events = codec.receive(frame)
-                    except wire.BadFrame as exc:
-                        frames.drop(exc.reason, str(exc))
-                        continue
-                    except Exception as exc:  # a decoder bug must cost one frame, never the call
-                        frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
-                        continue
-                    for event in events:
-                        if isinstance(event, StreamStarted):
-                            return event
-                        frames.drop(
-                            "before_start", f"Vonage {type(event).__name__} before websocket:connected"
-                        )
-        except (TimeoutError, ProviderConnectionError):
-            log.warning("vonage_media_not_connected", timeout_secs=self.options.stream_start_timeout_secs)
-            return StreamStopped("no websocket:connected message")
 
     # ---------------------------------------------------------------- REST
 

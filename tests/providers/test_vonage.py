@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from patterd.errors import ProviderAuthError, ProviderError
+from patterd.protocols import vonage as proto
 from patterd.protocols.audio import FRAME_BYTES
 from patterd.protocols.events import CallerAudio, CallerDtmf, MarkPlayed, StreamStarted, StreamStopped
 from patterd.providers.kinds import Carrier, DialRequest, InboundCall
@@ -204,6 +205,31 @@ async def test_bad_frames_are_counted_and_the_call_survives(harness: Harness) ->
     await call.send_dtmf("1")
     assert await next_event(events, CallerDtmf) == CallerDtmf("1")
     assert harness.router.bad_frame_reasons == ["not_json", "bad_dtmf", "unknown_event", "bad_audio"]
+
+
+async def test_frames_before_connected_are_dropped_and_a_socket_closed_early_ends_the_call(
+    harness: Harness,
+) -> None:
+    call = await harness.net.inbound_call(connect=False)
+    assert call.endpoint is not None
+    url = harness.net.local_url(call.endpoint["uri"])
+    async with harness.net.session.ws_connect(url) as ws:
+        await ws.send_bytes(bytes(640))  # audio before websocket:connected
+        await ws.send_str('{"event": "websocket:dtmf", "digit": "3"}')
+        await ws.send_str(
+            json.dumps({"event": "websocket:connected", "content-type": proto.CONTENT_TYPE, **call.headers})
+        )
+        _, events = await harness.router.leg("call-1")
+        assert (await next_event(events, StreamStarted)).parameters["call_id"] == "call-1"
+        assert harness.router.bad_frame_reasons == ["before_start", "before_start"]
+    assert isinstance(await next_event(events, StreamStopped), StreamStopped)
+
+    second = await harness.net.inbound_call(connect=False)
+    assert second.endpoint is not None
+    async with harness.net.session.ws_connect(harness.net.local_url(second.endpoint["uri"])) as ws:
+        await ws.close()  # gone before websocket:connected
+    _, events = await harness.router.leg("call-2")
+    assert await next_event(events, StreamStopped) == StreamStopped("disconnected before websocket:connected")
 
 
 async def test_outbound_dial_answer_events_and_hangup(harness: Harness) -> None:
