@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 
@@ -72,6 +73,16 @@ def test_webhook_tokens_are_refused_for_another_body_secret_age_or_algorithm() -
     claims = {"iat": int(now), "payload_hash": hashlib.sha256(BODY).hexdigest()}
     none_alg = jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]
     assert vonage_jwt.verify_webhook(none_alg, SECRET, BODY, now=now) is None
+
+
+def test_without_pyjwt_the_config_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from patterd.providers.vonage import Options
+
+    monkeypatch.setitem(sys.modules, "jwt", None)  # import jwt → ImportError, as when it is not installed
+    with pytest.raises(ValueError, match=r"PyJWT with cryptography: pip install 'patterd\[vonage\]'"):
+        Options(application_id="a", private_key="k.pem", signature_secret="s")
+    with pytest.raises(vonage_jwt.VonageJwtUnavailable):
+        vonage_jwt.application_token("a", PRIVATE)
 
 
 def test_bearer_header() -> None:
