@@ -17,12 +17,12 @@ becomes exactly one 640-byte L16 frame and every 640-byte L16 frame one 160-byte
 
 from __future__ import annotations
 
-import audioop
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from patterd.protocols import frames
+from patterd.protocols.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from patterd.protocols.events import CallerAudio, CallerDtmf, MediaEvent, StreamStarted
 from patterd.protocols.media_codec import Notice
 from patterd.protocols.resample import FirResampler
@@ -133,11 +133,11 @@ class VonageCodec:
             raise VonageProtocolError(
                 f"Vonage audio frame of {len(pcm)} bytes: expected whole 16-bit samples", "bad_audio"
             )
-        return audioop.lin2ulaw(self._down.process(pcm), 2)
+        return pcm16_to_ulaw(self._down.process(pcm))
 
     def media(self, ulaw: bytes) -> bytes:
         """One BINARY frame of agent audio: μ-law 8 kHz → L16 16 kHz (160 bytes → 640)."""
-        return self._up.process(audioop.ulaw2lin(ulaw, 2))
+        return self._up.process(ulaw_to_pcm16(ulaw))
 
     def mark(self, name: str) -> None:
         """Vonage's stream has no marks: the leg emulates them by play-out time."""

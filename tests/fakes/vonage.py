@@ -16,11 +16,11 @@ heard (`played`) is kept as 8 kHz μ-law so the scenario verbs count bytes the s
 from __future__ import annotations
 
 import asyncio
-import audioop
 import contextlib
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +33,10 @@ from vonage_voice.models.ncco import Connect  # type: ignore[import-untyped]
 from patterd.protocols.audio import FRAME_BYTES
 from tests.fakes.twilio import FRAME_SECS, SILENCE, FakeCall
 from tests.fakes.vonage_rest import FakeVonageRest, VonageCallResource, new_uuid
+
+with warnings.catch_warnings():  # stdlib on 3.11/3.12 (deprecated), audioop-lts on 3.13+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 L16_FRAME = 640  # 20 ms of 16-bit samples at 16 kHz
 QUIET_SECS = 0.15  # no agent audio for this long after playback ran dry: the daemon stopped the reply
