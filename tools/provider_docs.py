@@ -196,6 +196,30 @@ class MediaCodec(Protocol):
 frame_bytes=160))`. Without marks on the wire (`mark()` returns None), build it with `emulate_marks=True`:
 the leg then yields `MarkPlayed` once the audio sent before the mark has had time to play at 8 kHz. The built-in codecs: `protocols.twilio.TwilioCodec`,
 `protocols.telnyx_media.TelnyxCodec`, `protocols.local.SoftphoneCodec`.
+
+### Testing a carrier: `CarrierSuite`
+
+`patterd.testing.CarrierSuite` checks a carrier through a running daemon and real sockets only: an
+inbound call (signed webhook, answer, media socket, greeting heard, far-end hangup, the record), an
+outbound call (`POST /api/v1/calls` → the carrier's REST dial → the callee answers), signature rejection
+(a forged webhook 403, a media socket without credentials refused, both counted), media both ways (a
+caller turn reaches the agent, its reply the caller), clear (barge-in), DTMF, hangup (`POST
+/api/v1/calls/{id}/hangup` ends it the carrier's way) and transfer. Its `CarrierSetup` holds the daemon's
+URL, a `CarrierDriver` over the carrier's fake (place an inbound call, answer the daemon's dial, send a
+forged webhook, open a media socket, count REST hangups, see a REST transfer; each call a `CarrierCall`:
+say, send DTMF, hear, see clears, hang up) and an `AgentControl` scripting the agent (`Speak`,
+`UseTool`). Features the carrier lacks (`outbound`, `signatures`, `transfer`, `rest_hangup`) are left out
+of `CarrierSetup.features` and their cases skip. One daemon serves every case:
+
+```python
+@pytest.mark.parametrize("case", CarrierSuite.cases())
+async def test_contract(world: CarrierSetup, case: str) -> None:
+    await CarrierSuite(world).run(case)
+```
+
+Every built-in carrier runs it (`tests/carriers/`), and so does the sample third-party plugin's
+`carrier.sample` (`tests/plugins/sample_plugin/patterd_sample/carrier.py`: HMAC-signed JSON webhooks,
+JSON media with base64 μ-law, a small REST API), installed as a distribution and found by entry point.
 """
 
 

@@ -1,4 +1,5 @@
-"""Behavioural contract suites a provider plugin runs against its own fake vendor server (STT, TTS, LLM, engine).
+"""Behavioural contract suites a provider plugin runs against its own fake vendor server (STT, TTS, LLM, engine,
+carrier: see `patterd.testing.carrier_suite` for the carrier's, which runs against a live daemon).
 
 Usage (see docs/providers.md, "Writing a provider")::
 
@@ -17,6 +18,16 @@ Usage (see docs/providers.md, "Writing a provider")::
 """
 
 from patterd.testing.call import Ear, RecordingCall
+from patterd.testing.carrier import (
+    AgentControl,
+    CarrierCall,
+    CarrierDriver,
+    CarrierSetup,
+    Speak,
+    TransferringDriver,
+    UseTool,
+)
+from patterd.testing.carrier_suite import CarrierSuite
 from patterd.testing.engine import EngineSuite
 from patterd.testing.harness import (
     CaseSkipped,
@@ -33,6 +44,11 @@ from patterd.testing.stt import STTSuite
 from patterd.testing.tts import TTSSuite
 
 __all__ = [
+    "AgentControl",
+    "CarrierCall",
+    "CarrierDriver",
+    "CarrierSetup",
+    "CarrierSuite",
     "CaseSkipped",
     "CountingProxy",
     "Ear",
@@ -46,8 +62,11 @@ __all__ = [
     "STTSuite",
     "Setup",
     "SetupFactory",
+    "Speak",
     "Suite",
     "TTSControl",
     "TTSSuite",
+    "TransferringDriver",
+    "UseTool",
     "wait_until",
 ]

@@ -13,6 +13,7 @@ from patterd.config import load_config_text
 from patterd.errors import PluginError
 from patterd.plugins import ENTRY_POINT_GROUP, load_registry
 from patterd.plugins.registry import Registry
+from tests.plugins.sample_site import install_sample
 
 SAMPLE = Path(__file__).parent / "sample_plugin"
 
@@ -20,20 +21,14 @@ SAMPLE = Path(__file__).parent / "sample_plugin"
 @pytest.fixture
 def sample_on_path(tmp_path: Path) -> Iterator[Path]:
     """Make the sample distribution importable and discoverable, as `pip install` would (a .dist-info on sys.path)."""
-    site = tmp_path / "site"
-    pkg = site / "patterd_sample"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text((SAMPLE / "patterd_sample" / "__init__.py").read_text())
-    info = site / "patterd_sample_plugin-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: patterd-sample-plugin\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nllm.echo = patterd_sample:SPEC\n")
+    site = install_sample(tmp_path / "site")
     sys.path.insert(0, str(site))
     try:
         yield site
     finally:
         sys.path.remove(str(site))
-        sys.modules.pop("patterd_sample", None)
+        for module in [m for m in sys.modules if m == "patterd_sample" or m.startswith("patterd_sample.")]:
+            sys.modules.pop(module)
 
 
 def test_builtins_are_registered_through_entry_points() -> None:
@@ -67,6 +62,17 @@ def test_third_party_plugin_is_used_from_yaml(sample_on_path: Path) -> None:
     )
     assert config.agents[0].llm is not None
     assert config.agents[0].llm.options.prefix == "Echo:"  # type: ignore[attr-defined]
+
+
+def test_third_party_carrier_is_registered_with_its_facts(sample_on_path: Path) -> None:
+    """carrier.sample (run end to end by tests/carriers/test_sample.py) reaches core only through its spec."""
+    spec = load_registry().specs["carrier.sample"]
+    assert spec.distribution == "patterd-sample-plugin"
+    facts = spec.spec.carrier
+    assert facts is not None and facts.media_path == "/ws/sample/{call_id}"
+    assert (
+        facts.webhook_route("sample") == "/webhooks/sample/{hook}" and facts.prices["inbound_per_minute"] > 0
+    )
 
 
 async def test_third_party_plugin_runs(sample_on_path: Path) -> None:
