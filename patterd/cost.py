@@ -138,8 +138,8 @@ def carrier_facts() -> Mapping[str, CarrierFacts]:
     registry = load_registry()
     facts = {
         loaded.spec.name: loaded.spec.carrier
-        for loaded in registry
-        if loaded.spec.kind == "carrier" and loaded.spec.carrier is not None
+        for loaded in registry.of_kind("carrier")  # only the carriers' modules get imported
+        if loaded.spec.carrier is not None
     }
     return MappingProxyType(facts)
 

@@ -1,4 +1,4 @@
-"""Loads ProviderSpecs from entry points (`kind.name = "module:SPEC"`) and looks them up by kind and name."""
+"""Finds ProviderSpecs by entry point (`kind.name = "module:SPEC"`), imports each on first lookup by kind and name."""
 
 from __future__ import annotations
 
@@ -23,43 +23,87 @@ class LoadedSpec:
 
 @dataclass
 class Registry:
-    """Every provider that could be loaded, plus a clear message for every one that could not."""
+    """Every installed provider by `kind.name`; a spec's module is imported the first time it is asked for.
 
-    specs: dict[str, LoadedSpec] = field(default_factory=dict)
-    broken: dict[str, str] = field(default_factory=dict)  # "kind.name" → what is wrong
+    The names come from entry-point metadata (no import), so `patterd run` imports only the providers its
+    config uses plus the carriers whose routes it mounts, not every plugin (aiohttp, numpy, vendor SDKs…).
+    Anything that needs the whole set (`specs`, `broken`, iteration) loads everything first, so listings,
+    the schema and broken-plugin reports are as complete as before.
+    """
+
+    _specs: dict[str, LoadedSpec] = field(default_factory=dict)
+    _broken: dict[str, str] = field(default_factory=dict)  # "kind.name" → what is wrong
+    # "kind.name" → entry points not imported yet, in discovery order (a second one is a duplicate to report)
+    _pending: dict[str, list[tuple[EntryPoint, str]]] = field(default_factory=dict)
+
+    @property
+    def specs(self) -> dict[str, LoadedSpec]:
+        """Every provider that could be loaded (imports all pending ones)."""
+        self._load_all()
+        return self._specs
+
+    @property
+    def broken(self) -> dict[str, str]:
+        """A clear message for every provider that could not be loaded (imports all pending ones)."""
+        self._load_all()
+        return self._broken
 
     def add(self, spec: ProviderSpec, distribution: str = "patterd") -> None:
         """Register a spec; a second spec with the same key is a PluginError."""
         if spec.kind not in KINDS:
             raise PluginError(f"{spec.key}: unknown kind {spec.kind!r}; expected one of {', '.join(KINDS)}")
-        if spec.key in self.specs:
-            other = self.specs[spec.key].distribution
+        if spec.key in self._specs:
+            other = self._specs[spec.key].distribution
             raise PluginError(f"{spec.key}: provided twice (by {other} and {distribution})")
-        self.specs[spec.key] = LoadedSpec(spec, distribution)
+        self._specs[spec.key] = LoadedSpec(spec, distribution)
+
+    def defer(self, ep: EntryPoint, distribution: str) -> None:
+        """Remember entry point `ep` (named `kind.name`) to import when that provider is first asked for."""
+        self._pending.setdefault(ep.name, []).append((ep, distribution))
 
     def names(self, kind: str) -> list[str]:
-        """Names of the loaded providers of one kind, sorted."""
-        return sorted(s.spec.name for s in self.specs.values() if s.spec.kind == kind)
+        """Names of the loadable providers of one kind, sorted (imports that kind's pending ones)."""
+        return sorted(s.spec.name for s in self.of_kind(kind))
+
+    def of_kind(self, kind: str) -> list[LoadedSpec]:
+        """The loadable providers of one kind, by name; only that kind's modules are imported."""
+        prefix = f"{kind}."
+        for key in [k for k in self._pending if k.startswith(prefix)]:
+            self._load(key)
+        return sorted((s for s in self._specs.values() if s.spec.kind == kind), key=lambda s: s.spec.name)
 
     def get(self, kind: str, name: str) -> ProviderSpec:
         """The spec for `kind.name`, or a PluginError naming the closest match."""
         key = f"{kind}.{name}"
-        if key in self.specs:
-            return self.specs[key].spec
-        if key in self.broken:
-            raise PluginError(f"{kind} provider {name!r} is installed but broken: {self.broken[key]}")
+        self._load(key)
+        if key in self._specs:
+            return self._specs[key].spec
+        if key in self._broken:
+            raise PluginError(f"{kind} provider {name!r} is installed but broken: {self._broken[key]}")
         raise PluginError(unknown_name_message(kind, name, self.names(kind)))
 
     def default_carrier(self) -> str | None:
         """The carrier a config without `carrier:` gets: the first (by name) whose facts say `default`."""
-        for name in self.names("carrier"):
-            facts = self.specs[f"carrier.{name}"].spec.carrier
+        for loaded in self.of_kind("carrier"):
+            facts = loaded.spec.carrier
             if facts is not None and facts.default:
-                return name
+                return loaded.spec.name
         return None
 
     def __iter__(self) -> Iterator[LoadedSpec]:
         return iter(sorted(self.specs.values(), key=lambda s: s.spec.key))
+
+    def _load_all(self) -> None:
+        for key in list(self._pending):
+            self._load(key)
+
+    def _load(self, key: str) -> None:
+        """Import the pending entry points named `key`; what fails is recorded in `_broken`, never raised."""
+        for ep, dist in self._pending.pop(key, ()):
+            try:
+                self.add(_load_one(ep), dist)
+            except PluginError as exc:
+                self._broken[ep.name] = str(exc)
 
 
 def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
@@ -85,7 +129,7 @@ def _load_one(ep: EntryPoint) -> ProviderSpec:
 
 
 def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
-    """Load every `patterd.providers` entry point; broken ones are recorded, not raised."""
+    """Every `patterd.providers` entry point, imported on first use; broken ones are recorded, not raised."""
     registry = Registry()
     if eps is None:
         eps = entry_points(group=ENTRY_POINT_GROUP)
@@ -95,8 +139,5 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
         if (ep.name, ep.value) in seen:  # the same distribution found twice on sys.path
             continue
         seen.add((ep.name, ep.value))
-        try:
-            registry.add(_load_one(ep), dist)
-        except PluginError as exc:
-            registry.broken[ep.name] = str(exc)
+        registry.defer(ep, dist)
     return registry

@@ -143,9 +143,9 @@ def _totals_text(stats: dict[str, Any]) -> str:
 
 def _browser_phone_voice(registry: Registry) -> str:
     """Where the browser phone places calls: the voice webhook of the carrier with dashboard access."""
-    for loaded in registry:
+    for loaded in registry.of_kind("carrier"):  # only the carriers' modules get imported
         facts = loaded.spec.carrier
-        if loaded.spec.kind == "carrier" and facts is not None and facts.access == "dashboard":
+        if facts is not None and facts.access == "dashboard":
             return facts.webhook_route(loaded.spec.name).replace("{hook}", "voice")
     return ""  # none installed: the Call button reports the 404 it gets
 
