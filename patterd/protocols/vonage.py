@@ -1,14 +1,18 @@
 """Vonage Voice wire formats, sans-I/O: the NCCOs we answer with and the websocket media codec.
 
-Checked against the official SDK (vonage-voice 1.5.1): `models/ncco.py` (`Connect` with `endpoint`,
-`Talk`), `models/connect_endpoints.py` (`WebsocketEndpoint`: `type: websocket`, `uri`, `content-type`
-— the model's alias — one of `audio/l16;rate=8000|16000|24000`, `headers`; `PhoneEndpoint`: `type:
-phone`, `number`) and `voice.py` (transfer body `{"action": "transfer", "destination": {"type": "ncco",
-"ncco": [...]}}`); and Vonage's WebSockets guide: the first message is TEXT JSON `{"event":
+Checked against the official SDK (vonage-voice 1.5.1): `models/ncco.py` (`Connect` with `endpoint`),
+`models/connect_endpoints.py` (`WebsocketEndpoint`: `type: websocket`, `uri`, `content-type` — the
+model's alias — one of `audio/l16;rate=8000|16000|24000`, `headers`; `PhoneEndpoint`: `type: phone`,
+`number`) and `voice.py` (transfer body `{"action": "transfer", "destination": {"type": "ncco", "ncco":
+[...]}}`); and Vonage's WebSockets guide: the first message is TEXT JSON `{"event":
 "websocket:connected", "content-type": "audio/l16;rate=16000", ...the endpoint's headers at the top
 level}`, then BINARY frames of 16-bit little-endian linear PCM both ways, 20 ms each (640 bytes at
 16 kHz); a key press arrives as TEXT `{"event": "websocket:dtmf", "digit": "5", "duration": 260}`.
-The stream has no marks and no clear: Vonage ends it by closing the socket.
+Vonage buffers the audio we send and plays it in real time. Two TEXT commands manage that buffer:
+`{"action": "notify", "payload": {...}}`, answered `{"event": "websocket:notify", "payload": {...}}`
+once the audio sent before it has played (our marks), and `{"action": "clear"}`, which drops the
+buffer and is answered `{"event": "websocket:cleared"}` (the notifies it dropped are never answered).
+Vonage ends the stream by closing the socket.
 
 Audio inside patterd is 8 kHz μ-law: the codec transcodes with the zero-hold FIR of
 `protocols.resample` (2 ms of filter delay, no audio held back), so every 160-byte μ-law frame
@@ -17,13 +21,14 @@ becomes exactly one 640-byte L16 frame and every 640-byte L16 frame one 160-byte
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from patterd.protocols import frames
 from patterd.protocols.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from patterd.protocols.events import CallerAudio, CallerDtmf, MediaEvent, StreamStarted
+from patterd.protocols.events import CallerAudio, CallerDtmf, MarkPlayed, MediaEvent, StreamStarted
 from patterd.protocols.media_codec import Notice
 from patterd.protocols.resample import FirResampler
 
@@ -35,6 +40,8 @@ ULAW_RATE = 8000
 # The header carrying the carrier's call uuid back to us in `websocket:connected` (the uuid of the leg
 # the answer webhook named; Vonage's own first message carries no call id).
 UUID_HEADER = "vonage_uuid"
+MARK_KEY = "patterd_mark"  # our key in a notify payload (Vonage echoes the payload as it got it)
+CLEAR_MESSAGE = '{"action":"clear"}'
 
 
 class VonageProtocolError(frames.BadFrame):
@@ -81,8 +88,13 @@ def _connected(msg: Mapping[str, Any]) -> StreamStarted:
     return StreamStarted(stream_id=uuid, carrier_call_id=uuid, parameters=headers)
 
 
-def parse_text(frame: str | bytes) -> MediaEvent | Notice:
-    """One TEXT frame from Vonage → StreamStarted, CallerDtmf or a Notice; raises VonageProtocolError."""
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """Vonage's `websocket:cleared`: the buffer is empty, and its notifies will never be answered."""
+
+
+def parse_text(frame: str | bytes) -> MediaEvent | Cleared | Notice:
+    """One TEXT frame from Vonage → an event, Cleared or a Notice; raises VonageProtocolError."""
     try:
         msg = frames.load_object(frame, CARRIER)
     except frames.BadFrame as exc:
@@ -97,17 +109,31 @@ def parse_text(frame: str | bytes) -> MediaEvent | Notice:
             return CallerDtmf(frames.dtmf_digit(msg.get("digit"), CARRIER))
         except frames.BadFrame as exc:
             raise VonageProtocolError(str(exc), exc.reason) from None
-    if event.startswith("websocket:"):  # a documented family we do not act on (e.g. notify): say so once
+    if event == "websocket:notify":
+        payload = msg.get("payload")
+        name = payload.get(MARK_KEY) if isinstance(payload, dict) else None
+        if not isinstance(name, str):
+            raise VonageProtocolError(f"Vonage notify without our mark in its payload: {payload!r:.80}")
+        return MarkPlayed(name)
+    if event == "websocket:cleared":
+        return Cleared()
+    if event.startswith("websocket:"):  # the documented family grows: say so (rate-limited), drop nothing
         return Notice("vonage_websocket_event", {"event": event[:60]})
     raise VonageProtocolError(f"unknown Vonage websocket event {event!r:.60}", "unknown_event")
 
 
+def notify_message(name: str) -> str:
+    """A `notify` command: Vonage answers `websocket:notify` with this payload once what came before played."""
+    return json.dumps({"action": "notify", "payload": {MARK_KEY: name}})
+
+
 @dataclass
 class VonageCodec:
-    """One call's Vonage websocket seen from our side (a MediaCodec): transcoding state and headers."""
+    """One call's Vonage websocket seen from our side (a MediaCodec): transcoding state, headers, notifies."""
 
     started: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
+    marks_outstanding: list[str] = field(default_factory=list)
     _down: FirResampler = field(default_factory=lambda: FirResampler(SAMPLE_RATE, ULAW_RATE))
     _up: FirResampler = field(default_factory=lambda: FirResampler(ULAW_RATE, SAMPLE_RATE))
 
@@ -116,6 +142,16 @@ class VonageCodec:
         if isinstance(frame, bytes):
             return (CallerAudio(self._caller_audio(frame)),)
         event = parse_text(frame)
+        if isinstance(event, Cleared):
+            # Vonage never answers the notifies a clear dropped; Twilio echoes its marks. Echo them here,
+            # so the leg sees one behaviour: every mark comes back, played or cleared.
+            cleared = tuple(MarkPlayed(name) for name in self.marks_outstanding)
+            self.marks_outstanding.clear()
+            return cleared
+        if isinstance(event, MarkPlayed):
+            if event.name not in self.marks_outstanding:
+                return ()  # already answered by a clear's echo
+            self.marks_outstanding.remove(event.name)
         if isinstance(event, StreamStarted):
             if self.started:
                 raise VonageProtocolError(
@@ -139,11 +175,12 @@ class VonageCodec:
         """One BINARY frame of agent audio: μ-law 8 kHz → L16 16 kHz (160 bytes → 640)."""
         return self._up.process(ulaw_to_pcm16(ulaw))
 
-    def mark(self, name: str) -> None:
-        """Vonage's stream has no marks: the leg emulates them by play-out time."""
-        return None
+    def mark(self, name: str) -> str:
+        """A `notify` command, remembered until Vonage answers `websocket:notify`."""
+        self.marks_outstanding.append(name)
+        return notify_message(name)
 
-    def clear(self) -> None:
-        """Vonage's stream has no clear: the paced leg drops what it has not sent yet."""
+    def clear(self) -> str:
+        """A `clear` command (Vonage drops its buffer and answers `websocket:cleared`)."""
         self._up.reset()  # the cleared audio's filter history must not ring into the next reply
-        return None
+        return CLEAR_MESSAGE

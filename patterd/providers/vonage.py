@@ -6,10 +6,10 @@ Vonage POSTs them (JSON; set the application's answer and event URLs to HTTP POS
 webhook {uuid, conversation_uuid, from, to}, the event webhook {uuid, status, direction, from, to,
 duration, detail}; machine detection reports `status` human/machine on the event webhook.
 
-The websocket carries no marks and no clear: `providers.paced_leg.PacedLeg` sends agent audio at
-play-out pace (`playout_lead_ms` ahead), emulates marks by play-out time, and clears by dropping what
-it has not sent. The websocket URL holds a per-call token (`protocols.media_token`) that only our
-answer NCCO reveals. Vonage records through NCCO `record` actions, not a REST call on a live call:
+The websocket runs on the shared `MediaLeg`: marks are Vonage's `notify` commands, a barge-in its
+`clear`, every agent frame a whole 640-byte message (a partial one is padded with silence before a
+mark). The websocket URL holds a per-call token (`protocols.media_token`) that only our answer NCCO
+reveals. Vonage records through NCCO `record` actions, not a REST call on a live call:
 `records_calls = False`.
 """
 
@@ -38,7 +38,6 @@ from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, Inbound
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.media_start import await_start
-from patterd.providers.paced_leg import PacedLeg
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
@@ -90,13 +89,6 @@ class Options(ProviderOptions):
     )
     validate_signatures: bool = Field(
         default=True, description="check the signed-webhook JWT (Authorization: Bearer) on every webhook"
-    )
-    playout_lead_ms: int = Field(
-        default=40,
-        ge=20,
-        le=1000,
-        description="agent audio is sent this far ahead of play-out (the websocket has no clear: a barge-in "
-        "stops the agent within about this much)",
     )
     timeout_secs: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
@@ -236,7 +228,7 @@ class VonageCarrier:
     # ---------------------------------------------------------------- media
 
     async def handle_media(self, websocket: WebSocket, call_id: str, router: CallRouter) -> None:
-        """Refuse sockets without our token or for unexpected calls (1008); else run the paced leg."""
+        """Refuse sockets without our token or for unexpected calls (1008); else run the media leg."""
         if not valid_media_token(self._media_secret, call_id, websocket.query_params.get("token")):
             router.count_rejection(CARRIER, "signature")
             log.warning("vonage_media_bad_token", call_id=call_id)
@@ -262,16 +254,8 @@ class VonageCarrier:
                 log.warning("vonage_media_call_id_mismatch", call_id=call_id, claimed=claimed)
                 await websocket.close(POLICY_VIOLATION)
                 return
-        inner = MediaLeg(
-            websocket,
-            codec,
-            frames,
-            frame_bytes=160,
-            pad_marks=True,
-            first_events=[first],
-            emulate_marks=True,
-        )
-        leg = PacedLeg(inner, lead_secs=self.options.playout_lead_ms / 1000)
+        # 160 μ-law bytes → one 640-byte L16 message; marks pad the partial frame (Vonage takes whole frames).
+        leg = MediaLeg(websocket, codec, frames, frame_bytes=160, pad_marks=True, first_events=[first])
         try:
             await router.run_media(call_id, leg)
         finally:
@@ -354,7 +338,7 @@ SPEC = ProviderSpec(
         streaming=True,
         needs_network=True,
         sample_rates=(16000,),
-        notes="L16 16 kHz websocket, paced sends (no clear on the wire)",
+        notes="L16 16 kHz websocket; notify for marks, clear for barge-in",
     ),
     carrier=CarrierFacts(
         media_path=MEDIA_PATH,

@@ -13,7 +13,7 @@ from tests.fakes.vonage import FakeVonage, FakeVonageCall, FakeVonageRest
 
 @dataclass
 class VonageHandle:
-    """A FakeVonage call behind the neutral verbs (a barge-in shows as the agent's audio stopping)."""
+    """A FakeVonage call behind the neutral verbs."""
 
     call: FakeVonageCall
     rest: FakeVonageRest
@@ -35,15 +35,14 @@ class VonageHandle:
         return self.call.speech_started
 
     def clear_times(self) -> list[float]:
-        """Vonage's wire has no clear message: never any."""
-        return []
+        return self.call.clears
 
     def media_times(self) -> list[float]:
         return self.call.media_times
 
     async def wait_for_clear(self, timeout: float = 5.0) -> float:
-        """Vonage has no clear: when the caller stopped hearing the agent after their last speech began."""
-        return await self.call.wait_for_stop(self.call.speech_started[-1], timeout=timeout)
+        await self.call.wait_for_clear(timeout=timeout)
+        return self.call.clears[-1]
 
     async def send_dtmf(self, digit: str) -> None:
         await self.call.send_dtmf(digit)

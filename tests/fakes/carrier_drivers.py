@@ -82,7 +82,7 @@ class TelnyxDriver(TelnyxCarrier):
 
 
 class VonageDriver(VonageCarrier):
-    """FakeVonage: a transfer is a REST PUT whose NCCO connects the number (it has no clear: the audio stops)."""
+    """FakeVonage: a transfer is a REST PUT whose NCCO connects the number."""
 
     async def wait_transferred(self, call: CarrierCall, timeout: float = 10.0) -> str:
         assert isinstance(call, VonageHandle)

@@ -6,8 +6,10 @@ vonage-jwt 1.1.5 (`verify_signature`). Webhooks are JSON POSTs carrying `Authori
 signed with the signature secret, claims iat, jti, iss "Vonage", payload_hash (hex SHA-256 of the body),
 api_key, application_id. The websocket: a TEXT `websocket:connected` {content-type, ...the NCCO endpoint's
 headers}, then BINARY 640-byte frames of L16 16 kHz both ways at real-time pace; DTMF as TEXT
-`websocket:dtmf` {digit, duration}. Vonage buffers the audio it receives and plays it in real time; it has
-no marks and no clear, and ends the stream by closing the socket.
+`websocket:dtmf` {digit, duration}. Vonage buffers the audio it receives and plays it in real time; TEXT
+commands from the app: `{"action": "notify", "payload": {...}}` (answered `websocket:notify` with that
+payload once the audio before it played) and `{"action": "clear"}` (the buffer dropped, answered
+`websocket:cleared`; the notifies it dropped are never answered). It ends the stream by closing the socket.
 
 Caller pacing and playback are the Twilio fake's (`tests.fakes.twilio.FakeCall`), on μ-law: what the caller
 heard (`played`) is kept as 8 kHz μ-law so the scenario verbs count bytes the same way for every carrier.
@@ -30,7 +32,6 @@ import jwt
 from vonage_voice.models.connect_endpoints import WebsocketEndpoint  # type: ignore[import-untyped]
 from vonage_voice.models.ncco import Connect  # type: ignore[import-untyped]
 
-from patterd.protocols.audio import FRAME_BYTES
 from tests.fakes.twilio import FRAME_SECS, SILENCE, FakeCall
 from tests.fakes.vonage_rest import FakeVonageRest, VonageCallResource, new_uuid
 
@@ -39,7 +40,6 @@ with warnings.catch_warnings():  # stdlib on 3.11/3.12 (deprecated), audioop-lts
     import audioop
 
 L16_FRAME = 640  # 20 ms of 16-bit samples at 16 kHz
-QUIET_SECS = 0.15  # no agent audio for this long after playback ran dry: the daemon stopped the reply
 
 __all__: Sequence[str] = (
     "FakeVonage",
@@ -216,7 +216,8 @@ class FakeVonageCall(FakeCall):
         self.event_url: str | None = None
         self.ncco: list[dict[str, Any]] | None = None
         self.binary_sizes: list[int] = []
-        self.dry_times: list[float] = []  # when playback ran out of agent audio
+        self.cleared_notifies: list[dict[str, Any]] = []  # dropped by a clear: never answered
+        self._notify_payloads: dict[str, dict[str, Any]] = {}  # pending key → the payload to echo
         self._down_state: Any = None
         self._up_state: Any = None
 
@@ -304,73 +305,65 @@ class FakeVonageCall(FakeCall):
         assert self._ws is not None
         async for msg in self._ws:
             now = self._loop.time()
-            if msg.type != aiohttp.WSMsgType.BINARY:
-                self.violations.append(
-                    f"non-binary frame from the daemon ({msg.type}): {str(msg.data)[:200]}"
-                )
-                continue
-            data: bytes = msg.data
-            self.binary_sizes.append(len(data))
-            if len(data) != L16_FRAME:
-                self.violations.append(f"audio frame of {len(data)} bytes, expected {L16_FRAME}")
-            pcm, self._down_state = audioop.ratecv(data, 2, 1, 16000, 8000, self._down_state)
-            ulaw = audioop.lin2ulaw(pcm, 2)
-            self.received.append((now, {"event": "media", "bytes": len(data)}))
-            self.media_frame_sizes.append(len(ulaw))
-            self.media_times.append(now)
-            if self.first_audio_at is None:
-                self.first_audio_at = now
-            self._buffer += ulaw
-            self._queued_total += len(ulaw)
-            self._audio_ready.set()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await self._command(now, msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                self._audio(now, msg.data)
+            else:
+                self.violations.append(f"unexpected frame from the daemon ({msg.type})")
             await self._notify()
         self.close_code = self._ws.close_code
         self.closed = True
         self._audio_ready.set()
         await self._notify()
 
-    async def _player(self) -> None:
-        """Vonage's playback: 20 ms of buffered audio every 20 ms; notes when it runs dry."""
-        start = self._loop.time()
-        played_frames = 0
-        while not self.closed:
-            if not self._buffer:
-                if played_frames:
-                    self.dry_times.append(start + played_frames * FRAME_SECS)
-                    await self._notify()
-                self._audio_ready.clear()
-                await self._audio_ready.wait()
-                start = self._loop.time()
-                played_frames = 0
-                continue
-            chunk = bytes(self._buffer[:FRAME_BYTES])
-            del self._buffer[:FRAME_BYTES]
-            self.played += chunk
-            self._played_total += len(chunk)
-            await self._notify()
-            played_frames += 1
-            delay = start + played_frames * FRAME_SECS - self._loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+    def _audio(self, now: float, data: bytes) -> None:
+        self.binary_sizes.append(len(data))
+        if len(data) != L16_FRAME:
+            self.violations.append(f"audio frame of {len(data)} bytes, expected {L16_FRAME}")
+        pcm, self._down_state = audioop.ratecv(data, 2, 1, 16000, 8000, self._down_state)
+        ulaw = audioop.lin2ulaw(pcm, 2)
+        self.received.append((now, {"event": "media", "bytes": len(data)}))
+        self.media_frame_sizes.append(len(ulaw))
+        self.media_times.append(now)
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+        self._buffer += ulaw
+        self._queued_total += len(ulaw)
+        self._audio_ready.set()
 
-    def stopped_after(self, since: float) -> float | None:
-        """When playback ran dry after `since` and no agent audio came for QUIET_SECS after: the stop."""
-        now = self._loop.time()
-        for dry in self.dry_times:
-            if dry < since or now < dry + QUIET_SECS:
-                continue
-            if not any(dry < t < dry + QUIET_SECS for t in self.media_times):
-                return dry
-        return None
+    async def _command(self, now: float, text: str) -> None:
+        """`notify` and `clear`, the two commands Vonage takes on the socket; anything else is a violation."""
+        try:
+            data = json.loads(text)
+            action = data["action"]
+        except (ValueError, KeyError, TypeError) as exc:
+            self.violations.append(f"malformed command from the daemon ({exc}): {text[:200]}")
+            return
+        self.received.append((now, data))
+        if action == "notify":
+            payload = data.get("payload")
+            if not isinstance(payload, dict):
+                self.violations.append(f"notify without an object payload: {text[:200]}")
+                return
+            key = json.dumps(payload, sort_keys=True)
+            self._notify_payloads[key] = payload
+            if self._played_total >= self._queued_total:
+                await self._echo_mark(key)
+            else:
+                self._pending_marks.append((self._queued_total, key))
+        elif action == "clear":
+            self.clears.append(now)
+            self._buffer.clear()
+            self._queued_total = self._played_total
+            self.cleared_notifies += [self._notify_payloads.pop(key) for _, key in self._pending_marks]
+            self._pending_marks.clear()  # Vonage never answers them
+            await self._send({"event": "websocket:cleared"})
+        else:
+            self.violations.append(f"unknown command from the daemon: {text[:200]}")
 
-    async def wait_for_stop(self, since: float, *, timeout: float = 5.0) -> float:
-        """Until the agent's audio stopped after `since` (Vonage has no clear: a barge-in is silence)."""
-        deadline = self._loop.time() + timeout
-        while True:
-            stopped = self.stopped_after(since)
-            if stopped is not None:
-                return stopped
-            if self._loop.time() > deadline:
-                raise TimeoutError(f"the agent's audio did not stop after {since:.3f}")
-            # polled: the quiet period is an absence of events, which no notification marks
-            await asyncio.sleep(0.02)
+    async def _echo_mark(self, name: str) -> None:
+        """Playback passed a notify: answer it with its payload."""
+        payload = self._notify_payloads.pop(name, {})
+        self.marks_echoed.append((self._loop.time(), str(payload.get("patterd_mark", name))))
+        await self._send({"event": "websocket:notify", "payload": payload})

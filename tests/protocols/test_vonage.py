@@ -15,7 +15,7 @@ from vonage_voice.models.ncco import Connect  # type: ignore[import-untyped]
 
 from patterd.protocols import vonage as proto
 from patterd.protocols.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from patterd.protocols.events import CallerAudio, CallerDtmf, StreamStarted
+from patterd.protocols.events import CallerAudio, CallerDtmf, MarkPlayed, StreamStarted
 from patterd.protocols.frames import BadFrame
 from patterd.protocols.media_codec import MediaCodec, Notice
 
@@ -103,8 +103,8 @@ def test_bad_text_frames_are_refused_with_their_reason(frame: str, reason: str) 
 def test_dtmf_and_other_websocket_events() -> None:
     codec = started_codec()
     assert codec.receive('{"event": "websocket:dtmf", "digit": "#", "duration": 260}') == (CallerDtmf("#"),)
-    (notice,) = codec.receive('{"event": "websocket:notify", "payload": {}}')
-    assert notice == Notice("vonage_websocket_event", {"event": "websocket:notify"})
+    (notice,) = codec.receive('{"event": "websocket:hangup"}')
+    assert notice == Notice("vonage_websocket_event", {"event": "websocket:hangup"})
 
 
 def test_binary_audio_before_connected_and_broken_samples_are_refused() -> None:
@@ -146,9 +146,19 @@ def test_agent_audio_one_ulaw_frame_becomes_640_bytes_of_l16_keeping_the_tone() 
     assert spectrum[freqs > 4500].max() < spectrum.max() / 300
 
 
-def test_no_marks_and_no_clear_on_the_wire() -> None:
-    codec: MediaCodec = started_codec()  # through the protocol: its mark/clear may return a message
-    assert codec.mark("m1") is None and codec.clear() is None
+def test_marks_are_notifies_and_a_clear_echoes_the_notifies_it_dropped() -> None:
+    codec: MediaCodec = started_codec()
+    assert json.loads(str(codec.mark("m1"))) == {"action": "notify", "payload": {"patterd_mark": "m1"}}
+    assert json.loads(str(codec.mark("m2"))) == {"action": "notify", "payload": {"patterd_mark": "m2"}}
+    played = '{"event": "websocket:notify", "payload": {"patterd_mark": "m1"}}'
+    assert codec.receive(played) == (MarkPlayed("m1"),)
+    assert codec.receive(played) == ()  # answered already
+    assert json.loads(str(codec.clear())) == {"action": "clear"}
+    assert codec.receive('{"event": "websocket:cleared"}') == (MarkPlayed("m2"),)  # Vonage never answers m2
+    assert codec.receive('{"event": "websocket:cleared"}') == ()
+    with pytest.raises(BadFrame) as foreign:
+        codec.receive('{"event": "websocket:notify", "payload": {"reply": 1}}')
+    assert foreign.value.reason == "bad_shape"
 
 
 @settings(max_examples=200, deadline=None)
@@ -159,4 +169,4 @@ def test_any_frame_is_an_event_or_a_bad_frame(frame: str | bytes) -> None:
         events = codec.receive(frame)
     except BadFrame:
         return
-    assert all(isinstance(e, CallerAudio | CallerDtmf | Notice | StreamStarted) for e in events)
+    assert all(isinstance(e, CallerAudio | CallerDtmf | MarkPlayed | Notice | StreamStarted) for e in events)
