@@ -6,15 +6,22 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from patterd.notify.wire import MAX_SOURCE, WireError, WireEvent, decode
 from patterd.protocols.events import CallEvent
-from patterd.store import RecordStore
 
 MAX_EVENTS_PER_POST = 1000
 MAX_TRACKED_CALLS = 20_000
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._@-]*$")
+
+
+class Records(Protocol):
+    """What the receiver needs of a record store (every backend has it; `resume` where it can)."""
+
+    def handle(self, event: CallEvent) -> None: ...
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ def parse_batch(body: object) -> tuple[str, list[WireEvent]]:
 class FleetReceiver:
     """Applies fleet events to `store` and `publish` (the live feed) in order, skipping sequence numbers seen."""
 
-    def __init__(self, store: RecordStore, publish: Callable[[CallEvent], None]) -> None:
+    def __init__(self, store: Records, publish: Callable[[CallEvent], None]) -> None:
         self.store = store
         self.publish = publish
         self._next: OrderedDict[tuple[str, str], int] = OrderedDict()  # (source, call_id) → next seq
@@ -67,6 +74,9 @@ class FleetReceiver:
             expected = self._next.pop(key, None)
             if expected is None:
                 expected = self._stored_lines(wire.call_id)
+                resume = getattr(self.store, "resume", None)
+                if expected and resume is not None:  # a call that outlived this process: continue its record
+                    resume(wire.call_id)
             if wire.seq < expected:
                 duplicates += 1
                 self._next[key] = expected

@@ -26,6 +26,7 @@ from patterd.protocols.events import CallEvent, TranscriptLine, TranscriptPartia
 from patterd.redact import check_mode
 from patterd.store.index import decode_cursor, encode_cursor
 from patterd.store.records import CallRecord, call_path
+from patterd.store.resume import resumed_record
 from patterd.store.writer import EVENTS, TRANSCRIPT, OnDone
 
 log = structlog.get_logger(__name__)
@@ -205,6 +206,25 @@ class MemoryStore:
                     self._recent.popitem(last=False)
                 if sink is not None:
                     sink.call_done(relpath)
+
+    def resume(self, call_id: str) -> bool:
+        """Hold a stored call in memory again so events arriving later continue its record (another daemon's
+        call that outlived this process: patterd/notify). False when unknown or already held."""
+        with self._lock:
+            if call_id in self._live or call_id in self._recent:
+                return False
+        stored = self._stored_call(call_id)
+        record = resumed_record(stored, self.redact, self.pricing) if stored is not None else None
+        if stored is None or record is None:
+            return False
+        entry = Entry(record, list(stored.get("transcript") or ()), list(stored.get("events") or ()))
+        with self._lock:
+            if call_id in self._live or call_id in self._recent:
+                return False
+            (self._recent if record.finished else self._live)[call_id] = entry
+        if self._sink is not None and record.status != stored["metadata"].get("status"):
+            self._sink.write_metadata(record.relpath, entry.metadata())  # reopened: the store agrees at once
+        return True
 
     def forget(self, call_id: str) -> None:
         """Drop a live call's record from memory without finishing it: another replica of a cluster runs the

@@ -50,8 +50,10 @@ def sender_config(root: Path, central_url: str, *, retry_max_secs: float = 0.5) 
     return path
 
 
-async def softphone_call(session: aiohttp.ClientSession, base_url: str) -> str:
-    """One call on the browser softphone: the agent's greeting is heard (a transcript line), then the caller hangs up."""
+async def open_call(
+    session: aiohttp.ClientSession, base_url: str
+) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+    """A call on the browser softphone, up until the agent's greeting was heard (a transcript line)."""
     async with session.post(base_url + "/webhooks/local/voice", json={}) as resp:
         assert resp.status == 201, await resp.text()
         answer = await resp.json()
@@ -65,10 +67,19 @@ async def softphone_call(session: aiohttp.ClientSession, base_url: str) -> str:
             if body["event"] == "mark":  # played at once, as far as this caller is concerned
                 await ws.send_str(json.dumps({"event": "mark", "mark": {"name": body["mark"]["name"]}}))
             elif body["event"] == "transcript" and not body.get("partial"):
-                break
+                return str(answer["call_id"]), ws
+
+
+async def hang_up(ws: aiohttp.ClientWebSocketResponse) -> None:
     await ws.send_str(json.dumps({"event": "stop"}))
     await ws.close()
-    return str(answer["call_id"])
+
+
+async def softphone_call(session: aiohttp.ClientSession, base_url: str) -> str:
+    """One whole call: the agent greets, the caller hangs up."""
+    call_id, ws = await open_call(session, base_url)
+    await hang_up(ws)
+    return call_id
 
 
 def record(daemon: DaemonProcess, call_id: str) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +20,9 @@ from tests.notify.fleet import (
     SOURCE,
     TOKEN,
     central_config,
+    hang_up,
     notify_metrics,
+    open_call,
     record,
     sender_config,
     softphone_call,
@@ -42,8 +46,13 @@ async def test_calls_reach_the_central_through_an_outage_once_each_in_order(tmp_
                 status, listing = central.request("GET", "/api/v1/calls")
                 assert status == 200
                 assert [(c["call_id"], c["source"]) for c in listing["calls"]] == [(calls[0], SOURCE)]
+                # A call live across the outage: its start and greeting reach the central before it stops.
+                spanning, ws = await open_call(session, sender.base_url)
+                calls.append(spanning)
+                await wait_until(lambda: len(record(central, spanning).get("transcript", [])) == 1)
 
                 assert central.stop() == 0  # the central goes away; calls go on on the sender
+                await hang_up(ws)
                 calls.append(await softphone_call(session, sender.base_url))
                 calls.append(await softphone_call(session, sender.base_url))
                 deadline = time.monotonic() + 30
@@ -59,10 +68,20 @@ async def test_calls_reach_the_central_through_an_outage_once_each_in_order(tmp_
                     assert {(c["call_id"], c["source"], c["status"]) for c in listing["calls"]} == {
                         (c, SOURCE, "completed") for c in calls
                     }
-                    mine, theirs = record(sender, calls[1]), record(back, calls[1])
-                    for key in ("status", "turns", "duration_ms", "started_at", "ended_at", "agent"):
-                        assert mine["metadata"][key] == theirs["metadata"][key], key
-                    assert theirs["transcript"] and theirs["transcript"][0]["role"] == "assistant"
+                    for call_id in calls:  # the spanning call too: its record continued, not restarted
+                        mine, theirs = record(sender, call_id), record(back, call_id)
+                        for key in (
+                            "status",
+                            "turns",
+                            "duration_ms",
+                            "started_at",
+                            "ended_at",
+                            "agent",
+                            "caller",
+                        ):
+                            assert mine["metadata"][key] == theirs["metadata"][key], (call_id, key)
+                        assert theirs["metadata"]["error"] is None and theirs["metadata"]["source"] == SOURCE
+                        assert theirs["transcript"] and theirs["transcript"][0]["role"] == "assistant"
                     final = notify_metrics(sender)
                     assert final["patterd_fleet_notify_queue_depth"] == 0
                     assert final["patterd_fleet_notify_events:dropped"] == 0
@@ -74,9 +93,14 @@ async def test_calls_reach_the_central_through_an_outage_once_each_in_order(tmp_
 
 
 async def _tick() -> None:
-    import asyncio
-
     await asyncio.sleep(0.1)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await _tick()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
