@@ -17,6 +17,7 @@ Usage::
     python bench/startup.py --command "python -m patterd run --config {config}"
     python bench/startup.py --json                       # one JSON object for scripts
     python bench/startup.py --records 100000 --no-index  # with a call history (generated once), index deleted
+    python bench/startup.py --vs "python other_patterd.py --config {config}"  # A B A B …, ratio per pair
 
 `{config}` and `{port}` in --command are replaced by the temporary config path and the port
 (e.g. `--command "patterd --config {config} --bind 127.0.0.1:{port}"`). Linux only (/proc).
@@ -190,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=0, help="call records on disk before the first start")
     parser.add_argument("--no-index", action="store_true", help="delete the index before every start")
     parser.add_argument(
+        "--vs", metavar="COMMAND", help="a second daemon command run in turn with --command (A B A B …)"
+    )
+    parser.add_argument(
         "--keep", type=Path, help="records root to use and keep (--records are generated only if it is empty)"
     )
     args = parser.parse_args(argv)
@@ -197,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--config {args.config} is not a file")
 
     runs: list[Run] = []
+    others: list[Run] = []  # --vs: the second command's runs, each started right after the first's
     with tempfile.TemporaryDirectory(prefix="patterd-bench-") as scratch:
         records = str(args.keep or scratch)
         if args.records and not (Path(records) / "calls").exists():
@@ -213,6 +218,22 @@ def main(argv: list[str] | None = None) -> int:
                 history=args.records > 0 or args.keep is not None,
             )
             runs.append(run)
+            if args.vs:
+                if args.no_index:
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(f"{Path(records) / INDEX_NAME}{suffix}").unlink(missing_ok=True)
+                other = one_run(
+                    args.vs,
+                    args.config.resolve(),
+                    args.idle_secs,
+                    Path(records),
+                    history=run.history_secs is not None,
+                )
+                others.append(other)
+                if not args.json:
+                    print(
+                        f"run {index + 1} --vs: ready {other.ready_secs * 1000:7.1f} ms   exit {other.exit_code}"
+                    )
             if not args.json:
                 loaded = f"   history loaded {run.history_secs * 1000:8.1f} ms" if run.history_secs else ""
                 print(
@@ -222,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
     ready = summary([r.ready_secs * 1000 for r in runs])
     rss = summary([r.rss_kib / 1024 for r in runs])
-    clean = all(r.exit_code == 0 for r in runs)
+    clean = all(r.exit_code == 0 for r in runs + others)
+    # Ratio pair by pair: the machine's speed drifts, a run and its neighbour see about the same load.
+    paired = (
+        summary([a.ready_secs / b.ready_secs for a, b in zip(runs, others, strict=True)]) if others else None
+    )
     if args.json:
         print(
             json.dumps(
@@ -231,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                     "ready_ms": ready,
                     "idle_rss_mib": rss,
                     "clean_exit": clean,
+                    "vs_runs": [asdict(r) for r in others],
+                    "ready_ratio_vs": paired,
                 }
             )
         )
@@ -242,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
             f"idle RSS:            min {rss['min']:.1f} MiB, median {rss['median']:.1f} MiB, max {rss['max']:.1f} MiB"
         )
         print(f"SIGTERM exit codes:  {[r.exit_code for r in runs]}")
+        if paired is not None:
+            vs = summary([r.ready_secs * 1000 for r in others])
+            print(
+                f"--vs ready:          min {vs['min']:.1f} ms, median {vs['median']:.1f} ms, max {vs['max']:.1f} ms"
+            )
+            print(
+                f"ready ratio A/--vs:  min {paired['min']:.2f}, median {paired['median']:.2f}, max {paired['max']:.2f}"
+            )
     return 0 if clean else 1
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import soxr
 
 from patterd.protocols.audio import Pcm24ToUlaw, UlawToPcm24, pcm16_to_ulaw, ulaw_to_pcm16
+from patterd.protocols.resample import FirResampler
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -107,7 +108,19 @@ def _soxr_down(quality: str) -> Callable[[], Fn]:
     return lambda: SoxrDown(quality).process
 
 
+def resampler_alone() -> None:
+    """FirResampler by itself, PCM16 in and out (issue 14's budget: ≤ 10 µs per 20 ms frame)."""
+    print("FirResampler alone, one 20 ms PCM16 frame per call (best of 5):")
+    for in_rate, out_rate in ((8000, 24000), (24000, 8000), (8000, 16000), (16000, 8000)):
+        frame = sweep(in_rate)[: in_rate // 50].tobytes()
+        print(
+            f"  {in_rate // 1000:2} → {out_rate // 1000:2} kHz {cpu_us(FirResampler(in_rate, out_rate).process, frame):6.2f} µs"
+        )
+    print()
+
+
 def main() -> None:
+    resampler_alone()
     ulaw8 = pcm16_to_ulaw(sweep(8000).tobytes())
     pcm24 = sweep(24000).tobytes()
     t = np.arange(48000) / 24000
