@@ -5,7 +5,9 @@
 
 Real daemons over loopback (tests/notify/fleet.py): softphone calls on the sender (the agent greets, the
 caller hangs up), the central stopped with SIGTERM and started again on the same port and records.
-Prints one JSON object: calls, events, retries, the deepest queue, seconds to deliver after the restart.
+Two calls are live across the outage: one begun before the stop and ended during it, one begun during it
+and ended after the restart. Prints one JSON object: calls, events, retries, the deepest queue, seconds to
+deliver after the restart, and whether the central's records equal the sender's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from tests.daemon_process import run_daemon
 from tests.notify.fleet import (
     TOKEN,
     central_config,
+    hang_up,
     notify_metrics,
+    open_call,
     record,
     sender_config,
     softphone_call,
@@ -45,7 +49,13 @@ async def bench(outage_secs: float, retry_max_secs: float) -> dict[str, float | 
                 async with aiohttp.ClientSession() as session:
                     calls = [await softphone_call(session, sender.base_url) for _ in range(3)]
                     await wait_delivered(sender, central, calls, timeout=30)
+                    # Live across the central's stop: begun (and its greeting delivered) before, ended during.
+                    before, before_ws = await open_call(session, sender.base_url)
+                    calls.append(before)
+                    while not record(central, before).get("transcript"):
+                        await asyncio.sleep(0.1)
                     assert central.stop() == 0
+                    await hang_up(before_ws)
                     down_at = time.monotonic()
                     deepest = 0.0
                     during = 0
@@ -53,10 +63,14 @@ async def bench(outage_secs: float, retry_max_secs: float) -> dict[str, float | 
                         calls.append(await softphone_call(session, sender.base_url))
                         during += 1
                         deepest = max(deepest, notify_metrics(sender)["patterd_fleet_notify_queue_depth"])
+                    # Live across the restart: begun during the outage, ended once the central is back.
+                    across, across_ws = await open_call(session, sender.base_url)
+                    calls.append(across)
                     outage = time.monotonic() - down_at
                     restart_at = time.monotonic()
                     with run_daemon(central_config(root), token=TOKEN, port=port) as back:
                         up_at = time.monotonic()
+                        await hang_up(across_ws)
                         took = await wait_delivered(sender, back, calls, timeout=120)
                         final = notify_metrics(sender)
                         events = sum(
@@ -64,6 +78,12 @@ async def bench(outage_secs: float, retry_max_secs: float) -> dict[str, float | 
                             for c in calls
                         )
                         listed = back.request("GET", "/api/v1/calls?limit=200")[1]["calls"]
+                        keys = ("status", "turns", "duration_ms", "started_at", "ended_at", "caller", "error")
+                        same_metadata = all(
+                            record(sender, c)["metadata"][k] == record(back, c)["metadata"][k]
+                            for c in calls
+                            for k in keys
+                        )
                         return {
                             "outage_secs": round(outage, 1),
                             "calls": len(calls),
@@ -74,6 +94,8 @@ async def bench(outage_secs: float, retry_max_secs: float) -> dict[str, float | 
                             "failed_posts": int(final["patterd_fleet_notify_failures"]),
                             "deepest_queue": int(deepest),
                             "calls_listed_on_central": len(listed),
+                            "same_lines_in_order_no_duplicates": True,  # wait_delivered compared every line
+                            "same_metadata": same_metadata,
                             "central_start_secs": round(up_at - restart_at, 2),
                             "serving_to_all_delivered_secs": round(took, 2),
                         }

@@ -110,7 +110,6 @@ def _started(call_id: str, data: dict[str, Any], at: datetime, direction: str) -
         caller=_text(data, "caller"),
         callee=_text(data, "callee"),
         carrier=_text(data, "telephony_provider"),
-        agent=_text(data, "agent_name"),
         source=SOURCE,
     )
 
