@@ -46,16 +46,22 @@ def _speech() -> bytes:
 
 
 async def wait_quiet(call: CarrierCall, quiet_secs: float = 0.3, timeout: float = 15.0) -> None:
-    """Until the caller has heard nothing new for `quiet_secs` (the agent finished speaking)."""
+    """Until the caller has heard nothing new for `quiet_secs` (the agent finished speaking).
+
+    Quiet must also last a number of polls, not only wall time: after a stall of this event loop (a
+    loaded machine) the fake's player has not caught up yet, and the time alone would look like quiet.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    heard, since = call.heard_bytes(), loop.time()
-    while loop.time() - since < quiet_secs:
+    polls = max(1, round(quiet_secs / 0.02))
+    heard, since, unchanged = call.heard_bytes(), loop.time(), 0
+    while loop.time() - since < quiet_secs or unchanged < polls:
         if loop.time() > deadline:
             raise AssertionError(f"the agent was still speaking after {timeout} s")
         await asyncio.sleep(0.02)  # the fake plays audio on its own socket
+        unchanged += 1
         if call.heard_bytes() != heard:
-            heard, since = call.heard_bytes(), loop.time()
+            heard, since, unchanged = call.heard_bytes(), loop.time(), 0
 
 
 def _ended(body: dict[str, Any]) -> bool:
