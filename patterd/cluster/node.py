@@ -114,27 +114,39 @@ class ClusterNode:
         for task in self._tasks:
             task.cancel()
         # A stop must never wait on Redis: each step is bounded (a stuck connection is left to the exit).
-        for step in (
-            self.registry.leave(),
-            asyncio.gather(*self._tasks, return_exceptions=True),
-            self.relay.close(),
-            self.link.client.aclose(),
+        for name, step in (
+            ("leave", self.registry.leave()),
+            ("tasks", asyncio.gather(*self._tasks, return_exceptions=True)),
+            ("relay", self.relay.close()),
+            ("client", self.link.client.aclose()),
         ):
             try:
                 async with asyncio.timeout(CLOSE_STEP_SECS):
                     await step
             except Exception as exc:  # TimeoutError or a Redis error: logged, the stop goes on
-                log.warning("cluster close step did not finish", error=f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "cluster close step did not finish", step=name, error=f"{type(exc).__name__}: {exc}"
+                )
 
     async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.heartbeat_secs)
-            if self._board is not None:  # an outbound call learns its carrier id after the dial returns
-                for call_id, session in list(self._board.calls.items()):
-                    if session.spec.carrier_call_id:
-                        self.registry.set_carrier_call_id(call_id, session.spec.carrier_call_id)
-            await self.registry.heartbeat()
-            await self.registry.reap_dead(self._end_dead_call)
+        reaping: asyncio.Task[int] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.config.heartbeat_secs)
+                if self._board is not None:  # an outbound call learns its carrier id after the dial returns
+                    for call_id, session in list(self._board.calls.items()):
+                        if session.spec.carrier_call_id:
+                            self.registry.set_carrier_call_id(call_id, session.spec.carrier_call_id)
+                await self.registry.heartbeat()
+                # Reaping writes a record per call (seconds on a busy database): it runs beside the beat, or
+                # this replica's own heartbeat would lapse meanwhile and the others would reap it in turn.
+                if reaping is None or reaping.done():
+                    reaping = asyncio.get_running_loop().create_task(
+                        self.registry.reap_dead(self._end_dead_call)
+                    )
+        finally:
+            if reaping is not None:
+                reaping.cancel()
 
     # ------------------------------------------------------------------ observers
 
