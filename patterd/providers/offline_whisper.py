@@ -55,7 +55,9 @@ _NO_SPEECH_PROB = 0.6
 _MIN_AVG_LOGPROB = -1.0
 _SURE_NO_SPEECH = 0.9
 _GARBAGE_LOGPROB = -1.5
-_MAX_UTTERANCE_S = 29.5  # whisper's window is 30 s; a longer turn is cut and recognised in pieces
+# 0.5 s of silence (16 kHz) before the utterance: measured WER 0.262 → 0.240 on tests/providers/phone_speech.py.
+_LEAD_IN = 8000
+_MAX_UTTERANCE_S = 29  # whisper's window is 30 s; a longer turn is cut and recognised in pieces
 
 
 def available() -> bool:
@@ -142,6 +144,7 @@ class WhisperEngine:
         model = self.model()
         audio = np.frombuffer(pcm8k, dtype=np.int16).astype(np.float32) / 32768.0
         audio = soxr.resample(audio, 8000, 16000)
+        audio = np.concatenate([np.zeros(_LEAD_IN, dtype=np.float32), audio])
         segments, _info = model.transcribe(
             audio,
             language="en",
@@ -149,7 +152,7 @@ class WhisperEngine:
             patience=2.0,  # measured on tests/providers/phone_speech.py: WER 0.262 → 0.235 (beam 10: 0.253)
             temperature=0.0,
             condition_on_previous_text=False,
-            without_timestamps=True,
+            without_timestamps=True,  # with timestamp tokens: WER 0.281 through the stream (0.231 on whole clips)
             vad_filter=False,  # the stream's VAD already cut the utterance
         )
         texts: list[str] = []

@@ -71,7 +71,9 @@ def speak(text: str, voice: str, wpm: int) -> bytes:
         ["espeak-ng", "--stdout", "-v", voice, "-s", str(wpm), text], capture_output=True, check=True
     ).stdout
     return subprocess.run(
-        ["sox", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "mu-law", "-t", "raw", "-"],
+        # -D: no dither. sox dithers by default with fresh random noise each run, which made the same
+        # sentence a different clip every session (a G.711 encoder does not dither either).
+        ["sox", "-D", "-t", "wav", "-", "-r", "8000", "-c", "1", "-e", "mu-law", "-t", "raw", "-"],
         input=wav,
         capture_output=True,
         check=True,

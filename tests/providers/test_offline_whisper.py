@@ -24,8 +24,8 @@ pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
 )
 
-# Two transcriptions at a time (both cores of a small machine), one CPU thread each.
-WHISPER = OfflineSTTOptions(engine="whisper", whisper_workers=2, whisper_cpu_threads=1)
+# The default pool (one transcription at a time): the calls below queue for it.
+WHISPER = OfflineSTTOptions(engine="whisper", whisper_cpu_threads=1)
 
 
 @pytest.fixture(scope="session")
