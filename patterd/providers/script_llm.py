@@ -9,12 +9,11 @@ so replaying under the same config is exact. Cost: O(turns) per call, which is n
 
 Caller text comes from speech recognition (a grammar's lowercase words, or open vocabulary's written form
 with punctuation and digits; small errors either way), so matching works on normalized tokens with light
-stemming, fuzzy token equality, and regex keywords. Slot values: script_slots.py.
+stemming, fuzzy token equality, and regex keywords (script_text.py). Slot values: script_slots.py.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +29,8 @@ from patterd.providers.script_slots import (
     SlotType,
     extract_slot,
 )
+from patterd.providers.script_text import fill, fill_args, similarity
+from patterd.providers.script_text import normalize as normalize  # re-exported: its old import path
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
 
 
@@ -99,140 +100,7 @@ class ScriptLLMOptions(ProviderOptions):
         return self
 
 
-# ------------------------------------------------------------------ text normalization
-
-_CONTRACTIONS = {
-    "what's": "what is",
-    "whats": "what is",
-    "it's": "it is",
-    "i'm": "i am",
-    "i'd": "i would",
-    "you're": "you are",
-    "where's": "where is",
-    "when's": "when is",
-    "don't": "do not",
-    "can't": "can not",
-    "cannot": "can not",
-    "that's": "that is",
-    "i'll": "i will",
-    "let's": "let us",
-}
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "i",
-        "you",
-        "your",
-        "we",
-        "our",
-        "me",
-        "my",
-        "is",
-        "are",
-        "am",
-        "be",
-        "to",
-        "of",
-        "for",
-        "on",
-        "in",
-        "at",
-        "do",
-        "does",
-        "can",
-        "could",
-        "would",
-        "will",
-        "please",
-        "like",
-        "want",
-        "and",
-        "or",
-        "it",
-        "this",
-        "that",
-        "there",
-        "hi",
-        "uh",
-        "um",
-        "er",
-        "so",
-        "just",
-    ]
-)
-
-
-def normalize(text: str) -> str:
-    """Lowercase, contractions expanded, punctuation dropped (except : in times), spaces collapsed."""
-    text = text.lower().replace("’", "'")
-    words = [_CONTRACTIONS.get(w, w) for w in text.split()]
-    text = " ".join(words)
-    text = re.sub(r"[^a-z0-9:+' -]", " ", text)
-    text = text.replace("'", "")
-    return " ".join(text.split())
-
-
-def _stem(token: str) -> str:
-    for suffix in ("ing", "es", "s", "ed"):
-        if token.endswith(suffix) and len(token) - len(suffix) >= 3:
-            return token[: -len(suffix)]
-    return token
-
-
-def _same(a: str, b: str) -> bool:
-    """Token equality tolerant of recognition errors: equal stems or very similar spellings."""
-    if a == b or _stem(a) == _stem(b):
-        return True
-    return min(len(a), len(b)) >= 4 and difflib.SequenceMatcher(None, a, b).ratio() >= 0.8
-
-
-_QUESTION_WORDS = frozenset(["what", "where", "when", "how", "who", "which", "why"])
-
-
-def _weight(token: str) -> float:
-    if token in _STOPWORDS:
-        return 0.25
-    return 0.5 if token in _QUESTION_WORDS else 1.0
-
-
-def similarity(utterance: str, example: str) -> float:
-    """0..1: how well `utterance` expresses `example` (recall of the example's words counts double)."""
-    u, e = utterance.split(), normalize(example).split()
-    if not u or not e:
-        return 0.0
-    recall = sum(_weight(t) for t in e if any(_same(t, x) for x in u)) / sum(_weight(t) for t in e)
-    precision = sum(_weight(t) for t in u if any(_same(t, x) for x in e)) / sum(_weight(t) for t in u)
-    return (2 * recall + precision) / 3
-
-
 # ------------------------------------------------------------------ the dialogue
-
-
-class _Placeholders(dict[str, str]):
-    """format_map mapping that leaves unknown {placeholders} as they are."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-def fill(template: str, values: Mapping[str, str]) -> str:
-    """`template` with {name} placeholders replaced; unknown ones stay verbatim."""
-    try:
-        return template.format_map(_Placeholders(values))
-    except (ValueError, IndexError, AttributeError):  # stray braces in a reply: say it as written
-        return template
-
-
-def _fill_args(value: Any, values: Mapping[str, str]) -> Any:
-    if isinstance(value, str):
-        return fill(value, values)
-    if isinstance(value, dict):
-        return {k: _fill_args(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill_args(v, values) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -325,7 +193,7 @@ class Dialogue:
         texts = [fill(intent.reply, values)] if intent.reply else []
         tool = None
         if intent.tool is not None:
-            args = _fill_args(intent.tool.arguments, values)
+            args = fill_args(intent.tool.arguments, values)
             tool = ToolCallRequest(
                 id=f"script_{turn_no}_{intent.tool.name}", name=intent.tool.name, arguments=args
             )
@@ -344,7 +212,7 @@ class Dialogue:
                 tool = ToolCallRequest(
                     id=f"script_{turn_no}_{nxt.tool.name}",
                     name=nxt.tool.name,
-                    arguments=_fill_args(nxt.tool.arguments, values),
+                    arguments=fill_args(nxt.tool.arguments, values),
                 )
             follow, hops = nxt.then, hops + 1
         return state, Turn(" ".join(t for t in texts if t), tool, intent.name)

@@ -2,7 +2,7 @@
 
 The text comes from speech recognition: a grammar recognizer's words ("three thirty p m") or an
 open-vocabulary recognizer's written form ("Maria Garcia", "Tuesday at 3 p.m.", "the 23rd", "3:30"),
-both after `script_llm.normalize` (lowercase, no punctuation but `:` and `-`).
+both after `script_text.normalize` (lowercase, no punctuation but `:` and `-`).
 """
 
 from __future__ import annotations
