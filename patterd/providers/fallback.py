@@ -13,8 +13,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 import structlog
 
-from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.errors import ProviderAuthError, ProviderConnectionError, ProviderError
+from patterd.providers.breaker import Breaker as Breaker  # re-exported: its old import path
 from patterd.providers.kinds import (
     LLM,
     STT,
@@ -38,52 +38,6 @@ REPLAY_MS = 2000  # STT audio kept to re-feed the next provider: the open uttera
 TTS_STALL_SECS = (
     1.0  # a TTS silent this long (first or next chunk) is failed over: the caller hears no longer gap
 )
-
-
-@dataclass
-class Breaker:
-    """Circuit breaker of one chain member: `failures` within `window_secs` open it for `open_secs`.
-
-    Open: new calls skip the member. After `open_secs` it is half-open: the next call tries it;
-    a success closes it, a failure opens it again for another `open_secs`.
-    """
-
-    clock: Clock = SYSTEM_CLOCK
-    failures: int = 3
-    window_secs: float = 60.0
-    open_secs: float = 30.0
-    _recent: collections.deque[float] = field(default_factory=collections.deque)
-    _opened_at: float | None = None
-
-    @property
-    def state(self) -> Literal["closed", "open", "half_open"]:
-        if self._opened_at is None:
-            return "closed"
-        if self.clock.monotonic() - self._opened_at < self.open_secs:
-            return "open"
-        return "half_open"
-
-    def allows(self) -> bool:
-        """May a new call start on this member?"""
-        return self.state != "open"
-
-    def failed(self) -> None:
-        now = self.clock.monotonic()
-        if self.state == "half_open":  # the trial failed: another full cool-down
-            self._opened_at = now
-            return
-        self._recent.append(now)
-        while self._recent and now - self._recent[0] > self.window_secs:
-            self._recent.popleft()
-        if len(self._recent) >= self.failures:
-            self._opened_at = now
-            self._recent.clear()
-            log.warning("provider circuit opened", open_secs=self.open_secs)
-
-    def succeeded(self) -> None:
-        if self.state == "half_open":
-            self._opened_at = None
-            self._recent.clear()
 
 
 P = TypeVar("P")
