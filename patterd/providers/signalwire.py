@@ -10,7 +10,6 @@ CallDuration, AnsweredBy, RecordingUrl, RecordingStatus, RecordingDuration).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -25,14 +24,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from patterd.errors import ProviderConnectionError
 from patterd.protocols import jsontext
 from patterd.protocols import signalwire as proto
-from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
 from patterd.protocols.media_token import media_token, valid_media_token
 from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
+from patterd.providers.media_start import await_start, refused_other_call
 from patterd.providers.signalwire_rest import LamlRest
 from patterd.providers.spec import (
     BuildContext,
@@ -231,46 +229,18 @@ class SignalWireCarrier:
             await websocket.close(POLICY_VIOLATION)
             return
         await websocket.accept()
-        state = proto.StreamState()
+        codec = proto.Codec(proto.StreamState())
         frames = MediaSocket(websocket, CARRIER, router, self._ctx.media_idle_timeout_secs)
-        first = await self._await_start(frames, state)
-        if isinstance(first, StreamStarted):
-            claimed = first.parameters.get("call_id")
-            if claimed is not None and claimed != call_id:
-                frames.stop()
-                router.count_rejection(CARRIER, "call_id_mismatch")
-                log.warning("signalwire_media_call_id_mismatch", call_id=call_id, claimed=claimed)
-                await websocket.close(POLICY_VIOLATION)
-                return
-        leg = MediaLeg(websocket, proto.Codec(state), frames, first_events=[first])
+        first = await await_start(
+            frames, codec, timeout_secs=self.options.stream_start_timeout_secs, start="start"
+        )
+        if await refused_other_call(first, call_id, frames, websocket, router):
+            return
+        leg = MediaLeg(websocket, codec, frames, first_events=[first])
         try:
             await router.run_media(call_id, leg)
         finally:
             await leg.close()
-
-    async def _await_start(self, frames: MediaSocket, state: proto.StreamState) -> MediaEvent:
-        """Read up to the `start` message so the leg knows its streamSid before anyone sends audio."""
-        try:
-            async with asyncio.timeout(self.options.stream_start_timeout_secs):
-                while True:
-                    frame = await frames.receive()
-                    if frame is None:
-                        return StreamStopped("disconnected before start")
-                    try:
-                        event = state.receive(frame)
-                    except proto.ProtocolError as exc:
-                        frames.drop(exc.reason, str(exc))
-                        continue
-                    except Exception as exc:  # a decoder bug must cost one frame, never the call
-                        frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
-                        continue
-                    if isinstance(event, StreamStarted | StreamStopped):
-                        return event
-                    if event is not None:
-                        frames.drop("before_start", f"SignalWire {type(event).__name__} before 'start'")
-        except (TimeoutError, ProviderConnectionError):
-            log.warning("signalwire_media_no_start", timeout_secs=self.options.stream_start_timeout_secs)
-            return StreamStopped("no start message")
 
     # ---------------------------------------------------------------- REST
 

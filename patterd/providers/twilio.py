@@ -12,7 +12,6 @@ Twiml), /docs/voice/api/recording (create on a live call, RecordingStatusCallbac
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,15 +24,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from patterd.errors import (
-    ProviderConnectionError,
-)
 from patterd.protocols import jsontext
 from patterd.protocols import twilio as proto
-from patterd.protocols.events import MediaEvent, StreamStarted, StreamStopped
+from patterd.protocols.events import StreamStarted
 from patterd.providers.kinds import CALL_TOKEN, CallRouter, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
+from patterd.providers.media_start import await_start, refused_other_call
 from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, ProviderSpec
 from patterd.providers.twilio_rest import CARRIER, TwilioRest, _float
 from patterd.providers.twilio_rest import Options as Options  # re-exported: the spec's options
@@ -176,17 +173,13 @@ class TwilioCarrier(TwilioRest):
             await websocket.close(POLICY_VIOLATION)
             return
         await websocket.accept()
-        state = proto.StreamState()
+        codec = proto.TwilioCodec(proto.StreamState())
         frames = MediaSocket(websocket, CARRIER, router, self._ctx.media_idle_timeout_secs)
-        first = await self._await_start(frames, state)
-        if isinstance(first, StreamStarted):
-            claimed = first.parameters.get("call_id")
-            if claimed is not None and claimed != call_id:
-                frames.stop()
-                router.count_rejection(CARRIER, "call_id_mismatch")
-                log.warning("twilio_media_call_id_mismatch", call_id=call_id, claimed=claimed)
-                await websocket.close(POLICY_VIOLATION)
-                return
+        first = await await_start(
+            frames, codec, timeout_secs=self.options.stream_start_timeout_secs, start="start"
+        )
+        if await refused_other_call(first, call_id, frames, websocket, router):
+            return
         token = first.parameters.get(CALL_TOKEN) if isinstance(first, StreamStarted) else None
         refused = await router.admit_media(call_id, token)
         if refused is not None:
@@ -195,35 +188,11 @@ class TwilioCarrier(TwilioRest):
             log.warning("twilio_media_refused", call_id=call_id, reason=refused)
             await websocket.close(POLICY_VIOLATION)
             return
-        leg = MediaLeg(websocket, proto.TwilioCodec(state), frames, first_events=[first])
+        leg = MediaLeg(websocket, codec, frames, first_events=[first])
         try:
             await router.run_media(call_id, leg)
         finally:
             await leg.close()
-
-    async def _await_start(self, frames: MediaSocket, state: proto.StreamState) -> MediaEvent:
-        """Read up to Twilio's `start` so the leg knows its streamSid before anyone sends audio."""
-        try:
-            async with asyncio.timeout(self.options.stream_start_timeout_secs):
-                while True:
-                    frame = await frames.receive()
-                    if frame is None:
-                        return StreamStopped("disconnected before start")
-                    try:
-                        event = state.receive(frame)
-                    except proto.TwilioProtocolError as exc:
-                        frames.drop(exc.reason, str(exc))
-                        continue
-                    except Exception as exc:  # a decoder bug must cost one frame, never the call
-                        frames.drop("decoder_error", f"{type(exc).__name__}: {exc}")
-                        continue
-                    if isinstance(event, StreamStarted | StreamStopped):
-                        return event
-                    if event is not None:  # media, marks or dtmf with no stream to answer on yet
-                        frames.drop("before_start", f"Twilio {type(event).__name__} before 'start'")
-        except (TimeoutError, ProviderConnectionError):
-            log.warning("twilio_media_no_start", timeout_secs=self.options.stream_start_timeout_secs)
-            return StreamStopped("no start message")
 
 
 @asynccontextmanager

@@ -31,13 +31,12 @@ from starlette.websockets import WebSocket
 from patterd.errors import ProviderError
 from patterd.protocols import jsontext
 from patterd.protocols import vonage as proto
-from patterd.protocols.events import StreamStarted
 from patterd.protocols.media_token import media_token, valid_media_token
 from patterd.providers import vonage_jwt
 from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
-from patterd.providers.media_start import await_start
+from patterd.providers.media_start import await_start, refused_other_call
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
@@ -246,14 +245,8 @@ class VonageCarrier:
         first = await await_start(
             frames, codec, timeout_secs=self.options.stream_start_timeout_secs, start="websocket:connected"
         )
-        if isinstance(first, StreamStarted):
-            claimed = first.parameters.get("call_id")
-            if claimed is not None and claimed != call_id:
-                frames.stop()
-                router.count_rejection(CARRIER, "call_id_mismatch")
-                log.warning("vonage_media_call_id_mismatch", call_id=call_id, claimed=claimed)
-                await websocket.close(POLICY_VIOLATION)
-                return
+        if await refused_other_call(first, call_id, frames, websocket, router):
+            return
         # 160 μ-law bytes → one 640-byte L16 message; marks pad the partial frame (Vonage takes whole frames).
         leg = MediaLeg(websocket, codec, frames, frame_bytes=160, pad_marks=True, first_events=[first])
         try:
