@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from patterd.calls.agent import agent_runtime
+from patterd.calls.media_admission import MediaAdmission
 from patterd.calls.recording import finish_recording, record_leg
 from patterd.calls.recording_timeline import RecordingSink
 from patterd.calls.session import CallSession, CallSpec, CallState
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.cluster.media_gate import TOKEN_PARAMETER, MediaGate
-from patterd.cluster.tokens import CallClaim
 from patterd.errors import CallError, PatterdError
 from patterd.protocols.events import FINAL_STATUSES, CallEvent
 from patterd.protocols.jsontext import clean_text
@@ -40,7 +40,7 @@ def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex
 
 
-class Switchboard:
+class Switchboard(MediaAdmission):
     """The CallRouter carriers call into, and the place the ops API steers calls from."""
 
     def __init__(
@@ -131,62 +131,6 @@ class Switchboard:
             {"call_id": call_id, TOKEN_PARAMETER: self.gate.token_for(session.spec, session.agent.name)},
             recorded=(lambda: wait(call_id)) if wait is not None else None,
         )
-
-    def expects_media(self, call_id: str) -> bool:
-        """True for a call we issued whose media has not connected yet."""
-        session = self.calls.get(call_id)
-        return session is not None and session.state is CallState.RINGING and not session.media_connected
-
-    def adopts_media(self) -> bool:
-        """True with a cluster secret: a call another replica answered may bring its media here."""
-        return self.gate.shared
-
-    async def admit_media(self, call_id: str, token: str | None) -> str | None:
-        """Admit a media socket for `call_id`: None when admitted (`run_media` next), else why not.
-
-        A ringing call of this process needs no token (a token it brings must be genuine and unused); a call
-        this process never saw is opened from a valid token's claim: another replica answered its webhook.
-        """
-        if not token:
-            return None if self.expects_media(call_id) else "unknown_call"
-        verdict = await self.gate.check(call_id, token)  # a token is spent even on a call already connected
-        if isinstance(verdict, str):
-            return verdict
-        if call_id in self.calls:
-            return None if self.expects_media(call_id) else "unknown_call"
-        self._adopt(verdict)
-        return None
-
-    def _adopt(self, claim: CallClaim) -> None:
-        """Open a call answered by another replica from its token, and tell that replica."""
-        known = claim.agent in self.graph.agents
-        self.open_call(
-            CallSpec(
-                call_id=claim.call_id,
-                direction=claim.direction,
-                carrier_name=claim.carrier,
-                carrier_call_id=claim.carrier_call_id,
-                caller=claim.caller,
-                callee=claim.callee,
-                variables=dict(claim.variables),
-                voicemail_message=claim.voicemail_message,
-                trace_id=claim.trace_id or uuid.uuid4().hex,
-            ),
-            agent_name=claim.agent if known else None,
-        )
-        log.info("call adopted from its token", call_id=claim.call_id, origin=claim.origin or "?")
-        notify = self.gate.on_adopted
-        if notify is not None and claim.origin and claim.origin != self.gate.replica:
-            self._spawn(notify(claim))
-
-    def hand_over(self, call_id: str) -> bool:
-        """Another replica took this ringing call's media: forget it here without ending it."""
-        session = self.calls.get(call_id)
-        if session is None or not self.expects_media(call_id):
-            return False
-        log.info("call handed over to another replica", call_id=call_id)
-        self._spawn(self._close(session, final=False))
-        return True
 
     async def run_media(self, call_id: str, leg: CarrierLeg) -> None:
         """Run the call on its media leg until it ends."""
