@@ -10,18 +10,16 @@ Call/{uuid}/Record/ {callback_url, callback_method}); errors are JSON {api_id, e
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import structlog
 
-from patterd.errors import ProviderConnectionError, ProviderError, ProviderProtocolError, error_for_status
+from patterd.errors import ProviderProtocolError
+from patterd.providers import rest_call
 
-log = structlog.get_logger("patterd.providers.plivo")
 CARRIER = "plivo"
 
 
@@ -77,52 +75,25 @@ class PlivoRest:
         self, method: str, path: str, fields: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """One REST call with retries for retryable failures (429, 5xx, connection errors)."""
-        url = self._root + path
         body = json.dumps(dict(fields)).encode() if fields is not None else None
-        headers = {"Content-Type": "application/json"} if body is not None else None
-        attempt = 0
-        while True:
-            attempt += 1
-            error: ProviderError
-            try:
-                async with self._session.request(method, url, data=body, headers=headers) as resp:
-                    text = await resp.text()
-                    if resp.status < 300:
-                        return _json_object(text, method, path)
-                    error = _http_error(resp.status, text, method, path)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = ProviderConnectionError(
-                    f"Plivo {method} {url}: {type(exc).__name__}: {exc}", provider=CARRIER
-                )
-            if not error.retryable or attempt >= self._max_attempts:
-                raise error
-            log.info("plivo_retry", method=method, path=path, attempt=attempt, error=str(error))
-            await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+        return await rest_call.send(
+            REST,
+            self._session,
+            method,
+            self._root + path,
+            shown=path or "/",
+            body=body,
+            headers={"Content-Type": "application/json"} if body is not None else None,
+            max_attempts=self._max_attempts,
+            backoff_secs=self._backoff,
+        )
 
 
-def _json_object(text: str, method: str, path: str) -> dict[str, Any]:
-    if not text.strip():
-        return {}
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        raise ProviderProtocolError(
-            f"Plivo {method} {path}: answer is not JSON: {text!r:.200}", provider=CARRIER
-        ) from None
-    if not isinstance(answer, dict):
-        raise ProviderProtocolError(f"Plivo {method} {path}: expected a JSON object", provider=CARRIER)
-    return answer
-
-
-def _http_error(status: int, text: str, method: str, path: str) -> ProviderError:
-    """Map a Plivo error answer ({api_id, error}) to our exception tree."""
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        payload = None
+def _reason(payload: object) -> str | None:
+    """The reason in a Plivo error answer ({api_id, error})."""
     if isinstance(payload, dict) and payload.get("error"):
-        reason = str(payload["error"])[:200]
-    else:
-        reason = text.strip()[:200] or "no body"
-    message = f"Plivo {method} {path or '/'}: HTTP {status} {reason}"
-    return error_for_status(status, message, provider=CARRIER, auth_hint="check auth_id and auth_token")
+        return str(payload["error"])[:200]
+    return None
+
+
+REST = rest_call.RestApi(CARRIER, "Plivo", "check auth_id and auth_token", _reason)

@@ -31,8 +31,9 @@ from patterd.providers.kinds import CALL_TOKEN, CallRouter, InboundCall
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.media_start import await_start, refused_other_call
+from patterd.providers.rest_call import float_or_none
 from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, ProviderSpec
-from patterd.providers.twilio_rest import CARRIER, TwilioRest, _float
+from patterd.providers.twilio_rest import CARRIER, TwilioRest
 from patterd.providers.twilio_rest import Options as Options  # re-exported: the spec's options
 
 log = structlog.get_logger("patterd.providers.twilio")
@@ -107,7 +108,7 @@ class TwilioCarrier(TwilioRest):
             status = fields.get("RecordingStatus", "completed")
             if status == "completed" and fields.get("RecordingUrl"):
                 router.recording_ready(
-                    call_id, fields["RecordingUrl"], _float(fields.get("RecordingDuration"))
+                    call_id, fields["RecordingUrl"], float_or_none(fields.get("RecordingDuration"))
                 )
             else:
                 log.info("twilio_recording_status", call_id=call_id, status=status)

@@ -9,24 +9,20 @@ JSON: code, message, more_info, status).
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import structlog
 from pydantic import Field, SecretStr, model_validator
 
 from patterd.errors import (
-    ProviderConnectionError,
     ProviderError,
     ProviderProtocolError,
-    error_for_status,
 )
 from patterd.protocols import twilio as proto
+from patterd.providers import rest_call
 from patterd.providers.kinds import DialRequest
 from patterd.providers.spec import (
     BuildContext,
@@ -36,9 +32,14 @@ from patterd.providers.spec import (
     missing_credentials,
 )
 
-log = structlog.get_logger("patterd.providers.twilio")
-
 CARRIER = "twilio"
+REST = rest_call.RestApi(
+    CARRIER,
+    "Twilio",
+    "check account_sid and auth_token",
+    rest_call.twilio_style_reason,  # {code, message, more_info, status}
+    retry_after_cap_secs=5.0,
+)
 API_VERSION = "2010-04-01"
 _KNOWN_CALLS_LIMIT = 10_000  # CallSid → call_id entries kept for callbacks that lack our id
 
@@ -179,68 +180,16 @@ class TwilioRest:
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One REST call with retries for retryable failures (429, 5xx, connection errors)."""
-        url = self._api + (path or ".json")
         body = urlencode(list(data)).encode() if data is not None else None
-        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else None
-        attempt = 0
-        while True:
-            attempt += 1
-            delay = self.options.retry_backoff_secs * 2 ** (attempt - 1)
-            error: ProviderError
-            try:
-                async with self._session.request(
-                    method, url, data=body, params=params, headers=headers
-                ) as resp:
-                    text = await resp.text()
-                    if resp.status < 300:
-                        return _json_object(text, method, path)
-                    error = _http_error(resp.status, text, method, path or ".json")
-                    retry_after = _float(resp.headers.get("Retry-After"))
-                    if resp.status == 429 and retry_after is not None:
-                        delay = min(retry_after, 5.0)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = ProviderConnectionError(
-                    f"Twilio {method} {url}: {type(exc).__name__}: {exc}", provider=CARRIER
-                )
-            if not error.retryable or attempt >= self.options.max_attempts:
-                raise error
-            log.info("twilio_retry", method=method, path=path, attempt=attempt, error=str(error))
-            await asyncio.sleep(delay)
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _json_object(text: str, method: str, path: str) -> dict[str, Any]:
-    if not text.strip():
-        return {}
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        raise ProviderProtocolError(
-            f"Twilio {method} {path}: answer is not JSON: {text!r:.200}", provider=CARRIER
-        ) from None
-    if not isinstance(answer, dict):
-        raise ProviderProtocolError(
-            f"Twilio {method} {path}: expected a JSON object, got {text!r:.200}", provider=CARRIER
+        return await rest_call.send(
+            REST,
+            self._session,
+            method,
+            self._api + (path or ".json"),
+            shown=path or ".json",
+            body=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"} if body is not None else None,
+            params=params,
+            max_attempts=self.options.max_attempts,
+            backoff_secs=self.options.retry_backoff_secs,
         )
-    return answer
-
-
-def _http_error(status: int, text: str, method: str, path: str) -> ProviderError:
-    """Map a Twilio error answer ({code, message, more_info, status}) to our exception tree."""
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict) and payload.get("message"):
-        code = payload.get("code")
-        reason = f"error {code}: {payload['message']}" if code else str(payload["message"])
-    else:
-        reason = text.strip()[:200] or "no body"
-    message = f"Twilio {method} {path}: HTTP {status} {reason}"
-    return error_for_status(status, message, provider=CARRIER, auth_hint="check account_sid and auth_token")

@@ -11,7 +11,6 @@ Bearer <application JWT>`); errors are RFC 7807 JSON {type, title, detail}.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -19,12 +18,10 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import structlog
 
-from patterd.errors import ProviderConnectionError, ProviderError, ProviderProtocolError, error_for_status
-from patterd.providers import vonage_jwt
+from patterd.errors import ProviderProtocolError
+from patterd.providers import rest_call, vonage_jwt
 
-log = structlog.get_logger("patterd.providers.vonage")
 CARRIER = "vonage"
 TOKEN_REFRESH_SECS = 60  # make a new application JWT this long before the old one expires
 
@@ -84,58 +81,32 @@ class VonageRest:
 
     async def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One REST call with retries for retryable failures (429, 5xx, connection errors)."""
-        url = self._root + path
         data = json.dumps(dict(body)).encode() if body is not None else None
-        attempt = 0
-        while True:
-            attempt += 1
-            headers = {"Authorization": self._authorization(), "Accept": "application/json"}
+
+        def headers() -> dict[str, str]:  # per attempt: the JWT may be renewed between attempts
+            sent = {"Authorization": self._authorization(), "Accept": "application/json"}
             if data is not None:
-                headers["Content-Type"] = "application/json"
-            error: ProviderError
-            try:
-                async with self._session.request(method, url, data=data, headers=headers) as resp:
-                    text = await resp.text()
-                    if resp.status < 300:
-                        return _json_object(text, method, path)
-                    error = _http_error(resp.status, text, method, path)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = ProviderConnectionError(
-                    f"Vonage {method} {url}: {type(exc).__name__}: {exc}", provider=CARRIER
-                )
-            if not error.retryable or attempt >= self._max_attempts:
-                raise error
-            log.info("vonage_retry", method=method, path=path, attempt=attempt, error=str(error))
-            await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+                sent["Content-Type"] = "application/json"
+            return sent
 
-
-def _json_object(text: str, method: str, path: str) -> dict[str, Any]:
-    if not text.strip():
-        return {}  # PUT answers 204
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        raise ProviderProtocolError(
-            f"Vonage {method} /v1/calls{path}: answer is not JSON: {text!r:.200}", provider=CARRIER
-        ) from None
-    if not isinstance(answer, dict):
-        raise ProviderProtocolError(
-            f"Vonage {method} /v1/calls{path}: expected a JSON object", provider=CARRIER
+        return await rest_call.send(
+            REST,
+            self._session,
+            method,
+            self._root + path,
+            shown="/v1/calls" + path,
+            body=data,
+            headers=headers,
+            max_attempts=self._max_attempts,
+            backoff_secs=self._backoff,
         )
-    return answer
 
 
-def _http_error(status: int, text: str, method: str, path: str) -> ProviderError:
-    """Map a Vonage error answer (RFC 7807: {type, title, detail}) to our exception tree."""
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        payload = None
+def _reason(payload: object) -> str | None:
+    """The reason in a Vonage error answer (RFC 7807: {type, title, detail})."""
     if isinstance(payload, dict) and (payload.get("title") or payload.get("detail")):
-        reason = " ".join(str(payload[k]) for k in ("title", "detail") if payload.get(k))[:200]
-    else:
-        reason = text.strip()[:200] or "no body"
-    message = f"Vonage {method} /v1/calls{path}: HTTP {status} {reason}"
-    return error_for_status(
-        status, message, provider=CARRIER, auth_hint="check application_id and private_key"
-    )
+        return " ".join(str(payload[k]) for k in ("title", "detail") if payload.get(k))[:200]
+    return None
+
+
+REST = rest_call.RestApi(CARRIER, "Vonage", "check application_id and private_key", _reason)
