@@ -32,6 +32,7 @@ from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.media_start import await_start, refused_other_call
 from patterd.providers.plivo_rest import PlivoRest
+from patterd.providers.rest_call import float_or_none
 from patterd.providers.spec import (
     BuildContext,
     Capabilities,
@@ -171,7 +172,7 @@ class PlivoCarrier:
         elif hook == "recording":
             if fields.get("record_url"):
                 router.recording_ready(
-                    call_id, fields["record_url"], _float(fields.get("recording_duration"))
+                    call_id, fields["record_url"], float_or_none(fields.get("recording_duration"))
                 )
         else:  # stream: StartStream / StopStream / DroppedStream, for the log only
             log.info("plivo_stream_status", call_id=call_id, event=fields.get("Event"))
@@ -301,13 +302,6 @@ class PlivoCarrier:
     async def check(self) -> None:
         """Fetch the account: proves the base URL answers and the credentials are accepted."""
         await self.rest.account()
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, Inbound
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.media_start import await_start, refused_other_call
+from patterd.providers.rest_call import float_or_none
 from patterd.providers.signalwire_rest import LamlRest
 from patterd.providers.spec import (
     BuildContext,
@@ -166,7 +167,7 @@ class SignalWireCarrier:
         elif hook == "recording":
             if fields.get("RecordingStatus", "completed") == "completed" and fields.get("RecordingUrl"):
                 router.recording_ready(
-                    call_id, fields["RecordingUrl"], _float(fields.get("RecordingDuration"))
+                    call_id, fields["RecordingUrl"], float_or_none(fields.get("RecordingDuration"))
                 )
         else:  # amd
             router.machine_detected(call_id, fields.get("AnsweredBy", "unknown"))
@@ -289,13 +290,6 @@ class SignalWireCarrier:
     async def check(self) -> None:
         """Fetch the project (account): proves the space answers and the credentials are accepted."""
         await self.rest.account()
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 @asynccontextmanager
