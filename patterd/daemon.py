@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import aiohttp
 import structlog
@@ -25,16 +25,16 @@ from patterd.cluster.node import join_cluster
 from patterd.config import Config, load_config, load_config_text
 from patterd.config.model import is_loopback
 from patterd.config_watch import restart_only_changes, watch_config
+from patterd.daemon_wiring import CallObservers, open_tunnel, serving_binds, warn_about
 from patterd.errors import ConfigError, PatterdError
-from patterd.graph import Graph, build_context, build_graph
+from patterd.graph import build_graph
 from patterd.http_server import hypercorn_config
-from patterd.listen import bind_unix, local_url, open_socket, raise_fd_limit
+from patterd.listen import local_url, open_socket, raise_fd_limit
 from patterd.live_counters import switchboard_counters
 from patterd.metrics import Metrics
 from patterd.metrics_mp import multiprocess_dir
 from patterd.notify.setup import fleet_notifier
 from patterd.plugins import Registry, load_registry
-from patterd.protocols.events import CallEnded, CallEvent
 from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_call_data
 from patterd.sdnotify import Notifier
@@ -107,7 +107,8 @@ class Daemon:
             clock=clock,
         )
         self._switchboard: Switchboard | None = None
-        self.gate, self.cluster = join_cluster(config.cluster)  # call tokens; with cluster.redis, shared state
+        # call tokens; with cluster.redis, shared state
+        self.gate, self.cluster = join_cluster(config.cluster)
         self.worker = worker  # one of a supervisor's `server.workers` processes, or None
         self.metrics = Metrics(
             self.version,
@@ -118,14 +119,16 @@ class Daemon:
         if (node := self.cluster) is not None:  # patterd_cluster_redis_errors_total
             self.metrics.live.cluster_errors = lambda: node.link.errors
         tracer = tracer_from_environment(self.version)
-        self._observers = [self.store.handle, self.metrics.observe, self.feed.observe]
+        self._emit = CallObservers(
+            [self.store.handle, self.metrics.observe, self.feed.observe], ended=self._count_cost
+        )
         if self.cluster is not None:
-            self._observers.append(self.cluster.observe)
+            self._emit.add(self.cluster.observe)
         self.fleet = fleet_notifier(config, self.metrics)  # dashboard.notify_url: report calls to a central
         if self.fleet is not None:
-            self._observers.append(self.fleet.observe)
+            self._emit.add(self.fleet.observe)
         if tracer is not None:
-            self._observers.append(tracer.observe)
+            self._emit.add(tracer.observe)
         self._stop = asyncio.Event()
         self._stop_now = asyncio.Event()
         self._drain_requested = asyncio.Event()
@@ -174,17 +177,15 @@ class Daemon:
             if self.fleet is not None:
                 self.fleet.start(http)
             try:
-                if self.config.tunnel is not None:
-                    tunnel_ctx = build_context(self.config, local_url=self._local_url, clock=self.clock)
-                    section = self.config.tunnel
-                    self._tunnel = cast(
-                        Tunnel,
-                        await stack.enter_async_context(section.spec.build(section.options, tunnel_ctx)),
-                    )
-                    log.info("tunnel up", public_host=self._tunnel.public_host)
-                    # A quick tunnel that restarts gets a new hostname: rebuild the providers around it
-                    # (carrier signature URLs, the number's webhook) the way a reload does.
-                    self._tunnel.subscribe(lambda host: self._spawn_reload(f"tunnel host changed to {host}"))
+                # A quick tunnel that restarts gets a new hostname: rebuild the providers around it
+                # (carrier signature URLs, the number's webhook) the way a reload does.
+                self._tunnel = await open_tunnel(
+                    self.config,
+                    stack,
+                    local_url=self._local_url,
+                    clock=self.clock,
+                    on_host=lambda host: self._spawn_reload(f"tunnel host changed to {host}"),
+                )
                 graph = await build_graph(
                     self.config,
                     self.registry,
@@ -208,8 +209,9 @@ class Daemon:
             peers = self.peers
             if peers is not None and self.gate.on_adopted is None:
                 self.gate.on_adopted = lambda claim: peers.hand_over(claim.call_id)
-            self._switchboard.open_recording = functools.partial(open_recording, self.store)  # recording: local
-            self._warn_about(graph)
+            # recording: local
+            self._switchboard.open_recording = functools.partial(open_recording, self.store)
+            warn_about(graph)
             if self.cluster is not None:
                 await self.cluster.start(
                     self._switchboard,
@@ -236,11 +238,7 @@ class Daemon:
             app = create_app(
                 self, dashboard=self.config.server.dashboard, peers=self.peers, registry=self.registry
             )
-            binds = [f"fd://{sock.fileno()}"]
-            if self.worker is not None:  # the same app on this worker's own socket (siblings, operators)
-                private = bind_unix(self.worker.http_socket)  # bound before READY=1: siblings find it
-                binds.append(f"fd://{private.detach()}")  # Hypercorn owns and closes it
-            hyper = hypercorn_config(binds)
+            hyper = hypercorn_config(serving_binds(sock, self.worker))
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
             self._become_serving()
             # The call history loads while calls are served (100k records take seconds); retention starts after it.
@@ -360,7 +358,7 @@ class Daemon:
                 log.warning(f"{key} changed: takes effect after a restart")
             self.config = config
             await self.switchboard.swap_graph(graph)
-            self._warn_about(graph)
+            warn_about(graph)
             self.metrics.reloads.labels("ok").inc()
             self.notifier.ready(f"reloaded: generation {self._generation}")
             self.feed.publish("config.reloaded", {"generation": self._generation, "digest": config.digest})
@@ -384,26 +382,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ events
 
-    def _emit(self, event: CallEvent) -> None:
-        for observer in self._observers:
-            try:
-                observer(event)
-            except Exception:  # an observer must never break a call
-                log.exception("call event observer failed", observer=getattr(observer, "__qualname__", "?"))
-        if type(event) is CallEnded:
-            self._count_cost(event.call_id)
-
     def _count_cost(self, call_id: str) -> None:
         # metadata only: no transcript copy at every call end
         self.metrics.count_cost(self.store.recent_metadata(call_id))
 
     def _redact_feed(self, data: dict[str, Any]) -> dict[str, Any]:
         return redact_call_data(data, self.config.logging.redact_phone)
-
-    def _warn_about(self, graph: Graph) -> None:
-        for built in graph.providers:
-            for warning in getattr(built.instance, "warnings", ()) or ():
-                log.warning("provider warning", provider=built.key, warning=warning)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
