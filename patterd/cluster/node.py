@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("patterd.cluster")
 CLOSE_STEP_SECS = 3.0  # each step of leaving the cluster at stop, at most
+STOP_RECANCEL_SECS = 0.1  # a task still running this long after its cancel is cancelled again
 CONTROL_TIMEOUT_SECS = 5.0  # a live replica that does not answer a hangup/transfer this fast is skipped
 
 
@@ -116,7 +117,7 @@ class ClusterNode:
         # A stop must never wait on Redis: each step is bounded (a stuck connection is left to the exit).
         for name, step in (
             ("leave", self.registry.leave()),
-            ("tasks", asyncio.gather(*self._tasks, return_exceptions=True)),
+            ("tasks", self._stop_tasks()),
             ("relay", self.relay.close()),
             ("client", self.link.client.aclose()),
         ):
@@ -127,6 +128,18 @@ class ClusterNode:
                 log.warning(
                     "cluster close step did not finish", step=name, error=f"{type(exc).__name__}: {exc}"
                 )
+
+    async def _stop_tasks(self) -> None:
+        """Cancel the tasks until they have ended.
+
+        The writer and the publisher were seen running on after one cancel (tests/e2e/test_replicas.py:
+        a cancel landing while a Redis command is in flight seems to come out as an error, which their loops
+        take for an outage), so every stop after calls waited out CLOSE_STEP_SECS.
+        """
+        while pending := [task for task in self._tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=STOP_RECANCEL_SECS)
 
     async def _beat(self) -> None:
         reaping: asyncio.Task[int] | None = None

@@ -177,11 +177,23 @@ class RoundRobinProxy:
         backend.kinds[f"{method} {'/'.join(path.split('/')[:3])}"] += 1
         self.picked.append(Picked(backend.name, method, path))
         up_writer.write(first_line)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        pipes = [
+            asyncio.ensure_future(_pipe(reader, up_writer)),
+            asyncio.ensure_future(_pipe(up_reader, writer)),
+        ]
+        try:
+            # Either side closing closes both at once, as a load balancer does: a replica's socket must not
+            # linger half-open (FIN_WAIT2 holds its port, and a replica restarting there could not bind it).
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            up_writer.close()
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    """Copy until EOF or error, then close the other side (a closed peer closes the pair, like a LB)."""
+    """Copy until EOF or error, then close the other side."""
     with contextlib.suppress(OSError, asyncio.IncompleteReadError, RuntimeError):
         while data := await src.read(PIPE_CHUNK):
             dst.write(data)

@@ -80,12 +80,15 @@ class Replica:
     port: int = 0
     daemon: DaemonProcess | None = None
     past_logs: list[str] = field(default_factory=list)  # the log lines of its earlier processes
+    start_secs: list[float] = field(default_factory=list)  # how long each start took (until it serves)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def start(self) -> None:
+        began = time.monotonic()
         self._stack = contextlib.ExitStack()
         self.daemon = self._stack.enter_context(run_daemon(self.config, port=self.port))
         self.port = urlsplit(self.daemon.base_url).port or 0
+        self.start_secs.append(round(time.monotonic() - began, 1))
 
     def close(self) -> None:
         self._stack.close()
@@ -197,7 +200,8 @@ async def test_fleet_of_three_behind_a_round_robin_balancer(
             async with (
                 RoundRobinProxy(targets) as proxy,
                 BalancedTwilio(proxy.url, PUBLIC_HOST, rest=rest) as twilio,
-                aiohttp.ClientSession() as http,
+                # no keep-alive to the replicas: an idle connection to a killed one would hold its port
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
             ):
                 for name in NAMES:
                     await proxy.wait_ready(name)
@@ -211,6 +215,7 @@ async def test_fleet_of_three_behind_a_round_robin_balancer(
         finally:
             for replica in fleet.values():
                 replica.close()
+    figures["start_secs"] = {r.name: r.start_secs for r in fleet.values()}
     print("\nfleet figures:", figures)
 
 
