@@ -13,13 +13,10 @@ hypotheses are made with a stale mean). `prepare` therefore decodes with a copy 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
-import queue
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import pocketsphinx
 
 from patterd.errors import ProviderError
-from patterd.protocols.audio import Resampler, ulaw_to_pcm16
+from patterd.protocols.audio import Resampler
 from patterd.providers.kinds import Transcript
+from patterd.providers.offline_frames import SpeechFrames
 from patterd.providers.offline_phrases import (
     MAX_SENTENCES,
     expand_phrase,
@@ -39,11 +37,11 @@ from patterd.providers.offline_phrases import (
     phrases_arpa,
     phrases_jsgf,
 )
+from patterd.providers.offline_worker import Flush, WorkerStream
 
 if TYPE_CHECKING:
     from patterd.providers.offline_stt import OfflineSTTOptions
 
-_PREROLL_MS = 300
 # The cepstral mean of phone-band speech (8 kHz μ-law upsampled to 16 kHz), averaged over five espeak-ng
 # voices. The model's own start value (40,3,-1,0,...) is wideband's: with it, live CMN needs seconds to
 # adapt and a call's first short words ("hi") come out as other words (bench/offline_stt.py).
@@ -168,12 +166,7 @@ class _SharedCMN:
     value: str | None = None
 
 
-@dataclass(frozen=True)
-class _Flush:
-    done: threading.Event
-
-
-class OfflineSTTStream:
+class OfflineSTTStream(WorkerStream):
     """One call's recognition (kinds.STTStream); decoding happens in a worker thread."""
 
     def __init__(
@@ -183,55 +176,10 @@ class OfflineSTTStream:
         loop: asyncio.AbstractEventLoop,
         cmn: _SharedCMN,
     ) -> None:
+        super().__init__(loop, "stt.offline")
         self._model = model
         self._cmn = cmn
         self._options = options
-        self._loop = loop
-        self._inbox: queue.SimpleQueue[bytes | _Flush | None] = queue.SimpleQueue()
-        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
-        self._thread = threading.Thread(target=self._run, name="stt.offline", daemon=True)
-        self._ready = threading.Event()
-
-    # -------- event-loop side
-
-    def start(self) -> None:
-        self._thread.start()
-
-    async def close(self) -> None:
-        self._inbox.put(None)
-        await asyncio.to_thread(self._thread.join)
-
-    def push_audio(self, ulaw: bytes) -> None:
-        """Caller audio (8 kHz μ-law), never blocks."""
-        if ulaw:
-            self._inbox.put(ulaw)
-
-    async def flush(self) -> None:
-        """Finalize the open utterance (if any); when this returns its final transcript is queued."""
-        done = threading.Event()
-        self._inbox.put(_Flush(done))
-        await asyncio.to_thread(self._wait, done)
-
-    def _wait(self, done: threading.Event) -> None:
-        while not done.wait(0.05):
-            if not self._thread.is_alive():  # the worker died; its error is already in the transcript queue
-                return
-
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise ProviderError(
-                    f"stt.offline recognition failed: {item}", provider="stt.offline"
-                ) from item
-            yield item
-
-    def _emit(self, item: Transcript | BaseException | None) -> None:
-        self._loop.call_soon_threadsafe(self._out.put_nowait, item)
-
-    # -------- worker side
 
     def _confidence(self, text: str, posterior: float) -> float | None:
         """The hypothesis' posterior probability; in grammar mode, out-of-grammar word strings get at most 0.2."""
@@ -242,26 +190,14 @@ class OfflineSTTStream:
             confidence = min(confidence, 0.2)
         return round(confidence, 3)
 
-    def _run(self) -> None:
-        try:
-            self._decode()
-        except BaseException as exc:  # handed to the reader, which raises it in the event loop
-            self._emit(exc)
-        finally:
-            self._emit(None)
-
-    def _decode(self) -> None:
+    def _work(self) -> None:
         decoder = pocketsphinx.Decoder(**self._model.config)
         if self._cmn.value is not None:
             decoder.set_cmn(self._cmn.value)
-        vad = pocketsphinx.Vad(self._options.vad_aggressiveness, 8000, 0.03)
-        frame_bytes: int = vad.frame_bytes
-        frame_ms = round(1000 * frame_bytes / 2 / 8000)
+        frames = SpeechFrames(self._options.vad_aggressiveness)
+        frame_ms = frames.frame_ms
         upsample = self._model.sample_rate == 16000
         resampler: Resampler | None = None
-        preroll: collections.deque[bytes] = collections.deque(maxlen=max(1, _PREROLL_MS // frame_ms))
-        pending = b""
-        received = 0  # bytes of 8 kHz PCM16 taken in: 16 per ms of the stream's audio
         in_utt, silence_ms, since_interim, last_interim = False, 0, 0, ""
 
         def feed(pcm: bytes, *, last: bool = False) -> None:
@@ -269,14 +205,13 @@ class OfflineSTTStream:
             if data:  # the resampler holds back its first few ms (filter delay)
                 decoder.process_raw(data, False, False)
 
-        def begin() -> None:
+        def begin(opening: bytes) -> None:
             nonlocal resampler, in_utt, silence_ms, since_interim
             # One resampler per utterance, flushed at its end, so no audio is held over to the next.
             resampler = Resampler(8000, 16000, quality="HQ") if upsample else None
             decoder.start_utt()
             in_utt, silence_ms, since_interim = True, 0, 0
-            feed(b"".join(preroll))
-            preroll.clear()
+            feed(opening)
 
         def finish(final: bool) -> None:
             nonlocal in_utt, last_interim
@@ -303,7 +238,7 @@ class OfflineSTTStream:
             if text or final:  # an utterance that was only noise ends silently unless asked for
                 confidence = self._confidence(text, posterior)
                 # Where in the stream the utterance was closed: the pipeline times the end of the turn by it.
-                audio_ms = (received - len(pending)) / 16
+                audio_ms = frames.position_ms
                 self._emit(
                     Transcript(
                         text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms
@@ -316,24 +251,18 @@ class OfflineSTTStream:
                 if in_utt:
                     decoder.end_utt()
                 return
-            if isinstance(item, _Flush):
+            if isinstance(item, Flush):
                 if in_utt:
-                    if pending:
+                    if pending := frames.take_pending():
                         feed(pending)
-                        pending = b""
                     finish(final=True)
                 item.done.set()
                 continue
-            pcm_in = ulaw_to_pcm16(item)
-            received += len(pcm_in)
-            pending += pcm_in
-            while len(pending) >= frame_bytes:
-                frame, pending = pending[:frame_bytes], pending[frame_bytes:]
-                speech = bool(vad.is_speech(frame))
+            for frame, speech in frames.push(item):
                 if not in_utt:
-                    preroll.append(frame)
-                    if speech:
-                        begin()
+                    opening = frames.onset(frame, speech)
+                    if opening is not None:
+                        begin(opening)
                     continue
                 feed(frame)
                 silence_ms = 0 if speech else silence_ms + frame_ms

