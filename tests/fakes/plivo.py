@@ -23,13 +23,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3  # type: ignore[import-untyped]
 
+from tests.fakes.carrier_net import CarrierNet
 from tests.fakes.plivo_rest import FakePlivoRest, PlivoCallResource, new_uuid
-from tests.fakes.twilio import FRAME_SECS, SILENCE, FakeCall, basic_auth
+from tests.fakes.twilio import FakeCall, basic_auth
 
 STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 
@@ -83,46 +83,16 @@ def parse_xml(text: str) -> PlivoXml:
     )
 
 
-class FakePlivo:
+class FakePlivo(CarrierNet["FakePlivoCall"]):
     """Plivo's side of calls with a patterd daemon: V3-signed webhooks, XML, Audio Streaming callers."""
 
     def __init__(self, daemon_url: str, public_host: str, *, rest: FakePlivoRest) -> None:
-        self.daemon_url = daemon_url.rstrip("/")
-        self.public_host = public_host
-        self.public_scheme = "https"
+        super().__init__(daemon_url, public_host)
         self.rest = rest
         self.account_sid = rest.auth_id  # the name FakeCall reads
         self.auth_token = rest.auth_token
-        self.calls: dict[str, FakePlivoCall] = {}
-        self._session: aiohttp.ClientSession | None = None
         rest.on_hangup = self._on_hangup
         rest.on_transfer = self._on_transfer
-
-    async def __aenter__(self) -> FakePlivo:
-        self._session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for call in list(self.calls.values()):
-            await call.close()
-            await call.settle()
-        if self._session is not None:
-            await self._session.close()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use `async with FakePlivo(...)`"
-        return self._session
-
-    def public_url(self, path: str) -> str:
-        return f"{self.public_scheme}://{self.public_host}{path}"
-
-    def local_url(self, public_url: str) -> str:
-        parts = urlsplit(public_url)
-        assert parts.netloc == self.public_host, f"{public_url!r} is not on {self.public_host!r}"
-        local = urlsplit(self.daemon_url)
-        scheme = "ws" if parts.scheme in ("ws", "wss") else "http"
-        return f"{scheme}://{local.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
     def sign(self, public_url: str, params: dict[str, str], nonce: str) -> str:
         """X-Plivo-Signature-V3 as Plivo computes it (the official SDK's functions)."""
@@ -305,41 +275,21 @@ class FakePlivoCall(FakeCall):
             self.transferred_to = parse_xml(body).dial
         await self.close()
 
-    async def _pump(self) -> None:
-        """Caller audio out: one 20 ms `media` message on a fixed schedule, silence when idle."""
-        tick = 0
-        while self._ws is not None and not self._ws.closed:
-            delay = self._t0 + tick * FRAME_SECS - self._loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tick += 1
-            if self._outgoing:
-                frame = self._outgoing.popleft()
-                if self._speech_marks and self._speech_marks[0] == self._frames_sent:
-                    self._speech_marks.popleft()
-                    self.speech_started.append(self._loop.time())
-                self._frames_sent += 1
-            elif self.continuous:
-                frame = SILENCE
-            else:
-                continue
-            await self._send(
-                {
-                    "event": "media",
-                    "streamId": self.stream_sid,
-                    "media": {
-                        "track": "inbound",
-                        "timestamp": str(int(self._t0 * 1000) + tick * 20),
-                        "chunk": tick,
-                        "payload": base64.b64encode(frame).decode(),
-                    },
-                    "extra_headers": self.extra_headers,
-                }
-            )
-            while self._outgoing_done and self._outgoing_done[0][0] <= self._frames_sent:
-                _, done = self._outgoing_done.popleft()
-                if not done.done():
-                    done.set_result(None)
+    async def _send_frame(self, tick: int, frame: bytes) -> None:
+        """Caller audio out: a Plivo `media` message (with the call's extra_headers)."""
+        await self._send(
+            {
+                "event": "media",
+                "streamId": self.stream_sid,
+                "media": {
+                    "track": "inbound",
+                    "timestamp": str(int(self._t0 * 1000) + tick * 20),
+                    "chunk": tick,
+                    "payload": base64.b64encode(frame).decode(),
+                },
+                "extra_headers": self.extra_headers,
+            }
+        )
 
     async def _reader(self) -> None:
         assert self._ws is not None

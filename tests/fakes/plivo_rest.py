@@ -7,7 +7,6 @@ basic auth) and `resources/calls.py` (Call create → request_uuid; Call delete;
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import secrets
@@ -18,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.twilio import _wait_until
+from tests.fakes.loopback_rest import LoopbackRest
+from tests.fakes.twilio_rest import _wait_until
 
 
 def new_uuid() -> str:
@@ -55,10 +55,11 @@ class PlivoCallResource:
     recordings: list[dict[str, Any]] = field(default_factory=list)
 
 
-class FakePlivoRest:
+class FakePlivoRest(LoopbackRest):
     """Plivo's Voice REST API for one account: basic auth, JSON bodies, Plivo-shaped answers and errors."""
 
     def __init__(self, auth_id: str | None = None, auth_token: str | None = None) -> None:
+        super().__init__()
         self.auth_id = auth_id or "MA" + secrets.token_hex(9).upper()
         self.auth_token = auth_token or secrets.token_urlsafe(30)
         self.requests: list[PlivoRequest] = []
@@ -66,26 +67,6 @@ class FakePlivoRest:
         self.on_hangup: Callable[[PlivoCallResource], None] | None = None
         self.on_transfer: Callable[[PlivoCallResource, str], None] | None = None
         self._faults: list[list[int]] = []  # [status, times]
-        self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> FakePlivoRest:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def fail_next(self, status: int, *, times: int = 1) -> None:
         self._faults.append([status, times])

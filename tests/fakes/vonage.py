@@ -25,14 +25,14 @@ import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
 from vonage_voice.models.connect_endpoints import WebsocketEndpoint  # type: ignore[import-untyped]
 from vonage_voice.models.ncco import Connect  # type: ignore[import-untyped]
 
-from tests.fakes.twilio import FRAME_SECS, SILENCE, FakeCall
+from tests.fakes.carrier_net import CarrierNet
+from tests.fakes.twilio import FakeCall
 from tests.fakes.vonage_rest import FakeVonageRest, VonageCallResource, new_uuid
 
 with warnings.catch_warnings():  # stdlib on 3.11/3.12 (deprecated), audioop-lts on 3.13+
@@ -80,44 +80,15 @@ def websocket_endpoint(ncco: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-class FakeVonage:
+class FakeVonage(CarrierNet["FakeVonageCall"]):
     """Vonage's side of calls with a patterd daemon: signed JSON webhooks, NCCO, websocket callers."""
 
     def __init__(self, daemon_url: str, public_host: str, *, rest: FakeVonageRest) -> None:
-        self.daemon_url = daemon_url.rstrip("/")
-        self.public_host = public_host
+        super().__init__(daemon_url, public_host)
         self.rest = rest
         self.account_sid = rest.application_id  # the name FakeCall reads
-        self.calls: dict[str, FakeVonageCall] = {}
-        self._session: aiohttp.ClientSession | None = None
         rest.on_hangup = self._on_hangup
         rest.on_transfer = self._on_transfer
-
-    async def __aenter__(self) -> FakeVonage:
-        self._session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for call in list(self.calls.values()):
-            await call.close()
-            await call.settle()
-        if self._session is not None:
-            await self._session.close()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use `async with FakeVonage(...)`"
-        return self._session
-
-    def public_url(self, path: str) -> str:
-        return f"https://{self.public_host}{path}"
-
-    def local_url(self, public_url: str) -> str:
-        parts = urlsplit(public_url)
-        assert parts.netloc == self.public_host, f"{public_url!r} is not on {self.public_host!r}"
-        local = urlsplit(self.daemon_url)
-        scheme = "ws" if parts.scheme in ("ws", "wss") else "http"
-        return f"{scheme}://{local.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
     def sign(self, body: bytes, *, secret: str | None = None, **claims: Any) -> str:
         """The signed-webhook JWT Vonage puts in Authorization: Bearer (HS256, signature secret)."""
@@ -277,29 +248,9 @@ class FakeVonageCall(FakeCall):
         pcm, self._up_state = audioop.ratecv(audioop.ulaw2lin(ulaw, 2), 2, 1, 8000, 16000, self._up_state)
         return pcm.ljust(L16_FRAME, b"\0")[:L16_FRAME]  # ratecv's first frame can be a sample short
 
-    async def _pump(self) -> None:
-        """Caller audio out: one 640-byte BINARY frame per 20 ms on a fixed schedule, silence when idle."""
-        tick = 0
-        while self._ws is not None and not self._ws.closed:
-            delay = self._t0 + tick * FRAME_SECS - self._loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tick += 1
-            if self._outgoing:
-                frame = self._outgoing.popleft()
-                if self._speech_marks and self._speech_marks[0] == self._frames_sent:
-                    self._speech_marks.popleft()
-                    self.speech_started.append(self._loop.time())
-                self._frames_sent += 1
-            elif self.continuous:
-                frame = SILENCE
-            else:
-                continue
-            await self.send_bytes(self._to_l16(frame))
-            while self._outgoing_done and self._outgoing_done[0][0] <= self._frames_sent:
-                _, done = self._outgoing_done.popleft()
-                if not done.done():
-                    done.set_result(None)
+    async def _send_frame(self, tick: int, frame: bytes) -> None:
+        """Caller audio out: a 640-byte BINARY frame of 16 kHz L16."""
+        await self.send_bytes(self._to_l16(frame))
 
     async def _reader(self) -> None:
         assert self._ws is not None

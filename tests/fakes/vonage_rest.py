@@ -9,7 +9,6 @@ application_id, iat, jti, exp; RS256) and RFC 7807 error bodies {type, title, de
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import uuid
@@ -22,7 +21,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.twilio import _wait_until
+from tests.fakes.loopback_rest import LoopbackRest
+from tests.fakes.twilio_rest import _wait_until
 
 
 def new_uuid() -> str:
@@ -70,10 +70,11 @@ class VonageCallResource:
     transfers: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
-class FakeVonageRest:
+class FakeVonageRest(LoopbackRest):
     """Vonage's Voice REST API for one application: the JWT, the calls, Vonage-shaped answers and errors."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.application_id = new_uuid()
         self.private_key, self.public_key = rsa_key_pair()
         self.signature_secret = secrets.token_urlsafe(32)
@@ -83,26 +84,6 @@ class FakeVonageRest:
         self.on_hangup: Callable[[VonageCallResource], None] | None = None
         self.on_transfer: Callable[[VonageCallResource, list[dict[str, Any]]], None] | None = None
         self._faults: list[list[int]] = []  # [status, times]
-        self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> FakeVonageRest:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def fail_next(self, status: int, *, times: int = 1) -> None:
         self._faults.append([status, times])
