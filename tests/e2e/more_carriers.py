@@ -6,13 +6,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from patterd.protocols import plivo as plivo_proto
-from tests.e2e.scenarios import CALLER, NUMBER, PUBLIC_HOST, CallHandle, TwilioHandle, _try_ws
+from tests.e2e.scenarios import (
+    CALLER,
+    NUMBER,
+    PUBLIC_HOST,
+    CallHandle,
+    RestNetCarrier,
+    StreamCallVerbs,
+    TwilioHandle,
+    _try_ws,
+)
 from tests.fakes.plivo import FakePlivo, FakePlivoCall, FakePlivoRest
 from tests.fakes.signalwire import FakeSignalWire, FakeSignalWireRest
 
 
 @dataclass
-class PlivoHandle:
+class PlivoHandle(StreamCallVerbs):
     """A FakePlivo call behind the neutral verbs."""
 
     call: FakePlivoCall
@@ -21,34 +30,6 @@ class PlivoHandle:
     @property
     def call_id(self) -> str:
         return plivo_proto.decode_extra_headers(self.call.extra_headers)["call_id"]
-
-    async def say(self, ulaw: bytes) -> None:
-        await self.call.say(ulaw)
-
-    async def wait_heard(self, n_bytes: int, timeout: float = 10.0) -> None:
-        await self.call.wait_for_audio(n_bytes, played=True, timeout=timeout)
-
-    def heard_bytes(self) -> int:
-        return len(self.call.played)
-
-    def speech_started(self) -> list[float]:
-        return self.call.speech_started
-
-    def clear_times(self) -> list[float]:
-        return self.call.clears
-
-    def media_times(self) -> list[float]:
-        return self.call.media_times
-
-    async def wait_for_clear(self, timeout: float = 5.0) -> float:
-        await self.call.wait_for_clear(timeout=timeout)
-        return self.call.clears[-1]
-
-    async def send_dtmf(self, digit: str) -> None:
-        await self.call.send_dtmf(digit)
-
-    async def send_raw(self, text: str) -> None:
-        await self.call.send_raw(text)
 
     async def hangup_from_far_end(self) -> None:
         """The caller hangs up: Plivo closes the stream socket (and posts the hangup_url it has)."""
@@ -62,40 +43,20 @@ class PlivoHandle:
         )
         await self.call.wait_closed(timeout=timeout)
 
-    def violations(self) -> list[str]:
-        return self.call.violations
 
-
-class PlivoCarrier:
+class PlivoCarrier(RestNetCarrier[FakePlivoRest, FakePlivo]):
     """FakePlivoRest + FakePlivo."""
 
     name = "plivo"
 
     def __init__(self) -> None:
-        self.rest = FakePlivoRest()
-        self.net: FakePlivo | None = None
-
-    async def start(self) -> None:
-        await self.rest.start()
-
-    async def close(self) -> None:
-        await self.detach()
-        await self.rest.close()
+        super().__init__(FakePlivoRest(), FakePlivo)
 
     def config(self) -> str:
         return (
             f"carrier: {{type: plivo, auth_id: {self.rest.auth_id}, auth_token: '{self.rest.auth_token}', "
             f"base_url: '{self.rest.base_url}', retry_backoff_secs: 0.05}}\n"
         )
-
-    async def attach(self, daemon_url: str) -> None:
-        self.net = FakePlivo(daemon_url, PUBLIC_HOST, rest=self.rest)
-        await self.net.__aenter__()
-
-    async def detach(self) -> None:
-        if self.net is not None:
-            await self.net.__aexit__(None, None, None)
-            self.net = None
 
     async def inbound_call(self, from_: str = CALLER, to: str = NUMBER) -> CallHandle:
         assert self.net is not None
@@ -134,21 +95,13 @@ class PlivoCarrier:
         return sum(1 for r in self.rest.requests if r.method == "DELETE" and uuid in r.path)
 
 
-class SignalWireCarrier:
+class SignalWireCarrier(RestNetCarrier[FakeSignalWireRest, FakeSignalWire]):
     """FakeSignalWireRest + FakeSignalWire; calls are Twilio-shaped (TwilioHandle fits them)."""
 
     name = "signalwire"
 
     def __init__(self) -> None:
-        self.rest = FakeSignalWireRest()
-        self.net: FakeSignalWire | None = None
-
-    async def start(self) -> None:
-        await self.rest.start()
-
-    async def close(self) -> None:
-        await self.detach()
-        await self.rest.close()
+        super().__init__(FakeSignalWireRest(), FakeSignalWire)
 
     def config(self) -> str:
         return (
@@ -156,15 +109,6 @@ class SignalWireCarrier:
             f"signing_key: {self.rest.signing_key}, space_url: '{self.rest.base_url}', "
             "retry_backoff_secs: 0.05}\n"
         )
-
-    async def attach(self, daemon_url: str) -> None:
-        self.net = FakeSignalWire(daemon_url, PUBLIC_HOST, rest=self.rest)
-        await self.net.__aenter__()
-
-    async def detach(self) -> None:
-        if self.net is not None:
-            await self.net.__aexit__(None, None, None)
-            self.net = None
 
     async def inbound_call(self, from_: str = CALLER, to: str = NUMBER) -> CallHandle:
         assert self.net is not None

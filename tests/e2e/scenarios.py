@@ -1,32 +1,63 @@
-"""A carrier-neutral driver for end-to-end phone-call scenarios: one adapter per carrier fake, same verbs."""
+"""A carrier-neutral driver for end-to-end phone-call scenarios: one adapter per carrier fake, same verbs.
+
+The world around the calls (webhook tool, config, ops API, records) is `scenario_world.py`, re-exported here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
-from aiohttp import web
 
 from patterd.protocols import telnyx as telnyx_proto
-from tests.fakes.openai_realtime import FakeRealtimeServer
+from tests.e2e.scenario_world import (
+    CALLER,
+    ENGINE_KEY,
+    NUMBER,
+    PUBLIC_HOST,
+    VOICEMAIL_TO,
+    Api,
+    ToolServer,
+    daemon_config,
+    engine_server,
+    read_jsonl,
+    record_dir,
+    wait_for,
+    wait_record,
+)
 from tests.fakes.telnyx import Callee, FakeTelnyx
 from tests.fakes.telnyx import FakeCall as TelnyxCall
 from tests.fakes.twilio import CallResource, FakeCall, FakeTwilio, FakeTwilioRest, new_sid
 
-PUBLIC_HOST = "gw.example.com"
-NUMBER = "+15550001234"
-CALLER = "+15551230001"
-VOICEMAIL_TO = "+15557770000"
-ENGINE_KEY = "sk-test"
+__all__ = (  # the scenario verbs and, re-exported, the world around them (tests import both from here)
+    "CALLER",
+    "ENGINE_KEY",
+    "NUMBER",
+    "PUBLIC_HOST",
+    "VOICEMAIL_TO",
+    "Api",
+    "CallHandle",
+    "Carrier",
+    "RestNetCarrier",
+    "StreamCallVerbs",
+    "TelnyxCarrier",
+    "TelnyxHandle",
+    "ToolServer",
+    "TwilioCarrier",
+    "TwilioHandle",
+    "daemon_config",
+    "engine_server",
+    "make_carrier",
+    "read_jsonl",
+    "record_dir",
+    "wait_for",
+    "wait_record",
+)
 
 
 # ====================================================================== call handles
@@ -52,16 +83,10 @@ class CallHandle(Protocol):
     def violations(self) -> list[str]: ...
 
 
-@dataclass
-class TwilioHandle:
-    """A FakeTwilio call behind the neutral verbs."""
+class StreamCallVerbs:
+    """The neutral verbs of a call whose fake is a `tests.fakes.twilio.FakeCall` (or a subclass of it)."""
 
     call: FakeCall
-    rest: FakeTwilioRest
-
-    @property
-    def call_id(self) -> str:
-        return self.call.twiml_parameters["call_id"]
 
     async def say(self, ulaw: bytes) -> None:
         await self.call.say(ulaw)
@@ -91,6 +116,21 @@ class TwilioHandle:
     async def send_raw(self, text: str) -> None:
         await self.call.send_raw(text)
 
+    def violations(self) -> list[str]:
+        return self.call.violations
+
+
+@dataclass
+class TwilioHandle(StreamCallVerbs):
+    """A FakeTwilio call behind the neutral verbs."""
+
+    call: FakeCall
+    rest: FakeTwilioRest
+
+    @property
+    def call_id(self) -> str:
+        return self.call.twiml_parameters["call_id"]
+
     async def hangup_from_far_end(self) -> None:
         """The caller hangs up: stream `stop`, socket closed, then the completed status callback."""
         await self.call.stop()
@@ -104,9 +144,6 @@ class TwilioHandle:
             timeout=timeout,
         )
         await self.call.wait_closed(timeout=timeout)
-
-    def violations(self) -> list[str]:
-        return self.call.violations
 
 
 @dataclass
@@ -180,14 +217,27 @@ class Carrier(Protocol):
     def dial_request(self) -> dict[str, Any]: ...
 
 
-class TwilioCarrier:
-    """FakeTwilioRest + FakeTwilio."""
+class _FakeRest(Protocol):
+    async def start(self) -> object: ...
+    async def close(self) -> None: ...
 
-    name = "twilio"
 
-    def __init__(self) -> None:
-        self.rest = FakeTwilioRest()
-        self.net: FakeTwilio | None = None
+class _FakeNet(Protocol):
+    async def __aenter__(self) -> object: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+RestT = TypeVar("RestT", bound=_FakeRest)
+NetT = TypeVar("NetT", bound=_FakeNet)
+
+
+class RestNetCarrier(Generic[RestT, NetT]):
+    """The lifecycle of an adapter made of a carrier's REST fake and its callers' side (webhooks, media)."""
+
+    def __init__(self, rest: RestT, net_type: Callable[..., NetT]) -> None:
+        self.rest = rest
+        self.net: NetT | None = None
+        self._net_type = net_type
 
     async def start(self) -> None:
         await self.rest.start()
@@ -196,21 +246,30 @@ class TwilioCarrier:
         await self.detach()
         await self.rest.close()
 
-    def config(self) -> str:
-        return (
-            f"carrier: {{type: twilio, account_sid: {self.rest.account_sid}, "
-            f"auth_token: {self.rest.auth_token}, base_url: '{self.rest.base_url}', "
-            "retry_backoff_secs: 0.05}\n"
-        )
-
     async def attach(self, daemon_url: str) -> None:
-        self.net = FakeTwilio(daemon_url, PUBLIC_HOST, rest=self.rest)
+        self.net = self._net_type(daemon_url, PUBLIC_HOST, rest=self.rest)
         await self.net.__aenter__()
 
     async def detach(self) -> None:
         if self.net is not None:
             await self.net.__aexit__(None, None, None)
             self.net = None
+
+
+class TwilioCarrier(RestNetCarrier[FakeTwilioRest, FakeTwilio]):
+    """FakeTwilioRest + FakeTwilio."""
+
+    name = "twilio"
+
+    def __init__(self) -> None:
+        super().__init__(FakeTwilioRest(), FakeTwilio)
+
+    def config(self) -> str:
+        return (
+            f"carrier: {{type: twilio, account_sid: {self.rest.account_sid}, "
+            f"auth_token: {self.rest.auth_token}, base_url: '{self.rest.base_url}', "
+            "retry_backoff_secs: 0.05}\n"
+        )
 
     async def inbound_call(self, from_: str = CALLER, to: str = NUMBER) -> CallHandle:
         assert self.net is not None
@@ -351,153 +410,3 @@ async def _try_ws(session: aiohttp.ClientSession, url: str, headers: dict[str, s
 
 def make_carrier(name: str) -> TwilioCarrier | TelnyxCarrier:
     return TwilioCarrier() if name == "twilio" else TelnyxCarrier()
-
-
-# ====================================================================== the rest of the world
-
-
-@dataclass
-class ToolServer:
-    """A tiny HTTP endpoint a `webhook` tool POSTs to; records the JSON it got."""
-
-    answer: dict[str, Any] = field(default_factory=lambda: {"status": "shipped", "eta": "tomorrow"})
-    received: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/lookup", self._lookup)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/lookup"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _lookup(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        return web.json_response(self.answer)
-
-
-def daemon_config(carrier: Carrier, engine_url: str, tool_url: str, records: Path) -> str:
-    """A patter.yaml for the carrier under test with the fake Realtime engine."""
-    return (
-        carrier.config()
-        + f"""phone_number: "{NUMBER}"
-webhook_url: {PUBLIC_HOST}
-persist: {records}
-logging: {{level: info}}
-server: {{drain_timeout_secs: 5}}
-agents:
-  - name: receptionist
-    engine:
-      type: openai_realtime
-      base_url: {engine_url}
-      api_key: {ENGINE_KEY}
-      voice: nova
-      max_retries: 1
-      retry_backoff_secs: 0.05
-      connect_timeout_secs: 2
-    system_prompt: You are a friendly receptionist for {{company}}.
-    first_message: Thanks for calling {{company}}!
-    variables: {{company: Acme}}
-    tools:
-      - {{type: end_call}}
-      - type: webhook
-        name: lookup_order
-        description: Look up an order by number.
-        parameters: {{type: object, properties: {{order_number: {{type: string}}}}, required: [order_number]}}
-        url: {tool_url}
-        timeout_secs: 3
-"""
-    )
-
-
-class Api:
-    """The daemon's ops API over aiohttp (the fakes live on this event loop, so no blocking calls)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Api:
-        self._session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        assert self._session is not None
-        async with self._session.request(method, self.base_url + path, json=body) as resp:
-            text = await resp.text()
-            if "json" in resp.headers.get("content-type", ""):
-                return resp.status, json.loads(text)
-            return resp.status, text
-
-    async def metric(self, name: str, match: Callable[[str], bool] = lambda _: True) -> float:
-        """The sum of a Prometheus metric's samples whose line satisfies `match`."""
-        _, text = await self.request("GET", "/metrics")
-        total = 0.0
-        for line in str(text).splitlines():
-            if line.startswith(name) and (line[len(name)] in " {") and match(line):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    async def wait_call(
-        self, call_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0
-    ) -> dict[str, Any]:
-        """Poll GET /api/v1/calls/{id} until `predicate(body)` holds (records are written off the loop)."""
-        deadline = time.monotonic() + timeout
-        body: Any = None
-        while time.monotonic() < deadline:
-            status, body = await self.request("GET", f"/api/v1/calls/{call_id}")
-            if status == 200 and predicate(body):
-                return dict(body)
-            await asyncio.sleep(0.05)  # polling an HTTP-observable state of another process
-        raise AssertionError(f"call {call_id} did not reach the expected state; last: {body!r:.2000}")
-
-
-def record_dir(records: Path, call_id: str) -> Path:
-    """The on-disk directory of a call record (contracts §4 layout)."""
-    found = list(records.glob(f"calls/*/*/*/{call_id}"))
-    assert len(found) == 1, f"expected one record directory for {call_id}, found {found}"
-    return found[0]
-
-
-async def wait_record(records: Path, call_id: str, status: str, timeout: float = 10.0) -> Path:
-    """The record directory once its metadata.json says `status` (the store writes off the event loop)."""
-    deadline = time.monotonic() + timeout
-    meta: Any = None
-    while time.monotonic() < deadline:
-        found = list(records.glob(f"calls/*/*/*/{call_id}/metadata.json"))
-        if found:
-            with contextlib.suppress(ValueError, OSError):
-                meta = json.loads(found[0].read_text())
-                if meta.get("status") == status:
-                    return found[0].parent
-        await asyncio.sleep(0.05)  # polling files another process writes
-    raise AssertionError(f"record of {call_id} never reached status {status!r}; last metadata {meta!r:.1000}")
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Until `predicate()` holds, or fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)  # the fakes change on their own sockets
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@asynccontextmanager
-async def engine_server(**kwargs: Any) -> AsyncIterator[FakeRealtimeServer]:
-    async with FakeRealtimeServer(api_key=ENGINE_KEY, **kwargs) as fake:
-        yield fake

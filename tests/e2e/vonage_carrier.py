@@ -7,12 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.scenarios import CALLER, NUMBER, PUBLIC_HOST, CallHandle, _try_ws
+from tests.e2e.scenarios import (
+    CALLER,
+    NUMBER,
+    PUBLIC_HOST,
+    CallHandle,
+    RestNetCarrier,
+    StreamCallVerbs,
+    _try_ws,
+)
 from tests.fakes.vonage import FakeVonage, FakeVonageCall, FakeVonageRest
 
 
 @dataclass
-class VonageHandle:
+class VonageHandle(StreamCallVerbs):
     """A FakeVonage call behind the neutral verbs."""
 
     call: FakeVonageCall
@@ -21,34 +29,6 @@ class VonageHandle:
     @property
     def call_id(self) -> str:
         return self.call.headers["call_id"]
-
-    async def say(self, ulaw: bytes) -> None:
-        await self.call.say(ulaw)
-
-    async def wait_heard(self, n_bytes: int, timeout: float = 10.0) -> None:
-        await self.call.wait_for_audio(n_bytes, played=True, timeout=timeout)
-
-    def heard_bytes(self) -> int:
-        return len(self.call.played)
-
-    def speech_started(self) -> list[float]:
-        return self.call.speech_started
-
-    def clear_times(self) -> list[float]:
-        return self.call.clears
-
-    def media_times(self) -> list[float]:
-        return self.call.media_times
-
-    async def wait_for_clear(self, timeout: float = 5.0) -> float:
-        await self.call.wait_for_clear(timeout=timeout)
-        return self.call.clears[-1]
-
-    async def send_dtmf(self, digit: str) -> None:
-        await self.call.send_dtmf(digit)
-
-    async def send_raw(self, text: str) -> None:
-        await self.call.send_raw(text)
 
     async def hangup_from_far_end(self) -> None:
         """The caller hangs up: Vonage closes the websocket and posts `completed` to the event URL."""
@@ -65,28 +45,20 @@ class VonageHandle:
         )
         await self.call.wait_closed(timeout=timeout)
 
-    def violations(self) -> list[str]:
-        return self.call.violations
 
-
-class VonageCarrier:
+class VonageCarrier(RestNetCarrier[FakeVonageRest, FakeVonage]):
     """FakeVonageRest + FakeVonage; the application's private key in a file the config names."""
 
     name = "vonage"
 
     def __init__(self) -> None:
-        self.rest = FakeVonageRest()
-        self.net: FakeVonage | None = None
+        super().__init__(FakeVonageRest(), FakeVonage)
         self._dir = tempfile.TemporaryDirectory(prefix="vonage-key-")
         self.key_path = Path(self._dir.name) / "private.key"
         self.key_path.write_text(self.rest.private_key)
 
-    async def start(self) -> None:
-        await self.rest.start()
-
     async def close(self) -> None:
-        await self.detach()
-        await self.rest.close()
+        await super().close()
         self._dir.cleanup()
 
     def config(self) -> str:
@@ -95,15 +67,6 @@ class VonageCarrier:
             f"private_key: '{self.key_path}', signature_secret: '{self.rest.signature_secret}', "
             f"base_url: '{self.rest.base_url}', retry_backoff_secs: 0.05}}\n"
         )
-
-    async def attach(self, daemon_url: str) -> None:
-        self.net = FakeVonage(daemon_url, PUBLIC_HOST, rest=self.rest)
-        await self.net.__aenter__()
-
-    async def detach(self) -> None:
-        if self.net is not None:
-            await self.net.__aexit__(None, None, None)
-            self.net = None
 
     async def inbound_call(self, from_: str = CALLER, to: str = NUMBER) -> CallHandle:
         assert self.net is not None
