@@ -68,8 +68,6 @@ def _recording_op() -> dict[str, Any]:
     return op
 
 
-
-
 def openapi_document(version: str) -> dict[str, Any]:
     """The document; `tests/web/test_openapi.py` checks it against the app's routes."""
     from patterd.web.ops_api import CreateCall, TransferCall
