@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from patterd.plugins import load_registry
 from patterd.plugins.registry import LoadedSpec
@@ -21,6 +23,14 @@ KIND_METHODS = {
     "vad": ("stream",),
     "tunnel": ("public_host",),
 }
+# Vonage's build checks that its private key is a real RSA key: a throwaway one made here.
+_VONAGE_KEY_PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    .decode()
+)
 DUMMY_ENV = {
     "TWILIO_ACCOUNT_SID": "AC0123456789abcdef0123456789abcdef",
     "TWILIO_AUTH_TOKEN": "dummy-secret-twilio",
@@ -42,6 +52,9 @@ DUMMY_ENV = {
     "SIGNALWIRE_TOKEN": "dummy-secret-signalwire",
     "SIGNALWIRE_SPACE_URL": "example.signalwire.com",
     "SIGNALWIRE_SIGNING_KEY": "dummy-secret-signalwire-signing",
+    "VONAGE_APPLICATION_ID": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+    "VONAGE_PRIVATE_KEY": _VONAGE_KEY_PEM,
+    "VONAGE_SIGNATURE_SECRET": "dummy-secret-vonage-signature",
 }
 # Options a provider cannot be built without (beyond credentials from the environment).
 REQUIRED_OPTIONS: dict[str, dict[str, object]] = {
