@@ -357,7 +357,13 @@ def test_the_phone_page_and_static_files(client: Client) -> None:
     assert page.status_code == 200
     assert 'id="phone-call"' in page.text and "/static/browser-phone.js" in page.text
     client.cookies.clear()
-    for name in ("dashboard.css", "dashboard.js", "browser-phone.js", "browser-phone-worklet.js", "favicon.svg"):
+    for name in (
+        "dashboard.css",
+        "dashboard.js",
+        "browser-phone.js",
+        "browser-phone-worklet.js",
+        "favicon.svg",
+    ):
         resp = client.get(f"/static/{name}")  # static files need no token: they hold no data
         assert resp.status_code == 200, name
         assert len(resp.content) > 100
