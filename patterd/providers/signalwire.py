@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket
 from patterd.protocols import jsontext
 from patterd.protocols import signalwire as proto
 from patterd.protocols.media_token import media_token, valid_media_token
-from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest, InboundCall
+from patterd.providers.kinds import CALL_TOKEN, CallRouter, DialRequest
 from patterd.providers.media_leg import MediaLeg
 from patterd.providers.media_socket import MediaSocket
 from patterd.providers.media_start import await_start, refused_other_call
@@ -43,7 +43,7 @@ from patterd.providers.spec import (
     env_str,
     missing_credentials,
 )
-from patterd.providers.twilio import CALL_STATUS, FINAL_CARRIER_STATUSES
+from patterd.providers.twilio import CALL_STATUS, FINAL_CARRIER_STATUSES, voice_call
 
 log = structlog.get_logger("patterd.providers.signalwire")
 
@@ -177,18 +177,7 @@ class SignalWireCarrier:
         call_sid = fields.get("CallSid")
         if not call_sid:
             return Response("SignalWire voice webhook without CallSid", 400)
-        our_id = request.query_params.get("call_id") or None
-        outbound = our_id is not None or fields.get("Direction", "inbound").startswith("outbound")
-        admission = router.admit(
-            InboundCall(
-                carrier=CARRIER,
-                carrier_call_id=call_sid,
-                caller=fields.get("From", ""),
-                callee=fields.get("To", ""),
-                direction="outbound" if outbound else "inbound",
-                call_id=our_id,
-            )
-        )
+        admission = router.admit(voice_call(CARRIER, call_sid, fields, request.query_params.get("call_id")))
         if admission is None:
             log.info("signalwire_call_rejected", call_sid=call_sid)
             return Response(proto.reject(), media_type=proto.XML_CONTENT_TYPE)

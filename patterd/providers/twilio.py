@@ -58,6 +58,23 @@ FINAL_CARRIER_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", 
 # ------------------------------------------------------------------ the carrier
 
 
+def voice_call(carrier: str, call_sid: str, fields: Mapping[str, str], our_id: str | None) -> InboundCall:
+    """The call a TwiML voice webhook announces (SignalWire's cXML webhooks send the same form fields).
+
+    `our_id` is the `call_id` query parameter of a call we placed: such a call, or one whose
+    `Direction` says outbound, is outbound.
+    """
+    outbound = bool(our_id) or fields.get("Direction", "inbound").startswith("outbound")
+    return InboundCall(
+        carrier=carrier,
+        carrier_call_id=call_sid,
+        caller=fields.get("From", ""),
+        callee=fields.get("To", ""),
+        direction="outbound" if outbound else "inbound",
+        call_id=our_id or None,
+    )
+
+
 class TwilioCarrier(TwilioRest):
     """`kinds.Carrier` for Twilio: webhooks, Media Streams, REST over one aiohttp session."""
 
@@ -120,18 +137,7 @@ class TwilioCarrier(TwilioRest):
         call_sid = fields.get("CallSid")
         if not call_sid:
             return Response("Twilio voice webhook without CallSid", 400)
-        our_id = request.query_params.get("call_id") or None
-        outbound = our_id is not None or fields.get("Direction", "inbound").startswith("outbound")
-        admission = router.admit(
-            InboundCall(
-                carrier=CARRIER,
-                carrier_call_id=call_sid,
-                caller=fields.get("From", ""),
-                callee=fields.get("To", ""),
-                direction="outbound" if outbound else "inbound",
-                call_id=our_id,
-            )
-        )
+        admission = router.admit(voice_call(CARRIER, call_sid, fields, request.query_params.get("call_id")))
         if admission is None:
             log.info("twilio_call_rejected", call_sid=call_sid)
             return Response(proto.reject(), media_type=proto.TWIML_CONTENT_TYPE)
