@@ -22,6 +22,7 @@ from patterd.protocols.events import (
     CallStarted,
     ProviderFallback,
     TranscriptLine,
+    TurnHeard,
 )
 
 if TYPE_CHECKING:
@@ -134,13 +135,16 @@ class Metrics:
         )
         self.turn_stage = Histogram(
             "patterd_turn_stage_seconds",
-            "One stage of a turn's latency (stages sum to patterd_turn_latency_seconds)",
+            "One stage of a turn's latency (stages sum to patterd_turn_latency_seconds; network, from callers' "
+            "receiver reports, is what the caller heard beyond it)",
             ["stage"],
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
         # children resolved once: labels() takes a lock and builds a key on every call
         self._stages = [(key, self.turn_stage.labels(stage)) for key, stage in TURN_STAGES]
+        # The caller's side (from receiver reports): heard_ms - latency_ms, outside the sum above.
+        self._network = self.turn_stage.labels("network")
         self.first_audio = Histogram(
             "patterd_time_to_first_audio_seconds",
             "Call connected to first agent audio",
@@ -183,6 +187,11 @@ class Metrics:
                     value = getattr(event, key)
                     if value is not None:
                         histogram.observe(value / 1000)
+                if event.network_ms is not None:
+                    self._network.observe(event.network_ms / 1000)
+        elif kind is TurnHeard:
+            assert isinstance(event, TurnHeard)
+            self._network.observe(event.network_ms / 1000)
         elif kind is AgentAudioStarted:
             assert isinstance(event, AgentAudioStarted)
             self.first_audio.observe(event.first_audio_ms / 1000)

@@ -88,7 +88,10 @@ class Playout:
         self.frames_out += (len(ulaw) + FRAME_BYTES - 1) // FRAME_BYTES
         # Stopped as the frame goes to the socket's writer (the write itself does not wait): stamping after
         # the await would add however long this task then waits for the loop, which the caller never hears.
-        self._turn.sent()
+        announce = self._turn.sent()
+        tell = getattr(leg, "announce_turn", None) if announce is not None else None
+        if tell is not None and announce is not None:  # the caller is asked what it heard, before this frame
+            await tell(announce.turn, announce.frame, announce.latency_ms)
         await leg.send_audio(ulaw)
         self._unmarked_ms += ms
         if self._unmarked_ms >= MARK_EVERY_MS:

@@ -50,7 +50,16 @@ class StreamStopped:
     reason: str = ""
 
 
-MediaEvent = StreamStarted | CallerAudio | CallerDtmf | MarkPlayed | StreamStopped
+@dataclass(frozen=True, slots=True)
+class CallerHeard:
+    """The caller's receiver report: the first agent audio of `turn` reached it `heard_ms` after it sent
+    the frame the daemon counted as that turn's last voiced one (docs/operations.md "Turn latency")."""
+
+    turn: int
+    heard_ms: float
+
+
+MediaEvent = StreamStarted | CallerAudio | CallerDtmf | MarkPlayed | StreamStopped | CallerHeard
 
 # ---------------------------------------------------------------- call events (session → observers)
 
@@ -127,6 +136,11 @@ class TranscriptLine(CallEvent):
     endpointing_ms: float | None = None  # last voiced frame → end of turn decided
     engine_ms: float | None = None  # realtime engines: last voiced frame → first audio from the engine
     transport_ms: float | None = None  # the remainder: first audio → first frame on the carrier socket
+    # From the caller's receiver report (carriers that send one: the softphone), outside latency_ms:
+    # heard_ms = what the caller heard (its last voiced frame sent → the first agent frame received) and
+    # network_ms = heard_ms - latency_ms (both one-way trips), so the stages with it sum to heard_ms.
+    heard_ms: float | None = None
+    network_ms: float | None = None
 
 
 # The stages of a turn's latency in waterfall order: (TranscriptLine field, stage name of
@@ -139,6 +153,18 @@ TURN_STAGES: tuple[tuple[str, str], ...] = (
     ("engine_ms", "engine"),
     ("transport_ms", "transport"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnHeard(CallEvent):
+    """A caller's report that came after its turn's assistant line was recorded: the store puts heard_ms
+    and network_ms on the line whose `ts` is `line_ts` (an ISO-8601 ms string, as in transcript.jsonl)."""
+
+    type: ClassVar[str] = "turn_heard"
+    line_ts: str = ""
+    latency_ms: float = 0.0
+    heard_ms: float = 0.0
+    network_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

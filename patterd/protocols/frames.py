@@ -22,6 +22,8 @@ Reason = Literal[
     "unknown_event",  # an `event` this protocol does not have
     "duplicate_start",  # a second `start` on a stream that already started
     "before_start",  # media before the stream's `start` (Twilio: no streamSid to answer on yet)
+    "bad_report",  # a caller's receiver report that is not a number in range (softphone `heard`)
+    "unexpected_report",  # a receiver report for a turn never announced, or reported already
     "decoder_error",  # the decoder itself failed (a bug): still dropped, never fatal
 ]
 REASONS: Final[tuple[Reason, ...]] = (
@@ -33,6 +35,8 @@ REASONS: Final[tuple[Reason, ...]] = (
     "unknown_event",
     "duplicate_start",
     "before_start",
+    "bad_report",
+    "unexpected_report",
     "decoder_error",
 )
 

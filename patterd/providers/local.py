@@ -30,7 +30,20 @@ class LocalOptions(ProviderOptions):
 
 
 class SoftphoneLeg(MediaLeg):
-    """The browser phone's media stream: the one media leg, plus transcript lines shown on the page."""
+    """The browser phone's media stream: the one media leg, plus transcript lines shown on the page and
+    the page's receiver reports (what the caller heard of each turn)."""
+
+    def __init__(self, websocket: WebSocket, wire: codec.SoftphoneCodec, frames: MediaSocket) -> None:
+        # the browser buffers and paces what it gets: audio goes out in the chunks the session sends
+        super().__init__(websocket, wire, frames, frame_bytes=0, end_reason="browser disconnected")
+        self.wire = wire
+
+    async def announce_turn(self, turn: int, frame: int, latency_ms: float) -> None:
+        """Right before `turn`'s first agent audio: tell the page which of its frames ended the caller's
+        turn (caller frame number `frame`), so it reports what it heard (a `heard` frame, then CallerHeard)."""
+        message = self.wire.turn(turn, frame, latency_ms)
+        if message is not None:  # a page that numbers no frames is not asked
+            await self._send(message)
 
     async def send_transcript(self, role: str, text: str, *, partial: bool = False) -> None:
         """Show a transcript line (or the agent's words so far, `partial`) beside the call on the page."""
@@ -102,10 +115,7 @@ class LocalCarrier:
             return
         await websocket.accept()
         frames = MediaSocket(websocket, "local", router, self.ctx.media_idle_timeout_secs)
-        # the browser buffers and paces what it gets: audio goes out in the chunks the session sends
-        leg = SoftphoneLeg(
-            websocket, codec.SoftphoneCodec(), frames, frame_bytes=0, end_reason="browser disconnected"
-        )
+        leg = SoftphoneLeg(websocket, codec.SoftphoneCodec(), frames)
         try:
             await router.run_media(call_id, leg)
         finally:

@@ -22,10 +22,10 @@ import structlog
 
 from patterd.clock import SYSTEM_CLOCK, Clock, iso_ms
 from patterd.cost import pricing_problems
-from patterd.protocols.events import CallEvent, TranscriptLine, TranscriptPartial
+from patterd.protocols.events import CallEvent, TranscriptLine, TranscriptPartial, TurnHeard
 from patterd.redact import check_mode
 from patterd.store.index import decode_cursor, encode_cursor
-from patterd.store.records import CallRecord, call_path
+from patterd.store.records import CallRecord, call_path, heard_on_line, with_late_reports
 from patterd.store.resume import resumed_record
 from patterd.store.writer import EVENTS, TRANSCRIPT, OnDone
 
@@ -197,6 +197,9 @@ class MemoryStore:
                 entry.events.append(line)
                 if sink is not None:
                     sink.append(relpath, EVENTS, line)
+                # A caller's late report: onto its line in memory (the event line is its record on disk).
+                if type(event) is TurnHeard:
+                    heard_on_line(entry.transcript, line["data"])
             if rewrite and sink is not None:
                 sink.write_metadata(relpath, entry.metadata())
             if record.finished and not was_finished:
@@ -214,6 +217,7 @@ class MemoryStore:
             if call_id in self._live or call_id in self._recent:
                 return False
         stored = self._stored_call(call_id)
+        stored = with_late_reports(stored) if stored is not None else None
         record = resumed_record(stored, self.redact, self.pricing) if stored is not None else None
         if stored is None or record is None:
             return False
@@ -343,7 +347,8 @@ class MemoryStore:
                 return copy.deepcopy(
                     {"metadata": entry.metadata(), "transcript": entry.transcript, "events": entry.events}
                 )
-        return self._stored_call(call_id)
+        stored = self._stored_call(call_id)
+        return with_late_reports(stored) if stored is not None else None
 
     def memory_stats(self) -> dict[str, int]:
         """The counters every backend reports; a backend adds `records` and its own."""

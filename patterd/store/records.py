@@ -40,6 +40,8 @@ TRANSCRIPT_OPTIONAL = (
     "endpointing_ms",
     "engine_ms",
     "transport_ms",
+    "heard_ms",
+    "network_ms",
 )
 
 
@@ -72,6 +74,39 @@ def latency_summary(latencies: list[float]) -> dict[str, float | None]:
         "p95_ms": percentile(ordered, 95),
         "p99_ms": percentile(ordered, 99),
     }
+
+
+def heard_on_line(transcript: list[dict[str, Any]], heard: Mapping[str, Any]) -> bool:
+    """Put a `turn_heard` event's data on the assistant line it names (by `ts`; one without heard_ms yet).
+
+    transcript.jsonl is append-only: a report that came after its line was written lives in events.jsonl
+    and is folded in here, in memory and whenever a stored call is read. The line is replaced by a new
+    dict, never changed in place (the old one may still be queued for the writer thread).
+    """
+    ts, heard_ms, network_ms = heard.get("line_ts"), heard.get("heard_ms"), heard.get("network_ms")
+    if not isinstance(heard_ms, int | float) or not isinstance(network_ms, int | float):
+        return False
+    for i in range(len(transcript) - 1, -1, -1):
+        line = transcript[i]
+        if line.get("ts") == ts and line.get("role") == "assistant" and "heard_ms" not in line:
+            transcript[i] = {**line, "heard_ms": heard_ms, "network_ms": network_ms}
+            return True
+    return False
+
+
+def with_late_reports(call: dict[str, Any]) -> dict[str, Any]:
+    """A stored call ({metadata, transcript, events}) with its `turn_heard` events on their lines."""
+    reports = [
+        e["data"]
+        for e in call.get("events") or ()
+        if isinstance(e, dict) and e.get("type") == "turn_heard" and isinstance(e.get("data"), dict)
+    ]
+    if reports:
+        transcript = list(call.get("transcript") or ())
+        for report in reports:
+            heard_on_line(transcript, report)
+        call["transcript"] = transcript
+    return call
 
 
 def json_line(obj: Mapping[str, Any]) -> bytes:

@@ -258,6 +258,7 @@ async def call(
     llm_ms: float,
     tts_ms: float,
     gap_ms: float,
+    leg_type: type[FakeLeg] = FakeLeg,
 ) -> AsyncIterator[Rig]:
     clock = ManualClock()
     vad = CountingVAD(clock, endpointing_ms)
@@ -281,7 +282,7 @@ async def call(
 
     spec = CallSpec("call-1", "inbound", "local", "", "+15550001111", "+15550002222")
     session = CallSession(spec, cast(Graph, None), agent, cast(Carrier, None), emit=emit, clock=clock)
-    leg = FakeLeg(clock)
+    leg = leg_type(clock)
     leg.inbox.put_nowait(StreamStarted("s1"))
     task = asyncio.create_task(session.run(leg))
     try:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from patterd.clock import iso_ms
 from patterd.protocols.events import CallEnded, CallStarted, TranscriptLine
 from patterd.store import CallStore
 from tests.daemon_process import run_daemon
@@ -115,6 +116,9 @@ STAGED = {
 }
 
 
+OLDER_HEARD = {"latency_ms": 300.0, "heard_ms": 341.6, "network_ms": 41.6}
+
+
 def _records(root: Path) -> datetime:
     now = datetime.now(UTC)
     write_record(
@@ -146,6 +150,10 @@ def _records(root: Path) -> datetime:
                     "result": "shipped",
                     "duration_ms": 12.0,
                 },
+            },
+            {  # the older turn's caller reported what it heard after the line was written
+                "type": "turn_heard",
+                "data": {"line_ts": iso_ms(now - timedelta(minutes=30)), **OLDER_HEARD},
             },
         ],
         recording_url="javascript:alert(document.cookie)",
@@ -230,9 +238,14 @@ def test_history_call_page_chart_live_refresh_and_restart(tmp_path: Path) -> Non
                 " [...w.querySelectorAll('.wf-seg')].reduce((a, s) => a + s.getBoundingClientRect().width, 0)]"
             )
             assert widths[1] == pytest.approx(widths[0], abs=1.0), widths
-            # The older turn: what its stages do not explain is an "other" segment, so it still sums up.
-            older = falls.nth(1).locator(".wf-seg").evaluate_all("els => els.map(e => Number(e.dataset.ms))")
-            assert sum(older) == pytest.approx(300.0, abs=0.5)
+            # The older turn: what its stages do not explain is an "other" segment, so it still sums up; its
+            # caller's report (folded in from events.jsonl) adds the network bar: the sum is what it heard.
+            segs = falls.nth(1).locator(".wf-seg")
+            older = segs.evaluate_all("els => els.map(e => [e.dataset.stage, Number(e.dataset.ms)])")
+            assert older[-1] == ["network", OLDER_HEARD["network_ms"]], older
+            assert sum(ms for _, ms in older) == pytest.approx(OLDER_HEARD["heard_ms"], abs=0.5)
+            assert falls.nth(1).locator(".wf-total").inner_text() == "caller heard 342 ms"
+            assert first.locator(".wf-total").inner_text() == "642 ms"  # no report: the recorded latency
             assert TURN_MEANING in page.locator(".wf-legend").inner_text()
 
             # A javascript: recording URL is text, never a link; costs as on the list.

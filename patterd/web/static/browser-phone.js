@@ -4,7 +4,11 @@
 //   cookie authenticates it); send `start`, then 20 ms μ-law `media` frames from the worklet;
 //   play the agent's `media`, drop it on `clear`, echo each `mark` once the audio before it played,
 //   show `transcript` lines; the keypad sends `dtmf`; hang up sends `stop` and closes.
-// State and counters are on window.patterdPhone (tests read framesPlayed, framesSent, transcript).
+//   Receiver report: media frames carry `chunk` (1, 2, …) and their send times are kept (a ring); when
+//   the daemon announces a turn ({turn: {id, chunk}}: the chunk it counted as the caller's last voiced
+//   frame), the next agent `media` is that turn's first, and the page replies `heard` {turn, ms}: the
+//   time from sending that chunk to receiving that frame, i.e. the turn's latency as the caller heard it.
+// State and counters are on window.patterdPhone (tests read framesPlayed, framesSent, transcript, heard).
 "use strict";
 
 (() => {
@@ -50,6 +54,7 @@
     for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
     return out;
   }
+  const SENT_KEPT = 2048; // send times of the last 2048 media frames (41 s): a turn is announced ~1 s after its end
 
   class Phone {
     constructor() {
@@ -68,6 +73,9 @@
       this.node = null;
       this.stream = null;
       this.muted = false;
+      this.sentAt = new Float64Array(SENT_KEPT); // performance.now() each chunk was sent, by chunk % SENT_KEPT
+      this.turn = null; // the announced turn whose first agent frame is still to come
+      this.heard = []; // reports sent: {turn, ms}
     }
 
     setState(state, info) {
@@ -124,6 +132,8 @@
     async call() {
       if (this.state === "connecting" || this.state === "connected") return;
       this.framesSent = this.framesPlayed = this.framesReceived = this.bytesReceived = this.marksEchoed = this.underruns = 0;
+      this.turn = null;
+      this.heard = [];
       this.transcript = [];
       this.error = null;
       this.interim = null;
@@ -197,9 +207,12 @@
     }
 
     fromDaemon(text) {
+      const now = performance.now(); // before parsing: the frame arrived now
       let msg;
       try { msg = JSON.parse(text); } catch (_) { return; }
       if (msg.event === "media" && msg.media && msg.media.payload) {
+        if (this.turn) this.report(this.turn, now);
+        this.turn = null;
         const payload = b64decode(msg.media.payload);
         this.bytesReceived += payload.length;
         this.framesReceived = Math.floor(this.bytesReceived / 160); // in 20 ms units, like framesPlayed
@@ -211,14 +224,29 @@
       } else if (msg.event === "transcript") {
         if (msg.partial) this.showInterim(msg.role, msg.text);
         else this.addLine(msg.role, msg.text);
+      } else if (msg.event === "turn" && msg.turn) {
+        this.turn = msg.turn;
       }
+    }
+
+    // What the caller heard of a turn: its last voiced chunk sent → the turn's first agent frame received.
+    report(turn, received) {
+      const chunk = turn.chunk;
+      if (!Number.isInteger(chunk) || chunk < 1 || chunk > this.framesSent || this.framesSent - chunk >= SENT_KEPT) return;
+      const ms = Math.round((received - this.sentAt[chunk % SENT_KEPT]) * 10) / 10;
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+      this.ws.send(JSON.stringify({ event: "heard", heard: { turn: turn.id, ms } }));
+      this.heard.push({ turn: turn.id, ms });
     }
 
     fromWorklet(msg) {
       if (msg.type === "frame") {
         if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-          this.ws.send(JSON.stringify({ event: "media", media: { payload: b64encode(msg.payload) } }));
-          this.framesSent++;
+          const chunk = this.framesSent + 1;
+          const text = JSON.stringify({ event: "media", media: { chunk, payload: b64encode(msg.payload) } });
+          this.sentAt[chunk % SENT_KEPT] = performance.now();
+          this.ws.send(text);
+          this.framesSent = chunk;
         }
       } else if (msg.type === "mark") {
         if (this.ws && this.ws.readyState === WebSocket.OPEN) {

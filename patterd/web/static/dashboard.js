@@ -467,18 +467,27 @@
     ["transport_ms", "transport", "first audio byte → first frame on the carrier socket (chunking, resampling, queues, gaps)"],
   ];
   const TURN_MEANING = "from the caller's last voiced audio to the first agent audio sent to the carrier";
+  // Outside latency_ms: what a caller that reports it (a receiver report) heard beyond it (heard_ms - latency_ms).
+  const NETWORK = ["network_ms", "network", "caller → daemon and daemon → caller: both one-way trips, from the caller's own report"];
 
   // A stacked bar of one turn's stages, `scale` ms = full width; the segments sum to latency_ms (a
-  // remainder the stages do not explain is its own "other" segment).
+  // remainder the stages do not explain is its own "other" segment), plus the network bar when the caller
+  // reported what it heard: then they sum to heard_ms, and the total reads "caller heard N ms".
   function waterfall(line, scale) {
-    const total = line.latency_ms;
+    const latency = line.latency_ms;
+    const heard = typeof line.heard_ms === "number" ? line.heard_ms : null;
+    const total = heard !== null ? Math.max(heard, latency) : latency;
     const parts = STAGES.filter(([key]) => typeof line[key] === "number" && line[key] > 0).map(([key, name, what]) => ({ name, what, ms: line[key] }));
     const staged = parts.reduce((a, p) => a + p.ms, 0);
-    if (total - staged >= 0.5) parts.push({ name: "other", what: "not attributed to a stage", ms: total - staged });
+    if (latency - staged >= 0.5) parts.push({ name: "other", what: "not attributed to a stage", ms: latency - staged });
+    if (heard !== null && typeof line.network_ms === "number" && line.network_ms > 0) {
+      parts.push({ name: NETWORK[1], what: NETWORK[2], ms: line.network_ms });
+    }
     const sum = parts.reduce((a, p) => a + p.ms, 0);
     const fit = sum > total ? total / sum : 1; // stages that overlap are drawn within the total
     const detail = parts.map((p) => `${p.name} ${fmtMs(p.ms)}`).join(" · ");
-    const title = `Turn latency ${fmtMs(total)}, ${TURN_MEANING}.` + (detail ? `\n${detail}` : "");
+    const title = (heard !== null ? `Caller heard ${fmtMs(heard)}; turn latency ${fmtMs(latency)}` : `Turn latency ${fmtMs(total)}`) +
+      `, ${TURN_MEANING}.` + (detail ? `\n${detail}` : "");
     const bar = el("span", { class: "wf-bar" });
     bar.style.width = `${Math.max(2, (100 * total) / scale)}%`; // CSSOM, allowed by the CSP (style attributes are not)
     for (const p of parts) {
@@ -489,14 +498,16 @@
       seg.style.width = `${(100 * p.ms * fit) / total}%`;
       bar.append(seg);
     }
-    return el("span", { class: "waterfall", role: "img", title, "aria-label": title, dataset: { total: String(total) } },
-      el("span", { class: "wf-row" }, el("span", { class: "wf-track" }, bar), el("span", { class: "wf-total" }, fmtMs(total))),
+    const data = heard !== null ? { total: String(total), heard: String(heard) } : { total: String(total) };
+    return el("span", { class: "waterfall", role: "img", title, "aria-label": title, dataset: data },
+      el("span", { class: "wf-row" }, el("span", { class: "wf-track" }, bar),
+        el("span", { class: "wf-total" }, heard !== null ? `caller heard ${fmtMs(heard)}` : fmtMs(total))),
       detail ? el("span", { class: "wf-detail" }, detail) : null);
   }
 
   function stageLegend() {
     const dl = el("p", { class: "wf-legend small muted" }, `Turn latency is measured ${TURN_MEANING}: `);
-    for (const [, name, what] of [...STAGES, ["", "other", "not attributed to a stage"]]) {
+    for (const [, name, what] of [...STAGES, ["", "other", "not attributed to a stage"], NETWORK]) {
       dl.append(el("span", { class: "wf-key", title: what }, el("span", { class: `wf-swatch wf-${name}`, "aria-hidden": "true" }), name));
     }
     return dl;
@@ -518,6 +529,7 @@
       case "provider_fallback": return [`${String(d.kind || "provider").toUpperCase()} switched from ${d.from || "?"} to ${d.to || "?"}`, d.reason ? `(${d.reason})` : ""];
       case "usage": return [`usage ${d.component || ""}`, d.provider || "", Object.entries(d.quantities || {}).map(([k, v]) => `${k} ${Math.round(v * 100) / 100}`).join(", ")];
       case "first_audio": return [`first agent audio after ${n(d.first_audio_ms, " ms")}`];
+      case "turn_heard": return [`caller heard ${n(d.heard_ms, " ms")}`, `turn latency ${n(d.latency_ms, " ms")} + network ${n(d.network_ms, " ms")}`];
       case "amd": return [`answered by ${d.answered_by || "unknown"}`];
       case "recording": return ["recording ready", d.duration_secs != null ? `${Math.round(d.duration_secs)} s` : ""];
       default: return [String(ev.type || "event").replace(/_/g, " "), Object.entries(d).filter(([, v]) => v === null || typeof v !== "object").slice(0, 4).map(([k, v]) => `${k} ${v}`).join(", ")];
@@ -587,7 +599,7 @@
       kv($("call-latency"), [["p50", fmtMs(lat.p50_ms)], ["p95", fmtMs(lat.p95_ms)], ["p99", fmtMs(lat.p99_ms)]]);
 
       const chat = $("chat");
-      const scale = Math.max(1, ...record.transcript.map((l) => (typeof l.latency_ms === "number" ? l.latency_ms : 0)));
+      const scale = Math.max(1, ...record.transcript.map((l) => Math.max(typeof l.latency_ms === "number" ? l.latency_ms : 0, typeof l.heard_ms === "number" ? l.heard_ms : 0)));
       chat.replaceChildren(...record.transcript.map((line) => chatLine(line, scale)));
       if (interim) {
         chat.append(el("li", { class: "assistant interim", dataset: { turn: interim.turn } },
