@@ -8,7 +8,14 @@ that it exits 0. Call records go to a throwaway $PATTER_LOG_DIR; `--records N` f
 records there (bench/store_bench.py's generator, retention off) so start-up meets a history, and
 `--no-index` deletes the index before every run (the hydrate then parses every record). With a
 history, each run also reports how long the history took to load after ready (the `call records
-loaded` log line) — since issue 14 the daemon serves first and loads the history behind.
+loaded` log line) — since issue 14 the daemon serves first and loads the history behind. `--warm-up`
+also reports when the warm-up after ready finished (the `warmed up` log line: numpy and the offline
+models load behind readiness; a checkout from before it never logs it, so leave it off for `--vs`).
+
+Bytecode: this repository's environment sets PYTHONDONTWRITEBYTECODE, so every start compiles each
+module whose `__pycache__` entry is stale (~0.2-0.5 s here), which an installed package never does.
+`--bytecode-cache DIR` runs the daemons with PYTHONPYCACHEPREFIX=DIR (writing allowed) after one
+discarded start that fills it: start-up as an installed package sees it.
 
 Usage::
 
@@ -18,6 +25,7 @@ Usage::
     python bench/startup.py --json                       # one JSON object for scripts
     python bench/startup.py --records 100000 --no-index  # with a call history (generated once), index deleted
     python bench/startup.py --vs "python other_patterd.py --config {config}"  # A B A B …, ratio per pair
+    python bench/startup.py --warm-up --bytecode-cache /tmp/pyc          # + warm-up end, compiled bytecode
 
 `{config}` and `{port}` in --command are replaced by the temporary config path and the port
 (e.g. `--command "patterd --config {config} --bind 127.0.0.1:{port}"`). Linux only (/proc).
@@ -64,6 +72,7 @@ class Run:
     hwm_kib: int
     exit_code: int | None
     history_secs: float | None = None  # start → history loaded (the hydrate's log line), when it was seen
+    warm_secs: float | None = None  # start → the warm-up after ready finished (`--warm-up`), when it was seen
 
 
 def free_port() -> int:
@@ -115,31 +124,41 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> fl
     raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
 
-def history_loaded(log: Any, process: subprocess.Popen[bytes], timeout: float) -> float | None:
-    """perf_counter time the daemon logged `call records loaded` (polled from its log file), None if never."""
+def logged(log: Any, process: subprocess.Popen[bytes], event: bytes, timeout: float) -> float | None:
+    """perf_counter time the daemon logged `event` (polled from its log file), None if never."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline and process.poll() is None:
         log.seek(0)
-        if b"call records loaded" in log.read():
+        if event in log.read():
             return time.perf_counter()
         time.sleep(0.01)  # a poll interval for a measurement, like wait_ready's
     return None
 
 
-def one_run(command: str, config: Path, idle_secs: float, records: Path, history: bool = False) -> Run:
+def one_run(
+    command: str,
+    config: Path,
+    idle_secs: float,
+    records: Path,
+    history: bool = False,
+    *,
+    warm: bool = False,
+    env: dict[str, str] | None = None,
+) -> Run:
     port = free_port()
     copy = config_copy(config, port)
     try:
         with tempfile.TemporaryFile() as log:
             argv = [part.format(config=copy, port=port) for part in shlex.split(command)]
-            env = {**os.environ, "PATTER_LOG_DIR": str(records), "PYTHONUNBUFFERED": "1"}
+            env = {**(env or os.environ), "PATTER_LOG_DIR": str(records), "PYTHONUNBUFFERED": "1"}
             if history:
                 env["PATTER_LOG_RETENTION_DAYS"] = "0"  # the generated records are months old: keep them
             started = time.perf_counter()
             process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
             try:
                 ready = wait_ready(f"http://127.0.0.1:{port}/readyz", process, READY_TIMEOUT_SECS)
-                loaded = history_loaded(log, process, 120.0) if history else None
+                warmed = logged(log, process, b'"warmed up"', 60.0) if warm else None
+                loaded = logged(log, process, b"call records loaded", 120.0) if history else None
                 time.sleep(idle_secs)
                 memory = proc_status(process.pid)
             except Exception:
@@ -155,6 +174,7 @@ def one_run(command: str, config: Path, idle_secs: float, records: Path, history
                 memory.get("VmHWM", 0),
                 exit_code,
                 loaded - started if loaded is not None else None,
+                warmed - started if warmed is not None else None,
             )
     finally:
         copy.unlink(missing_ok=True)
@@ -196,9 +216,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, help="records root to use and keep (--records are generated only if it is empty)"
     )
+    parser.add_argument(
+        "--warm-up", action="store_true", help="also report when the warm-up after ready finished (A only)"
+    )
+    parser.add_argument(
+        "--bytecode-cache",
+        type=Path,
+        metavar="DIR",
+        help="PYTHONPYCACHEPREFIX for the daemons (filled first)",
+    )
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"--config {args.config} is not a file")
+    env = dict(os.environ)
+    if args.bytecode_cache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(args.bytecode_cache.resolve())
 
     runs: list[Run] = []
     others: list[Run] = []  # --vs: the second command's runs, each started right after the first's
@@ -206,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         records = str(args.keep or scratch)
         if args.records and not (Path(records) / "calls").exists():
             generate(Path(records), args.records)
+        if args.bytecode_cache is not None:  # one discarded start of each command compiles into the cache
+            for command in filter(None, (args.command, args.vs)):
+                one_run(command, args.config.resolve(), 0.0, Path(records), env=env)
         for index in range(args.runs):
             if args.no_index:
                 for suffix in ("", "-wal", "-shm"):
@@ -216,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.idle_secs,
                 Path(records),
                 history=args.records > 0 or args.keep is not None,
+                warm=args.warm_up,
+                env=env,
             )
             runs.append(run)
             if args.vs:
@@ -228,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.idle_secs,
                     Path(records),
                     history=run.history_secs is not None,
+                    env=env,
                 )
                 others.append(other)
                 if not args.json:
@@ -236,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
             if not args.json:
                 loaded = f"   history loaded {run.history_secs * 1000:8.1f} ms" if run.history_secs else ""
+                loaded += f"   warmed up {run.warm_secs * 1000:7.1f} ms" if run.warm_secs else ""
                 print(
                     f"run {index + 1}: ready {run.ready_secs * 1000:7.1f} ms   "
                     f"idle RSS {run.rss_kib / 1024:6.1f} MiB   peak {run.hwm_kib / 1024:6.1f} MiB   "
@@ -269,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
             f"idle RSS:            min {rss['min']:.1f} MiB, median {rss['median']:.1f} MiB, max {rss['max']:.1f} MiB"
         )
         print(f"SIGTERM exit codes:  {[r.exit_code for r in runs]}")
+        warm = [r.warm_secs * 1000 for r in runs if r.warm_secs is not None]
+        if warm:
+            w = summary(warm)
+            print(
+                f"start → warmed up:   min {w['min']:.1f} ms, median {w['median']:.1f} ms, max {w['max']:.1f} ms"
+            )
         if paired is not None:
             vs = summary([r.ready_secs * 1000 for r in others])
             print(

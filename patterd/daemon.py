@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
 import structlog
 from hypercorn.asyncio import serve
 
@@ -29,6 +28,7 @@ from patterd.daemon_wiring import CallObservers, open_tunnel, serving_binds, war
 from patterd.errors import ConfigError, PatterdError
 from patterd.graph import build_graph
 from patterd.http_server import hypercorn_config
+from patterd.http_session import SharedSession
 from patterd.listen import local_url, open_socket, raise_fd_limit
 from patterd.live_counters import switchboard_counters
 from patterd.metrics import Metrics
@@ -41,6 +41,7 @@ from patterd.sdnotify import Notifier
 from patterd.store import HydrateReport, open_store
 from patterd.store.recording_path import open_recording
 from patterd.tracing import tracer_from_environment
+from patterd.warmup import warm_up
 from patterd.web.app import create_app
 from patterd.web.feed import EventFeed
 from patterd.web.runtime import ReloadResult
@@ -173,9 +174,10 @@ class Daemon:
             sock.close()
             return 78
         async with AsyncExitStack() as stack:
-            http = await stack.enter_async_context(aiohttp.ClientSession())
+            http = SharedSession()  # opened by its first request: aiohttp is not imported before that
+            stack.push_async_callback(http.aclose)
             if self.fleet is not None:
-                self.fleet.start(http)
+                self.fleet.start(http.get())
             try:
                 # A quick tunnel that restarts gets a new hostname: rebuild the providers around it
                 # (carrier signature URLs, the number's webhook) the way a reload does.
@@ -241,6 +243,7 @@ class Daemon:
             hyper = hypercorn_config(serving_binds(sock, self.worker))
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
             self._become_serving()
+            self._spawn(warm_up(graph))  # numpy, offline models: loaded behind readiness (issue 14)
             # The call history loads while calls are served (100k records take seconds); retention starts after it.
             hydrating = asyncio.create_task(asyncio.to_thread(self.store.hydrate))
             history = asyncio.create_task(self._load_history(hydrating))
@@ -359,6 +362,7 @@ class Daemon:
             self.config = config
             await self.switchboard.swap_graph(graph)
             warn_about(graph)
+            self._spawn(warm_up(graph))  # a provider new in this config loads now, not at its first call
             self.metrics.reloads.labels("ok").inc()
             self.notifier.ready(f"reloaded: generation {self._generation}")
             self.feed.publish("config.reloaded", {"generation": self._generation, "digest": config.digest})

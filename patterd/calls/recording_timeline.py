@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from patterd.clock import Clock
+from patterd.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")  # the first call imports it, or the warm-up after ready (start-up, issue 14)
 
 RATE = 8000  # samples a second, each channel (8 kHz μ-law, as everywhere between session and carrier)
 

@@ -46,10 +46,9 @@ from patterd.providers.kinds import (
 )
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from patterd.calls.agent import AgentRuntime
     from patterd.graph import Graph
+    from patterd.http_session import HTTPSource
 
 log = structlog.get_logger("patterd.call")
 
@@ -69,7 +68,7 @@ class CallSession:
         *,
         emit: Callable[[CallEvent], None],
         clock: Clock,
-        http: aiohttp.ClientSession | None = None,
+        http: HTTPSource | None = None,
     ) -> None:
         self.spec = spec
         self.graph = graph

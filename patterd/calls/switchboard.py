@@ -24,9 +24,8 @@ from patterd.protocols.jsontext import clean_text
 from patterd.providers.kinds import Admission, Carrier, CarrierLeg, DialRequest, InboundCall
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from patterd.graph import Graph
+    from patterd.http_session import HTTPSource
 
 log = structlog.get_logger("patterd.switchboard")
 
@@ -49,7 +48,7 @@ class Switchboard(MediaAdmission):
         *,
         emit: Callable[[CallEvent], None],
         clock: Clock = SYSTEM_CLOCK,
-        http: aiohttp.ClientSession | None = None,
+        http: HTTPSource | None = None,
         recorded: Callable[[str], Awaitable[object]] | None = None,
         gate: MediaGate | None = None,
     ) -> None:

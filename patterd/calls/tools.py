@@ -6,16 +6,21 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
-
-import aiohttp
 
 from patterd.errors import PatterdError
 from patterd.hosts import host_allowed, url_host
+from patterd.http_session import HTTPSource, session_of
+from patterd.lazy import lazy_import
 from patterd.protocols.jsontext import clean_text
 from patterd.providers.kinds import ToolSchema
 from patterd.redact import redact_url, redact_urls
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported by the first webhook tool call (start-up, issue 14)
 
 MAX_RESPONSE_BYTES = 64 * 1024  # default cap on what a webhook may send back (it all goes to the model)
 MAX_REDIRECTS = 5  # with follow_redirects: hops before giving up
@@ -98,7 +103,7 @@ async def run_tool(
     name: str,
     arguments: Mapping[str, Any],
     actions: ToolActions,
-    http: aiohttp.ClientSession | None,
+    http: HTTPSource | None,
 ) -> str:
     """Run one tool call and return the text for the model; raises ToolFailure on a refused or failed call."""
     if name == "end_call" and tools.end_call:
@@ -123,7 +128,7 @@ async def answer_tool(
     name: str,
     arguments: Mapping[str, Any],
     actions: ToolActions,
-    http: aiohttp.ClientSession | None,
+    http: HTTPSource | None,
 ) -> tuple[str, str | None]:
     """Run a tool the model called: (text for the model, error); a failure is an error result, never raised."""
     try:
@@ -135,14 +140,12 @@ async def answer_tool(
     return json.dumps({"error": error}), error
 
 
-async def _call_webhook(
-    hook: WebhookTool, arguments: Mapping[str, Any], http: aiohttp.ClientSession | None
-) -> str:
+async def _call_webhook(hook: WebhookTool, arguments: Mapping[str, Any], http: HTTPSource | None) -> str:
     if http is None:
         raise ToolFailure("webhook tools are unavailable: no HTTP session")
     try:
         async with asyncio.timeout(hook.timeout_secs):
-            return await _post(hook, dict(arguments), http)
+            return await _post(hook, dict(arguments), session_of(http))
     except TimeoutError as exc:
         raise ToolFailure(f"{hook.shown_url} did not answer within {hook.timeout_secs:g} s") from exc
     except aiohttp.ClientError as exc:

@@ -19,15 +19,20 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 
+from patterd.lazy import lazy_import
 from patterd.notify.signing import signed_headers
 from patterd.notify.wire import NOT_SENT, encode
 from patterd.protocols.events import CallEvent
 from patterd.redact import RedactMode, redact_call_data, redact_url
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # only a daemon that reports to a central sends (start-up, issue 14)
 
 log = structlog.get_logger("patterd.notify")
 

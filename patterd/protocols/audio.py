@@ -22,11 +22,19 @@ import io
 import warnings
 import wave
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import soxr
+from patterd.lazy import lazy_import
 
-from patterd.protocols.resample import FirResampler
+if TYPE_CHECKING:
+    import numpy as np
+    import soxr
+
+    from patterd.protocols import resample
+else:  # numpy (~0.2 s) is imported by the first Resampler, not by every importer of G.711 (start-up, issue 14)
+    np = lazy_import("numpy")
+    soxr = lazy_import("soxr")
+    resample = lazy_import("patterd.protocols.resample")
 
 with warnings.catch_warnings():
     # The stdlib module warns of its removal in 3.13; 3.13+ gets the audioop-lts backport.
@@ -95,7 +103,7 @@ class Resampler:
     def __init__(self, in_rate: int, out_rate: int, quality: str = "LQ") -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._fir = FirResampler(in_rate, out_rate) if (in_rate, out_rate) in FIR_RATES else None
+        self._fir = resample.FirResampler(in_rate, out_rate) if (in_rate, out_rate) in FIR_RATES else None
         self._skip = 2 * self._fir.delay if self._fir is not None else 0  # bytes of ramp-in still to drop
         self._stream = (
             None
@@ -135,7 +143,7 @@ class UlawToPcm24:
     __slots__ = ("_fir",)
 
     def __init__(self) -> None:
-        self._fir = FirResampler(ULAW_RATE, PCM24_RATE)
+        self._fir = resample.FirResampler(ULAW_RATE, PCM24_RATE)
 
     def process(self, ulaw: bytes) -> bytes:
         """Transcode one chunk (any length: n bytes of μ-law → 6n bytes of PCM)."""
@@ -158,7 +166,7 @@ class Pcm24ToUlaw:
     __slots__ = ("_fir", "_odd")
 
     def __init__(self) -> None:
-        self._fir: FirResampler | None = None
+        self._fir: resample.FirResampler | None = None
         self._odd = b""
 
     def process(self, pcm: bytes) -> bytes:
@@ -171,7 +179,7 @@ class Pcm24ToUlaw:
             pcm = pcm[:-1]
         fir = self._fir
         if fir is None:
-            fir = self._fir = FirResampler(PCM24_RATE, ULAW_RATE)
+            fir = self._fir = resample.FirResampler(PCM24_RATE, ULAW_RATE)
         return audioop.lin2ulaw(fir.process(pcm), 2)
 
     def flush(self) -> bytes:

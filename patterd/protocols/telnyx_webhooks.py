@@ -14,12 +14,17 @@ import binascii
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
-
+from patterd.lazy import lazy_import
 from patterd.protocols import frames, jsontext
+
+if TYPE_CHECKING:
+    from nacl import exceptions as nacl_exceptions
+    from nacl import signing
+else:  # PyNaCl: imported by the first signed webhook, not when the routes are mounted (start-up, issue 14)
+    nacl_exceptions = lazy_import("nacl.exceptions")
+    signing = lazy_import("nacl.signing")
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
@@ -333,7 +338,7 @@ def verify_signature(
     if abs(now - sent_at) > tolerance_secs:
         return "stale_timestamp"
     try:
-        key = VerifyKey(public_key_b64_to_bytes(public_key_b64))
+        key = signing.VerifyKey(public_key_b64_to_bytes(public_key_b64))
     except ValueError:
         return "bad_public_key"
     try:
@@ -344,7 +349,7 @@ def verify_signature(
         return "bad_signature"
     try:
         key.verify(timestamp.encode() + b"|" + raw_body, signature)
-    except BadSignatureError:
+    except nacl_exceptions.BadSignatureError:
         return "bad_signature"
     return None
 

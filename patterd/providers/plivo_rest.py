@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
-
 from patterd.errors import ProviderProtocolError
+from patterd.lazy import lazy_import
 from patterd.providers import rest_call
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 CARRIER = "plivo"
 

@@ -12,12 +12,17 @@ import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 
 from patterd.errors import ProviderConnectionError, ProviderError, ProviderProtocolError, error_for_status
+from patterd.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 Headers = Mapping[str, str] | Callable[[], Mapping[str, str]] | None
 

@@ -9,14 +9,18 @@ shape {code, message, more_info, status}.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
-
 from patterd.errors import ProviderProtocolError
+from patterd.lazy import lazy_import
 from patterd.protocols.signalwire import API_PATH
 from patterd.providers import rest_call
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 CARRIER = "signalwire"
 # Errors come in Twilio's shape {code, message, more_info, status}.

@@ -14,10 +14,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import aiohttp
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +26,7 @@ from patterd.errors import (
     ProviderError,
     ProviderProtocolError,
 )
+from patterd.lazy import lazy_import
 from patterd.protocols import telnyx as proto
 from patterd.providers.kinds import CALL_TOKEN, Admission, CallRouter, DialRequest, InboundCall
 from patterd.providers.media_leg import MediaLeg
@@ -35,6 +35,11 @@ from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, Pro
 from patterd.providers.telnyx_rest import CARRIER, TelnyxRest
 from patterd.providers.telnyx_rest import UNAUTHENTICATED_WARNING as UNAUTHENTICATED_WARNING  # re-exported
 from patterd.providers.telnyx_rest import TelnyxOptions as TelnyxOptions  # re-exported: the spec's options
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 log = structlog.get_logger(__name__)
 

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 import structlog
 from pydantic import Field, SecretStr, model_validator
 
 from patterd.errors import ProviderConnectionError, ProviderRateLimitError, error_for_status
+from patterd.lazy import lazy_import
 from patterd.protocols import jsontext
 from patterd.protocols import telnyx as proto
 from patterd.providers.spec import ProviderOptions, env_secret, env_str, missing_credentials
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 log = structlog.get_logger("patterd.providers.telnyx")
 

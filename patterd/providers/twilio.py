@@ -15,15 +15,15 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
-import aiohttp
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from patterd.lazy import lazy_import
 from patterd.protocols import jsontext
 from patterd.protocols import twilio as proto
 from patterd.protocols.events import StreamStarted
@@ -35,6 +35,11 @@ from patterd.providers.rest_call import float_or_none
 from patterd.providers.spec import BuildContext, Capabilities, CarrierFacts, ProviderSpec
 from patterd.providers.twilio_rest import CARRIER, TwilioRest
 from patterd.providers.twilio_rest import Options as Options  # re-exported: the spec's options
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 log = structlog.get_logger("patterd.providers.twilio")
 

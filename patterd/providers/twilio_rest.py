@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
-import aiohttp
 from pydantic import Field, SecretStr, model_validator
 
 from patterd.errors import (
     ProviderError,
     ProviderProtocolError,
 )
+from patterd.lazy import lazy_import
 from patterd.protocols import twilio as proto
 from patterd.providers import rest_call
 from patterd.providers.kinds import DialRequest
@@ -31,6 +31,11 @@ from patterd.providers.spec import (
     env_str,
     missing_credentials,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 CARRIER = "twilio"
 REST = rest_call.RestApi(

@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import structlog
 from pydantic import Field, SecretStr, model_validator
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from patterd.errors import ProviderError
+from patterd.lazy import lazy_import
 from patterd.protocols import jsontext
 from patterd.protocols import vonage as proto
 from patterd.protocols.media_token import media_token, valid_media_token
@@ -48,6 +48,11 @@ from patterd.providers.spec import (
     missing_credentials,
 )
 from patterd.providers.vonage_rest import VonageRest
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 log = structlog.get_logger("patterd.providers.vonage")
 

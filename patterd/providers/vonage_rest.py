@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
-
 from patterd.errors import ProviderProtocolError
+from patterd.lazy import lazy_import
 from patterd.providers import rest_call, vonage_jwt
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # imported when the carrier is built (start-up, issue 14)
 
 CARRIER = "vonage"
 TOKEN_REFRESH_SECS = 60  # make a new application JWT this long before the old one expires

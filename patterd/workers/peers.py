@@ -6,12 +6,16 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
+from patterd.lazy import lazy_import
 from patterd.protocols import jsontext
 from patterd.workers.identity import WorkerIdentity
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")  # asked only when a sibling is (start-up, issue 14)
 
 PEER_TIMEOUT_SECS = 2.0  # a sibling too busy to answer this fast is shown as unreachable, not waited for
 PEER_SCOPE = "scope=worker"  # a request that a worker answers for itself only (never forwarded again)

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from patterd.calls.tools import ToolActions, ToolFailure, ToolSet, WebhookTool, run_tool
+from patterd.http_session import SharedSession
 
 SECRETS = ("hunter2", "sk-live-123", "tok-456")
 CHUNK = b"x" * 65536
@@ -202,3 +203,24 @@ async def test_a_redirect_loop_ends(endpoint: Endpoint, http: aiohttp.ClientSess
     with pytest.raises(ToolFailure, match="redirected more than 5 times"):
         await call(hook(endpoint.url + "/loop", follow_redirects=True), http)
     assert [m for m, _, _ in endpoint.hits] == ["POST"] + ["GET"] * 5
+
+
+async def test_the_daemons_shared_session_opens_at_the_first_webhook_call(endpoint: Endpoint) -> None:
+    # The daemon hands calls a SharedSession: aiohttp and its session come with the first request (issue 14).
+    shared = SharedSession()
+    assert not shared.opened
+
+    async def never(_: str) -> None:
+        raise AssertionError("not a call action")
+
+    tools = ToolSet(webhooks=(hook(endpoint.url + "/ok"),))
+    actions = ToolActions(end_call=never, transfer=never)
+    for order in ("1", "2"):
+        result = json.loads(await run_tool(tools, "lookup", {"order": order}, actions, shared))
+        assert result == {"status": "shipped", "got": {"order": order}}
+    session = shared.get()
+    assert shared.opened and shared.get() is session  # one session for every call
+    await shared.aclose()
+    assert session.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        shared.get()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import structlog
 from pydantic import ValidationError
 
 from patterd.errors import ProviderError
@@ -87,6 +88,25 @@ async def test_the_model_is_loaded_once_and_shared_by_builds() -> None:
         assert first.engine is second.engine
         model = await asyncio.to_thread(first.engine.model)
         assert await asyncio.to_thread(second.engine.model) is model
+
+
+async def test_a_call_before_the_warm_up_waits_for_the_model_and_says_so(clips: list[Clip]) -> None:
+    # beam 4: an engine of its own, so no other test has loaded its model yet
+    options = OfflineSTTOptions(engine="whisper", whisper_cpu_threads=1, whisper_beam_size=4)
+    with structlog.testing.capture_logs() as logs:
+        async with SPEC.build(options, BuildContext()) as stt:
+            assert isinstance(stt, WhisperSTT)
+            assert not stt.engine.loaded  # building does not load it: the daemon's warm-up does, after ready
+            heard = await finals(stt, silence_ulaw(300) + clips[0].ulaw + silence_ulaw(900))
+            assert stt.engine.loaded
+            await stt.warm_up()  # the warm-up finding it loaded has nothing to do
+    events = [e["event"] for e in logs]
+    assert events.index("utterance waits for the whisper model to load") < events.index(
+        "whisper model loaded"
+    )
+    assert events.count("whisper model loaded") == 1
+    errors, words = word_errors(clips[0].text, " ".join(heard))
+    assert errors <= words // 2, (clips[0].text, heard)  # the utterance that waited was still recognised
 
 
 def test_weights_with_another_hash_are_refused(tmp_path: Path) -> None:
