@@ -12,14 +12,18 @@ The filter is one linear-phase Kaiser-windowed sinc, designed once per ratio at 
 filter twice as long would be flat to 3.4 kHz with ≥ 70 dB and 0.3-1.2 ms of (frequency-dependent)
 delay, at twice the CPU; a linear-phase filter flat to 3.4 kHz needs ≥ 4 ms.
 
-Speed: numpy's per-call overhead (~0.5 µs) costs more than the arithmetic, so the work is one
-matrix product per chunk. A 20 ms frame is cut into rows of R input samples; a strided view
-pairs each row with the S samples before it (S = the filter's span in input samples; no copy), and
-the product with the filter's (S + R)-row Toeplitz block gives each row's outputs, already
-interleaved. R ≈ S/2: the block's zeros cost multiply-adds, so shorter rows do less work, down to
-where per-row overhead wins (measured: R = S/2 is ~20 % faster than R = S).
-Chunks that are not whole rows (engine deltas cut anywhere) take a strided window path that
-computes the same sums.
+Speed: numpy's per-call overhead (~0.3-1 µs) costs more than the arithmetic, so a 20 ms frame is
+one matrix product and a handful of calls. The frame is cut into rows of R input samples; each row
+is paired with the S samples before it (S = the filter's span in input samples), and the product
+with the filter's (S + R)-row Toeplitz block gives each row's outputs, already interleaved. The
+pairs overlap, which BLAS cannot read, so one conversion writes them (int16 → float32) into a
+contiguous matrix made once, and `np.dot` hands that straight to sgemm (numpy's `matmul` ufunc
+costs ~1 µs more per call; on the overlapping view it was ~2.5 µs slower than this).
+R ≈ S/4: the block's zeros cost multiply-adds, so shorter rows do less work, down to where
+per-row overhead wins (measured per frame: S/4 2-7 % faster than S/2, S/8 and S slower).
+Any other chunk (engine deltas and TTS bodies are cut anywhere, several frames at once) takes the
+same block product over a scratch buffer zero-padded to whole rows: a few more calls, ~2-3× less
+CPU than the per-output window product it replaced (bench/transcode.py).
 """
 
 from __future__ import annotations
@@ -52,9 +56,9 @@ def telephony_taps(low_rate: int, high_rate: int) -> F64:
 
 
 def _row_len(span: int, unit: int) -> int:
-    """Smallest row of input samples that covers half the filter's span, is a multiple of `unit`,
-    and divides a 20 ms frame of 8 kHz-based input when it can (so frames take the fast path)."""
-    row = -(-max(span // 2, 1) // unit) * unit
+    """Smallest row of input samples that covers a quarter of the filter's span, is a multiple of
+    `unit`, and divides a 20 ms frame of 8 kHz-based input when it can (so frames take the fast path)."""
+    row = -(-max(span // 4, 1) // unit) * unit
     for frame in (160 * unit, 480, 320):
         for r in range(row, frame + 1, unit):
             if frame % r == 0:
@@ -62,28 +66,33 @@ def _row_len(span: int, unit: int) -> int:
     return row
 
 
-_HI, _LO = np.float32(32767), np.float32(-32768)  # numpy scalars: a Python int is converted per call
+# 0-d arrays, not numpy scalars or Python numbers: the ufunc turns those into arrays on every call (~0.4 µs).
+_HI, _LO = np.array(32767, np.float32), np.array(-32768, np.float32)
+_I16 = np.dtype("<i2")
 # The clip ufunc itself: np.clip's Python wrapper alone costs more than the filter's arithmetic.
 _clip: np.ufunc = getattr(np, "_core", np).umath.clip
+_copyto, _dot, _rint = np.copyto, np.dot, np.rint
 
 
-def _to_int16(y: F32, out: npt.NDArray[np.int16] | None = None) -> bytes:
-    _clip(y, _LO, _HI, out=y)
-    if out is None:
-        out = np.empty(len(y), dtype="<i2")
-    np.rint(y, out=out, casting="unsafe")  # round and narrow in one pass (exact: already clipped)
-    return out.tobytes()
+def _to_int16(y: F32) -> bytes:
+    """Round, saturate and narrow `y` (a scratch buffer: changed in place) to 16-bit LE bytes.
+
+    Three plain calls: rint straight into int16 needs casting="unsafe", and that keyword alone made it
+    cost more than rint in place plus the narrowing copy (exact: the values are whole and in range).
+    """
+    np.rint(y, y)
+    _clip(y, _LO, _HI, y)
+    return y.astype(_I16).tobytes()
 
 
 @dataclass(frozen=True)
 class _Design:
-    """What every resampler of one ratio shares (read-only): taps and the block Toeplitz matrix."""
+    """What every resampler of one ratio shares (read-only): the block Toeplitz matrix and its shape."""
 
     up: int
     down: int
     row: int  # input samples per block row (R)
     span: int  # the filter's reach back in input samples (S): the history kept across calls
-    w: F32  # weights of a window of span + 1 input samples, oldest first (up: one column per phase)
     t: F32  # rows [previous S samples | this row's R samples] @ t = this row's outputs, interleaved
 
 
@@ -112,10 +121,10 @@ def _design(in_rate: int, out_rate: int) -> _Design:
         for q in range(row // factor):
             t[q * factor : span + q * factor + 1, q] = w
     # float32: BLAS's single-precision products are faster and ~1e-3 LSB is plenty for 16-bit audio.
-    w32, t32 = w.astype(np.float32), np.ascontiguousarray(t, dtype=np.float32)
-    w32.flags.writeable = t32.flags.writeable = False
+    t32 = np.ascontiguousarray(t, dtype=np.float32)
+    t32.flags.writeable = False
     up, down = (factor, 1) if out_rate > in_rate else (1, factor)
-    return _Design(up, down, row, span, w32, t32)
+    return _Design(up, down, row, span, t32)
 
 
 class FirResampler:
@@ -123,24 +132,25 @@ class FirResampler:
 
     `process(pcm)` → bytes: n samples in → n × factor out (up), or every sample whose index is a
     multiple of the factor (down: n // factor per call when chunks are multiples of the factor).
-    Filter state (the last R input samples) carries across calls, so audio cut into frames comes
+    Filter state (the last S input samples) carries across calls, so audio cut into frames comes
     out exactly as if converted whole (up to ±1 LSB rounding). A 20 ms frame takes a fast path
     through buffers made once: its bytes land after the int16 history (a memoryview copy, no array
-    made), one conversion fills the float buffer, the last R samples move to the front as bytes,
-    one matrix product writes the output, and clip + round-to-int16 write the reply buffer.
+    made), one conversion writes the overlapping rows as a contiguous float32 matrix, the last S
+    samples move to the front as bytes, one sgemm writes the output, and rint, clip and a narrowing
+    copy make the reply: seven calls in all. Other chunks take the same product via a scratch buffer.
     """
 
     __slots__ = (
-        "_buf",
         "_count",
         "_d",
         "_frame",
-        "_out",
-        "_pairs",
+        "_hb",
+        "_m",
+        "_rows",
+        "_t",
         "_xi",
         "_xm",
         "_y",
-        "_yflat",
         "delay",
         "in_rate",
         "out_rate",
@@ -149,21 +159,23 @@ class FirResampler:
     def __init__(self, in_rate: int, out_rate: int) -> None:
         self.in_rate, self.out_rate = in_rate, out_rate
         d = self._d = _design(in_rate, out_rate)
+        self._t = d.t  # read per frame: one attribute lookup, not two
         self.delay = round(GROUP_DELAY_S * out_rate)  # the filter's group delay in output samples
         self._frame = in_rate // 50  # 20 ms
         if self._frame % d.row:
             self._frame = 0  # no fast path for this rate
-        # _xi = [history: the last R input samples | the frame being converted], as received (int16);
-        # the history lives here (exact), _buf is its float32 copy for the product.
+        self._hb = 2 * d.span  # the history's length in bytes
+        # _xi = [history: the last S input samples | the frame being converted], as received (int16).
         self._xi: npt.NDArray[np.int16] = np.zeros(d.span + self._frame, dtype="<i2")
         self._xm = self._xi.data.cast("B")  # byte view: frames copied in without making an array
-        self._buf: F32 = np.zeros(d.span + self._frame, dtype=np.float32)
         rows = self._frame // d.row
-        # Overlapping rows straight over _buf (no copy): row c = samples [cR, cR + S + R).
-        self._pairs: F32 = np.ndarray((rows, d.span + d.row), np.float32, self._buf, 0, (d.row * 4, 4))
-        self._y: F32 = np.empty((rows, d.t.shape[1]), dtype=np.float32)
-        self._yflat: F32 = self._y.reshape(-1)  # a view: the product's outputs in order
-        self._out: npt.NDArray[np.int16] = np.empty(self._yflat.shape, dtype="<i2")
+        # Overlapping rows straight over _xi (no copy): row c = samples [cR, cR + S + R) ...
+        self._rows: npt.NDArray[np.int16] = np.ndarray(
+            (rows, d.span + d.row), "<i2", self._xi, 0, (d.row * 2, 2)
+        )
+        # ... and their float32 copy laid out for BLAS (rows apart by their length, which sgemm requires).
+        self._m: F32 = np.zeros((rows, d.span + d.row), dtype=np.float32)
+        self._y: F32 = np.empty((rows, d.t.shape[1]), dtype=np.float32)  # row-major = the outputs in order
         self._count = 0  # input samples seen, modulo the down factor (output phase)
 
     @property
@@ -182,36 +194,38 @@ class FirResampler:
     def process(self, pcm: bytes) -> bytes:
         """Resample one chunk of 16-bit LE samples (even length)."""
         n = len(pcm) // 2
-        hist = self._d.span
-        if n == self._frame and n and self._count == 0:
-            xm = self._xm
-            xm[2 * hist :] = pcm
-            np.copyto(self._buf, self._xi)  # int16 → float32, history and frame in one pass
-            xm[: 2 * hist] = xm[2 * n :]  # the next call's history (the float copy has what this one needs)
-            np.matmul(self._pairs, self._d.t, out=self._y)
-            return _to_int16(self._yflat, self._out)
-        if n == 0:
-            return b""
-        x = np.frombuffer(pcm, dtype="<i2")
-        xh = np.concatenate((self._xi[:hist], x), dtype=np.float32)
-        self._xi[:hist] = xh[-hist:]  # exact: whole int16 values
-        return _to_int16(self._strided(xh, n))
+        frame = self._frame
+        if n == frame and n and self._count == 0:
+            # _to_int16 inlined, numpy's functions bound at module level: ~0.2 µs of a ~5 µs frame.
+            hb, xm, m, y = self._hb, self._xm, self._m, self._y
+            xm[hb:] = pcm
+            _copyto(m, self._rows)  # int16 → float32 and the overlapping rows laid out, one pass
+            xm[:hb] = xm[2 * n :]  # the next call's history (m already has what this one needs)
+            _dot(m, self._t, y)
+            _rint(y, y)
+            _clip(y, _LO, _HI, y)
+            return y.astype(_I16).tobytes()
+        return self._chunk(pcm, n) if n else b""
 
-    def _strided(self, xh: F32, n: int) -> F32:
-        """Any chunk length or phase: the same sums through a strided window view."""
+    def _chunk(self, pcm: bytes, n: int) -> bytes:
+        """Any chunk length or phase (engine deltas and TTS bodies are cut anywhere): the same block
+        product over a scratch buffer, zero-padded to whole rows (the padding's outputs are dropped)."""
         d = self._d
-        span = d.span
-        if d.up > 1:
-            windows = np.ndarray((n, span + 1), np.float32, xh, 0, (4, 4))
-            return np.ascontiguousarray(windows @ d.w).ravel()
-        factor = d.down
-        first = (-self._count) % factor
-        self._count = (self._count + n) % factor
-        outs = (n - first + factor - 1) // factor if n > first else 0
-        if outs == 0:
-            return np.zeros(0, dtype=np.float32)
-        windows = np.ndarray((outs, span + 1), np.float32, xh, first * 4, (4 * factor, 4))
-        return np.asarray(windows @ d.w, dtype=np.float32)
+        span, row, down = d.span, d.row, d.down
+        first = (-self._count) % down  # where this chunk's first output sample is (down: its phase)
+        self._count = (self._count + n) % down
+        units = n if down == 1 else max(0, -(-(n - first) // down))  # input samples (up) / outputs (down)
+        rows = -(-units * down // row)
+        xh = np.zeros(first + rows * row + span, dtype=np.float32)
+        xh[:span] = self._xi[:span]
+        xh[span : span + n] = np.frombuffer(pcm, dtype="<i2")
+        self._xi[:span] = xh[n : n + span]  # the next call's history (exact: whole int16 values)
+        if not rows:
+            return b""
+        pairs = np.ndarray((rows, span + row), np.float32, xh, first * 4, (row * 4, 4))
+        # np.dot copies the overlapping rows to a contiguous matrix itself, then sgemm.
+        y: F32 = np.dot(pairs, d.t).reshape(-1)[: units * d.up]
+        return _to_int16(y)
 
     def tail(self) -> bytes:
         """The filter's delayed tail: what silence would push out over one group delay (then reset)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from patterd.protocols.resample import GROUP_DELAY_S, FirResampler
+from patterd.protocols.resample import GROUP_DELAY_S, FirResampler, telephony_taps
 
 RATIOS = [(8000, 24000), (24000, 8000), (8000, 16000), (16000, 8000)]
 PASS_FLAT_DB = 0.1  # stated flatness from 100 Hz to 3 kHz
@@ -136,6 +136,40 @@ def test_arbitrary_frame_sizes_give_the_same_signal(rate_in: int, rate_out: int)
     if rate_out > rate_in:  # upsampling: every call gives exactly n × factor
         factor = rate_out // rate_in
         assert lengths[: len(sizes)] == [n * factor for n in sizes]
+
+
+def reference(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """The same filter done the plain way in float64: zero-stuff or keep every factor-th sample of a
+    full convolution with the taps, then round and saturate to 16 bits."""
+    h = telephony_taps(min(rate_in, rate_out), max(rate_in, rate_out))
+    if rate_out > rate_in:
+        factor = rate_out // rate_in
+        stuffed = np.zeros(len(x) * factor)
+        stuffed[::factor] = x
+        y = np.convolve(stuffed, h * factor)[: len(stuffed)]
+    else:
+        y = np.convolve(x, h)[: len(x)][:: rate_in // rate_out]
+    return np.clip(np.rint(y), -32768, 32767)
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), RATIOS)
+@pytest.mark.parametrize("sizes", [[0], [1, 7, 159, 2, 161, 333, 5, 1000, 3]], ids=["20ms", "odd"])
+def test_output_matches_a_float64_convolution_rounded_and_saturated(
+    rate_in: int, rate_out: int, sizes: list[int]
+) -> None:
+    # A full-scale square wave overshoots past 16 bits after the filter (Gibbs): those samples must
+    # saturate, not wrap round to the other sign; speech-like tones underneath check the rounding.
+    n = frame_len(rate_in)
+    t = np.arange(rate_in // 5)
+    square = np.where((t // (rate_in // 500)) % 2, -32768, 32767).astype(float)
+    x = np.concatenate((square, tone(rate_in, 440, 0.2, 12000) + tone(rate_in, 2900, 0.2, 9000)))
+    got, _ = feed(FirResampler(rate_in, rate_out), x, [n] if sizes == [0] else sizes)
+    want = reference(x, rate_in, rate_out)
+    assert len(got) == len(want)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and np.mean(diff) < 0.01  # float32 sums: rare 1-LSB rounding differences
+    assert got.max() == 32767 and got.min() == -32768  # the overshoot reached both rails ...
+    assert np.array_equal(got[want == 32767], want[want == 32767])  # ... and stayed there
 
 
 def test_tail_flushes_the_delay_and_resets() -> None:
