@@ -39,6 +39,7 @@ from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_call_data
 from patterd.sdnotify import Notifier
 from patterd.store import HydrateReport, open_store
+from patterd.store.hydrate_proc import in_own_thread
 from patterd.store.recording_path import open_recording
 from patterd.tracing import tracer_from_environment
 from patterd.warmup import warm_up
@@ -245,7 +246,8 @@ class Daemon:
             self._become_serving()
             self._spawn(warm_up(graph))  # numpy, offline models: loaded behind readiness (issue 14)
             # The call history loads while calls are served (100k records take seconds); retention starts after it.
-            hydrating = asyncio.create_task(asyncio.to_thread(self.store.hydrate))
+            # Its own thread, not the loop's small executor pool that listings and calls share.
+            hydrating = asyncio.create_task(in_own_thread(self.store.hydrate, "patterd-hydrate"))
             history = asyncio.create_task(self._load_history(hydrating))
             await self._wait_for_stop(server)
             self._state = State.DRAINING

@@ -20,6 +20,7 @@ import structlog
 from patterd import hash_key
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.store.hydrate import HydrateReport, Progress, hydrate_tree, read_jsonl, read_metadata
+from patterd.store.hydrate_proc import HydrateChild, has_calls
 from patterd.store.index import INDEX_NAME, CallIndex, Row, row_of
 from patterd.store.memory import InMemory, MemoryStore, Query
 from patterd.store.records import day_path
@@ -32,6 +33,9 @@ log = structlog.get_logger(__name__)
 # up; without a root this is the whole call history of the process.
 RECENT_WITH_ROOT = 500
 RECENT_WITHOUT_ROOT = 10_000
+# A history of at least this many call directories is hydrated in a child process (hydrate_proc):
+# below it, starting a Python process (~0.5 s of CPU) costs more than the parsing it moves.
+PROCESS_MIN_RECORDS = 2000
 
 
 class CallStore(MemoryStore):
@@ -70,6 +74,7 @@ class CallStore(MemoryStore):
         self._pending_rows: dict[str, Row] = {}
         self.last_hydrate = HydrateReport()
         self.progress = Progress()  # of the running (or last) hydrate: /api/v1/status and listings show it
+        self._child: HydrateChild | None = None  # the hydrate process while one runs
         self._writer = (
             RecordWriter(self.root / "calls", on_metadata=self._indexed) if self.root is not None else None
         )
@@ -116,9 +121,12 @@ class CallStore(MemoryStore):
         self._index_pending(wait=False)
 
     def _index_pending(self, *, wait: bool) -> None:
-        """Write the rows waiting for the index. Without `wait`, a hydrate holding the index (a chunk
-        of thousands of rows) leaves them for later: the writer thread, which the next call's answer
-        waits on, must never queue behind it. Listings meanwhile show those calls from memory."""
+        """Write the rows waiting for the index. Without `wait`, they wait while a hydrate runs (it
+        writes the index in chunks, perhaps from another process): the writer thread, which the next
+        call's answer waits on, must never queue behind it, and rows written after the hydrate's are
+        the freshest. Listings meanwhile show those calls from memory."""
+        if not wait and self.progress.loading:
+            return
         index = self._index(write=True)
         if index is None:
             return
@@ -149,13 +157,7 @@ class CallStore(MemoryStore):
         self.progress = progress = Progress(loading=True, stopping=self.progress.stopping)
         try:
             try:
-                report = hydrate_tree(
-                    self.root,
-                    self._index(write=True),
-                    now=self.clock.now(),
-                    live=InMemory(self),
-                    progress=progress,
-                )
+                report = self._hydrate_once(progress)
             except sqlite3.DatabaseError as exc:  # corrupt beyond what opening noticed: start afresh
                 log.warning(
                     "store_index_corrupt",
@@ -165,22 +167,33 @@ class CallStore(MemoryStore):
                 )
                 self._drop_index()
                 progress.loaded = 0
-                report = hydrate_tree(
-                    self.root,
-                    self._index(write=True),
-                    now=self.clock.now(),
-                    live=InMemory(self),
-                    progress=progress,
-                )
+                report = self._hydrate_once(progress)
         finally:
             progress.loading = False
         self._index_pending(wait=True)  # rows of calls that ended while the hydrate held the index
         self.last_hydrate = report
         return report
 
+    def _hydrate_once(self, progress: Progress) -> HydrateReport:
+        """One hydrate: in a child process when the history is large (see hydrate_proc), else here."""
+        assert self.root is not None
+        index = self._index(write=True)  # opened here first: a stale or corrupt index is replaced once
+        live = InMemory(self)
+        if index is not None and has_calls(self.root / "calls", PROCESS_MIN_RECORDS):
+            child = HydrateChild(self.root, now=self.clock.now(), live=live, progress=progress)
+            self._child = child
+            try:
+                return child.run()
+            finally:
+                self._child = None
+        return hydrate_tree(self.root, index, now=self.clock.now(), live=live, progress=progress)
+
     def stop_hydrate(self) -> None:
         """Ask a running hydrate to stop at its next record (shutdown); what it read so far stays indexed."""
         self.progress.stopping = True
+        child = self._child
+        if child is not None:
+            child.stop()
 
     def history(self) -> dict[str, Any]:
         """How far loading the call history has got: {"loading", "loaded", "total"} (call directories)."""

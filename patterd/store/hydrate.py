@@ -179,9 +179,11 @@ def hydrate_tree(
     live: Container[str] = (),
     progress: Progress | None = None,
 ) -> HydrateReport:
-    """Bring `index` in line with `<root>/calls`; records of `live` call ids are left alone.
+    """Bring `index` in line with `<root>/calls`; open or damaged records of `live` call ids are left alone.
 
     `live` is asked while walking, so calls starting during a hydrate are not taken for crashed.
+    A closed record is indexed as read even when its call is still in memory: the caller writes
+    the rows its writer produced during the hydrate afterwards (CallStore.hydrate).
     With `progress` (a hydrate running while the daemon serves) the newest days go first and rows
     are committed in chunks, so a listing sees the recent history early and `progress` says how far.
     """
@@ -252,12 +254,19 @@ def _load(
                 index.upsert(rows)
                 rows = []
         call_id = relpath.rsplit("/", 1)[1]
-        if call_id in live:
-            seen.add(relpath)
-            continue
         directory = calls_root / relpath
         meta_path = f"{base}/{relpath}/{METADATA}"
         text: str | None = None
+        # `live` is asked only of records a hydrate would repair (missing, torn or open metadata):
+        # a live call's record is in the writer's hands. A closed one is indexed as read; the rows
+        # the writer produced meanwhile are written after the hydrate (CallStore.hydrate), so the
+        # freshest wins. Asking only here keeps the question rare (a hydrate process asks its parent).
+        raw = found[1]
+        parsed = parse_metadata(raw, call_id) if raw is not None else None
+        whole = raw is None or (parsed is not None and parsed["status"] not in OPEN_STATUSES)
+        if (found is MISSING or not whole) and call_id in live:
+            seen.add(relpath)
+            continue
         if found is MISSING:
             meta = settle_tmp(directory, call_id, report)
             if meta is None:
@@ -265,13 +274,12 @@ def _load(
                 continue
             mtime_ns = _mtime_ns(meta_path)
         else:
-            mtime_ns, raw = found
+            mtime_ns = found[0]
             if raw is None:  # the index has it, unchanged and closed
                 seen.add(relpath)
                 report.unchanged += 1
                 report.records += 1
                 continue
-            parsed = parse_metadata(raw, call_id)
             if parsed is None:
                 parsed = settle_tmp(directory, call_id, report)  # a torn metadata.json with a whole tmp
                 if parsed is None:
