@@ -1,6 +1,7 @@
 """Issue 6's scale targets through the real daemon's HTTP API: hydrate and GET /api/v1/calls at 100,000 records.
 
-Run: `python bench/api_bench.py [--records 100000] [--calls 10] [--secs 10] [--keep DIR] [--json]`.
+Run: `python bench/api_bench.py [--records 100000] [--calls 10] [--secs 10] [--keep DIR] [--json]
+[--loading-calls N] [--starts-only] [--repeat K]`.
 
 1. Writes N call records under a temporary `persist` root (`generate` from bench/store_bench.py).
 2. Starts the real `patterd` (tests/daemon_process.py) on the shipped offline front desk with the
@@ -10,7 +11,10 @@ Run: `python bench/api_bench.py [--records 100000] [--calls 10] [--secs 10] [--k
    issue 14 that is before the hydrate, which runs behind: from ready until the listing reports
    `history.loading` false, this process lists the first page (`?limit=50`) back to back and
    reports that latency ("while loading"); the hydrate's own time comes from its
-   `call records loaded` log line.
+   `call records loaded` log line. With `--loading-calls N`, N softphone calls (as in 3.) start as
+   soon as the daemon is ready and run until the history is loaded; the listings are then measured
+   from the moment every call is connected, so each sample is taken while calls stream media.
+   `--repeat K` starts the daemon K times per kind (cold, warm, alternating) for min/median figures.
 3. On the warm daemon, K softphone calls run in a separate process (POST /webhooks/local/voice,
    then the local media protocol: 20 ms μ-law frames in real time, espeak-ng phrases the agent
    answers, marks echoed once the agent's audio would have played). While they run, this process
@@ -40,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,6 +110,8 @@ class Start:
     # daemon serves first and hydrates behind; listings meanwhile answer from what is loaded)
     while_loading: dict[str, float] = field(default_factory=dict)
     history_secs: float = 0.0  # start → history loaded (the client saw `history.loading` false)
+    loading_calls: int = 0  # softphone calls streaming while the listings were measured
+    callers: dict[str, Any] = field(default_factory=dict)  # what those callers saw (CallerStats)
 
 
 def hydrate_report(daemon: DaemonProcess) -> dict[str, float]:
@@ -115,21 +121,50 @@ def hydrate_report(daemon: DaemonProcess) -> dict[str, float]:
     return {name: float(value) for name, value in found}
 
 
-def timed_start(config: Path, label: str) -> tuple[Start, Any]:
-    """Enter run_daemon, timing start → first stdout line; returns the Start and the context manager."""
+def timed_start(
+    config: Path, label: str, calls: int = 0, speech: tuple[bytes, ...] = ()
+) -> tuple[Start, Any]:
+    """Enter run_daemon, timing start → first stdout line; returns the Start and the context manager.
+
+    With `calls`, that many softphone calls run from ready until the history is loaded, and the
+    listings are measured once they are all connected.
+    """
     began = time.perf_counter()
     ctx = run_daemon(config)
     daemon = ctx.__enter__()
     ready = time.perf_counter() - began
+    callers = None
+    if calls:
+        callers, connected, stop, out = start_callers(daemon.base_url, calls, speech)
+        if not connected.wait(60):
+            ctx.__exit__(None, None, None)
+            raise SystemExit(f"the {calls} softphone calls did not all connect within 60 s")
     samples = list_while_loading(daemon.base_url)
     history = time.perf_counter() - began
     report = hydrate_report(daemon)
-    status, body = daemon.request("GET", "/api/v1/status")
+    status, body = daemon.request("GET", "/api/v1/status", timeout=60)
+    caller_stats: dict[str, Any] = {}
+    if callers is not None:  # after the status: ten calls ending at once stall the daemon for seconds
+        stop.set()
+        caller_stats = out.get(timeout=30)
+        callers.join(10)
     if status != 200:
         ctx.__exit__(None, None, None)
         raise SystemExit(f"GET /api/v1/status answered {status}: {body}")
     loading = summary(samples) if samples else {}
-    return Start(label, ready, report, body["store"], loading, history), (ctx, daemon)
+    start = Start(label, ready, report, body["store"], loading, history, calls, caller_stats)
+    return start, (ctx, daemon)
+
+
+def start_callers(base_url: str, calls: int, speech: tuple[bytes, ...]) -> tuple[Any, Any, Any, Any]:
+    """`calls` softphone callers in their own process: (process, all-connected event, stop event, stats queue)."""
+    mpctx = mp.get_context("fork")
+    connected, stop, out = mpctx.Event(), mpctx.Event(), mpctx.Queue()
+    proc = mpctx.Process(
+        target=run_callers, args=(base_url, calls, speech, connected, stop, out), daemon=True
+    )
+    proc.start()
+    return proc, connected, stop, out
 
 
 def list_while_loading(base_url: str) -> list[float]:
@@ -165,7 +200,7 @@ async def one_caller(
     index: int,
     base_url: str,
     session: aiohttp.ClientSession,
-    speech: list[bytes],
+    speech: Sequence[bytes],
     stats: CallerStats,
     connected: Callable[[], None],
     stop: asyncio.Event,
@@ -195,7 +230,7 @@ async def one_caller(
 async def talk(
     ws: aiohttp.ClientWebSocketResponse,
     index: int,
-    speech: list[bytes],
+    speech: Sequence[bytes],
     stats: CallerStats,
     stop: asyncio.Event,
 ) -> None:
@@ -254,7 +289,7 @@ async def talk(
         receiver.cancel()
 
 
-def run_callers(base_url: str, calls: int, speech: list[bytes], ready: Any, stop: Any, out: Any) -> None:
+def run_callers(base_url: str, calls: int, speech: Sequence[bytes], ready: Any, stop: Any, out: Any) -> None:
     """Process body: `calls` softphone callers until `stop` (a multiprocessing Event) is set."""
 
     async def main() -> None:
@@ -395,6 +430,13 @@ def main() -> int:
         help="also time both starts after dropping the page cache (needs root: /proc/sys/vm/drop_caches)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    parser.add_argument(
+        "--loading-calls", type=int, default=0, help="softphone calls running while the history loads"
+    )
+    parser.add_argument(
+        "--starts-only", action="store_true", help="only the starts (no steady-state window afterwards)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="starts per kind, alternating cold and warm")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="patterd-api-bench-"))
@@ -408,8 +450,9 @@ def main() -> int:
         config = write_config(work, root)
         starts: list[Start] = []
         # (drop the page cache first?, delete the index first?); the last start stays up for the load.
-        plan = [(False, True), (False, False)]
+        plan = [(False, True), (False, False)] * args.repeat
         plan += [(True, True), (True, False)] if args.drop_caches else []
+        speech = tuple(spoken_ulaw(p) for p in PHRASES)
         for drop, no_index in plan:
             if no_index:
                 for suffix in ("", "-wal", "-shm"):
@@ -420,13 +463,15 @@ def main() -> int:
             label = ("cold (no index)" if no_index else "warm (index present)") + (
                 ", page cache dropped" if drop else ""
             )
-            start, (ctx, daemon) = timed_start(config, label)
+            start, (ctx, daemon) = timed_start(config, label, args.loading_calls, speech)
             starts.append(start)
-            if (drop, no_index) != plan[-1]:
+            if len(starts) < len(plan) or args.starts_only:
                 ctx.__exit__(None, None, None)
         result["starts"] = [s.__dict__ for s in starts]
+        if args.starts_only:
+            report(result)
+            return 0
         try:
-            speech = [spoken_ulaw(p) for p in PHRASES]
             mpctx = mp.get_context("fork")
             ready, stop, out = mpctx.Event(), mpctx.Event(), mpctx.Queue()
             callers = mpctx.Process(
@@ -512,12 +557,19 @@ def report(result: dict[str, Any]) -> None:
         hyd = s["hydrate"]
         wl = s["while_loading"]
         during = f"{wl['n']}, {wl['p50']}/{wl['p99']}/{wl['max']}" if wl else "-"
+        if s["loading_calls"]:
+            c = s["callers"]
+            during += (
+                f" ({s['loading_calls']} calls, {c['late_frames']} late frames, {len(c['errors'])} errors)"
+            )
         print(
             f"| {s['label']} | {s['ready_secs']:.2f} | {s['history_secs']:.2f} | "
             f"{hyd.get('seconds', float('nan')):.2f} | "
             f"{store.get('records')} | {hyd.get('parsed', 0):.0f}/{hyd.get('unchanged', 0):.0f} | "
             f"{store.get('skipped_corrupt')} | {during} |"
         )
+    if "callers" not in result:
+        return
     c = result["callers"]
     live = result["live_calls"]
     print(
