@@ -159,7 +159,7 @@ class Pcm24ToUlaw:
 
     Accepts chunks of any length, including an odd number of bytes (the stray byte waits
     for the next chunk), since engines cut their audio deltas wherever they like; a 20 ms delta
-    (960 bytes) gives one 160-byte frame at once. The filter state (~1 KB) exists only while a
+    (960 bytes) gives one 160-byte frame at once. The filter (~11 KB of buffers) exists only while a
     response plays: `flush` and `reset` drop it and the next chunk makes a fresh one.
     """
 
