@@ -18,11 +18,11 @@ is paired with the S samples before it (S = the filter's span in input samples),
 with the filter's (S + R)-row Toeplitz block gives each row's outputs, already interleaved. The
 pairs overlap, which BLAS cannot read, so one conversion writes them (int16 → float32) into a
 contiguous matrix made once, and `np.dot` hands that straight to sgemm (numpy's `matmul` ufunc
-costs ~1 µs more per call; on the overlapping view it was ~2.5 µs slower than this).
+costs ~1 µs more per call than `np.dot`, whatever the operands).
 R ≈ S/4: the block's zeros cost multiply-adds, so shorter rows do less work, down to where
 per-row overhead wins (measured per frame: S/4 2-7 % faster than S/2, S/8 and S slower).
 Any other chunk (engine deltas and TTS bodies are cut anywhere, several frames at once) takes the
-same block product over a scratch buffer zero-padded to whole rows: a few more calls, ~2-3× less
+same block product over a scratch buffer zero-padded to whole rows: a few more calls, 2-4× less
 CPU than the per-output window product it replaced (bench/transcode.py).
 """
 
