@@ -83,9 +83,15 @@ def started_at(n: int) -> datetime:
     return GENERATE_START + timedelta(days=n // PER_DAY, seconds=(n % PER_DAY) * 80)
 
 
-def write_config(directory: Path, persist: Path) -> Path:
-    """The shipped front desk (config/patter.yaml's agents), softphone carrier, records at `persist`."""
+def write_config(directory: Path, persist: Path, stt_engine: str | None = None) -> Path:
+    """The shipped front desk (config/patter.yaml's agents), softphone carrier, records at `persist`.
+
+    `stt_engine` (pocketsphinx, whisper) pins the offline STT engine the shipped config leaves on auto.
+    """
     shipped = yaml.safe_load((ROOT / "config" / "patter.yaml").read_text())
+    for agent in shipped["agents"] if stt_engine else ():
+        if agent.get("stt", {}).get("type") == "offline":
+            agent["stt"]["engine"] = stt_engine
     config = {
         "carrier": {"type": "local"},
         "server": {"host": "127.0.0.1", "port": 0},
@@ -437,6 +443,9 @@ def main() -> int:
         "--starts-only", action="store_true", help="only the starts (no steady-state window afterwards)"
     )
     parser.add_argument("--repeat", type=int, default=1, help="starts per kind, alternating cold and warm")
+    parser.add_argument(
+        "--stt-engine", choices=("pocketsphinx", "whisper"), help="the callers' offline STT (default: auto)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="patterd-api-bench-"))
@@ -447,7 +456,7 @@ def main() -> int:
             began = time.perf_counter()
             generate(root, args.records)
             print(f"generated {args.records} records in {time.perf_counter() - began:.1f} s at {root}")
-        config = write_config(work, root)
+        config = write_config(work, root, args.stt_engine)
         starts: list[Start] = []
         # (drop the page cache first?, delete the index first?); the last start stays up for the load.
         plan = [(False, True), (False, False)] * args.repeat

@@ -20,7 +20,7 @@ import structlog
 from patterd import hash_key
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.store.hydrate import HydrateReport, Progress, hydrate_tree, read_jsonl, read_metadata
-from patterd.store.hydrate_proc import HydrateChild, has_calls
+from patterd.store.hydrate_proc import ChildFailed, HydrateChild, has_calls
 from patterd.store.index import INDEX_NAME, CallIndex, Row, row_of
 from patterd.store.memory import InMemory, MemoryStore, Query
 from patterd.store.records import day_path
@@ -184,6 +184,8 @@ class CallStore(MemoryStore):
             self._child = child
             try:
                 return child.run()
+            except ChildFailed as exc:  # the tree is still there: load it here, as without processes
+                log.warning("store_hydrate_process_failed", error=str(exc), action="hydrating in-process")
             finally:
                 self._child = None
         return hydrate_tree(self.root, index, now=self.clock.now(), live=live, progress=progress)

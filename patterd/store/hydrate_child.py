@@ -126,6 +126,8 @@ def main(fd: int) -> int:
     structlog.configure(processors=[forwarder(link)], cache_logger_on_first_use=False)
     setup = link.first()
     progress = Progress(loading=True, stopping=bool(setup.get("stopping")))
+    # SIGTERM to the whole group (systemd's stop): stop at the next record and report, as the daemon would.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(progress, "stopping", True))
     threading.Thread(target=link.read, args=(progress,), name="hydrate-link", daemon=True).start()
     done = threading.Event()
     ticker = threading.Thread(target=report_progress, args=(link, progress, done), daemon=True)

@@ -38,6 +38,10 @@ CHILD_MODULE = "patterd.store.hydrate_child"
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 
 
+class ChildFailed(RuntimeError):
+    """The hydrate process could not start, or exited without its report."""
+
+
 class HydrateChild:
     """One hydrate child process; `run` blocks (in a thread of its own) until it has finished."""
 
@@ -70,6 +74,9 @@ class HydrateChild:
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
+        except OSError as exc:
+            mine.close()
+            raise ChildFailed(f"the hydrate process could not start: {exc}") from exc
         finally:
             theirs.close()  # the child's copy only: its EOF then means the child is gone
         self.pid = proc.pid
@@ -80,13 +87,16 @@ class HydrateChild:
             self._sock = mine
             if self.progress.stopping:  # asked while the socket was not ours to send on: not lost
                 self.stop()
-            report = self._serve(mine.makefile("rb"))
+            try:
+                report = self._serve(mine.makefile("rb"))
+            except OSError:  # a reset: the child died with our setup unread
+                report = None
         finally:
             self._sock = None
             mine.close()
             code = proc.wait()
         if report is None:
-            raise RuntimeError(
+            raise ChildFailed(
                 f"the hydrate process (pid {proc.pid}) exited with code {code} before reporting"
             )
         return report

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from patterd.clock import iso_ms
-from patterd.store import CallStore
+from patterd.store import CallStore, hydrate_proc
 from patterd.store import files as files_module
 from patterd.store.hydrate import Progress
 from patterd.store.hydrate_proc import HydrateChild, has_calls
@@ -198,3 +198,16 @@ def test_the_child_dies_with_a_killed_daemon(tmp_path: Path) -> None:
         os.close(fd)
         if not gone(child_pid):
             os.kill(child_pid, signal.SIGKILL)
+
+
+def test_a_child_that_dies_without_a_report_is_replaced_by_an_in_process_hydrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_history(tmp_path, 12)
+    monkeypatch.setattr(files_module, "PROCESS_MIN_RECORDS", 1)
+    monkeypatch.setattr(hydrate_proc, "CHILD_MODULE", "patterd.store.no_such_module")  # exits with code 1
+    store = CallStore(tmp_path)
+    report = store.hydrate()
+    assert (report.records, report.parsed) == (12, 12)
+    assert store.history() == {"loading": False, "loaded": 12, "total": 12}
+    store.close()
