@@ -21,6 +21,7 @@ from patterd.protocols.events import (
     CallEnded,
     CallerAudio,
     CallerDtmf,
+    CallerHeard,
     CallEvent,
     CallFailed,
     CallStarted,
@@ -34,6 +35,7 @@ from patterd.protocols.events import (
     TranscriptLine,
     TranscriptPartial,
     TransferStarted,
+    TurnHeard,
 )
 from patterd.providers.kinds import (
     AudioOut,
@@ -124,6 +126,8 @@ class CallSession:
         """Run the call over a connected media leg until it ends; never raises for call-level failures."""
         self._leg = leg
         self.playout.attach(leg)
+        # A leg that can ask the caller what it heard (the browser phone): time every caller frame for it.
+        self._turn.reporting = callable(getattr(leg, "announce_turn", None))
         self.media_connected = True
         self.state = CallState.CONNECTED
         self._connected_mono = self.clock.monotonic()
@@ -286,11 +290,14 @@ class CallSession:
     async def _read_media(self, leg: CarrierLeg, engine: EngineSession) -> None:
         push_audio = engine.push_audio
         on_mark = self.playout.on_mark
+        stamp = self._turn.caller_frame if self._turn.reporting else None
         # 50 frames a second per call: exact type checks on the hot path, cheaper than isinstance/match.
         async for event in leg.events():
             kind = type(event)
             if kind is CallerAudio:
                 self.frames_in += 1
+                if stamp is not None:
+                    stamp()
                 push_audio(event.payload)  # type: ignore[union-attr]
             elif kind is MarkPlayed:
                 on_mark(event.name)  # type: ignore[union-attr]
@@ -300,6 +307,22 @@ class CallSession:
                 engine.push_dtmf(digit)
             elif kind is StreamStopped:
                 return
+            elif kind is CallerHeard:
+                self._caller_heard(event)  # type: ignore[arg-type]
+
+    def _caller_heard(self, report: CallerHeard) -> None:
+        """The caller's receiver report: on its turn's line, or (line already recorded) as a TurnHeard."""
+        late = self._turn.heard(report.turn, report.heard_ms)
+        if late is not None:
+            self.emit(
+                TurnHeard(
+                    **self.new_event_fields(),
+                    line_ts=late.line_ts,
+                    latency_ms=late.latency_ms,
+                    heard_ms=late.heard_ms,
+                    network_ms=late.network_ms,
+                )
+            )
 
     def _first_audio(self, now: float) -> None:
         connected = self._connected_mono if self._connected_mono is not None else now

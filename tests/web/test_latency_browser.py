@@ -31,18 +31,21 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, needs_chromium]
 # excess is the two one-way trips: loopback (sub-ms) plus however long each side's event loop was
 # busy before it took the frame (the page's main thread also feeds the audio worklet, the daemon's
 # runs the call and the speech recognizer's thread competes for the GIL). Measured 2-17 ms per turn
-# on an idle machine and up to 127 ms with the 2 shared cores at a load average of 12, so exact 5 ms
-# agreement cannot be asserted deterministically here. Asserted instead: on every turn 0 <= excess <=
-# EXCESS_BOUND_MS (the old measure lost the VAD's 300 ms silence window plus ~140 ms of webrtcvad
-# hangover, 415-515 ms per turn), and on the best of the turns <= ONE_FRAME_MS, which holds only if
-# both sides count the very same frame as the caller's last voiced one and the same agent frame first.
+# on an idle machine and up to 127 ms with the 2 shared cores at a load average of 12: latency_ms
+# alone cannot match the browser to 5 ms. Asserted: on every turn 0 <= excess <= EXCESS_BOUND_MS (the
+# old measure lost the VAD's 300 ms silence window plus ~140 ms of webrtcvad hangover, 415-515 ms per
+# turn). (This test used to assert excess <= 20 ms on the best turn as evidence that both sides count
+# the same frame; the waterfall check below proves that on every turn: the page's report is timed from
+# the chunk the daemon announced, the instrumentation from its own voiced rule, and frames are 20 ms apart.)
 EXCESS_BOUND_MS = 250.0
-ONE_FRAME_MS = 20.0
 # The waterfall with the caller's report sums to heard_ms, which the page measures between the same two
 # frames as the instrumentation (its stamps are microseconds from the wrapper's, in the same tasks), so
 # what is left is rounding (0.1 ms per stage) and the page's own few lines of JavaScript: 5 ms is the
 # issue's bound, whatever the load (that time is inside both measurements).
 WATERFALL_MS = 5.0
+QUIET_MS = (
+    300.0  # no answer comes sooner after the caller's last voiced frame (endpointing_ms >= 300, asserted)
+)
 TURNS = 2  # Chromium loops the microphone file: the question is asked again every few seconds
 ANSWER_TIMEOUT_SECS = 40.0
 
@@ -94,10 +97,11 @@ def caller_turns_ms(timing: dict[str, Any], turns: int) -> list[float]:
     since = 0.0
     for _ in range(turns):
         # Agent audio comes in bursts (it is sent faster than it plays): the first agent frame after a
-        # question's first voiced frame starts its answer, and the question ends at the voiced frame
-        # sent last before that.
+        # question's first voiced frame, with no voiced frame sent in the QUIET_MS before it, starts its
+        # answer (a slow start can deliver the greeting while the caller already speaks), and the
+        # question ends at the voiced frame sent last before that.
         first = next(t for t in voiced if t > since)
-        answer = next(t for t in received if t > first)
+        answer = next(t for t in received if t > first and not any(t - QUIET_MS < v < t for v in voiced))
         out.append(answer - max(t for t in voiced if t < answer))
         since = answer
     return out
@@ -165,7 +169,6 @@ def test_recorded_turn_latency_is_what_the_browser_caller_hears(tmp_path: Path) 
     )
     print(f"turn latency: {detail}")
     assert all(-0.05 <= e <= EXCESS_BOUND_MS for e in excess), detail  # 0.05: latency_ms is rounded
-    assert min(excess) <= ONE_FRAME_MS, detail
     for line in answers[:TURNS]:
         # The latency stages add up to the recorded latency, and waiting for the end of the turn is most of it;
         # the caller's report adds the network bar, and with it the waterfall adds up to what the caller heard.
@@ -177,5 +180,7 @@ def test_recorded_turn_latency_is_what_the_browser_caller_hears(tmp_path: Path) 
     # The call page shows the same: a network bar, "caller heard N ms", segments summing to the browser's figure.
     for fall, line, browser_ms in zip(drawn, answers, heard, strict=False):
         stages = dict(fall["stages"])
-        assert "network" in stages and fall["total"] == f"caller heard {round(line['heard_ms'])} ms", drawn
+        assert "network" in stages and fall["total"] == f"caller heard {int(line['heard_ms'] + 0.5)} ms", (
+            drawn
+        )
         assert abs(sum(stages.values()) - browser_ms) <= WATERFALL_MS, (drawn, detail)
