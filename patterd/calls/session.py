@@ -35,7 +35,6 @@ from patterd.protocols.events import (
     TranscriptLine,
     TranscriptPartial,
     TransferStarted,
-    TurnHeard,
 )
 from patterd.providers.kinds import (
     AudioOut,
@@ -307,22 +306,10 @@ class CallSession:
                 engine.push_dtmf(digit)
             elif kind is StreamStopped:
                 return
-            elif kind is CallerHeard:
-                self._caller_heard(event)  # type: ignore[arg-type]
-
-    def _caller_heard(self, report: CallerHeard) -> None:
-        """The caller's receiver report: on its turn's line, or (line already recorded) as a TurnHeard."""
-        late = self._turn.heard(report.turn, report.heard_ms)
-        if late is not None:
-            self.emit(
-                TurnHeard(
-                    **self.new_event_fields(),
-                    line_ts=late.line_ts,
-                    latency_ms=late.latency_ms,
-                    heard_ms=late.heard_ms,
-                    network_ms=late.network_ms,
-                )
-            )
+            elif kind is CallerHeard:  # the caller's receiver report: onto its turn's line
+                late = self._turn.heard(event.turn, event.heard_ms)  # type: ignore[union-attr]
+                if late is not None:  # that line was recorded already: a TurnHeard the store folds onto it
+                    self.emit(late.event(**self.new_event_fields()))
 
     def _first_audio(self, now: float) -> None:
         connected = self._connected_mono if self._connected_mono is not None else now

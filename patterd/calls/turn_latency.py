@@ -5,9 +5,10 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+from datetime import datetime
 
 from patterd.clock import Clock, iso_ms
-from patterd.protocols.events import TURN_STAGES, TranscriptLine
+from patterd.protocols.events import TURN_STAGES, TranscriptLine, TurnHeard
 
 # The stages an engine measures itself; transport_ms is what is left of latency_ms after them.
 ENGINE_STAGES = tuple(key for key, _ in TURN_STAGES if key != "transport_ms")
@@ -32,6 +33,10 @@ class LateHeard:
     latency_ms: float
     heard_ms: float
     network_ms: float
+
+    def event(self, call_id: str, ts: datetime) -> TurnHeard:
+        """The call event that carries it to the store, metrics and live views."""
+        return TurnHeard(call_id, ts, self.line_ts, self.latency_ms, self.heard_ms, self.network_ms)
 
 
 class TurnLatency:
