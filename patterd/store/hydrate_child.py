@@ -37,6 +37,9 @@ from patterd.store.index import INDEX_NAME, CallIndex
 
 PROGRESS_SECS = 0.02  # the daemon's `history.loaded` lags the child by at most this
 PR_SET_PDEATHSIG = 1
+# The loader runs at a lower CPU priority than the daemon: on a busy machine the kernel gives the
+# daemon's listings and calls the CPU first and the history loads with what is left.
+NICE = 10
 
 
 class Link:
@@ -122,6 +125,8 @@ def main(fd: int) -> int:
     if os.getppid() != parent or parent == 1:  # the daemon died before the prctl
         return 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's to handle
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     link = Link(socket.socket(fileno=fd))
     structlog.configure(processors=[forwarder(link)], cache_logger_on_first_use=False)
     setup = link.first()
