@@ -35,18 +35,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
 import functools
 import json
 import math
 import multiprocessing as mp
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,28 +49,34 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp
 
 import tests.fakes.openai_realtime as fake_rt
-from bench.procstat import cpu_times, rss_kb
+from bench.load_callers import CallerStats as CallerStats
+from bench.load_callers import LeanStream as LeanStream
+from bench.load_callers import Ticker as Ticker
+from bench.load_callers import _worker
+from bench.load_callers import caller as caller
+from bench.load_callers import lateness as lateness
+from bench.load_common import CALLER_TEXT as CALLER_TEXT
+from bench.load_common import CORES as CORES
+from bench.load_common import FRAME_SECS as FRAME_SECS
+from bench.load_common import NUMBER as NUMBER
+from bench.load_common import PUBLIC_HOST as PUBLIC_HOST
+from bench.load_common import REPLY_TEXT as REPLY_TEXT
+from bench.load_common import SATURATED_PCT as SATURATED_PCT
+from bench.load_common import SILENCE_MS as SILENCE_MS
+from bench.load_common import TICK_GROUPS as TICK_GROUPS
+from bench.load_common import VAD_RMS as VAD_RMS
+from bench.load_common import pct as pct
+from bench.load_window import _fakes_cpu as _fakes_cpu
+from bench.load_window import _profiled, make_row, measure, pin, write_config
+from bench.load_window import descendants as descendants
+from bench.procstat import rss_kb
 from patterd.protocols.audio import FRAME_BYTES, rms_pcm16, ulaw_to_pcm16
 from tests.daemon_process import run_daemon
 from tests.fakes.openai_realtime import FakeRealtimeServer, Say
-from tests.fakes.twilio import FakeTwilio, FakeTwilioRest, new_sid, spoken_ulaw
+from tests.fakes.twilio import FakeTwilioRest, spoken_ulaw
 
-PUBLIC_HOST = "gw.example.com"
-NUMBER = "+15550001234"
-SILENCE_MS = 500  # the engine's end-of-turn silence (DEFAULT_TURN_DETECTION)
-VAD_RMS = 300
-CALLER_TEXT = "Hello, I would like to know my account balance please."
-REPLY_TEXT = "Sure, your balance is twelve dollars."
-# Read once, before the first level narrows this process to the fake cores: read again at the
-# second level, it would put the daemon on the fakes' core (which made every level after the
-# first look throttled in earlier runs).
-CORES = sorted(os.sched_getaffinity(0))
-FRAME_SECS = 0.02
-TICK_GROUPS = 10  # callers are spread over 10 send slots per 20 ms tick
-SATURATED_PCT = 90.0
 # Issue 4's targets, with PCM24 transcoding on: one core carries TARGET_CALLS calls with p99
 # added latency ≤ TARGET_P99_MS and no errors, each call costing ≤ these shares of a core and RSS.
 TARGET_CALLS = 300
@@ -156,263 +157,7 @@ def trimmed_speech(text: str) -> bytes:
     return ulaw[:end]
 
 
-# ------------------------------------------------------------------ the callers (worker processes)
-
-
-@dataclass
-class CallerStats:
-    latencies_ms: list[float] = field(default_factory=list)
-    lateness_ms: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-class LeanStream:
-    """One caller's Media Stream, cheap per frame: pre-encoded payloads, playback computed from timestamps."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream_sid: str) -> None:
-        self.ws = ws
-        self.stream_sid = stream_sid
-        self.loop = asyncio.get_running_loop()
-        self.media_times: list[float] = []
-        self.closed = False
-        self.speech: list[str] = []  # b64 payloads still to say
-        self.said: asyncio.Future[None] | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.chunk = 0
-        self._play_end = 0.0  # when Twilio's playback buffer runs dry
-        self._marks: dict[str, asyncio.TimerHandle] = {}  # marks waiting for playback to pass them
-        self._sends: set[asyncio.Future[None]] = set()
-        self._prefix = '{"event":"media","streamSid":' + json.dumps(stream_sid) + ',"sequenceNumber":"'
-
-    def frame(self, silence_b64: str) -> str | None:
-        """The next 20 ms media message (speech if queued, else silence)."""
-        if self.closed:
-            return None
-        self.chunk += 1
-        if self.speech:
-            payload = self.speech.pop()
-            if not self.speech and self.said is not None and not self.said.done():
-                self.said.set_result(None)
-        else:
-            payload = silence_b64
-        n = self.chunk
-        return (
-            f'{self._prefix}{n + 1}","media":{{"track":"inbound","chunk":"{n}",'
-            f'"timestamp":"{(n - 1) * 20}","payload":"{payload}"}}}}'
-        )
-
-    async def say(self, payloads: list[str]) -> None:
-        self.said = self.loop.create_future()
-        self.speech = payloads[::-1]
-        await self.said
-
-    def _echo(self, name: str) -> None:
-        self._marks.pop(name, None)
-        if not self.closed:
-            msg = json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
-            task = asyncio.ensure_future(self._send(msg))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-
-    async def _send(self, text: str) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.send_str(text)
-
-    async def read(self) -> None:
-        media_prefix = '{"event":"media"'
-        async for msg in self.ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            now = self.loop.time()
-            data: str = msg.data
-            if data.startswith(media_prefix):
-                self.media_times.append(now)
-                self._play_end = max(now, self._play_end) + FRAME_SECS
-                if self.waiter is not None and not self.waiter.done():
-                    self.waiter.set_result(None)
-                continue
-            event = json.loads(data)
-            if event.get("event") == "mark":
-                name = str(event["mark"]["name"])
-                if self._play_end <= now:
-                    self._echo(name)
-                else:
-                    self._marks[name] = self.loop.call_at(self._play_end, self._echo, name)
-            elif event.get("event") == "clear":
-                self._play_end = now
-                for name, timer in list(self._marks.items()):
-                    timer.cancel()
-                    self._echo(name)  # the marks still pending come back at once on clear
-        self.closed = True
-
-    async def stop(self) -> None:
-        self.closed = True
-        await self._send(json.dumps({"event": "stop", "streamSid": self.stream_sid, "stop": {}}))
-        await self.ws.close()
-
-
-class Ticker:
-    """Sends every caller's next frame each 20 ms; callers spread over TICK_GROUPS slots of the tick."""
-
-    def __init__(self, silence_b64: str) -> None:
-        self.groups: list[list[LeanStream]] = [[] for _ in range(TICK_GROUPS)]
-        self.silence_b64 = silence_b64
-        self._n = 0
-        self.max_lag_ms = 0.0  # how far the sends fell behind their slot (the fakes' own health)
-        self.lags: list[tuple[float, int]] = []
-        self.origin = 0.0
-
-    def add(self, stream: LeanStream) -> None:
-        self.groups[self._n % TICK_GROUPS].append(stream)
-        self._n += 1
-
-    async def run(self, until: float) -> None:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        tick = 0
-        while loop.time() < until:
-            for g, group in enumerate(self.groups):
-                delay = t0 + (tick + g / TICK_GROUPS) * FRAME_SECS - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elif tick > 50:
-                    self.max_lag_ms = max(self.max_lag_ms, -delay * 1000)
-                    if -delay > 0.02:
-                        self.lags.append((round(loop.time() - self.origin, 2), round(-delay * 1000)))
-                for stream in group:
-                    text = stream.frame(self.silence_b64)
-                    if text is not None:
-                        with contextlib.suppress(ConnectionError, RuntimeError):
-                            await stream.ws.send_str(text)
-            tick += 1
-
-
-async def caller(
-    net: FakeTwilio,
-    ws_session: aiohttp.ClientSession,
-    ticker: Ticker,
-    index: int,
-    speech: list[str],
-    until: float,
-    measure_from: float,
-    stats: CallerStats,
-) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        call = await net.inbound_call(f"+1555{index:07d}", NUMBER, connect=False)
-        if call.twiml is None or not call.twiml.stream_url:
-            stats.errors.append(f"caller {index}: not connected (webhook {call.webhook_status})")
-            return
-        public = call.twiml.stream_url
-        ws = await ws_session.ws_connect(
-            net.local_url(public), headers={"X-Twilio-Signature": net.sign(public, None)}
-        )
-        stream = LeanStream(ws, new_sid("MZ"))
-        await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        start = {
-            "event": "start",
-            "sequenceNumber": "1",
-            "start": {
-                "streamSid": stream.stream_sid,
-                "accountSid": net.account_sid,
-                "callSid": call.call_sid,
-                "tracks": ["inbound"],
-                "customParameters": call.twiml.parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-            "streamSid": stream.stream_sid,
-        }
-        await ws.send_str(json.dumps(start))
-        reader = asyncio.ensure_future(stream.read())
-        ticker.add(stream)
-        await asyncio.sleep(4.0)  # the greeting plays
-        if not stream.media_times:
-            stats.errors.append(f"caller {index}: no greeting")
-        while loop.time() < until and not stream.closed:
-            await stream.say(speech)
-            spoke_end = loop.time()
-            frames_before = len(stream.media_times)
-            stream.waiter = loop.create_future()
-            try:
-                async with asyncio.timeout(10):
-                    await stream.waiter
-            except TimeoutError:
-                stats.errors.append(f"caller {index}: no answer to a turn")
-                continue
-            if spoke_end >= measure_from:
-                stats.latencies_ms.append((stream.media_times[frames_before] - spoke_end) * 1000)
-            await asyncio.sleep(2.2)  # the answer plays (about 2 s), then the caller speaks again
-            if spoke_end >= measure_from:
-                stats.lateness_ms.extend(lateness(stream.media_times[frames_before:]))
-        if stream.closed:
-            stats.errors.append(f"caller {index}: the daemon closed the stream")
-        await stream.stop()
-        reader.cancel()
-    except Exception as exc:
-        stats.errors.append(f"caller {index}: {type(exc).__name__}: {exc}")
-
-
-def lateness(times: list[float]) -> list[float]:
-    """Per frame: ms behind the real-time schedule that starts at the response's first frame."""
-    if not times:
-        return []
-    t0 = times[0]
-    return [max(0.0, (t - (t0 + k * FRAME_SECS)) * 1000) for k, t in enumerate(times)]
-
-
-async def _worker_main(job: dict[str, Any]) -> dict[str, Any]:
-    speech_ulaw: bytes = job["speech"]
-    speech = [
-        base64.b64encode(speech_ulaw[i : i + FRAME_BYTES]).decode()
-        for i in range(0, len(speech_ulaw), FRAME_BYTES)
-    ]
-    silence = base64.b64encode(b"\xff" * FRAME_BYTES).decode()
-    stats = CallerStats()
-    loop = asyncio.get_running_loop()
-    ticker = Ticker(silence)
-    ticker.origin = job["measure_from"]
-    until, measure_from = job["until"], job["measure_from"]
-    # Media sockets get their own session without aiohttp's default cap of 100 connections.
-    async with (
-        FakeTwilio(
-            job["daemon_url"], PUBLIC_HOST, account_sid=job["account_sid"], auth_token=job["auth_token"]
-        ) as net,
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as ws_session,
-    ):
-        tick_task = asyncio.ensure_future(ticker.run(until + 15))
-        tasks = []
-        for index, at in job["starts"]:
-            await asyncio.sleep(max(0.0, at - loop.time()))
-            tasks.append(
-                asyncio.ensure_future(
-                    caller(net, ws_session, ticker, index, speech, until, measure_from, stats)
-                )
-            )
-        await asyncio.gather(*tasks)
-        tick_task.cancel()
-    return {
-        "latencies_ms": stats.latencies_ms,
-        "lateness_ms": stats.lateness_ms,
-        "errors": stats.errors,
-        "tick_lag_ms": ticker.max_lag_ms,
-        "lags": ticker.lags[:40],
-    }
-
-
-def _worker(job: dict[str, Any], conn: Any, cores: set[int]) -> None:
-    os.sched_setaffinity(0, cores)
-    conn.send(asyncio.run(_worker_main(job)))
-    conn.close()
-
-
-# ------------------------------------------------------------------ measuring
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+# ------------------------------------------------------------------ a level
 
 
 async def run_level(
@@ -424,7 +169,13 @@ async def run_level(
     pyspy: str | None,
     audio_format: str = "pcm",
     server_workers: int = 1,
+    generator: str = "python",
 ) -> dict[str, Any]:
+    """One level: n callers through a real daemon; `generator` c runs both fakes in bench/loadgen.c."""
+    if generator == "c":
+        from bench import loadgen
+
+        return await loadgen.run_level(n, secs, ramp_secs, speech, pyspy, audio_format, server_workers)
     ENGINE.stopped.clear()
     ENGINE.delays_ms.clear()
     rest = FakeTwilioRest()
@@ -432,36 +183,13 @@ async def run_level(
     tmp = Path(tempfile.mkdtemp(prefix="patterd-bench-"))
     async with BenchEngine(api_key="sk-bench", pace=4.0) as engine:
         fake_rt.speak_pcm24(REPLY_TEXT)  # rendered once, before the clock starts
-        config = tmp / "patter.yaml"
-        config.write_text(
-            f"""carrier: {{type: twilio, account_sid: {rest.account_sid}, auth_token: {rest.auth_token}, base_url: '{rest.base_url}'}}
-phone_number: "{NUMBER}"
-webhook_url: {PUBLIC_HOST}
-persist: {tmp / "records"}
-logging: {{level: warning}}
-server: {{workers: {server_workers}}}
-agents:
-  - name: bench
-    engine: {{type: openai_realtime, base_url: '{engine.url}', api_key: sk-bench, audio_format: {audio_format}}}
-    system_prompt: You are a load test.
-    first_message: Hello, how can I help?
-"""
-        )
+        config = write_config(tmp, rest, engine.url, audio_format, server_workers)
         profile = os.environ.get("PATTERD_BENCH_PROFILE")
         cm = _profiled(config, profile) if profile else run_daemon(config)
         daemon = await asyncio.to_thread(cm.__enter__)
-        pid = daemon.proc.pid  # the profiling wrapper `exec`s, so the pid is the daemon's
-        cores = CORES
-        # The daemon (with server.workers: the supervisor and every worker) on its own cores, fakes on the rest.
-        daemon_cores = set(cores[:server_workers])
-        fake_cores = set(cores[server_workers:]) or set(cores)
-        daemon_pids = [pid, *descendants(pid)]
-        if len(cores) >= 2:
-            for daemon_pid in daemon_pids:
-                os.sched_setaffinity(daemon_pid, daemon_cores)
-            os.sched_setaffinity(0, fake_cores)
         procs: list[tuple[Any, Any]] = []
         try:
+            daemon_pids, fake_cores = pin(daemon.proc.pid, server_workers)
             rss_idle = sum(rss_kb(p) for p in daemon_pids)
             loop = asyncio.get_running_loop()
             start = loop.time() + 1.5  # the workers' interpreters start meanwhile
@@ -484,17 +212,9 @@ agents:
                 proc.start()
                 procs.append((proc, parent))
             fake_pids = [os.getpid()] + [p.pid for p, _ in procs]
-            await asyncio.sleep(max(0.0, measure_from - loop.time()))
-            spy = _pyspy(pid, secs, pyspy) if pyspy else None
-            cpu0, fakes0, wall0 = _tree_cpu(daemon_pids), _fakes_cpu(fake_pids), time.monotonic()
-            rss_samples = []
-            while loop.time() < until:
-                await asyncio.sleep(1.0)
-                rss_samples.append(sum(rss_kb(p) for p in daemon_pids))
-            cpu1, fakes1, wall1 = _tree_cpu(daemon_pids), _fakes_cpu(fake_pids), time.monotonic()
+            window = await measure(daemon.proc.pid, daemon_pids, fake_pids, measure_from, until, pyspy)
             results = [await asyncio.to_thread(conn.recv) for _, conn in procs]
-            if spy is not None:
-                await asyncio.to_thread(spy.wait)
+            await window.wait_spy()
         finally:
             for proc, _ in procs:
                 proc.join(timeout=30)
@@ -502,88 +222,7 @@ agents:
                     proc.kill()
             await asyncio.to_thread(cm.__exit__, None, None, None)
             await rest.close()
-    wall = wall1 - wall0
-    user_pct = (cpu1[0] - cpu0[0]) / wall * 100
-    sys_pct = (cpu1[1] - cpu0[1]) / wall * 100
-    cpu_pct = user_pct + sys_pct
-    fakes_pct = (fakes1 - fakes0) / wall * 100
-    rss_load = statistics.median(rss_samples) if rss_samples else rss_idle
-    engine_ms = statistics.median(ENGINE.delays_ms) if ENGINE.delays_ms else 0.0
-    latencies = [x for r in results for x in r["latencies_ms"]]
-    late = [x for r in results for x in r["lateness_ms"]]
-    errors = [x for r in results for x in r["errors"]]
-    added = [lat - SILENCE_MS - engine_ms for lat in latencies]
-    max_lag = max(r["tick_lag_ms"] for r in results)
-    return {
-        "calls": n,
-        "audio_format": audio_format,
-        "turns": len(added),
-        "added_p50_ms": round(pct(added, 0.5), 1),
-        "added_p99_ms": round(pct(added, 0.99), 1),
-        "late_p99_ms": round(pct(late, 0.99), 1),
-        "engine_ms_p50": round(engine_ms, 1),
-        "engine_ms_p99": round(pct(ENGINE.delays_ms, 0.99), 1),
-        "errors": len(errors),
-        "cpu_pct": round(cpu_pct, 1),
-        "cpu_user_pct": round(user_pct, 1),
-        "cpu_sys_pct": round(sys_pct, 1),
-        "cpu_pct_per_call": round(cpu_pct / n, 3),
-        "fakes_cpu_pct": round(fakes_pct, 1),
-        "tick_lag_ms": round(max_lag, 1),
-        "fakes_saturated": fakes_pct >= SATURATED_PCT * len(fake_cores) or max_lag > 20,
-        "rss_idle_mb": round(rss_idle / 1024, 1),
-        "rss_per_call_mb": round((rss_load - rss_idle) / 1024 / n, 3),
-        "error_samples": errors[:5],
-    }
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (a supervisor's workers)."""
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
-                out += [int(child), *descendants(int(child))]
-    return out
-
-
-def _tree_cpu(pids: list[int]) -> tuple[float, float]:
-    """(user, sys) seconds of the daemon's processes together."""
-    times = [cpu_times(p) for p in pids]
-    return sum(t[0] for t in times), sum(t[1] for t in times)
-
-
-def _fakes_cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            total += sum(cpu_times(pid))
-    return total
-
-
-def _pyspy(pid: int, secs: float, out: str) -> subprocess.Popen[bytes]:
-    """py-spy on the daemon for the measured window (raw collapsed stacks; --nonblocking: no pauses)."""
-    cmd = ["py-spy", "record", "-p", str(pid), "-d", str(int(secs)), "-r", "250", "--nonblocking"]
-    return subprocess.Popen(
-        [*cmd, "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-@contextlib.contextmanager
-def _profiled(config: Path, out: str) -> Any:
-    """The daemon under cProfile (python -m cProfile -o out -m patterd ...)."""
-    import tests.daemon_process as dp
-
-    original = sys.executable
-    wrapper = Path(tempfile.mkdtemp()) / "python-profiled"
-    wrapper.write_text(f'#!/bin/sh\nexec {original} -m cProfile -o {out} "$@"\n')
-    wrapper.chmod(0o755)
-    setattr(dp, "sys", SimpleNamespace(executable=str(wrapper)))  # noqa: B010 - run_daemon reads sys.executable
-    try:
-        with run_daemon(config) as daemon:
-            yield daemon
-    finally:
-        setattr(dp, "sys", sys)  # noqa: B010
+    return make_row(n, audio_format, results, ENGINE.delays_ms, window, rss_idle, fake_cores)
 
 
 def main() -> None:
@@ -599,6 +238,12 @@ def main() -> None:
         default="pcm",
         help="the engine's audio: pcm (PCM16 24 kHz, the daemon transcodes; the targets' setting) or pcmu (μ-law passed through)",
     )
+    parser.add_argument(
+        "--generator",
+        choices=["python", "c"],
+        default="python",
+        help="the fakes: python (engine and callers in Python) or c (both in bench/loadgen.c, far cheaper)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     speech = trimmed_speech(CALLER_TEXT)
@@ -607,7 +252,18 @@ def main() -> None:
         workers = args.workers or max(1, math.ceil(n / 100))
         spy = f"{args.pyspy}.{n}" if args.pyspy else None
         rows.append(
-            asyncio.run(run_level(n, args.secs, args.ramp_secs, speech, workers, spy, args.audio_format))
+            asyncio.run(
+                run_level(
+                    n,
+                    args.secs,
+                    args.ramp_secs,
+                    speech,
+                    workers,
+                    spy,
+                    args.audio_format,
+                    generator=args.generator,
+                )
+            )
         )
     if args.json:
         print(json.dumps(rows, indent=2))

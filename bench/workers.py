@@ -40,14 +40,22 @@ def passes(row: dict[str, Any], *, strict: bool) -> bool:
 
 
 def capacity(
-    workers: int, levels: list[int], secs: float, speech: bytes, *, strict: bool = True
+    workers: int,
+    levels: list[int],
+    secs: float,
+    speech: bytes,
+    *,
+    strict: bool = True,
+    generator: str = "c",
 ) -> tuple[int, list[dict[str, Any]]]:
     """The largest level within the bar for `workers` workers, and every row measured."""
     rows: list[dict[str, Any]] = []
     best = 0
     for n in levels:
         callers = max(1, math.ceil(n / 100))
-        row = asyncio.run(load.run_level(n, secs, 5.0, speech, callers, None, server_workers=workers))
+        row = asyncio.run(
+            load.run_level(n, secs, 5.0, speech, callers, None, server_workers=workers, generator=generator)
+        )
         row["workers"] = workers
         row["passes"] = passes(row, strict=strict)
         rows.append(row)
@@ -60,15 +68,19 @@ def capacity(
 
 def _line(r: dict[str, Any]) -> str:
     flag = " (fakes saturated)" if r["fakes_saturated"] else ""
+    gen = f"{r['gen_cpu_pct']} ({r['gen_cpu_pct_per_call']})" if "gen_cpu_pct" in r else "-"
     return (
-        f"| {r['workers']} | {r['calls']} | {r['added_p50_ms']} | {r['added_p99_ms']} | {r['errors']} "
-        f"| {r['cpu_pct']} | {r['fakes_cpu_pct']}{flag} | {'yes' if r['passes'] else 'no'} |"
+        f"| {r['workers']} | {r['calls']} | {r['turns']} | {r['added_p50_ms']} | {r['added_p99_ms']} "
+        f"| {r['late_p99_ms']} | {r['errors']} | {r['cpu_pct']} | {r['fakes_cpu_pct']}{flag} | {gen} "
+        f"| {r['tick_lag_ms']} | {'yes' if r['passes'] else 'no'} |"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 150, 200, 250, 300, 400])
+    parser.add_argument(
+        "--calls", type=int, nargs="+", default=[20, 30, 40, 50, 60, 70, 80, 90, 100, 120, 140, 160]
+    )
     parser.add_argument("--secs", type=float, default=10.0, help="measured seconds per level")
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     parser.add_argument(
@@ -80,23 +92,33 @@ def main() -> None:
     parser.add_argument(
         "--lenient", action="store_true", help="count levels whose fakes fell behind (a shared machine)"
     )
+    parser.add_argument(
+        "--generator",
+        choices=["python", "c"],
+        default="c",
+        help="the fakes: c (bench/loadgen.c, a few hundredths of a core per call: they can share the "
+        "daemon's cores) or python (bench/load.py's own fakes, about 0.7 %% of a core per call)",
+    )
     args = parser.parse_args()
     global BAR_MS
     BAR_MS = args.bar_ms
     cores = len(load.CORES)
     print(f"cores available: {cores}; load average before: {os.getloadavg()[0]:.1f}")
     print(
-        "| workers | calls | added p50 ms | added p99 ms | errors | daemon CPU % | fakes CPU % | within bar |"
+        "| workers | calls | turns | added p50 ms | added p99 ms | late p99 ms | errors | daemon CPU % "
+        "| fakes CPU % | generator CPU % (per call) | max send lag ms | within bar |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     speech = load.trimmed_speech(load.CALLER_TEXT)
     # A first run pays for cold caches (the caller processes' imports outlast their 1.5 s head start):
     # a small level, not reported, so the first measured level is not its victim.
-    asyncio.run(load.run_level(5, 2.0, 1.0, speech, 1, None))
+    asyncio.run(load.run_level(5, 2.0, 1.0, speech, 1, None, generator=args.generator))
     levels = sorted(args.calls)
-    strict = not args.lenient
-    one, rows_one = capacity(1, levels, args.secs, speech, strict=strict)
-    two, rows_two = capacity(2, [n for n in levels if n >= one] or levels, args.secs, speech, strict=strict)
+    strict, gen = not args.lenient, args.generator
+    one, rows_one = capacity(1, levels, args.secs, speech, strict=strict, generator=gen)
+    two, rows_two = capacity(
+        2, [n for n in levels if n >= one] or levels, args.secs, speech, strict=strict, generator=gen
+    )
     ratio = two / one if one else float("nan")
     print()
     print(f"capacity within p99 ≤ {BAR_MS:g} ms: 1 worker {one} calls, 2 workers {two} calls")

@@ -1,0 +1,41 @@
+"""The C load generator of the workers bench (bench/loadgen.c) against a real daemon: calls, turns, no errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import load, loadgen
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("gcc") is None, reason="the C load generator needs gcc"),
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generator compiled once for this module, warnings as errors (-std=c11 -O2 -Wall -Wextra)."""
+    return loadgen.build(tmp_path_factory.mktemp("loadgen"), werror=True)
+
+
+def test_builds_without_warnings(built: Path) -> None:
+    assert built.stat().st_size > 0
+
+
+async def test_two_callers_through_a_real_daemon(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loadgen, "CACHE", built.parent)
+    # A short line and a short greeting wait keep the level to a few seconds: one measured turn per call.
+    speech = load.trimmed_speech("Hello there.")
+    row = await loadgen.run_level(2, 3.0, 0.3, speech, None, settle_secs=2.0, greeting_secs=2.0)
+    assert row["errors"] == 0, row["error_samples"]
+    assert row["engine_connections"] == 2
+    # Every 20 ms frame a caller sent reached the engine as an append: about 50 a second per call.
+    assert row["engine_appends"] > 2 * 50 * 3
+    assert row["turns"] >= 2
+    # A turn's latency is the engine's 500 ms end-of-turn silence plus what the daemon added.
+    assert 0 < row["added_p50_ms"] < 1000
+    assert row["late_p99_ms"] < 1000
+    assert 0 < row["gen_cpu_pct"] < 50
