@@ -339,7 +339,8 @@ class Client:
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
-        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+        # 60 s: a stall of seconds (an executor starved by STT flushes) is measured, not a crash
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
 
     def get(self, path: str) -> tuple[float, int, Any]:
         began = time.perf_counter()
