@@ -27,7 +27,9 @@ Reported per N:
 - daemon CPU (utime+stime from /proc/PID/stat over the measured window) in % of one core,
   total, split user/sys, and per call; RSS growth per call (VmRSS under load minus idle);
 - the fakes' CPU in % of one core (all fake processes together).
-`--pyspy PATH` records the daemon with py-spy (raw collapsed stacks) during the measured window;
+`--generator c` runs both fakes in bench/loadgen.c instead (one C process, far cheaper per call;
+bench/README.md, loadgen.c). `--pyspy PATH` records the daemon with py-spy (raw collapsed stacks)
+during the measured window;
 `PATTERD_BENCH_PROFILE=path` runs the daemon under cProfile instead (writes `path` when it stops).
 """
 
