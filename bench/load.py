@@ -224,7 +224,7 @@ async def run_level(
                     proc.kill()
             await asyncio.to_thread(cm.__exit__, None, None, None)
             await rest.close()
-    return make_row(n, audio_format, results, ENGINE.delays_ms, window, rss_idle, fake_cores)
+    return make_row(n, audio_format, results, ENGINE.delays_ms, window, rss_idle, fake_cores, daemon_pids)
 
 
 def main() -> None:

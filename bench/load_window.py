@@ -65,7 +65,7 @@ class Window:
     daemon_sys: float
     fakes: float
     rss_samples: list[int]
-    per_pid: dict[int, float]
+    per_pid: dict[int, float]  # CPU seconds of each fake and daemon process
     spy: subprocess.Popen[bytes] | None = None
 
     async def wait_spy(self) -> None:
@@ -85,14 +85,14 @@ async def measure(
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, measure_from - loop.time()))
     spy = _pyspy(pid, until - measure_from, pyspy) if pyspy else None
-    per0 = {p: _fakes_cpu([p]) for p in fake_pids}
+    per0 = {p: _fakes_cpu([p]) for p in [*fake_pids, *daemon_pids]}
     cpu0, fakes0, wall0 = _tree_cpu(daemon_pids), _fakes_cpu(fake_pids), time.monotonic()
     rss_samples = []
     while loop.time() < until:
         await asyncio.sleep(1.0)
         rss_samples.append(sum(rss_kb(p) for p in daemon_pids))
     cpu1, fakes1, wall1 = _tree_cpu(daemon_pids), _fakes_cpu(fake_pids), time.monotonic()
-    per = {p: _fakes_cpu([p]) - per0[p] for p in fake_pids}
+    per = {p: _fakes_cpu([p]) - per0[p] for p in per0}
     return Window(wall1 - wall0, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], fakes1 - fakes0, rss_samples, per, spy)
 
 
@@ -104,6 +104,7 @@ def make_row(
     window: Window,
     rss_idle: int,
     fake_cores: set[int],
+    daemon_pids: list[int],
 ) -> dict[str, Any]:
     """A level's row from the callers' results, the engine's delays and the window's CPU."""
     wall = window.wall
@@ -139,6 +140,9 @@ def make_row(
         "rss_idle_mb": round(rss_idle / 1024, 1),
         "rss_per_call_mb": round((rss_load - rss_idle) / 1024 / n, 3),
         "error_samples": errors[:5],
+        # Each daemon process's share (with server.workers: the supervisor first, then the workers):
+        # how evenly the kernel spread the calls, and what the supervisor costs.
+        "daemon_cpu_pct_by_process": [round(window.per_pid.get(p, 0.0) / wall * 100, 1) for p in daemon_pids],
     }
 
 
@@ -168,7 +172,18 @@ def _fakes_cpu(pids: list[int]) -> float:
 
 def _pyspy(pid: int, secs: float, out: str) -> subprocess.Popen[bytes]:
     """py-spy on the daemon for the measured window (raw collapsed stacks; --nonblocking: no pauses)."""
-    cmd = ["py-spy", "record", "-p", str(pid), "-d", str(int(secs)), "-r", "250", "--nonblocking"]
+    cmd = [
+        "py-spy",
+        "record",
+        "-p",
+        str(pid),
+        "-d",
+        str(int(secs)),
+        "-r",
+        "250",
+        "--nonblocking",
+        "--subprocesses",
+    ]
     return subprocess.Popen(
         [*cmd, "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

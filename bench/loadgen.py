@@ -267,7 +267,7 @@ async def run_level(
         await rest.close()
         shutil.rmtree(tmp, ignore_errors=True)
     res["errors"] = [p for p in planned if isinstance(p, str)] + res["errors"]
-    row = make_row(n, audio_format, [res], res["engine_delays_ms"], window, rss_idle, fake_cores)
+    row = make_row(n, audio_format, [res], res["engine_delays_ms"], window, rss_idle, fake_cores, daemon_pids)
     gen_pct = window.per_pid[gen.pid] / window.wall * 100
     row["generator"] = "c"
     row["gen_cpu_pct"] = round(gen_pct, 2)
