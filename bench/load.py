@@ -71,7 +71,7 @@ from bench.load_common import TICK_GROUPS as TICK_GROUPS
 from bench.load_common import VAD_RMS as VAD_RMS
 from bench.load_common import pct as pct
 from bench.load_window import _fakes_cpu as _fakes_cpu
-from bench.load_window import _profiled, make_row, measure, pin, write_config
+from bench.load_window import _profiled, make_row, measure, own_port_args, pin, write_config
 from bench.load_window import descendants as descendants
 from bench.procstat import rss_kb
 from patterd.protocols.audio import FRAME_BYTES, rms_pcm16, ulaw_to_pcm16
@@ -187,8 +187,11 @@ async def run_level(
         fake_rt.speak_pcm24(REPLY_TEXT)  # rendered once, before the clock starts
         config = write_config(tmp, rest, engine.url, audio_format, server_workers)
         profile = os.environ.get("PATTERD_BENCH_PROFILE")
-        cm = _profiled(config, profile) if profile else run_daemon(config)
+        args, own_port = own_port_args(server_workers)
+        cm = _profiled(config, profile) if profile else run_daemon(config, args=args)
         daemon = await asyncio.to_thread(cm.__enter__)
+        if own_port is not None and not profile:
+            daemon.base_url = f"http://127.0.0.1:{own_port}"
         procs: list[tuple[Any, Any]] = []
         try:
             daemon_pids, fake_cores = pin(daemon.proc.pid, server_workers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,23 @@ agents:
 """
     )
     return config
+
+
+def own_port_args(server_workers: int) -> tuple[list[str], int | None]:
+    """Daemon arguments so that workers bind `127.0.0.1:PORT` themselves, and that port (None: one worker).
+
+    run_daemon hands the daemon one pre-bound socket (`--bind fd://N`), which every worker then shares:
+    each connection goes to whichever worker wakes first, and on a shared socket that piles calls on one
+    worker (10 calls split 2/8 in a trial). Bound to a port, the supervisor gives each worker its own
+    SO_REUSEPORT socket and the kernel spreads connections by hash, as in a deployment. The later
+    `--bind` wins; the inherited socket stays unused.
+    """
+    if server_workers <= 1:
+        return [], None
+    with socket.socket() as probe:  # a free port (the race with another bench is accepted)
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    return ["--bind", f"127.0.0.1:{port}"], port
 
 
 def pin(pid: int, server_workers: int) -> tuple[list[int], set[int]]:

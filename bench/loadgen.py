@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 
 import tests.fakes.openai_realtime as fake_rt
 from bench.load_common import CALLER_TEXT, NUMBER, PUBLIC_HOST, REPLY_TEXT
-from bench.load_window import make_row, measure, pin, write_config
+from bench.load_window import make_row, measure, own_port_args, pin, write_config
 from bench.procstat import rss_kb
-from tests.daemon_process import run_daemon
+from tests.daemon_process import DaemonProcess, run_daemon
 from tests.fakes.twilio import FakeTwilio, FakeTwilioRest, new_sid
 
 SOURCE = Path(__file__).resolve().parent / "loadgen" / "loadgen.c"
@@ -176,6 +176,18 @@ class Generator:
         return result
 
 
+async def _calls_per_worker(daemon: DaemonProcess, at: float) -> list[int]:
+    """Live calls per worker at `at` (loop clock), from /api/v1/status: how the kernel spread the calls."""
+    await asyncio.sleep(max(0.0, at - asyncio.get_running_loop().time()))
+    status, body = await asyncio.to_thread(daemon.request, "GET", "/api/v1/status")
+    if status != 200 or not isinstance(body, dict):
+        return []
+    workers = body.get("workers")
+    if not isinstance(workers, list):  # one process: no supervisor, no workers list
+        return [len(body.get("live_calls") or [])]
+    return [int(w.get("live_calls", -1)) for w in sorted(workers, key=lambda w: str(w.get("worker")))]
+
+
 @contextlib.asynccontextmanager
 async def generator(
     api_key: str, reply_text: str, caller_text: str, speech_ulaw: bytes
@@ -233,8 +245,11 @@ async def run_level(
     try:
         async with generator("sk-bench", REPLY_TEXT, CALLER_TEXT, speech) as gen:
             config = write_config(tmp, rest, gen.engine_url, audio_format, server_workers)
-            cm = run_daemon(config)
+            args, own_port = own_port_args(server_workers)
+            cm = run_daemon(config, args=args)
             daemon = await asyncio.to_thread(cm.__enter__)
+            if own_port is not None:
+                daemon.base_url = f"http://127.0.0.1:{own_port}"
             try:
                 daemon_pids, fake_cores = pin(daemon.proc.pid, server_workers)
                 os.sched_setaffinity(gen.pid, fake_cores)
@@ -254,9 +269,11 @@ async def run_level(
                         gen.run(daemon.base_url, plans, measure_from, until, greeting_secs)
                     )
                     fake_pids = [os.getpid(), gen.pid]
+                    spread = asyncio.ensure_future(_calls_per_worker(daemon, (measure_from + until) / 2))
                     window = await measure(
                         daemon.proc.pid, daemon_pids, fake_pids, measure_from, until, pyspy
                     )
+                    per_worker = await spread
                     res = await result
                     await window.wait_spy()
                 finally:
@@ -272,6 +289,7 @@ async def run_level(
     row["generator"] = "c"
     row["gen_cpu_pct"] = round(gen_pct, 2)
     row["gen_cpu_pct_per_call"] = round(gen_pct / n, 4)
+    row["live_calls_by_worker"] = per_worker
     row["engine_appends"] = res["engine"]["appends"]
     row["engine_connections"] = res["engine"]["connections"]
     row["gen_user_s"], row["gen_sys_s"] = res["cpu_user_s"], res["cpu_sys_s"]

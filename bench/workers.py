@@ -74,7 +74,7 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"| {r['workers']} | {r['calls']} | {r['turns']} | {r['added_p50_ms']} | {r['added_p99_ms']} "
         f"| {r['late_p99_ms']} | {r['errors']} | {r['cpu_pct']} | {r['fakes_cpu_pct']}{flag} | {gen} "
-        f"| {r['tick_lag_ms']} | {'yes' if r['passes'] else 'no'} | {r.get('daemon_cpu_pct_by_process')} |"
+        f"| {r['tick_lag_ms']} | {'yes' if r['passes'] else 'no'} | {r.get('daemon_cpu_pct_by_process')} | {r.get('live_calls_by_worker')} |"
     )
 
 
@@ -108,9 +108,9 @@ def main() -> None:
     print(f"cores available: {cores}; load average before: {os.getloadavg()[0]:.1f}")
     print(
         "| workers | calls | turns | added p50 ms | added p99 ms | late p99 ms | errors | daemon CPU % "
-        "| fakes CPU % | generator CPU % (per call) | max send lag ms | within bar | CPU % per daemon process |"
+        "| fakes CPU % | generator CPU % (per call) | max send lag ms | within bar | CPU % per daemon process | live calls per worker |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     speech = load.trimmed_speech(load.CALLER_TEXT)
     # A first run pays for cold caches (the caller processes' imports outlast their 1.5 s head start):
     # a small level, not reported, so the first measured level is not its victim.
