@@ -49,19 +49,29 @@ def capacity(
     *,
     strict: bool = True,
     generator: str = "c",
+    retries: int = 0,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """The largest level within the bar for `workers` workers, and every row measured."""
+    """The largest level within the bar for `workers` workers, and every row measured.
+
+    `retries`: a failing level is run again up to this many times and passes if any run does (the same
+    rule for 1 and 2 workers: on a shared machine one neighbour's burst decides a p99 of ~100 turns).
+    """
     rows: list[dict[str, Any]] = []
     best = 0
     for n in levels:
         callers = max(1, math.ceil(n / 100))
-        row = asyncio.run(
-            load.run_level(n, secs, 5.0, speech, callers, None, server_workers=workers, generator=generator)
-        )
-        row["workers"] = workers
-        row["passes"] = passes(row, strict=strict)
-        rows.append(row)
-        print(_line(row), flush=True)
+        for _ in range(retries + 1):
+            row = asyncio.run(
+                load.run_level(
+                    n, secs, 5.0, speech, callers, None, server_workers=workers, generator=generator
+                )
+            )
+            row["workers"] = workers
+            row["passes"] = passes(row, strict=strict)
+            rows.append(row)
+            print(_line(row), flush=True)
+            if row["passes"]:
+                break
         if not row["passes"]:
             break
         best = n
@@ -95,6 +105,12 @@ def main() -> None:
         "--lenient", action="store_true", help="count levels whose fakes fell behind (a shared machine)"
     )
     parser.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="run a failing level again up to N times; it passes if any run does (a shared machine)",
+    )
+    parser.add_argument(
         "--generator",
         choices=["python", "c"],
         default="c",
@@ -116,11 +132,9 @@ def main() -> None:
     # a small level, not reported, so the first measured level is not its victim.
     asyncio.run(load.run_level(5, 2.0, 1.0, speech, 1, None, generator=args.generator))
     levels = sorted(args.calls)
-    strict, gen = not args.lenient, args.generator
-    one, rows_one = capacity(1, levels, args.secs, speech, strict=strict, generator=gen)
-    two, rows_two = capacity(
-        2, [n for n in levels if n >= one] or levels, args.secs, speech, strict=strict, generator=gen
-    )
+    opts: dict[str, Any] = {"strict": not args.lenient, "generator": args.generator, "retries": args.retries}
+    one, rows_one = capacity(1, levels, args.secs, speech, **opts)
+    two, rows_two = capacity(2, [n for n in levels if n >= one] or levels, args.secs, speech, **opts)
     ratio = two / one if one else float("nan")
     print()
     print(f"capacity within p99 ≤ {BAR_MS:g} ms: 1 worker {one} calls, 2 workers {two} calls")
