@@ -70,14 +70,14 @@ from bench.load_common import SILENCE_MS as SILENCE_MS
 from bench.load_common import TICK_GROUPS as TICK_GROUPS
 from bench.load_common import VAD_RMS as VAD_RMS
 from bench.load_common import pct as pct
+from bench.load_common import trimmed_speech as trimmed_speech
 from bench.load_window import _fakes_cpu as _fakes_cpu
 from bench.load_window import _profiled, make_row, measure, own_port_args, pin, write_config
 from bench.load_window import descendants as descendants
 from bench.procstat import rss_kb
-from patterd.protocols.audio import FRAME_BYTES, rms_pcm16, ulaw_to_pcm16
 from tests.daemon_process import run_daemon
 from tests.fakes.openai_realtime import FakeRealtimeServer, Say
-from tests.fakes.twilio import FakeTwilioRest, spoken_ulaw
+from tests.fakes.twilio import FakeTwilioRest
 
 # Issue 4's targets, with PCM24 transcoding on: one core carries TARGET_CALLS calls with p99
 # added latency ≤ TARGET_P99_MS and no errors, each call costing ≤ these shares of a core and RSS.
@@ -147,16 +147,6 @@ fake_rt._Session = BenchSession  # type: ignore[misc]
 # The fake converts each reply to the session's format per response; the bench says the same line
 # thousands of times, so convert it once (μ-law output would otherwise cost the fakes a resample each).
 fake_rt.pcm24_to_format = functools.lru_cache(maxsize=4)(fake_rt.pcm24_to_format)
-
-
-def trimmed_speech(text: str) -> bytes:
-    """espeak-ng speech with trailing quiet frames cut, so 'speech end' is the engine VAD's speech end."""
-    ulaw = spoken_ulaw(text)
-    ulaw = ulaw[: len(ulaw) - len(ulaw) % FRAME_BYTES]
-    end = len(ulaw)
-    while end > 0 and rms_pcm16(ulaw_to_pcm16(ulaw[end - FRAME_BYTES : end])) <= VAD_RMS:
-        end -= FRAME_BYTES
-    return ulaw[:end]
 
 
 # ------------------------------------------------------------------ a level

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from patterd.protocols.audio import FRAME_BYTES, rms_pcm16, ulaw_to_pcm16
+from tests.fakes.twilio import spoken_ulaw
+
 PUBLIC_HOST = "gw.example.com"
 NUMBER = "+15550001234"
 SILENCE_MS = 500  # the engine's end-of-turn silence (DEFAULT_TURN_DETECTION)
@@ -24,3 +27,13 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def trimmed_speech(text: str) -> bytes:
+    """espeak-ng speech with trailing quiet frames cut, so 'speech end' is the engine VAD's speech end."""
+    ulaw = spoken_ulaw(text)
+    ulaw = ulaw[: len(ulaw) - len(ulaw) % FRAME_BYTES]
+    end = len(ulaw)
+    while end > 0 and rms_pcm16(ulaw_to_pcm16(ulaw[end - FRAME_BYTES : end])) <= VAD_RMS:
+        end -= FRAME_BYTES
+    return ulaw[:end]

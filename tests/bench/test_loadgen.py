@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import load, loadgen
+from bench import loadgen
+from bench.load_common import trimmed_speech
 
 pytestmark = [
     pytest.mark.e2e,
@@ -28,7 +29,7 @@ def test_builds_without_warnings(built: Path) -> None:
 async def test_two_callers_through_a_real_daemon(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loadgen, "CACHE", built.parent)
     # A short line and a short greeting wait keep the level to a few seconds: one measured turn per call.
-    speech = load.trimmed_speech("Hello there.")
+    speech = trimmed_speech("Hello there.")
     row = await loadgen.run_level(2, 3.0, 0.3, speech, None, settle_secs=2.0, greeting_secs=2.0)
     assert row["errors"] == 0, row["error_samples"]
     assert row["engine_connections"] == 2

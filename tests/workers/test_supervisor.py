@@ -153,9 +153,17 @@ async def test_two_workers_share_one_port_and_one_lifecycle(tmp_path: Path) -> N
             ),
             what="both workers' media frames in /metrics",
         )
-        async with worker_session(run_dir, 2) as session, session.get("http://worker/api/v1/calls") as resp:
-            listed = [c["call_id"] for c in (await resp.json())["calls"]]
-        assert len(listed) == 2  # worker 2 lists worker 1's call too (one records tree and index)
+        # Worker 2 lists worker 1's call too (one records tree and index). The index row is written by
+        # worker 1's record writer after the record, and held back while a history load runs, so poll.
+        listed: list[str] = []
+        deadline = time.monotonic() + 30.0
+        async with worker_session(run_dir, 2) as session:
+            while len(listed) < 2 and time.monotonic() < deadline:
+                async with session.get("http://worker/api/v1/calls") as resp:
+                    listed = [c["call_id"] for c in (await resp.json())["calls"]]
+                if len(listed) < 2:
+                    await asyncio.sleep(0.05)
+        assert len(listed) == 2, listed
 
         # The answer from worker 1, the media socket on worker 2: admitted by the call token signed with
         # the one secret the supervisor gave every worker.
