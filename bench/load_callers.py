@@ -7,8 +7,9 @@ import base64
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -145,6 +146,40 @@ class Ticker:
             tick += 1
 
 
+S = TypeVar("S", bound="LeanStream")
+
+
+async def open_media_stream(
+    net: FakeTwilio,
+    session: aiohttp.ClientSession,
+    index: int,
+    make: Callable[[aiohttp.ClientWebSocketResponse, str], S],
+    errors: list[str],
+) -> S | None:
+    """Caller `index`'s signed voice webhook, then its signed media socket with `connected` and `start` sent."""
+    call = await net.inbound_call(f"+1555{index:07d}", NUMBER, connect=False)
+    if call.twiml is None or not call.twiml.stream_url:
+        errors.append(f"caller {index}: not connected (webhook {call.webhook_status})")
+        return None
+    public = call.twiml.stream_url
+    ws = await session.ws_connect(
+        net.local_url(public), headers={"X-Twilio-Signature": net.sign(public, None)}
+    )
+    stream = make(ws, new_sid("MZ"))
+    await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    start = {
+        "streamSid": stream.stream_sid,
+        "accountSid": net.account_sid,
+        "callSid": call.call_sid,
+        "tracks": ["inbound"],
+        "customParameters": call.twiml.parameters,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    msg = {"event": "start", "sequenceNumber": "1", "start": start, "streamSid": stream.stream_sid}
+    await ws.send_str(json.dumps(msg))
+    return stream
+
+
 async def caller(
     net: FakeTwilio,
     ws_session: aiohttp.ClientSession,
@@ -157,30 +192,9 @@ async def caller(
 ) -> None:
     loop = asyncio.get_running_loop()
     try:
-        call = await net.inbound_call(f"+1555{index:07d}", NUMBER, connect=False)
-        if call.twiml is None or not call.twiml.stream_url:
-            stats.errors.append(f"caller {index}: not connected (webhook {call.webhook_status})")
+        stream = await open_media_stream(net, ws_session, index, LeanStream, stats.errors)
+        if stream is None:
             return
-        public = call.twiml.stream_url
-        ws = await ws_session.ws_connect(
-            net.local_url(public), headers={"X-Twilio-Signature": net.sign(public, None)}
-        )
-        stream = LeanStream(ws, new_sid("MZ"))
-        await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        start = {
-            "event": "start",
-            "sequenceNumber": "1",
-            "start": {
-                "streamSid": stream.stream_sid,
-                "accountSid": net.account_sid,
-                "callSid": call.call_sid,
-                "tracks": ["inbound"],
-                "customParameters": call.twiml.parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-            "streamSid": stream.stream_sid,
-        }
-        await ws.send_str(json.dumps(start))
         reader = asyncio.ensure_future(stream.read())
         ticker.add(stream)
         await asyncio.sleep(4.0)  # the greeting plays

@@ -54,10 +54,11 @@ import aiohttp
 
 import bench.load as load  # its import patches the fake for speed (no per-append jsonschema)
 import tests.fakes.openai_realtime as fake_rt
+from bench.load_callers import open_media_stream
 from bench.procstat import cpu_times
 from patterd.protocols.audio import FRAME_BYTES
 from tests.daemon_process import run_daemon
-from tests.fakes.twilio import FakeTwilio, FakeTwilioRest, new_sid
+from tests.fakes.twilio import FakeTwilio, FakeTwilioRest
 
 FRAME_SECS = 0.02
 RULE_FRAMES = load.SILENCE_MS // 20  # the non-loud frames after the last loud one that end a turn
@@ -300,29 +301,9 @@ async def caller(
 ) -> None:
     loop = asyncio.get_running_loop()
     try:
-        call = await net.inbound_call(f"+1555{index:07d}", load.NUMBER, connect=False)
-        if call.twiml is None or not call.twiml.stream_url:
-            stats.errors.append(f"caller {index}: not connected (webhook {call.webhook_status})")
+        stream = await open_media_stream(net, session, index, TurnStream, stats.errors)
+        if stream is None:
             return
-        public = call.twiml.stream_url
-        ws = await session.ws_connect(
-            net.local_url(public), headers={"X-Twilio-Signature": net.sign(public, None)}
-        )
-        stream = TurnStream(ws, new_sid("MZ"))
-        await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        start = {
-            "streamSid": stream.stream_sid,
-            "accountSid": net.account_sid,
-            "callSid": call.call_sid,
-            "tracks": ["inbound"],
-            "customParameters": call.twiml.parameters,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        }
-        await ws.send_str(
-            json.dumps(
-                {"event": "start", "sequenceNumber": "1", "start": start, "streamSid": stream.stream_sid}
-            )
-        )
         reader = asyncio.ensure_future(stream.read())
         ticker.add(stream)
         await asyncio.sleep(4.0)  # the greeting plays

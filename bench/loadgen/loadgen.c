@@ -881,23 +881,29 @@ static void on_item_create(Engine *e, Val ev) {
 
 #define APPEND_PREFIX "{\"type\":\"input_audio_buffer.append\",\"audio\":\""
 
-static void engine_msg(Conn *c, int op, char *data, size_t n) {
-    Engine *e = (Engine *)c;
-    if (op == 9) { /* ping → pong (aiohttp's heartbeat) */
+/* Control frames, either side: ping → pong (aiohttp's heartbeat); close → echo its code (once) and drop.
+   Returns 1 when `op` was a control frame; *echoed_close says the peer closed first. */
+static int control_frame(Conn *c, int op, char *data, size_t n, int *echoed_close) {
+    if (op == 9) {
         msg_begin();
         buf_add(&sb, data, n);
         msg_send(c, 10);
-        return;
+        return 1;
     }
-    if (op == 8) {
-        if (!c->closing) {
-            msg_begin();
-            buf_add(&sb, data, n < 2 ? n : 2);
-            msg_send(c, 8);
-        }
-        c->dead = 1;
-        return;
+    if (op != 8) return 0;
+    if (!c->closing) {
+        msg_begin();
+        buf_add(&sb, data, n < 2 ? n : 2);
+        msg_send(c, 8);
+        if (echoed_close) *echoed_close = 1;
     }
+    c->dead = 1;
+    return 1;
+}
+
+static void engine_msg(Conn *c, int op, char *data, size_t n) {
+    Engine *e = (Engine *)c;
+    if (control_frame(c, op, data, n, NULL)) return;
     if (op != 1 && op != 2) return;
     size_t pl = sizeof APPEND_PREFIX - 1;
     if (n > pl + 2 && memcmp(data, APPEND_PREFIX, pl) == 0 && data[n - 2] == '"' && data[n - 1] == '}') {
@@ -1102,22 +1108,7 @@ static Val event_name(Val msg) { return json_get(msg, "event"); }
 static void caller_msg(Conn *c, int op, char *data, size_t n) {
     Caller *k = (Caller *)c;
     double now = loop_now;
-    if (op == 9) {
-        msg_begin();
-        buf_add(&sb, data, n);
-        msg_send(c, 10);
-        return;
-    }
-    if (op == 8) {
-        if (!c->closing) {
-            msg_begin();
-            buf_add(&sb, data, n < 2 ? n : 2);
-            msg_send(c, 8);
-            k->closed = 1;
-        }
-        c->dead = 1;
-        return;
-    }
+    if (control_frame(c, op, data, n, &k->closed)) return;
     if (op != 1) return;
     static const char media[] = "{\"event\":\"media\"";
     if (n >= sizeof media - 1 && memcmp(data, media, sizeof media - 1) == 0) {
