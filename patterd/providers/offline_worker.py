@@ -17,11 +17,33 @@ from patterd.errors import ProviderError
 from patterd.providers.kinds import Transcript
 
 
+class FlushDone:
+    """Set by the worker thread once the utterance's transcript is queued; wakes the awaiting `flush()`.
+
+    A future on the event loop, not a thread parked on a threading.Event: a flush waits as long as the
+    recognizer takes (a second or more with whisper), and parked waits filled the loop's small executor
+    pool, which listings and file writes share, so the API stalled for seconds under 10 offline calls.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        """Worker thread: the transcript is queued (it went out first through the same loop queue)."""
+        self._loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass(frozen=True)
 class Flush:
     """Asks the worker to finalize the open utterance; `done` is set once its transcript is queued."""
 
-    done: threading.Event
+    done: FlushDone
 
 
 class WorkerStream:
@@ -33,6 +55,8 @@ class WorkerStream:
         self._inbox: queue.SimpleQueue[bytes | Flush | None] = queue.SimpleQueue()
         self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._flushes: set[asyncio.Future[None]] = set()  # flush() calls waiting for the worker
+        self._worker_done = False  # set on the loop once the worker thread has emitted its last item
 
     # -------- event-loop side
 
@@ -50,14 +74,23 @@ class WorkerStream:
 
     async def flush(self) -> None:
         """Finalize the open utterance (if any); when this returns its final transcript is queued."""
-        done = threading.Event()
+        if (
+            self._worker_done or self._thread.ident is None
+        ):  # the worker died (its error is queued) or never ran
+            return
+        done = FlushDone(self._loop)
+        self._flushes.add(done.future)
         self._inbox.put(Flush(done))
-        await asyncio.to_thread(self._wait, done)
+        try:
+            await done.future
+        finally:
+            self._flushes.discard(done.future)
 
-    def _wait(self, done: threading.Event) -> None:
-        while not done.wait(0.05):
-            if not self._thread.is_alive():  # the worker died; its error is already in the transcript queue
-                return
+    def _release_flushes(self) -> None:
+        """Loop: the worker is gone, after its error and end were queued; nothing will answer a flush now."""
+        self._worker_done = True
+        for future in self._flushes:
+            _resolve(future)
 
     async def __aiter__(self) -> AsyncIterator[Transcript]:
         while True:
@@ -82,6 +115,7 @@ class WorkerStream:
             self._emit(exc)
         finally:
             self._emit(None)
+            self._loop.call_soon_threadsafe(self._release_flushes)
 
     def _work(self) -> None:
         """Read `_inbox` until None, emitting transcripts (runs in the worker thread)."""
