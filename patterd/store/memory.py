@@ -51,6 +51,12 @@ class RecordSink(Protocol):
     def call_done(self, relpath: str) -> None: ...
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Marks an abandoned future's outcome as seen (its failure was logged where it happened)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def resolver(future: concurrent.futures.Future[None]) -> OnDone:
     """The sink's `done` callback for one metadata write: resolves `future` once, from any thread."""
 
@@ -251,9 +257,14 @@ class MemoryStore:
             durable = entry.durable if entry is not None else None
         if durable is None:
             return True
+        waiting = asyncio.wrap_future(durable)
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(durable)), timeout)
+            await asyncio.wait_for(asyncio.shield(waiting), timeout)
         except TimeoutError:
+            # The write may still fail later (the store closing during a database outage); the sink logs
+            # that. Retrieve it, or the abandoned future logs "exception was never retrieved" when it is
+            # collected, which can land inside any other code (once inside a test's ast.parse).
+            waiting.add_done_callback(_retrieve)
             self._slow_durable += 1
             log.warning("store_record_not_durable_in_time", call_id=call_id, timeout_secs=timeout)
             return False
