@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -71,6 +73,24 @@ agents:
     return path
 
 
+def fixed_port() -> int:
+    """A free loopback port below the kernel's ephemeral range, to restart a replica on.
+
+    A port picked by bind(0) comes from the ephemeral range, where the kernel also picks the local
+    port of every outgoing connection (the proxy's, the callers'): once the replica stops, one of
+    those may take its port, and the restart fails with EADDRINUSE (seen in CI).
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(max(1024, low - 12_000), low), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 @dataclass
 class Replica:
     """One daemon of the fleet; restartable on its port (the balancer's target stays the same)."""
@@ -86,6 +106,7 @@ class Replica:
     def start(self) -> None:
         began = time.monotonic()
         self._stack = contextlib.ExitStack()
+        self.port = self.port or fixed_port()
         self.daemon = self._stack.enter_context(run_daemon(self.config, port=self.port))
         self.port = urlsplit(self.daemon.base_url).port or 0
         self.start_secs.append(round(time.monotonic() - began, 1))
