@@ -157,11 +157,17 @@ class Generator:
         measure_from: float,
         until: float,
         greeting_secs: float = GREETING_SECS,
+        turn: tuple[int, float, float] | None = None,
     ) -> dict[str, Any]:
-        """Hand the calls to the generator; returns its result once every caller is done."""
+        """Hand the calls to the generator; returns its result once every caller is done.
+
+        turn: (rule frames, listen secs, late ms) puts the generator in turn mode (bench/turn_latency.py).
+        """
         host, _, port = daemon_url.split("://", 1)[1].rstrip("/").partition(":")
         window = f"window\t{measure_from:.6f}\t{until:.6f}\t{greeting_secs:.3f}"
         lines = [f"daemon\t{host}\t{port}", window]
+        if turn is not None:
+            lines.append(f"turn\t{turn[0]}\t{turn[1]:.3f}\t{turn[2]:.3f}")
         lines += [p.line() for p in plans]
         job = self.workdir / "job.tsv"
         job.write_text("\n".join(lines) + "\n")

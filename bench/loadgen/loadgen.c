@@ -8,6 +8,13 @@
  *   prints "port N" (the engine's websocket port on 127.0.0.1), then reads one line on stdin: the path of
  *   the job file (see bench/loadgen.py), runs the callers, prints one JSON object and exits.
  * Only 127.0.0.1 is ever contacted. Bounded in time: it exits at the job's `until` + STOP_GRACE.
+ *
+ * Turn mode (a `turn` line in the job; bench/turn_latency.py): the shape of turn_latency's Python harness
+ * instead of load.py's. The engine answers in 20 ms deltas on an absolute real-time schedule (no PACE, no
+ * drift); a turn's latency runs from the send of the caller frame completing the engine's end-of-turn rule
+ * (the RULE_FRAMES-th quiet frame after the speech) to the first reply frame; each reply's frames give the
+ * jitter (|gap - 20 ms|) and late counts (> LATE_MS after first + k x 20 ms); the loop wakes on arrivals
+ * (epoll_pwait2) rather than every POLL_SECS, so arrival times are not rounded up to the poll.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -533,6 +540,10 @@ static int n_lags;
 static long engine_connections, engine_appends, engine_audio_bytes, engine_refused;
 static double measure_from, until_t;
 static double greeting_secs = 4.0; /* how long a caller lets the greeting play before it speaks */
+static int turn_mode, rule_frames = 25; /* turn mode: see the header */
+static double listen_secs = LISTEN_SECS, late_ms = 10.0;
+static Vec jitters; /* turn mode: |gap between consecutive reply frames - 20 ms|, ms */
+static long late_frames, reply_frames;
 
 static int trace_on;
 #define TRACE(...) do { if (trace_on) { fprintf(stderr, "%.3f ", now_s() - measure_from); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
@@ -565,7 +576,7 @@ typedef struct {
     int *ms;    /* audio ms in each chunk */
     int n;
 } Reply;
-static Reply reply_pcm, reply_ulaw;
+static Reply reply_pcm, reply_ulaw, reply_pcm20, reply_ulaw20; /* 100 ms chunks (load.py), 20 ms (turn mode) */
 static long id_counter;
 
 static long new_id(void) { return ++id_counter; }
@@ -573,7 +584,7 @@ static long new_id(void) { return ++id_counter; }
 typedef struct {
     long id, item;
     int k, sent_words, cancelled, phase; /* phase 0: start, 1: chunks, 2: finish */
-    double next_at;
+    double next_at, t0; /* t0: when the first delta was due (turn mode's absolute schedule) */
 } Response;
 
 typedef struct {
@@ -646,7 +657,7 @@ static void ids(long resp, long item) {
 /* One step of the active response (the fake's run_response/speak, a chunk per PACE'd 100 ms). */
 static void response_step(Engine *e, double now) {
     Response *r = e->active;
-    Reply *rep = e->out_pcm ? &reply_pcm : &reply_ulaw;
+    Reply *rep = turn_mode ? (e->out_pcm ? &reply_pcm20 : &reply_ulaw20) : (e->out_pcm ? &reply_pcm : &reply_ulaw);
     if (r->phase == 0) {
         ev_begin("response.created");
         buf_addf(&sb, ",\"response\":{\"id\":\"resp_%04ld\",\"object\":\"realtime.response\",\"status\":\"in_progress\","
@@ -664,13 +675,14 @@ static void response_step(Engine *e, double now) {
         ev_end(e);
         remember_item(e, r->item, 0);
         r->phase = 1;
-        r->next_at = now;
+        r->next_at = r->t0 = now;
     }
     if (r->phase == 1) {
         if (r->cancelled || r->k >= rep->n) {
             r->phase = 2;
         } else {
-            int upto = n_words * (r->k + 1) / rep->n;
+            /* Turn mode sends the transcript whole before the audio, as turn_latency's PacedSession. */
+            int upto = turn_mode ? n_words : n_words * (r->k + 1) / rep->n;
             if (upto > r->sent_words) {
                 ev_begin("response.output_audio_transcript.delta");
                 ids(r->id, r->item);
@@ -698,7 +710,7 @@ static void response_step(Engine *e, double now) {
                 if (e->items[i] == r->item) ms = e->item_ms[i];
             remember_item(e, r->item, ms + rep->ms[r->k]);
             r->k++;
-            r->next_at = now + CHUNK_MS / 1000.0 / PACE;
+            r->next_at = turn_mode ? r->t0 + r->k * FRAME_SECS : now + CHUNK_MS / 1000.0 / PACE;
             return;
         }
     }
@@ -1037,7 +1049,8 @@ static char SILENCE_B64[217]; /* a 20 ms μ-law frame of silence (0xff), base64 
 static struct sockaddr_in daemon_addr;
 static char daemon_hostport[64];
 
-enum { P_CONNECTING, P_HANDSHAKE, P_GREETING, P_SAYING, P_WAITING, P_LISTENING, P_CLOSING, P_DONE };
+/* P_QUIET (turn mode): the speech is out, the quiet frames completing the engine's rule are going out. */
+enum { P_CONNECTING, P_HANDSHAKE, P_GREETING, P_SAYING, P_QUIET, P_WAITING, P_LISTENING, P_CLOSING, P_DONE };
 
 typedef struct {
     char *name; /* the mark's name as its raw JSON string, quotes included */
@@ -1053,8 +1066,9 @@ typedef struct Caller {
     char ws_key[25];
     long chunk;
     size_t speech_left;
-    double spoke_end, play_end, first_media;
+    double spoke_end, play_end, first_media, last_media; /* spoke_end: turn mode's rule frame */
     long frames_in_reply, media_frames;
+    int quiet; /* turn mode: quiet frames sent since the speech */
     int closed;
     Mark *marks;
     int n_marks, cap_marks;
@@ -1119,15 +1133,21 @@ static void caller_msg(Conn *c, int op, char *data, size_t n) {
             if (k->spoke_end >= measure_from) vec_push(&latencies, (now - k->spoke_end) * 1000);
             if (k->index == 0) TRACE("caller 0 first media after %.1f ms", (now - k->spoke_end) * 1000);
             k->phase = P_LISTENING;
-            k->phase_due = now + LISTEN_SECS;
+            k->phase_due = now + listen_secs;
             k->first_media = now;
             k->frames_in_reply = 0;
         }
         if (k->phase == P_LISTENING && k->spoke_end >= measure_from) {
             double late = (now - (k->first_media + (double)k->frames_in_reply * FRAME_SECS)) * 1000;
-            vec_push(&lateness, late > 0 ? late : 0);
+            if (!turn_mode) vec_push(&lateness, late > 0 ? late : 0);
+            else {
+                if (k->frames_in_reply) vec_push(&jitters, fabs((now - k->last_media) - FRAME_SECS) * 1000);
+                late_frames += late > late_ms;
+                reply_frames++;
+            }
         }
         k->frames_in_reply++;
+        k->last_media = now;
         return;
     }
     Val msg = {data, data + n};
@@ -1258,6 +1278,10 @@ static double callers_tick(double now) {
                 if (!k->media_frames) add_error("caller %d: no greeting", k->index);
                 say(k, now);
                 break;
+            case P_QUIET:
+                add_error("caller %d: could not finish its turn", k->index);
+                say(k, now);
+                break;
             case P_WAITING:
                 add_error("caller %d: no answer to a turn", k->index);
                 say(k, now);
@@ -1304,12 +1328,22 @@ static void send_group(int g, double now) {
         const char *payload = SILENCE_B64;
         if (k->speech_left) {
             payload = speech_b64[speech_frames - k->speech_left];
-            if (--k->speech_left == 0 && k->phase == P_SAYING) { /* said: wait for the answer */
+            if (--k->speech_left == 0 && k->phase == P_SAYING && turn_mode) { /* said: the rule's frames next */
+                k->quiet = 0;
+                k->phase = P_QUIET;
+                k->phase_due = now + 15.0;
+            } else if (k->speech_left == 0 && k->phase == P_SAYING) { /* said: wait for the answer */
                 k->spoke_end = now;
                 if (k->index == 0) TRACE("caller 0 said");
                 k->phase = P_WAITING;
                 k->phase_due = now + ANSWER_TIMEOUT;
             }
+        } else if (k->phase == P_QUIET && ++k->quiet >= rule_frames) {
+            /* This frame completes the engine's end-of-turn rule: the engine can answer only after it. */
+            k->spoke_end = now;
+            if (k->index == 0) TRACE("caller 0 completed the rule");
+            k->phase = P_WAITING;
+            k->phase_due = now + ANSWER_TIMEOUT;
         }
         long n = k->chunk;
         /* The hot path: built by hand, the same text as load.py's LeanStream.frame. */
@@ -1370,10 +1404,10 @@ static uint8_t *read_file(const char *path, size_t *n) {
     return (uint8_t *)b.p;
 }
 
-static void load_reply(Reply *r, const char *path, int bytes_per_ms) {
+static void load_reply(Reply *r, const char *path, int bytes_per_ms, int chunk_ms) {
     size_t n;
     uint8_t *audio = read_file(path, &n);
-    size_t chunk = (size_t)(CHUNK_MS * bytes_per_ms);
+    size_t chunk = (size_t)(chunk_ms * bytes_per_ms);
     r->n = (int)((n + chunk - 1) / chunk);
     if (r->n == 0) r->n = 1;
     r->b64 = calloc((size_t)r->n, sizeof(char *));
@@ -1424,6 +1458,16 @@ static void load_job(const char *path) {
             until_t = atof(next_field(&rest));
             char *greeting = next_field(&rest);
             if (greeting) greeting_secs = atof(greeting);
+        } else if (strcmp(kind, "turn") == 0) { /* turn RULE_FRAMES LISTEN_SECS LATE_MS */
+            char *rule = next_field(&rest), *listen = next_field(&rest), *late = next_field(&rest);
+            if (!rule || !listen || !late) {
+                fprintf(stderr, "loadgen: bad turn line\n");
+                exit(2);
+            }
+            turn_mode = 1;
+            rule_frames = atoi(rule);
+            listen_secs = atof(listen);
+            late_ms = atof(late);
         } else if (strcmp(kind, "call") == 0) {
             Caller *k = &callers[n_callers++];
             k->index = atoi(next_field(&rest));
@@ -1461,6 +1505,9 @@ static void print_result(void) {
     print_vec("lateness_ms", &lateness);
     printf(",");
     print_vec("engine_delays_ms", &engine_delays);
+    printf(",");
+    print_vec("jitter_ms", &jitters);
+    printf(",\"turn_mode\":%d,\"late\":%ld,\"frames\":%ld", turn_mode, late_frames, reply_frames);
     printf(",\"errors\":[%.*s],\"tick_lag_ms\":%.3f,\"lags\":[", (int)errors.len, errors.p ? errors.p : "", max_lag_ms);
     for (int i = 0; i < n_lags; i++) printf("%s[%.2f,%.0f]", i ? "," : "", lags[i][0], lags[i][1]);
     printf("],\"engine\":{\"connections\":%ld,\"refused\":%ld,\"appends\":%ld,\"audio_bytes_in\":%ld},",
@@ -1481,8 +1528,10 @@ int main(int argc, char **argv) {
     trace_on = getenv("LOADGEN_TRACE") != NULL;
     rng_state ^= (uint64_t)getpid() << 32 ^ (uint64_t)(now_s() * 1e9);
     api_key = argv[1];
-    load_reply(&reply_pcm, argv[2], 48);
-    load_reply(&reply_ulaw, argv[3], 8);
+    load_reply(&reply_pcm, argv[2], 48, CHUNK_MS);
+    load_reply(&reply_ulaw, argv[3], 8, CHUNK_MS);
+    load_reply(&reply_pcm20, argv[2], 48, 20);
+    load_reply(&reply_ulaw20, argv[3], 8, 20);
     reply_text = argv[4];
     caller_text = argv[5];
     char *words = strdup(reply_text);
@@ -1540,7 +1589,14 @@ int main(int argc, char **argv) {
         double t = engines_tick(now);
         if (t < next) next = t;
         flush_dirty();
-        if (have_job && nev < 1024) {
+        if (have_job && turn_mode) {
+            /* Woken by the next timer or the first arrival, whichever comes first (ns timeout): the
+             * arrival times are the figures, so they are not rounded up to a poll period. */
+            double wait = next - now_s();
+            if (wait < 0) wait = 0;
+            struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
+            nev = epoll_pwait2(ep, events, 1024, &ts, NULL);
+        } else if (have_job && nev < 1024) {
             /* Wake on timers only, at most POLL_SECS apart, and then take every socket that is ready:
              * a wake-up per arriving message would cost more than the message (on a VM especially). */
             double target = now + POLL_SECS < next ? now + POLL_SECS : next;
