@@ -24,7 +24,14 @@ from patterd.cluster.node import join_cluster
 from patterd.config import Config, load_config, load_config_text
 from patterd.config.model import is_loopback
 from patterd.config_watch import restart_only_changes, watch_config
-from patterd.daemon_wiring import CallObservers, open_tunnel, serving_binds, warn_about
+from patterd.daemon_wiring import (
+    CallObservers,
+    load_history,
+    mount_other_carriers,
+    open_tunnel,
+    serving_binds,
+    warn_about,
+)
 from patterd.errors import ConfigError, PatterdError
 from patterd.graph import build_graph
 from patterd.http_server import hypercorn_config
@@ -38,7 +45,7 @@ from patterd.plugins import Registry, load_registry
 from patterd.providers.kinds import Tunnel
 from patterd.redact import redact_call_data
 from patterd.sdnotify import Notifier
-from patterd.store import HydrateReport, open_store
+from patterd.store import open_store
 from patterd.store.hydrate_proc import in_own_thread
 from patterd.store.recording_path import open_recording
 from patterd.tracing import tracer_from_environment
@@ -135,6 +142,7 @@ class Daemon:
         self._stop_now = asyncio.Event()
         self._drain_requested = asyncio.Event()
         self._serving = asyncio.Event()
+        self._carriers_mounted = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._generation = 0
         self._tunnel: Tunnel | None = None
@@ -238,17 +246,22 @@ class Daemon:
                         sync_metrics=self.metrics.live_sync.sync if self.metrics.live_sync else None,
                     )
                 )
+            built = list(graph.carriers)  # the other carriers' routes are mounted after ready (issue 14)
             app = create_app(
-                self, dashboard=self.config.server.dashboard, peers=self.peers, registry=self.registry
+                self,
+                dashboard=self.config.server.dashboard,
+                peers=self.peers,
+                registry=self.registry.only_carriers(built),
             )
             hyper = hypercorn_config(serving_binds(sock, self.worker))
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
             self._become_serving()
             self._spawn(warm_up(graph))  # numpy, offline models: loaded behind readiness (issue 14)
+            self._spawn(mount_other_carriers(app, self, self.registry, built, done=self._carriers_mounted))
             # The call history loads while calls are served (100k records take seconds); retention starts after it.
             # Its own thread, not the loop's small executor pool that listings and calls share.
             hydrating = asyncio.create_task(in_own_thread(self.store.hydrate, "patterd-hydrate"))
-            history = asyncio.create_task(self._load_history(hydrating))
+            history = asyncio.create_task(load_history(self.store, hydrating))
             await self._wait_for_stop(server)
             self._state = State.DRAINING
             self.notifier.stopping()
@@ -281,17 +294,6 @@ class Daemon:
         self._state = State.STOPPED
         log.info("stopped")
         return 0
-
-    async def _load_history(self, hydrating: asyncio.Task[HydrateReport]) -> None:
-        """Wait for the hydrate running while serving (the list API shows its progress), then run retention."""
-        try:
-            report = await asyncio.shield(hydrating)
-            log.info("call records loaded", report=str(report))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the tree stays the truth: listings show what the index has, a restart retries
-            log.exception("call records could not be loaded")
-        await self.store.run_retention_loop()
 
     def _become_serving(self) -> None:
         self._state = State.SERVING
@@ -336,6 +338,7 @@ class Daemon:
         """Load, validate and build the config again; on any error the running config stays."""
         if self._state is State.STARTING:  # e.g. the tunnel moved while we were starting: reload once up
             await self._serving.wait()
+        await self._carriers_mounted.wait()  # a reload may switch to a carrier mounted after ready
         async with self._reload_lock:
             if self._state is not State.SERVING:
                 return ReloadResult(False, self._generation, message=f"cannot reload while {self.state}")

@@ -1,7 +1,8 @@
 """What the daemon has imported when it becomes ready, and what its warm-up loads after (start-up, issue 14).
 
 Ready within 1 s needs the start path to skip what only a call uses: numpy (the resamplers), aiohttp (webhook
-tools, carrier REST, fleet reports), PyNaCl (Telnyx signatures), faster-whisper (its model loads after ready).
+tools, carrier REST, fleet reports), PyNaCl (Telnyx signatures), faster-whisper (its model loads after ready),
+and the installed carriers the config does not use (their routes are mounted just after ready).
 A fresh interpreter runs the real command line on the shipped offline config and records `sys.modules`
 the moment the daemon turns SERVING (`/readyz` 200) and once its warm-up has finished; re-adding one of
 these imports at module level anywhere on the start path fails here.
@@ -15,11 +16,13 @@ import subprocess
 import sys
 import threading
 import types
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from patterd.lazy import LazyModule, lazy_import
+from patterd.plugins.registry import ENTRY_POINT_GROUP
 from patterd.providers import offline_whisper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +53,7 @@ class Probe(daemon.Daemon):
 
 async def warm_up_then_stop(graph):
     await real_warm_up(graph)
+    await probe._carriers_mounted.wait()  # the unused carriers' routes, mounted after ready
     seen["warm"] = sorted(sys.modules)
     seen["whisper_loaded"] = any(
         getattr(getattr(p.instance, "engine", None), "loaded", False) for p in graph.providers
@@ -68,6 +72,14 @@ seen["code"] = code
 with open(sys.argv[2], "w") as out:
     json.dump(seen, out)
 """
+
+
+def unused_carrier_modules(*used: str) -> list[str]:
+    """The modules of the installed carriers other than `used` (from entry points, nothing imported)."""
+    eps = entry_points(group=ENTRY_POINT_GROUP)
+    return sorted(
+        {ep.module for ep in eps if ep.name.startswith("carrier.") and ep.name.partition(".")[2] not in used}
+    )
 
 
 def loaded(modules: list[str], prefix: str) -> list[str]:
@@ -90,6 +102,12 @@ def test_the_default_config_is_ready_without_the_call_path_and_warms_it_after(tm
     assert "patterd.web.app" in ready and "patterd.providers.offline_stt" in ready  # it did build and mount
     for prefix in NOT_BEFORE_READY:
         assert not loaded(ready, prefix), f"{prefix} is imported before ready: {loaded(ready, prefix)[:5]}"
+    # Only the built carriers (the config's `local`, which is also the default) are imported before ready;
+    # every other installed carrier is imported after, with its routes (test_carrier_routes_after_ready.py).
+    others = unused_carrier_modules("local")
+    assert others, "the other built-in carriers are installed"
+    assert not [m for m in others if m in ready], "a carrier the config does not use is imported before ready"
+    assert all(m in warm for m in others)
     # The warm-up imports every call's audio path, and loads the whisper model when that engine is installed.
     assert "numpy" in warm and "patterd.protocols.resample" in warm
     if offline_whisper.available():

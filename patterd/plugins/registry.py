@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
@@ -26,7 +26,8 @@ class Registry:
     """Every installed provider by `kind.name`; a spec's module is imported the first time it is asked for.
 
     The names come from entry-point metadata (no import), so `patterd run` imports only the providers its
-    config uses plus the carriers whose routes it mounts, not every plugin (aiohttp, numpy, vendor SDKs…).
+    config uses plus the default carrier before ready, not every plugin (aiohttp, numpy, vendor SDKs…);
+    the other carriers' routes are mounted right after ready (daemon_wiring.mount_other_carriers).
     Anything that needs the whole set (`specs`, `broken`, iteration) loads everything first, so listings,
     the schema and broken-plugin reports are as complete as before.
     """
@@ -83,12 +84,41 @@ class Registry:
         raise PluginError(unknown_name_message(kind, name, self.names(kind)))
 
     def default_carrier(self) -> str | None:
-        """The carrier a config without `carrier:` gets: the first (by name) whose facts say `default`."""
-        for loaded in self.of_kind("carrier"):
-            facts = loaded.spec.carrier
+        """The carrier a config without `carrier:` gets: the first (by name) whose facts say `default`.
+
+        Carriers are imported in name order only up to that one (the built-in `local` sorts before the
+        other built-ins), so finding it does not import every carrier before ready (issue 14).
+        """
+        names = {s.spec.name for s in self._specs.values() if s.spec.kind == "carrier"}
+        names.update(k.partition(".")[2] for k in self._pending if k.startswith("carrier."))
+        for name in sorted(names):
+            self._load(f"carrier.{name}")
+            loaded = self._specs.get(f"carrier.{name}")
+            facts = loaded.spec.carrier if loaded is not None else None
             if facts is not None and facts.default:
-                return loaded.spec.name
+                return name
         return None
+
+    def pending_modules(self, kind: str) -> list[str]:
+        """The modules of `kind`'s providers not imported yet (to import them off the event loop first)."""
+        prefix = f"{kind}."
+        return [ep.module for key, eps in self._pending.items() if key.startswith(prefix) for ep, _ in eps]
+
+    def only_carriers(self, names: Collection[str]) -> Registry:
+        """The same providers with only the carriers `names`: the routes the daemon mounts before ready.
+
+        Specs are shared; the copy imports what it still lacks on its own (the modules are the same ones).
+        """
+        keep = {f"carrier.{name}" for name in names}
+
+        def kept(key: str) -> bool:
+            return not key.startswith("carrier.") or key in keep
+
+        return Registry(
+            _specs={k: v for k, v in self._specs.items() if kept(k)},
+            _broken={k: v for k, v in self._broken.items() if kept(k)},
+            _pending={k: list(v) for k, v in self._pending.items() if kept(k)},
+        )
 
     def __iter__(self) -> Iterator[LoadedSpec]:
         return iter(sorted(self.specs.values(), key=lambda s: s.spec.key))

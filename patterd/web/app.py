@@ -99,7 +99,7 @@ def create_app(
         *fleet_routes(runtime),
         *(dashboard_routes(runtime, throttle, registry) if dashboard else ()),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(EdgeLimits, settings=edge),  # outermost: limits apply before anything reads a body
@@ -107,3 +107,5 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_exception_handler},
     )
+    app.state.throttle = throttle  # carrier routes mounted after ready share it (daemon_wiring)
+    return app
