@@ -22,6 +22,7 @@ from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.store.hydrate import HydrateReport, Progress, hydrate_tree, read_jsonl, read_metadata
 from patterd.store.hydrate_proc import ChildFailed, HydrateChild, has_calls
 from patterd.store.index import INDEX_NAME, CallIndex, Row, row_of
+from patterd.store.locks import hydrate_turn, index_lock
 from patterd.store.memory import InMemory, MemoryStore, Query
 from patterd.store.records import day_path
 from patterd.store.retention import SWEEP_INTERVAL_SECS, sweep
@@ -72,6 +73,8 @@ class CallStore(MemoryStore):
         # Index rows of written records not yet in the index (a hydrate held it): relpath → row.
         self._rows_lock = threading.Lock()
         self._pending_rows: dict[str, Row] = {}
+        self._flusher: threading.Thread | None = None  # writes pending rows the writer could not
+        self._turn_stop = threading.Event()  # set by stop_hydrate: stop waiting for the hydrate turn
         self.last_hydrate = HydrateReport()
         self.progress = Progress()  # of the running (or last) hydrate: /api/v1/status and listings show it
         self._child: HydrateChild | None = None  # the hydrate process while one runs
@@ -88,11 +91,20 @@ class CallStore(MemoryStore):
             return None
         with self._index_lock:
             current = self._write_index if write else self._read_index
+            if current is not None and current.replaced():
+                # another worker replaced a corrupt index: this connection reads and writes a deleted file
+                log.info("store_index_reopened", path=str(self.root / INDEX_NAME))
+                current.close()
+                current = None
             if current is not None:
                 return current
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 opened = CallIndex(self.root / INDEX_NAME, verify=write)
+            except sqlite3.OperationalError as exc:  # busy or locked: try again on the next use
+                self._other_errors += 1
+                log.warning("store_index_busy", path=str(self.root / INDEX_NAME), error=str(exc))
+                return None
             except (OSError, sqlite3.Error) as exc:
                 self._index_failed = True
                 self._other_errors += 1
@@ -112,37 +124,62 @@ class CallStore(MemoryStore):
                     index.close()
             self._read_index = self._write_index = None
             if self.root is not None:
-                CallIndex.remove_files(self.root / INDEX_NAME)
+                with index_lock(self.root / INDEX_NAME):
+                    CallIndex.remove_files(self.root / INDEX_NAME)
 
     def _indexed(self, relpath: str, metadata: dict[str, Any], mtime_ns: int) -> None:
-        """Writer thread: metadata.json landed, so index it (now, or with the next write if a hydrate is)."""
+        """Writer thread: metadata.json landed, so index it (now, or soon by the flusher if a hydrate holds the index)."""
         with self._rows_lock:
             self._pending_rows[relpath] = row_of(relpath, metadata, mtime_ns)
         self._index_pending(wait=False)
 
     def _index_pending(self, *, wait: bool) -> None:
-        """Write the rows waiting for the index. Without `wait`, they wait while a hydrate runs (it
-        writes the index in chunks, perhaps from another process): the writer thread, which the next
-        call's answer waits on, must never queue behind it, and rows written after the hydrate's are
-        the freshest. Listings meanwhile show those calls from memory."""
-        if not wait and self.progress.loading:
+        """Write the rows waiting for the index. Without `wait` (the writer thread, which the next
+        call's answer waits on) nothing queues behind a hydrate's chunk, ours or a hydrate process's:
+        the rows go to the flusher thread, which writes them as soon as the index is free. Rows are
+        never left waiting for a later write: the other workers list them from the index only.
+        Order does not matter: the row of the newest metadata.json wins (CallIndex.upsert)."""
+        if (
+            not wait and self._child is not None
+        ):  # a hydrate process writes the index: SQLite would make us wait
+            self._kick_flusher()
             return
         index = self._index(write=True)
         if index is None:
             return
         with self._rows_lock:
-            rows = list(self._pending_rows.values())
-            if not rows:
+            taken, self._pending_rows = self._pending_rows, {}
+        if not taken:
+            return
+        rows = list(taken.values())
+        try:
+            if wait:
+                index.upsert(rows)
+            elif not index.try_upsert(rows):
+                with self._rows_lock:
+                    for relpath, row in taken.items():
+                        self._pending_rows.setdefault(relpath, row)  # a newer row taken meanwhile stays
+                self._kick_flusher()
+        except sqlite3.Error as exc:
+            self._other_errors += 1
+            log.warning("store_index_write_failed", rows=len(rows), error=str(exc))
+
+    def _kick_flusher(self) -> None:
+        """Start the thread writing pending rows, waiting for the index, unless it runs already."""
+        with self._rows_lock:
+            if self._flusher is not None:
                 return
-            try:
-                if wait:
-                    index.upsert(rows)
-                elif not index.try_upsert(rows):
+            self._flusher = threading.Thread(target=self._flush_rows, name="patterd-index-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_rows(self) -> None:
+        while True:
+            usable = self._index(write=True) is not None
+            self._index_pending(wait=True)
+            with self._rows_lock:
+                if not self._pending_rows or not usable:
+                    self._flusher = None
                     return
-            except sqlite3.Error as exc:
-                self._other_errors += 1
-                log.warning("store_index_write_failed", rows=len(rows), error=str(exc))
-            self._pending_rows.clear()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,18 +193,25 @@ class CallStore(MemoryStore):
             return self.last_hydrate
         self.progress = progress = Progress(loading=True, stopping=self.progress.stopping)
         try:
-            try:
-                report = self._hydrate_once(progress)
-            except sqlite3.DatabaseError as exc:  # corrupt beyond what opening noticed: start afresh
-                log.warning(
-                    "store_index_corrupt",
-                    path=str(self.root / INDEX_NAME),
-                    error=str(exc),
-                    action="rebuilding",
-                )
-                self._drop_index()
-                progress.loaded = 0
-                report = self._hydrate_once(progress)
+            # Workers sharing this root hydrate one after the other: two walks repairing the same
+            # tree, one deleting rows the other is about to write, were a race (locks.py).
+            with hydrate_turn(self.root, self._turn_stop) as turn:
+                if not turn:  # stopped while another process hydrated
+                    return self.last_hydrate
+                try:
+                    report = self._hydrate_once(progress)
+                except sqlite3.OperationalError:
+                    raise  # busy, not corrupt: the index stays, a restart retries
+                except sqlite3.DatabaseError as exc:  # corrupt beyond what opening noticed: start afresh
+                    log.warning(
+                        "store_index_corrupt",
+                        path=str(self.root / INDEX_NAME),
+                        error=str(exc),
+                        action="rebuilding",
+                    )
+                    self._drop_index()
+                    progress.loaded = 0
+                    report = self._hydrate_once(progress)
         finally:
             progress.loading = False
         self._index_pending(wait=True)  # rows of calls that ended while the hydrate held the index
@@ -193,6 +237,7 @@ class CallStore(MemoryStore):
     def stop_hydrate(self) -> None:
         """Ask a running hydrate to stop at its next record (shutdown); what it read so far stays indexed."""
         self.progress.stopping = True
+        self._turn_stop.set()
         child = self._child
         if child is not None:
             child.stop()
@@ -245,6 +290,9 @@ class CallStore(MemoryStore):
         """Write what is queued, stop the writer, close the index."""
         if self._writer is not None:
             self._writer.close()
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.join(30.0)
         self._index_pending(wait=True)
         with self._index_lock:
             for index in (self._read_index, self._write_index):

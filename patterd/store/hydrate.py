@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from patterd.store.index import CallIndex, Row, row_of
+from patterd.store.locks import claim_idle
 from patterd.store.records import OPEN_STATUSES, json_line
 
 # digit_subdirs, read_jsonl, read_metadata and walk_calls moved to tree_read; their old path still works.
@@ -182,8 +183,9 @@ def hydrate_tree(
     """Bring `index` in line with `<root>/calls`; open or damaged records of `live` call ids are left alone.
 
     `live` is asked while walking, so calls starting during a hydrate are not taken for crashed.
-    A closed record is indexed as read even when its call is still in memory: the caller writes
-    the rows its writer produced during the hydrate afterwards (CallStore.hydrate).
+    An open record whose directory another process (worker) holds live (locks.py) is left alone too.
+    A closed record is indexed as read even when its call is still in memory: rows a writer
+    produces meanwhile carry a newer mtime and win whenever they are committed (CallIndex.upsert).
     With `progress` (a hydrate running while the daemon serves) the newest days go first and rows
     are committed in chunks, so a listing sees the recent history early and `progress` says how far.
     """
@@ -256,62 +258,90 @@ def _load(
         call_id = relpath.rsplit("/", 1)[1]
         directory = calls_root / relpath
         meta_path = f"{base}/{relpath}/{METADATA}"
-        text: str | None = None
-        # `live` is asked only of records a hydrate would repair (missing, torn or open metadata):
-        # a live call's record is in the writer's hands. A closed one is indexed as read; the rows
-        # the writer produced meanwhile are written after the hydrate (CallStore.hydrate), so the
-        # freshest wins. Asking only here keeps the question rare (a hydrate process asks its parent).
         raw = found[1]
+        if found is not MISSING and raw is None:  # the index has it, unchanged and closed
+            seen.add(relpath)
+            report.unchanged += 1
+            report.records += 1
+            continue
         parsed = parse_metadata(raw, call_id) if raw is not None else None
-        whole = raw is None or (parsed is not None and parsed["status"] not in OPEN_STATUSES)
-        if (found is MISSING or not whole) and call_id in live:
+        if found is not MISSING and parsed is not None and parsed["status"] not in OPEN_STATUSES:
+            row = _row(report, relpath, found, parsed, directory, now)
+        elif call_id in live:
+            # `live` is asked only of records a hydrate would repair (missing, torn or open metadata):
+            # a live call's record is in the writer's hands. Asking only here keeps the question rare
+            # (a hydrate process asks its parent).
             seen.add(relpath)
             continue
-        if found is MISSING:
-            meta = settle_tmp(directory, call_id, report)
-            if meta is None:
-                _corrupt(report, relpath, "metadata.json missing")
-                continue
-            mtime_ns = _mtime_ns(meta_path)
         else:
-            mtime_ns = found[0]
-            if raw is None:  # the index has it, unchanged and closed
-                seen.add(relpath)
-                report.unchanged += 1
-                report.records += 1
-                continue
-            if parsed is None:
-                parsed = settle_tmp(directory, call_id, report)  # a torn metadata.json with a whole tmp
-                if parsed is None:
-                    _corrupt(report, relpath, "metadata.json unreadable or not a record of this call")
+            with claim_idle(directory) as idle:
+                if not idle:  # another process (worker) has this call open: its writer indexes it
+                    seen.add(relpath)
                     continue
-                mtime_ns = _mtime_ns(meta_path)
-            elif parsed["status"] in OPEN_STATUSES:  # a crash mid-rewrite may have left a newer tmp
-                newer = settle_tmp(directory, call_id, report)
-                if newer is not None:
-                    parsed, mtime_ns = newer, _mtime_ns(meta_path)
-                else:
-                    text = _as_text(raw)
-            else:
-                text = _as_text(raw)
-            meta = parsed
-        seen.add(relpath)
-        report.parsed += 1
-        report.records += 1
-        if meta["status"] in OPEN_STATUSES:
-            meta = recover(directory, meta, now)
-            text = None
-            report.recovered_in_progress += 1
-            try:
-                write_atomic(Path(meta_path), json_line(meta))
-                mtime_ns = os.stat(meta_path).st_mtime_ns
-            except OSError as exc:
-                report.write_errors += 1  # indexed as failed anyway; retried on the next hydrate
-                log.warning("store_recover_write_failed", path=meta_path, error=str(exc))
-        rows.append(row_of(relpath, meta, mtime_ns, text))
+                # Ours now: read again, the call may have ended between the first read and the lock.
+                found = probe(meta_path, None)
+                raw = found[1]
+                parsed = parse_metadata(raw, call_id) if raw is not None else None
+                row = _row(report, relpath, found, parsed, directory, now)
+        if row is not None:
+            seen.add(relpath)
+            rows.append(row)
     if index is not None and rows:
         index.upsert(rows)
     return stopped
+
+
+def _row(
+    report: HydrateReport,
+    relpath: str,
+    found: Probe,
+    parsed: dict[str, Any] | None,
+    directory: Path,
+    now: datetime,
+) -> Row | None:
+    """The index row of one record read from disk, repairing it first (tmp left by a crash, open
+    record of a crashed call); None when it is corrupt. A closed record is indexed as read: rows a
+    writer produces meanwhile carry a newer mtime and win (CallIndex.upsert)."""
+    call_id = relpath.rsplit("/", 1)[1]
+    meta_path = str(directory / METADATA)
+    text: str | None = None
+    raw = found[1]
+    if found is MISSING or raw is None:
+        meta = settle_tmp(directory, call_id, report)
+        if meta is None:
+            _corrupt(report, relpath, "metadata.json missing")
+            return None
+        mtime_ns = _mtime_ns(meta_path)
+    else:
+        mtime_ns = found[0]
+        if parsed is None:
+            parsed = settle_tmp(directory, call_id, report)  # a torn metadata.json with a whole tmp
+            if parsed is None:
+                _corrupt(report, relpath, "metadata.json unreadable or not a record of this call")
+                return None
+            mtime_ns = _mtime_ns(meta_path)
+        elif parsed["status"] in OPEN_STATUSES:  # a crash mid-rewrite may have left a newer tmp
+            newer = settle_tmp(directory, call_id, report)
+            if newer is not None:
+                parsed, mtime_ns = newer, _mtime_ns(meta_path)
+            else:
+                text = _as_text(raw)
+        else:
+            text = _as_text(raw)
+        meta = parsed
+    report.parsed += 1
+    report.records += 1
+    if meta["status"] in OPEN_STATUSES:
+        meta = recover(directory, meta, now)
+        text = None
+        report.recovered_in_progress += 1
+        try:
+            write_atomic(Path(meta_path), json_line(meta))
+            mtime_ns = os.stat(meta_path).st_mtime_ns
+        except OSError as exc:
+            report.write_errors += 1  # indexed as failed anyway; retried on the next hydrate
+            log.warning("store_recover_write_failed", path=meta_path, error=str(exc))
+    return row_of(relpath, meta, mtime_ns, text)
 
 
 def _mtime_ns(path: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 import structlog
 
 from patterd.protocols.jsontext import loads
+from patterd.store.locks import index_lock
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +49,15 @@ SECONDARY_INDEXES = {
     "calls_day": "calls (day)",
 }
 BULK_ROWS = 5000
+# Processes write rows of the same record (a worker's writer, another's hydrate): the row of the
+# newer metadata.json wins, whatever order they commit in (a hydrate's chunk read before a rewrite
+# must not put the older row back).
+UPSERT = (
+    "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (relpath) DO UPDATE SET"
+    " call_id = excluded.call_id, day = excluded.day, started_at = excluded.started_at,"
+    " status = excluded.status, agent = excluded.agent, mtime_ns = excluded.mtime_ns,"
+    " metadata = excluded.metadata WHERE excluded.mtime_ns >= calls.mtime_ns"
+)
 
 Row = tuple[str, str, str, str, str, str, int, str]
 
@@ -93,24 +104,67 @@ class CallIndex:
         self.verify = verify
         self._lock = threading.Lock()
         self._db = self._open()
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def replaced(self) -> bool:
+        """Whether the file at `path` is no longer the one this connection opened (deleted or recreated)."""
+        return self._file_identity() != self._identity
 
     def _open(self) -> sqlite3.Connection:
-        """Open the index, deleting and recreating it when it is corrupt or of another schema."""
+        """Open the index, deleting and recreating it when it is corrupt or of another schema.
+
+        Several processes (`server.workers`) open the same file, perhaps at once: a new index (no
+        schema row yet: its creator is between creating the tables and writing the row) is adopted,
+        never deleted, or the creator would go on writing into an unlinked file nobody else reads;
+        a replacement happens under `<index>.lock` and only if the index is still bad once held.
+        A busy database (sqlite3.OperationalError) is not corrupt: it is raised, nothing deleted.
+        """
+        db = self._usable()
+        if db is not None:
+            return db
+        with index_lock(self.path):
+            db = self._usable()  # another process may have replaced it while we waited
+            if db is not None:
+                return db
+            self.remove_files(self.path)
+            db = self._connect()
+            db.execute("INSERT OR IGNORE INTO info VALUES ('schema', ?)", (INDEX_SCHEMA,))
+            return db
+
+    def _usable(self) -> sqlite3.Connection | None:
+        """A connection to the index when it is of this schema (new ones adopted), else None."""
         try:
             db = self._connect()
-            version = db.execute("SELECT value FROM info WHERE key = 'schema'").fetchone()
-            if version is not None and version[0] == INDEX_SCHEMA:
-                return db
-            if version is not None:
-                log.info("store_index_stale", path=str(self.path), schema=version[0], expected=INDEX_SCHEMA)
-            db.close()
+        except sqlite3.OperationalError:
+            raise
         except sqlite3.DatabaseError as exc:
             log.warning("store_index_corrupt", path=str(self.path), error=str(exc), action="rebuilding")
-        self.remove_files(self.path)
-        db = self._connect()
-        db.execute("INSERT OR REPLACE INTO info VALUES ('schema', ?)", (INDEX_SCHEMA,))
-        db.commit()
-        return db
+            return None
+        try:
+            row = db.execute("SELECT value FROM info WHERE key = 'schema'").fetchone()
+            if row is None:  # new: this or another process just created it
+                db.execute("INSERT OR IGNORE INTO info VALUES ('schema', ?)", (INDEX_SCHEMA,))
+                row = db.execute("SELECT value FROM info WHERE key = 'schema'").fetchone()
+            (version,) = row
+        except sqlite3.OperationalError:
+            db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            log.warning("store_index_corrupt", path=str(self.path), error=str(exc), action="rebuilding")
+            return None
+        if version == INDEX_SCHEMA:
+            return db
+        log.info("store_index_stale", path=str(self.path), schema=version, expected=INDEX_SCHEMA)
+        db.close()
+        return None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0, isolation_level=None)
@@ -179,7 +233,7 @@ class CallIndex:
             if bulk:
                 for name in SECONDARY_INDEXES:
                     self._db.execute(f"DROP INDEX IF EXISTS {name}")
-            self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(UPSERT, rows)
             if bulk:
                 self._create_indexes()
         except BaseException:

@@ -13,7 +13,8 @@ from typing import Any
 
 import structlog
 
-from patterd.store.records import json_line
+from patterd.store.locks import hold_live
+from patterd.store.records import OPEN_STATUSES, json_line
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +138,9 @@ class RecordWriter:
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._made: set[str] = set()
         self._warned: set[str] = set()
+        # relpath → a descriptor holding a shared flock on the directory of each open record:
+        # a hydrate (of any worker) leaves a record alone while it is held (see locks.py).
+        self._live: dict[str, int] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="patterd-store-writer", daemon=True)
         self._thread.start()
@@ -187,6 +191,8 @@ class RecordWriter:
         while True:
             op, carry = (carry if carry is not None else self._queue.get()), None
             if op is _STOP:
+                for relpath in list(self._live):
+                    self._release(relpath)
                 return
             if isinstance(op, _Metadata) and op.done is not None:
                 # New calls' first records, waited on by their carriers' answers: the ones queued back
@@ -234,6 +240,7 @@ class RecordWriter:
                 if op.relpath not in self._made:
                     directory.mkdir(parents=True, exist_ok=True)
                     self._made.add(op.relpath)
+                self._hold(op, written=False)
                 path = directory / METADATA
                 staged.append((op, path, write_tmp(path, json_line(op.metadata))))
             except OSError as exc:
@@ -268,6 +275,7 @@ class RecordWriter:
                 continue
             if op.done is not None:
                 op.done(None)
+            self._hold(op, written=True)  # a closed first record releases its directory
             if self._on_metadata is not None:
                 try:
                     self._on_metadata(op.relpath, op.metadata, mtime_ns)
@@ -291,6 +299,7 @@ class RecordWriter:
         if isinstance(op, _Done):
             for name in (TRANSCRIPT, EVENTS):
                 sync_file(directory / name)
+            self._release(op.relpath)
             self._made.discard(op.relpath)
             self._warned.discard(op.relpath)
             return
@@ -304,12 +313,29 @@ class RecordWriter:
             append_line(directory / op.filename, json_line(op.obj))
             return
         path = directory / METADATA
+        self._hold(op, written=False)
         write_atomic(path, json_line(op.metadata))
+        self._hold(op, written=True)
         mtime_ns = os.stat(path).st_mtime_ns
         if op.done is not None:  # durable now: whoever waits (the carrier's answer) goes before the index
             op.done(None)
         if self._on_metadata is not None:
             self._on_metadata(op.relpath, op.metadata, mtime_ns)
+
+    def _hold(self, op: _Metadata, *, written: bool) -> None:
+        """Hold the directory of a record about to be written open; release it once written closed."""
+        if op.metadata.get("status") in OPEN_STATUSES:
+            if op.relpath not in self._live:
+                fd = hold_live(self.calls_root / op.relpath)
+                if fd is not None:
+                    self._live[op.relpath] = fd
+        elif written:
+            self._release(op.relpath)
+
+    def _release(self, relpath: str) -> None:
+        fd = self._live.pop(relpath, None)
+        if fd is not None:
+            os.close(fd)
 
     def _failed(self, op: _Op, exc: OSError) -> None:
         self.errors += 1

@@ -72,7 +72,7 @@ async def history_loaded(run_dir: Path, index: int, timeout: float = 30.0) -> No
     deadline = time.monotonic() + timeout
     async with worker_session(run_dir, index) as session:
         while True:
-            async with session.get("http://worker/api/v1/status") as resp:
+            async with session.get("http://worker/api/v1/status?scope=worker") as resp:
                 history = (await resp.json()).get("history") or {}
             if not history.get("loading", True):
                 return
@@ -144,12 +144,6 @@ async def test_two_workers_share_one_port_and_one_lifecycle(tmp_path: Path) -> N
         pids = {w["worker"]: w["pid"] for w in both}
         assert len(set(pids.values())) == 2 and daemon.proc.pid not in pids.values()
         run_dir = Path(daemon.wait_log(lambda e: e.get("event") == "starting workers")["run_dir"])
-
-        # Each worker loads the (empty) history behind readiness; calls start once both have.
-        # Known gap: a call indexed while the other worker's start-up hydrate replaces the shared
-        # index can be missing from listings until the next start's hydrate (its record is on disk).
-        for index in (1, 2):
-            await history_loaded(run_dir, index)
 
         # A call on each worker; /metrics on the shared port counts both.
         for index in (1, 2):
@@ -243,6 +237,10 @@ async def test_two_workers_share_one_port_and_one_lifecycle(tmp_path: Path) -> N
             replaced = wait_until(replacement, what="the replacement worker serving")
             assert replaced[2]["pid"] != pids[2]
             assert replaced[1]["pid"] == pids[1]
+            # The replacement's start-up hydrate walked the shared tree and left worker 1's live
+            # call's open record alone (it used to mark it `failed` on disk: "daemon stopped during call").
+            await history_loaded(run_dir, 2)
+            assert record_status(records, call_id) in ("ringing", "in_progress")
             await ws.send_str(FRAME)
             assert live_calls(daemon).get(call_id) == 1
             # The dead worker's counts stay in the sums.
