@@ -7,8 +7,10 @@ up the carrier's way, and the record on disk — the same verbs on every carrier
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -16,7 +18,7 @@ import pytest_asyncio
 from patterd.testing.carrier_suite import wait_quiet
 from tests.carriers.world import DRIVERS, World, named_world
 from tests.e2e.scenarios import read_jsonl, wait_record
-from tests.fakes.openai_realtime import CallTool, Say
+from tests.fakes.openai_realtime import CallTool, Say, speak_pcm24
 from tests.fakes.twilio import spoken_ulaw
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -25,17 +27,82 @@ GREETING = "Thanks for calling Acme!"
 TURN_1 = "I would like to check on my order please."
 TURN_2 = "That is all, thank you."
 REPLY = "Good news, your order forty two has shipped and it will arrive tomorrow morning. Anything else?"
+AGENT_LINES = (GREETING, "Okay.", REPLY, "Goodbye!")
+_caller_audio: dict[str, bytes] = {}  # TURN_1, TURN_2 spoken: rendered once, before the scripts run
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=list(DRIVERS))
-async def world(
+def _render_speech() -> None:
+    """espeak-ng every line up front: a render inside one script would stall the loop the others play on."""
+    for line in AGENT_LINES:
+        speak_pcm24(line)
+    for turn in (TURN_1, TURN_2):
+        _caller_audio[turn] = spoken_ulaw(turn)
+
+
+class _Gate:
+    """Opens once every world has started (or failed to): no script runs beside a daemon still starting."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self.open = asyncio.Event()
+
+    def arrive(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self.open.set()
+
+
+async def _world_and_script(name: str, tmp: Path, gate: _Gate) -> str:
+    """Start the carrier's world, run the call script once every world is up, stop the world."""
+    arrived = False
+    try:
+        async with named_world(name, tmp) as world:
+            gate.arrive()
+            arrived = True
+            await gate.open.wait()
+            return await call_script(world)
+    finally:
+        if not arrived:
+            gate.arrive()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def scripts(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[World]:
-    async with named_world(request.param, tmp_path_factory.mktemp(request.param)) as world:
-        yield world
+) -> AsyncIterator[dict[str, asyncio.Task[str]]]:
+    """Each selected carrier's script, all running at once (each its own daemon and fakes).
+
+    The script spends its time in real-time audio (greeting, turns, the reply, goodbye), so seven in turn
+    waited seven times as long; each test still reports its own carrier's result.
+    """
+    names = [  # the carriers this session runs (all seven, or those -k kept)
+        str(item.callspec.params["carrier"])
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.originalname == "test_call_script"
+        and item.path == request.path
+    ]
+    await asyncio.to_thread(_render_speech)
+    gate = _Gate(len(names))
+    tasks = {
+        name: asyncio.create_task(_world_and_script(name, tmp_path_factory.mktemp(name), gate))
+        for name in names
+    }
+    try:
+        yield tasks
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
-async def test_call_script(world: World) -> None:
+@pytest.mark.parametrize("carrier", list(DRIVERS))
+async def test_call_script(scripts: dict[str, asyncio.Task[str]], carrier: str) -> None:
+    print(await scripts[carrier])
+
+
+async def call_script(world: World) -> str:
+    """The script on one carrier's world; returns its barge-in figure (AssertionError when it fails)."""
     engine, name = world.engine, world.driver.name
     engine.replies[:] = [
         Say(GREETING),
@@ -56,15 +123,15 @@ async def test_call_script(world: World) -> None:
     await call.wait_heard(heard + 1600, timeout=5)  # "Okay."
     await wait_quiet(call)  # so turn 1 does not barge in on it
 
-    await call.say(spoken_ulaw(TURN_1))  # turn 1 → the webhook tool → the reply
+    await call.say(_caller_audio[TURN_1])  # turn 1 → the webhook tool → the reply
     await engine.wait_for(lambda: bool(engine.tool_outputs), timeout=10)
     assert world.tool.received == [{"order_number": "42"}]
     await call.wait_heard(call.heard_bytes() + 8000, timeout=10)  # a second of the reply
 
-    await call.say(spoken_ulaw(TURN_2))  # turn 2 barges in on the reply
+    await call.say(_caller_audio[TURN_2])  # turn 2 barges in on the reply
     cleared_at = await call.wait_for_clear(timeout=5)
     reaction_ms = round((cleared_at - call.speech_started()[-1]) * 1000, 1)
-    print(f"\n[{name}] barge-in: speech start → playback cleared {reaction_ms} ms")
+    figure = f"\n[{name}] barge-in: speech start → playback cleared {reaction_ms} ms"
     assert reaction_ms <= 1000  # sanity; test_calls reports the latency target
 
     await call.wait_hung_up_by_daemon(timeout=15)  # end_call → the carrier's hangup
@@ -86,3 +153,4 @@ async def test_call_script(world: World) -> None:
         assert wanted in types, (wanted, types)
     assert [e["data"]["name"] for e in events if e["type"] == "tool_call"] == ["lookup_order", "end_call"]
     assert [e["data"].get("digit") for e in events if e["type"] == "dtmf"] == ["5"]
+    return figure

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from tests.daemon_process import run_daemon
 from tests.e2e.scenarios import (
@@ -236,15 +237,43 @@ def user_lines(directory: Path) -> list[str]:
     return [line["text"] for line in read_jsonl(directory / "transcript.jsonl") if line["role"] == "user"]
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-async def test_seed_pipeline_call(variant: str, tmp_path: Path) -> None:
+async def variant_call(variant: str, tmp: Path) -> None:
+    """One variant's call, from its own fakes and daemon to the checks on its record."""
     carrier = TwilioCarrier()
     await carrier.start()
     try:
         async with VARIANTS[variant](carrier.rest.base_url) as vendors:
-            await run_call(vendors, carrier, tmp_path)
+            await run_call(vendors, carrier, tmp)
     finally:
         await carrier.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def calls(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, asyncio.Task[None]]]:
+    """Each selected variant's call, both at once: a call is mostly real-time speech, so in turn they
+    waited twice as long. Nothing is shared between them; each test reports its own variant's outcome."""
+    variants = [  # the variants this session runs (both, or those -k kept)
+        str(item.callspec.params["variant"])
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.originalname == "test_seed_pipeline_call"
+        and item.path == request.path
+    ]
+    tasks = {v: asyncio.create_task(variant_call(v, tmp_path_factory.mktemp(v))) for v in variants}
+    try:
+        yield tasks
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("variant", list(VARIANTS))
+async def test_seed_pipeline_call(calls: dict[str, asyncio.Task[None]], variant: str) -> None:
+    await calls[variant]
 
 
 async def run_call(vendors: Vendors, carrier: TwilioCarrier, tmp: Path) -> None:
