@@ -22,7 +22,7 @@ from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.store.hydrate import HydrateReport, Progress, hydrate_tree, read_jsonl, read_metadata
 from patterd.store.hydrate_proc import ChildFailed, HydrateChild, has_calls
 from patterd.store.index import INDEX_NAME, CallIndex, Row, row_of
-from patterd.store.locks import hydrate_turn, index_lock
+from patterd.store.locks import hydrate_turn, index_lock, turn_if_free
 from patterd.store.memory import InMemory, MemoryStore, Query
 from patterd.store.records import day_path
 from patterd.store.retention import SWEEP_INTERVAL_SECS, sweep
@@ -252,13 +252,16 @@ class CallStore(MemoryStore):
             return 0
         with self._lock:
             keep = {day_path(e.record.started_at) for e in self._live.values()}
-        deleted = sweep(
-            self.root,
-            self.retention_days,
-            now or self.clock.now(),
-            index=self._index(write=True),
-            keep_days=keep,
-        )
+        with turn_if_free(self.root) as turn:
+            if not turn:  # another worker hydrates or sweeps this root now: the next interval runs
+                return 0
+            deleted = sweep(
+                self.root,
+                self.retention_days,
+                now or self.clock.now(),
+                index=self._index(write=True),
+                keep_days=keep,
+            )
         if deleted:
             gone = set(deleted)
             with self._lock:

@@ -2,7 +2,8 @@
 
 - `index_lock`: held while the SQLite index is replaced (stale or corrupt), so two processes never
   delete each other's freshly made index.
-- `hydrate_turn`: hydrates of one root run one at a time (each walks the tree and may repair records).
+- `hydrate_turn`: hydrates (and retention sweeps) of one root run one at a time: each walks the tree,
+  may repair records and prunes index rows.
 - `hold_live` / `claim_idle`: a writer holds a shared lock on the directory of each call it has open;
   a hydrate repairs an open record only when it can lock that directory exclusively, i.e. when no
   process is still writing it (the kernel drops a crashed process's locks). A hydrate thus never
@@ -66,6 +67,25 @@ def hydrate_turn(root: Path, stop: threading.Event | None = None) -> Iterator[bo
                 if stop is None:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     break
+        yield True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def turn_if_free(root: Path) -> Iterator[bool]:
+    """The hydrate turn if no other process holds it (a retention sweep: skipped, the next one runs)."""
+    try:
+        fd = os.open(root / HYDRATE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:  # no usable root: nothing to share
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
         yield True
     finally:
         os.close(fd)

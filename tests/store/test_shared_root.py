@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,23 @@ def test_a_row_the_writer_could_not_index_is_flushed_when_the_index_frees(tmp_pa
     two.close()
 
 
+def test_a_worker_reopens_an_index_another_worker_rebuilt(tmp_path: Path) -> None:
+    """A corrupt index is deleted and rebuilt by one worker's hydrate: the others follow to the new file."""
+    one, two = CallStore(tmp_path, clock=FakeClock()), CallStore(tmp_path, clock=FakeClock())
+    for event in call_events("before", T0):
+        one.handle(event)
+    assert one.flush(WAIT_SECS)
+    assert listed(two) == {"before"}  # two's connection is open on the first file
+    one._drop_index()  # what hydrate does on sqlite3.DatabaseError
+    assert one.hydrate().records == 1
+    for event in call_events("after", T0):
+        one.handle(event)
+    assert one.flush(WAIT_SECS)
+    assert listed(two) == {"before", "after"}
+    one.close()
+    two.close()
+
+
 def until(condition: Callable[[], bool]) -> None:
     """Wait for a condition another thread makes true (bounded: a hang fails the test)."""
     event = threading.Event()
@@ -188,4 +206,18 @@ def test_hydrates_of_one_root_take_turns(tmp_path: Path) -> None:
         store.stop_hydrate()  # shutdown while waiting for the turn: no hang
         thread.join(WAIT_SECS)
         assert not thread.is_alive() and len(reports) == 2
+    store.close()
+
+
+def test_a_retention_sweep_skips_while_another_worker_has_the_turn(tmp_path: Path) -> None:
+    """Two workers' sweeps (or a sweep and a hydrate) never delete the same tree at once: one skips."""
+    store = CallStore(tmp_path, retention_days=30, clock=FakeClock(T0 + timedelta(days=60)))
+    for event in call_events("expired", T0):
+        store.handle(event)
+    assert store.flush(WAIT_SECS)
+    with hydrate_turn(tmp_path):
+        assert store.sweep_retention() == 0
+        assert listed(store) == {"expired"}
+    assert store.sweep_retention() == 1
+    assert listed(store) == set()
     store.close()
