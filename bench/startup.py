@@ -4,7 +4,8 @@ Each run copies the config with `server.port` set to a free loopback port (the c
 beside the original, hidden and deleted afterwards, so a `.env` and relative paths still
 resolve), starts the daemon, polls `GET /readyz` until it answers 200, lets it idle for a
 second, reads VmRSS and VmHWM from /proc/PID/status, then stops it with SIGTERM and checks
-that it exits 0. Call records go to a throwaway $PATTER_LOG_DIR; `--records N` first writes N call
+that it exits 0. It also reads the daemon's CPU time (user + system, /proc/PID/stat) the moment
+`/readyz` answers: on a shared machine that varies far less than the wall time. Call records go to a throwaway $PATTER_LOG_DIR; `--records N` first writes N call
 records there (bench/store_bench.py's generator, retention off) so start-up meets a history, and
 `--no-index` deletes the index before every run (the hydrate then parses every record). With a
 history, each run also reports how long the history took to load after ready (the `call records
@@ -73,6 +74,7 @@ class Run:
     exit_code: int | None
     history_secs: float | None = None  # start → history loaded (the hydrate's log line), when it was seen
     warm_secs: float | None = None  # start → the warm-up after ready finished (`--warm-up`), when it was seen
+    cpu_secs: float | None = None  # the daemon's CPU time (user + system) when /readyz first answered 200
 
 
 def free_port() -> int:
@@ -95,6 +97,19 @@ def config_copy(config: Path, port: int) -> Path:
     with os.fdopen(fd, "w") as out:
         yaml.safe_dump(data, out, sort_keys=False)
     return Path(name)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (/proc/PID/stat), None if it is gone.
+
+    Less sensitive to other processes than the wall time to ready: on a shared machine the daemon
+    waits for a core, which stretches the wall time but not the CPU it needs (caches suffer a little).
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -157,6 +172,7 @@ def one_run(
             process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
             try:
                 ready = wait_ready(f"http://127.0.0.1:{port}/readyz", process, READY_TIMEOUT_SECS)
+                cpu = cpu_seconds(process.pid)  # first thing: the warm-up after ready adds to it
                 warmed = logged(log, process, b'"warmed up"', 60.0) if warm else None
                 loaded = logged(log, process, b"call records loaded", 120.0) if history else None
                 time.sleep(idle_secs)
@@ -175,6 +191,7 @@ def one_run(
                 exit_code,
                 loaded - started if loaded is not None else None,
                 warmed - started if warmed is not None else None,
+                cpu,
             )
     finally:
         copy.unlink(missing_ok=True)
@@ -271,13 +288,14 @@ def main(argv: list[str] | None = None) -> int:
                 others.append(other)
                 if not args.json:
                     print(
-                        f"run {index + 1} --vs: ready {other.ready_secs * 1000:7.1f} ms   exit {other.exit_code}"
+                        f"run {index + 1} --vs: ready {other.ready_secs * 1000:7.1f} ms   "
+                        f"cpu {(other.cpu_secs or 0) * 1000:5.0f} ms   exit {other.exit_code}"
                     )
             if not args.json:
                 loaded = f"   history loaded {run.history_secs * 1000:8.1f} ms" if run.history_secs else ""
                 loaded += f"   warmed up {run.warm_secs * 1000:7.1f} ms" if run.warm_secs else ""
                 print(
-                    f"run {index + 1}: ready {run.ready_secs * 1000:7.1f} ms   "
+                    f"run {index + 1}: ready {run.ready_secs * 1000:7.1f} ms   cpu {(run.cpu_secs or 0) * 1000:5.0f} ms   "
                     f"idle RSS {run.rss_kib / 1024:6.1f} MiB   peak {run.hwm_kib / 1024:6.1f} MiB   "
                     f"exit {run.exit_code}{loaded}"
                 )
@@ -309,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             f"idle RSS:            min {rss['min']:.1f} MiB, median {rss['median']:.1f} MiB, max {rss['max']:.1f} MiB"
         )
         print(f"SIGTERM exit codes:  {[r.exit_code for r in runs]}")
+        cpu = summary([(r.cpu_secs or 0) * 1000 for r in runs])
+        print(
+            f"CPU at ready:        min {cpu['min']:.0f} ms, median {cpu['median']:.0f} ms, max {cpu['max']:.0f} ms"
+        )
         warm = [r.warm_secs * 1000 for r in runs if r.warm_secs is not None]
         if warm:
             w = summary(warm)
@@ -319,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             vs = summary([r.ready_secs * 1000 for r in others])
             print(
                 f"--vs ready:          min {vs['min']:.1f} ms, median {vs['median']:.1f} ms, max {vs['max']:.1f} ms"
+            )
+            vs_cpu = summary([(r.cpu_secs or 0) * 1000 for r in others])
+            print(
+                f"--vs CPU at ready:   min {vs_cpu['min']:.0f} ms, median {vs_cpu['median']:.0f} ms, max {vs_cpu['max']:.0f} ms"
             )
             print(
                 f"ready ratio A/--vs:  min {paired['min']:.2f}, median {paired['median']:.2f}, max {paired['max']:.2f}"
