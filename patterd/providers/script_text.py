@@ -7,6 +7,7 @@ and fuzzy token equality (see `script_llm`).
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -93,6 +94,7 @@ def _stem(token: str) -> str:
     return token
 
 
+@functools.lru_cache(maxsize=65536)  # a vocabulary's token pairs recur every turn; difflib is the cost
 def _same(a: str, b: str) -> bool:
     """Token equality tolerant of recognition errors: equal stems or very similar spellings."""
     if a == b or _stem(a) == _stem(b):
@@ -111,12 +113,18 @@ def _weight(token: str) -> float:
 
 def similarity(utterance: str, example: str) -> float:
     """0..1: how well `utterance` expresses `example` (recall of the example's words counts double)."""
-    u, e = utterance.split(), normalize(example).split()
+    u, e = utterance.split(), _example_tokens(example)
     if not u or not e:
         return 0.0
     recall = sum(_weight(t) for t in e if any(_same(t, x) for x in u)) / sum(_weight(t) for t in e)
     precision = sum(_weight(t) for t in u if any(_same(t, x) for x in e)) / sum(_weight(t) for t in u)
     return (2 * recall + precision) / 3
+
+
+@functools.lru_cache(maxsize=4096)
+def _example_tokens(example: str) -> list[str]:
+    """The normalized words of a configured example (a handful per intent, matched every turn)."""
+    return normalize(example).split()
 
 
 # ------------------------------------------------------------------ templates
