@@ -6,7 +6,9 @@ Two ways to reach espeak-ng, picked by `engine`:
   espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS) → espeak_SetSynthCallback → espeak_SetVoiceByName /
   espeak_SetParameter(espeakRATE, espeakPITCH) → espeak_Synth(espeakCHARS_UTF8); the callback receives
   22050 Hz 16-bit PCM chunks and returns 1 to abort. The library is a process-wide singleton that is
-  not reentrant, so one lock serializes syntheses and each runs in a worker thread.
+  not reentrant, so syntheses run one at a time in the library's own thread (`_Library.executor`),
+  never in the event loop's default executor: ten calls speaking at once parked a thread each there
+  on the library's lock and filled the pool that listings and file writes share (issue 14).
 - `binary`: the `espeak-ng` program (Debian package espeak-ng) via `espeak-ng --stdout`, which writes a
   WAV stream (44-byte header, then PCM) as it synthesizes; one process per sentence.
 `auto` prefers the library and falls back to the binary. Audio is resampled 22050 → 8000 with the
@@ -16,6 +18,7 @@ streaming resampler in protocols/audio.py and encoded to μ-law.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import re
@@ -67,9 +70,13 @@ class _Library:
     _instance: _Library | None = None
     _guard = threading.Lock()
 
+    THREAD_NAME = "espeak-ng"
+
     def __init__(self, lib: ctypes.CDLL, data_path: str) -> None:
         self._lib = lib
         self._lock = threading.Lock()
+        # One thread, as the library speaks one text at a time anyway; jobs run in the order asked.
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self.THREAD_NAME)
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
@@ -173,6 +180,9 @@ class OfflineTTS:
             return stop.is_set()
 
         def work() -> None:
+            if stop.is_set():  # cut off (barge-in) while it waited for the library's thread
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+                return
             try:
                 library.synthesize(
                     sentence, self.options.voice, self.options.rate_wpm, self.options.pitch, sink
@@ -181,7 +191,7 @@ class OfflineTTS:
             except BaseException as exc:  # handed to the consumer, which re-raises it in the loop
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
-        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        worker = loop.run_in_executor(library.executor, work)
         try:
             while True:
                 item = await queue.get()

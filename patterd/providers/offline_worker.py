@@ -57,6 +57,7 @@ class WorkerStream:
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._flushes: set[asyncio.Future[None]] = set()  # flush() calls waiting for the worker
         self._worker_done = False  # set on the loop once the worker thread has emitted its last item
+        self._ended: asyncio.Future[None] = loop.create_future()  # resolved as `_worker_done` is set
 
     # -------- event-loop side
 
@@ -64,8 +65,10 @@ class WorkerStream:
         self._thread.start()
 
     async def close(self) -> None:
+        """Stop the worker and wait until it is done; like flush(), parks no executor thread (FlushDone)."""
         self._inbox.put(None)
-        await asyncio.to_thread(self._thread.join)
+        if self._thread.ident is not None:
+            await self._ended
 
     def push_audio(self, ulaw: bytes) -> None:
         """Caller audio (8 kHz μ-law), never blocks."""
@@ -91,6 +94,7 @@ class WorkerStream:
         self._worker_done = True
         for future in self._flushes:
             _resolve(future)
+        _resolve(self._ended)
 
     async def __aiter__(self) -> AsyncIterator[Transcript]:
         while True:

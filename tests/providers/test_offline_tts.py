@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -89,3 +92,27 @@ async def test_check_speaks_a_word() -> None:
     assert SPEC.check is not None
     async with SPEC.build(OfflineTTSOptions(), BuildContext()) as tts:
         await SPEC.check(tts)
+
+
+@pytest.mark.skipif(not HAVE_LIBRARY, reason="needs espeakng-loader")
+async def test_library_speech_needs_no_default_executor_thread() -> None:
+    # Ten calls speaking at once parked ten default-executor threads on the library's lock, and
+    # listings and file writes share that pool (issue 14): syntheses run in the library's own thread.
+    async with SPEC.build(OfflineTTSOptions(engine="library"), BuildContext()) as tts:
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(1)
+        loop.set_default_executor(pool)
+        release = threading.Event()
+        taken = loop.run_in_executor(None, release.wait)  # the default executor's only thread is busy
+        speaking = asyncio.ensure_future(
+            asyncio.gather(*(speak_all(tts, f"Caller {n}, hello.") for n in range(3)))
+        )
+        try:
+            # a hang guard, not a timing bound: synthesis through the taken pool could not finish
+            done, _ = await asyncio.wait([speaking], timeout=60)
+        finally:
+            release.set()
+            await taken
+        spoken = await speaking
+        assert speaking in done, "the syntheses waited for the loop's default executor"
+        assert all(len(audio) > 4000 for audio, _ in spoken)

@@ -65,3 +65,22 @@ async def test_a_worker_that_dies_releases_its_flush_and_reports_the_error() -> 
         await asyncio.wait_for(anext(aiter(stream)), SLOW)
     await asyncio.wait_for(stream.flush(), SLOW)  # after the worker is gone: returns at once
     await stream.close()
+
+
+async def test_closing_busy_streams_leaves_the_loops_executor_free() -> None:
+    # Ten calls ending at once used to park one executor thread each on the worker's join.
+    loop = asyncio.get_running_loop()
+    gate = threading.Event()
+    streams = [GatedWorker(loop, gate) for _ in range(12)]
+    for stream in streams:
+        stream.start()
+    flushes = [asyncio.ensure_future(stream.flush()) for stream in streams]
+    closes = [asyncio.ensure_future(stream.close()) for stream in streams]
+    await asyncio.sleep(0)  # every close now waits for a recognizer still busy with its flush
+    try:
+        assert await asyncio.wait_for(loop.run_in_executor(None, lambda: 42), SLOW) == 42
+        assert not any(c.done() for c in closes)
+    finally:
+        gate.set()
+    await asyncio.wait_for(asyncio.gather(*flushes, *closes), SLOW)
+    assert all(stream._worker_done for stream in streams)  # close() returned once the worker had ended
