@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from patterd.config import Config, load_config
 from patterd.plugins import load_registry
@@ -17,7 +21,10 @@ from patterd.simulate import run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the espeak-ng program"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 
 def on_pocketsphinx(config: Config) -> Config:
@@ -29,16 +36,29 @@ def on_pocketsphinx(config: Config) -> Config:
     return config.model_copy(update={"agents": [agent.model_copy(update={"stt": stt})]})
 
 
-async def test_front_desk_greets_answers_hours_and_ends_the_call(tmp_path: Path) -> None:
+@dataclass
+class Simulated:
+    """One simulated call: what it printed, its exit status, and the log dir its record went to."""
+
+    printed: str
+    status: int
+    log_dir: Path
+
+
+async def front_desk(tmp_path: Path) -> Simulated:
     registry = load_registry()
     config = on_pocketsphinx(
         load_config(ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)})
     )
     out = io.StringIO()
-
     status = await run_simulation(config, registry, say=["hi", "what time do you open", "bye"], out=out)
+    return Simulated(out.getvalue(), status, tmp_path)
 
-    printed = out.getvalue()
+
+async def test_front_desk_greets_answers_hours_and_ends_the_call(simulations: Simulations) -> None:
+    simulated = await simulations["front_desk"]
+    status, tmp_path = simulated.status, simulated.log_dir
+    printed = simulated.printed
     users = re.findall(r"^\s*user: (.*?)(?:  \(.*\))?$", printed, re.MULTILINE)
     assistants = re.findall(r"^\s*assistant: (.*?)(?:  \(.*\))?$", printed, re.MULTILINE)
     assert users == ["hi", "what time do you open", "bye"], printed
@@ -69,27 +89,34 @@ def conversation(printed: str) -> list[tuple[str, str]]:
     return re.findall(r"^\s*(user|assistant): (.*?)(?:  \(.*\))?$", printed, re.MULTILINE)
 
 
-@pytest.mark.parametrize("mode", ["text", "say"])
-async def test_first_line_is_heard_without_a_greeting(tmp_path: Path, mode: str) -> None:
+async def first_line(tmp_path: Path, mode: str) -> Simulated:
     registry = load_registry()
     shipped = on_pocketsphinx(
         load_config(ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)})
     )
     out = io.StringIO()
     lines = ["hi", "bye"]
+    config = without_greeting(shipped)
+    if mode == "text":
+        status = await run_simulation(config, registry, out=out, text=lines)
+    else:
+        status = await run_simulation(config, registry, out=out, say=lines)
+    return Simulated(out.getvalue(), status, tmp_path)
 
-    status = await run_simulation(without_greeting(shipped), registry, out=out, **{mode: lines})
 
-    assert conversation(out.getvalue()) == [
+@pytest.mark.parametrize("mode", ["text", "say"])
+async def test_first_line_is_heard_without_a_greeting(simulations: Simulations, mode: str) -> None:
+    simulated = await simulations[f"first_line_{mode}"]
+    assert conversation(simulated.printed) == [
         ("user", "hi"),
         ("assistant", "Hello! How can I help you today?"),
         ("user", "bye"),
         ("assistant", "Thanks for calling Acme. Goodbye!"),
-    ], out.getvalue()
-    assert status == 0
+    ], simulated.printed
+    assert simulated.status == 0
 
 
-async def test_a_ulaw_phone_recording_is_played_to_the_agent(tmp_path: Path) -> None:
+async def ulaw_recording(tmp_path: Path) -> Simulated:
     """The format phone recordings come in: 8 kHz μ-law WAV (here espeak-ng speech converted by sox)."""
     if shutil.which("sox") is None:
         pytest.skip("needs the sox program")
@@ -104,10 +131,46 @@ async def test_a_ulaw_phone_recording_is_played_to_the_agent(tmp_path: Path) -> 
         load_config(ROOT / "config" / "patter.yaml", registry, environ={"PATTER_LOG_DIR": str(tmp_path)})
     )
     out = io.StringIO()
+    status = await run_simulation(without_greeting(shipped), registry, wav=recording, out=out)
+    return Simulated(out.getvalue(), status, tmp_path)
 
-    await run_simulation(without_greeting(shipped), registry, wav=recording, out=out)
 
-    assert conversation(out.getvalue())[:2] == [
+async def test_a_ulaw_phone_recording_is_played_to_the_agent(simulations: Simulations) -> None:
+    simulated = await simulations["ulaw_recording"]
+    assert conversation(simulated.printed)[:2] == [
         ("user", "what time do you open"),
         ("assistant", "We are open Monday to Friday, 9 am to 5 pm, and Saturday 10 am to 2 pm."),
-    ], out.getvalue()
+    ], simulated.printed
+
+
+# Each test's simulated call, by the test it belongs to (name, or name[param]).
+SCENARIOS: dict[str, tuple[str, Callable[[Path], Coroutine[object, object, Simulated]]]] = {
+    "test_front_desk_greets_answers_hours_and_ends_the_call": ("front_desk", front_desk),
+    "test_first_line_is_heard_without_a_greeting[text]": ("first_line_text", lambda t: first_line(t, "text")),
+    "test_first_line_is_heard_without_a_greeting[say]": ("first_line_say", lambda t: first_line(t, "say")),
+    "test_a_ulaw_phone_recording_is_played_to_the_agent": ("ulaw_recording", ulaw_recording),
+}
+Simulations = dict[str, asyncio.Task[Simulated]]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def simulations(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Simulations]:
+    """The selected tests' simulated calls, all at once (each its own config, graph and record dir).
+
+    A simulation plays its lines and the agent's answers in real time, so in turn they waited as long as
+    all of them together; each test still checks only its own call.
+    """
+    names = [item.name for item in request.session.items if item.path == request.path]
+    tasks: Simulations = {
+        key: asyncio.create_task(run(tmp_path_factory.mktemp(key)))
+        for name, (key, run) in SCENARIOS.items()
+        if name in names
+    }
+    try:
+        yield tasks
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
