@@ -9,7 +9,7 @@ import pytest
 
 from patterd.errors import ProviderError
 from patterd.providers.kinds import Transcript
-from patterd.providers.offline_worker import Flush, WorkerStream
+from patterd.providers.offline_worker import BATCH_BYTES, Flush, WorkerStream
 
 SLOW = 10.0  # bound on waits for something that should happen at once
 
@@ -84,3 +84,33 @@ async def test_closing_busy_streams_leaves_the_loops_executor_free() -> None:
         gate.set()
     await asyncio.wait_for(asyncio.gather(*flushes, *closes), SLOW)
     assert all(stream._worker_done for stream in streams)  # close() returned once the worker had ended
+
+
+class RecordingWorker(WorkerStream):
+    """Records what reaches the worker thread: audio sizes and flushes, in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop, "test-offline-worker")
+        self.seen: list[int | str] = []
+
+    def _work(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            if isinstance(item, Flush):
+                self.seen.append("flush")
+                item.done.set()
+            else:
+                self.seen.append(len(item))
+        self.seen.append("closed")
+
+
+async def test_audio_reaches_the_worker_in_batches_and_a_flush_takes_what_is_held() -> None:
+    # One wake-up of the worker per 60 ms, not per 20 ms frame: each wake-up contends for the GIL.
+    stream = RecordingWorker(asyncio.get_running_loop())
+    stream.start()
+    frame = b"\xff" * 160
+    for _ in range(7):
+        stream.push_audio(frame)
+    await asyncio.wait_for(stream.flush(), SLOW)  # the 7th frame is not left behind the flush
+    stream.push_audio(frame)
+    await stream.close()
+    assert stream.seen == [BATCH_BYTES, BATCH_BYTES, 160, "flush", 160, "closed"]
