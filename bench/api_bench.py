@@ -30,13 +30,9 @@ first, as on the first start after a reboot.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import http.client
 import json
 import multiprocessing as mp
 import os
-import random
 import re
 import shutil
 import statistics
@@ -44,43 +40,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.api_queries import Client, hammer, percentile  # noqa: E402
 from bench.procstat import cpu_secs  # noqa: E402
-from bench.store_bench import AGENTS, generate  # noqa: E402
-from patterd.clock import iso_ms  # noqa: E402
-from patterd.protocols.audio import FRAME_BYTES, silence_ulaw  # noqa: E402
-from patterd.store.index import INDEX_NAME, encode_cursor  # noqa: E402
+from bench.softphone_callers import run_callers  # noqa: E402
+from bench.store_bench import generate  # noqa: E402
+from patterd.store.index import INDEX_NAME  # noqa: E402
 from tests.daemon_process import DaemonProcess, run_daemon  # noqa: E402
 from tests.fakes.twilio import spoken_ulaw  # noqa: E402
 
 TARGET_HYDRATE_SECS = 5.0
 TARGET_LIST_P99_MS = 50.0
-PER_DAY = 1000  # generate()'s default: record n starts on day n // 1000 at (n % 1000) * 80 s
-GENERATE_START = datetime(2026, 1, 1, tzinfo=UTC)
-FRAME_SECS = 0.02
 # What the callers say, in turn (the front desk's grammar knows these); never "bye": calls stay up.
 PHRASES = ("hello", "what are your opening hours", "where are you located", "what time do you close today")
-PAUSE_SECS = 3.5  # silence after each phrase: the agent's reply plays meanwhile
 
 
 # ---------------------------------------------------------------- records and config
-
-
-def started_at(n: int) -> datetime:
-    """The start time generate() gives record n."""
-    return GENERATE_START + timedelta(days=n // PER_DAY, seconds=(n % PER_DAY) * 80)
 
 
 def write_config(directory: Path, persist: Path, stt_engine: str | None = None) -> Path:
@@ -186,242 +169,6 @@ def list_while_loading(base_url: str) -> list[float]:
         samples.append(ms)
 
 
-# ---------------------------------------------------------------- softphone callers (own process)
-
-
-@dataclass
-class CallerStats:
-    """What the callers saw, so the report can show the calls were real."""
-
-    calls_started: int = 0
-    frames_sent: int = 0
-    agent_audio_secs: float = 0.0
-    transcript_lines: int = 0
-    marks_echoed: int = 0
-    late_frames: int = 0  # frames sent > 20 ms behind schedule
-    errors: list[str] = field(default_factory=list)
-
-
-async def one_caller(
-    index: int,
-    base_url: str,
-    session: aiohttp.ClientSession,
-    speech: Sequence[bytes],
-    stats: CallerStats,
-    connected: Callable[[], None],
-    stop: asyncio.Event,
-) -> None:
-    """One softphone: a call that talks until `stop`; a call the agent ends is replaced by a new one."""
-    first = True
-    while not stop.is_set():
-        async with session.post(base_url + "/webhooks/local/voice", json={}) as resp:
-            body = await resp.json()
-            if resp.status != 201:
-                stats.errors.append(f"caller {index}: webhook answered {resp.status}: {body}")
-                return
-        stats.calls_started += 1
-        ws = await session.ws_connect(base_url.replace("http", "ws", 1) + body["media_path"])
-        await ws.send_str(json.dumps({"event": "start", "start": {"format": "mulaw/8000"}}))
-        if first:
-            connected()
-            first = False
-        try:
-            await talk(ws, index, speech, stats, stop)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            stats.errors.append(f"caller {index}: {exc!r}")
-        finally:
-            await ws.close()
-
-
-async def talk(
-    ws: aiohttp.ClientWebSocketResponse,
-    index: int,
-    speech: Sequence[bytes],
-    stats: CallerStats,
-    stop: asyncio.Event,
-) -> None:
-    """Send 20 ms frames in real time (phrases, then silence) until `stop` or the daemon ends the call."""
-    playout_end = time.monotonic()  # when the agent audio received so far has finished playing
-    pending_marks: list[tuple[float, str]] = []
-
-    async def receive() -> None:
-        nonlocal playout_end
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            event = data.get("event")
-            if event == "media":
-                secs = len(base64.b64decode(data["media"]["payload"])) / 8000
-                stats.agent_audio_secs += secs
-                playout_end = max(playout_end, time.monotonic()) + secs
-            elif event == "mark":
-                pending_marks.append((playout_end, data["mark"]["name"]))
-            elif event == "clear":
-                playout_end = time.monotonic()
-                pending_marks.clear()
-            elif event == "transcript":
-                stats.transcript_lines += 1
-
-    receiver = asyncio.create_task(receive())
-    silence = silence_ulaw(20)
-    # Callers start staggered so their frames do not all land on the same millisecond.
-    script = [silence] * (50 + 7 * index)
-    turn = index
-    next_at = time.monotonic()
-    try:
-        while not stop.is_set() and not receiver.done():
-            if not script:
-                audio = speech[turn % len(speech)]
-                turn += 1
-                script = [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
-                script[-1] = script[-1].ljust(FRAME_BYTES, b"\xff")
-                script += [silence] * int(PAUSE_SECS / FRAME_SECS)
-            payload = base64.b64encode(script.pop(0)).decode()
-            await ws.send_str(json.dumps({"event": "media", "media": {"payload": payload}}))
-            stats.frames_sent += 1
-            now = time.monotonic()
-            while pending_marks and pending_marks[0][0] <= now:
-                name = pending_marks.pop(0)[1]
-                await ws.send_str(json.dumps({"event": "mark", "mark": {"name": name}}))
-                stats.marks_echoed += 1
-            next_at += FRAME_SECS
-            if now - next_at > FRAME_SECS:
-                stats.late_frames += 1
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        if not ws.closed:
-            await ws.send_str(json.dumps({"event": "stop"}))
-    finally:
-        receiver.cancel()
-
-
-def run_callers(base_url: str, calls: int, speech: Sequence[bytes], ready: Any, stop: Any, out: Any) -> None:
-    """Process body: `calls` softphone callers until `stop` (a multiprocessing Event) is set."""
-
-    async def main() -> None:
-        stats = CallerStats()
-        up = 0
-        stopping = asyncio.Event()
-
-        def connected() -> None:
-            nonlocal up
-            up += 1
-            if up == calls:
-                ready.set()
-
-        async def watch_stop() -> None:
-            await asyncio.to_thread(stop.wait)
-            stopping.set()
-
-        async with aiohttp.ClientSession() as session:
-            watcher = asyncio.create_task(watch_stop())
-            results = await asyncio.gather(
-                *(one_caller(i, base_url, session, speech, stats, connected, stopping) for i in range(calls)),
-                return_exceptions=True,
-            )
-            watcher.cancel()
-        stats.errors += [repr(r) for r in results if isinstance(r, BaseException)]
-        out.put(stats.__dict__)
-
-    asyncio.run(main())
-
-
-# ---------------------------------------------------------------- the measuring client
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    """The q-quantile (0..1) of sorted samples, nearest rank."""
-    return sorted_ms[min(len(sorted_ms) - 1, max(0, round(q * len(sorted_ms)) - 1))]
-
-
-class Client:
-    """Sequential GETs over one keep-alive HTTP/1.1 connection; the latency includes reading the body."""
-
-    def __init__(self, base_url: str) -> None:
-        parts = urlsplit(base_url)
-        # 60 s: a stall of seconds (an executor starved by STT flushes) is measured, not a crash
-        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
-
-    def get(self, path: str) -> tuple[float, int, Any]:
-        began = time.perf_counter()
-        self.conn.request("GET", path)
-        resp = self.conn.getresponse()
-        raw = resp.read()
-        ms = (time.perf_counter() - began) * 1000
-        return ms, resp.status, json.loads(raw) if raw else None
-
-
-def query_kinds(records: int) -> dict[str, Callable[[dict[str, Any]], str]]:
-    """Query kind → fn(state) giving the next path; `state` carries the cursors between calls."""
-    rng = random.Random(6)
-
-    def calls(**params: Any) -> str:
-        return "/api/v1/calls?" + urlencode({"limit": 50, **params})
-
-    def walk(key: str, **params: Any) -> Callable[[dict[str, Any]], str]:
-        def path(state: dict[str, Any]) -> str:
-            cursor = state.get(key)
-            return calls(**params, cursor=cursor) if cursor else calls(**params)
-
-        path.cursor_key = key  # type: ignore[attr-defined]
-        return path
-
-    def deep(state: dict[str, Any]) -> str:
-        n = rng.randrange(min(50, records - 1), records)  # record 0 has nothing older
-        return calls(cursor=encode_cursor(iso_ms(started_at(n)), f"call-{n:07d}"))
-
-    def fortnight(state: dict[str, Any]) -> str:
-        day = rng.randrange(max(1, records // PER_DAY))
-        since = GENERATE_START + timedelta(days=day)
-        return calls(since=iso_ms(since), until=iso_ms(since + timedelta(days=14)))
-
-    def detail(state: dict[str, Any]) -> str:
-        return f"/api/v1/calls/call-{rng.randrange(records):07d}"
-
-    return {
-        "first page": lambda state: calls(),
-        "status=failed": lambda state: calls(status="failed"),
-        "agent=support": lambda state: calls(agent="support"),
-        "status=in_progress": lambda state: calls(status="in_progress"),
-        "cursor walk": walk("all"),
-        "status=failed, cursor walk": walk("failed", status="failed"),
-        "agent=sales, cursor walk": walk("sales", agent=AGENTS[2]),
-        "random deep cursor": deep,
-        "since+until (14 days)": fortnight,
-        "GET /calls/{id} (old)": detail,
-    }
-
-
-def hammer(base_url: str, records: int, secs: float) -> tuple[dict[str, list[float]], list[str], int]:
-    """Round-robin over the query kinds for `secs`; latency samples per kind, errors, live calls seen."""
-    client = Client(base_url)
-    kinds = query_kinds(records)
-    samples: dict[str, list[float]] = {k: [] for k in kinds}
-    errors: list[str] = []
-    state: dict[str, Any] = {}
-    live_seen = 0
-    deadline = time.monotonic() + secs
-    while time.monotonic() < deadline:
-        for kind, make in kinds.items():
-            path = make(state)
-            ms, status, body = client.get(path)
-            samples[kind].append(ms)
-            if status != 200:
-                errors.append(f"{kind}: {path} answered {status}: {body}")
-                continue
-            key = getattr(make, "cursor_key", None)
-            if key is not None:
-                state[key] = body["next_cursor"]  # None at the end: the walk starts over
-            if kind == "status=in_progress":
-                live_seen = max(live_seen, len(body["calls"]))
-            elif kind != "GET /calls/{id} (old)" and not body["calls"]:
-                errors.append(f"{kind}: {path} returned no calls")
-    return samples, errors, live_seen
-
-
-# ---------------------------------------------------------------- main
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -503,6 +250,9 @@ def main() -> int:
                         "raw",
                         "-r",
                         "200",
+                        "--threads",  # the event loop's own thread apart from the STT/TTS workers
+                        "--nonblocking",  # pausing the daemon 200 times a second would be the stall measured
+                        "--gil",  # only the thread holding the GIL: whose Python work the event loop waits for
                         "-o",
                         str(args.pyspy),
                         "-p",
