@@ -27,6 +27,20 @@ class Stdout(io.StringIO):
         return super().write(text)
 
 
+async def serving(stdout: Stdout, task: asyncio.Task[int], timeout: float = 30.0) -> None:
+    """Return once the daemon serves; a daemon that ended first raises what ended it, not a bare timeout."""
+    waiting = asyncio.ensure_future(stdout.serving.wait())
+    try:
+        await asyncio.wait({waiting, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if stdout.serving.is_set():
+        return
+    if task.done():
+        raise AssertionError(f"the daemon ended before serving: {task.exception() or task.result()!r}")
+    raise TimeoutError(f"the daemon did not serve within {timeout} s")
+
+
 @contextlib.asynccontextmanager
 async def running_daemon(
     path: Path, *, stop_timeout: float = 20.0
@@ -46,7 +60,7 @@ async def running_daemon(
     )
     task = asyncio.create_task(daemon.run())
     try:
-        await asyncio.wait_for(stdout.serving.wait(), 15)
+        await serving(stdout, task)
         yield daemon, f"http://127.0.0.1:{port}", task
     finally:
         if not task.done():

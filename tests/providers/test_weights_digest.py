@@ -15,7 +15,10 @@ from patterd.errors import ProviderError
 from patterd.providers import offline_whisper, weights_digest
 from patterd.providers.weights_digest import CACHE_NAME, SETTLED_NS, cache_dir, cached_sha256, identity
 
-LATER = time.time_ns() + 10 * SETTLED_NS  # "now" for files written by the test: long settled
+
+def later() -> int:
+    """A "now" long after the test's files were written (read at each call: the suite runs for minutes)."""
+    return time.time_ns() + 10 * SETTLED_NS
 
 
 def sha(data: bytes) -> str:
@@ -39,19 +42,19 @@ def cache_entry(cache: Path, path: Path) -> dict[str, object]:
 def test_a_digest_is_reused_while_the_file_is_untouched(tmp_path: Path) -> None:
     weights, cache = tmp_path / "model.bin", tmp_path / "cache" / CACHE_NAME
     weights.write_bytes(b"weights v1" * 1000)
-    assert cached_sha256(weights, cache, now_ns=LATER) == sha(b"weights v1" * 1000)
+    assert cached_sha256(weights, cache, now_ns=later()) == sha(b"weights v1" * 1000)
     assert cache_entry(cache, weights)["identity"] == identity(weights.stat())
     # The next start takes the remembered digest without reading the file: a planted one shows it.
     data = json.loads(cache.read_text())
     data["files"][str(weights.resolve())]["sha256"] = "f" * 64
     cache.write_text(json.dumps(data))
-    assert cached_sha256(weights, cache, now_ns=LATER) == "f" * 64
+    assert cached_sha256(weights, cache, now_ns=later()) == "f" * 64
 
 
 def test_new_bytes_of_the_same_size_with_the_old_mtime_restored_are_hashed_again(tmp_path: Path) -> None:
     weights, cache = tmp_path / "model.bin", tmp_path / CACHE_NAME
     weights.write_bytes(b"A" * 4096)
-    assert cached_sha256(weights, cache, now_ns=LATER) == sha(b"A" * 4096)
+    assert cached_sha256(weights, cache, now_ns=later()) == sha(b"A" * 4096)
     old = weights.stat()
     next_file_tick(tmp_path, old.st_ctime_ns)
     with weights.open("r+b") as f:  # in place: same inode, same size
@@ -59,17 +62,17 @@ def test_new_bytes_of_the_same_size_with_the_old_mtime_restored_are_hashed_again
     os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))  # mtime put back, as a careful tamperer would
     new = weights.stat()
     assert (new.st_ino, new.st_size, new.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
-    assert cached_sha256(weights, cache, now_ns=LATER) == sha(b"B" + b"A" * 4095)  # ctime moved: re-hashed
+    assert cached_sha256(weights, cache, now_ns=later()) == sha(b"B" + b"A" * 4095)  # ctime moved: re-hashed
 
 
 def test_a_file_replaced_by_another_is_hashed_again(tmp_path: Path) -> None:
     weights, cache = tmp_path / "model.bin", tmp_path / CACHE_NAME
     weights.write_bytes(b"A" * 4096)
-    assert cached_sha256(weights, cache, now_ns=LATER) == sha(b"A" * 4096)
+    assert cached_sha256(weights, cache, now_ns=later()) == sha(b"A" * 4096)
     other = tmp_path / "other.bin"
     other.write_bytes(b"C" * 4096)
     os.replace(other, weights)  # a new inode at the same path
-    assert cached_sha256(weights, cache, now_ns=LATER) == sha(b"C" * 4096)
+    assert cached_sha256(weights, cache, now_ns=later()) == sha(b"C" * 4096)
 
 
 def test_a_file_changed_just_before_hashing_is_not_remembered(tmp_path: Path) -> None:
@@ -78,7 +81,7 @@ def test_a_file_changed_just_before_hashing_is_not_remembered(tmp_path: Path) ->
     # Hashed within SETTLED_NS of its last change: it could change again within the same timestamp tick.
     assert cached_sha256(weights, cache, now_ns=weights.stat().st_ctime_ns + SETTLED_NS // 2) == sha(b"fresh")
     assert not cache.exists()
-    assert cached_sha256(weights, cache, now_ns=LATER) == sha(b"fresh")
+    assert cached_sha256(weights, cache, now_ns=later()) == sha(b"fresh")
     assert cache.exists()
 
 
@@ -87,7 +90,7 @@ def test_an_unusable_cache_only_costs_the_hash(tmp_path: Path, content: bytes) -
     weights, cache = tmp_path / "model.bin", tmp_path / CACHE_NAME
     weights.write_bytes(b"weights")
     cache.write_bytes(content)
-    assert cached_sha256(weights, cache, now_ns=LATER) == sha(b"weights")
+    assert cached_sha256(weights, cache, now_ns=later()) == sha(b"weights")
     assert cache_entry(cache, weights)["sha256"] == sha(b"weights")  # rewritten whole
 
 
@@ -96,7 +99,7 @@ def test_an_unwritable_cache_directory_only_costs_the_hash(tmp_path: Path) -> No
     weights.write_bytes(b"weights")
     blocked = tmp_path / "a-file"
     blocked.write_text("")  # a cache "directory" that is a file: mkdir fails
-    assert cached_sha256(weights, blocked / "sub" / CACHE_NAME, now_ns=LATER) == sha(b"weights")
+    assert cached_sha256(weights, blocked / "sub" / CACHE_NAME, now_ns=later()) == sha(b"weights")
 
 
 def test_the_cache_directory_follows_systemd_then_xdg_then_home() -> None:
