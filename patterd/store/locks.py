@@ -73,11 +73,14 @@ def hydrate_turn(root: Path, stop: threading.Event | None = None) -> Iterator[bo
 
 
 @contextlib.contextmanager
-def turn_if_free(root: Path) -> Iterator[bool]:
-    """The hydrate turn if no other process holds it (a retention sweep: skipped, the next one runs)."""
+def _exclusive_if_free(path: Path, flags: int) -> Iterator[bool]:
+    """An exclusive flock on `path` unless another holder has one; yields whether it was taken (held inside).
+
+    A path that cannot be opened yields True: there is nothing to share (no usable root, a gone directory).
+    """
     try:
-        fd = os.open(root / HYDRATE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError:  # no usable root: nothing to share
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+    except OSError:
         yield True
         return
     try:
@@ -89,6 +92,11 @@ def turn_if_free(root: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+def turn_if_free(root: Path) -> contextlib.AbstractContextManager[bool]:
+    """The hydrate turn if no other process holds it (a retention sweep: skipped, the next one runs)."""
+    return _exclusive_if_free(root / HYDRATE_LOCK, os.O_RDWR | os.O_CREAT)
 
 
 def hold_live(directory: Path) -> int | None:
@@ -105,20 +113,6 @@ def hold_live(directory: Path) -> int | None:
     return fd
 
 
-@contextlib.contextmanager
-def claim_idle(directory: Path) -> Iterator[bool]:
+def claim_idle(directory: Path) -> contextlib.AbstractContextManager[bool]:
     """Lock a call's directory exclusively if no process holds it live; yields whether it did (held inside)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        yield True  # gone: nobody writes it
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    return _exclusive_if_free(directory, os.O_RDONLY | os.O_DIRECTORY)
