@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 
-from bench.load_common import NUMBER, PUBLIC_HOST, SILENCE_MS
+from bench.load_common import PUBLIC_HOST, SILENCE_MS
+from bench.load_window import write_config
 from tests.daemon_process import run_daemon
 from tests.fakes.twilio import FakeTwilioRest
 
@@ -201,20 +202,7 @@ def target(kind: str, engine_url: str, rest: FakeTwilioRest, tmp: Path) -> Itera
             proc.terminate()
             proc.join(10)
         return
-    config = tmp / "patter.yaml"
-    config.write_text(
-        f"""carrier: {{type: twilio, account_sid: {rest.account_sid}, auth_token: {rest.auth_token}, base_url: '{rest.base_url}'}}
-phone_number: "{NUMBER}"
-webhook_url: {PUBLIC_HOST}
-persist: {tmp / "records"}
-logging: {{level: warning}}
-agents:
-  - name: bench
-    engine: {{type: openai_realtime, base_url: '{engine_url}', api_key: sk-bench, audio_format: {kind.split("-")[0]}}}
-    system_prompt: You are a load test.
-    first_message: Hello, how can I help?
-"""
-    )
+    config = write_config(tmp, rest, engine_url, kind.split("-")[0], server_workers=1)
     env = None
     if kind == "pcm-soxr":
         # The same tree with the resampler patterd used before (soxr LQ streams) put back in
