@@ -18,6 +18,7 @@ import pytest_asyncio
 from patterd.config import Config, load_config
 from patterd.plugins import load_registry
 from patterd.simulate import run_simulation
+from tests.concurrent import cancelled_at_exit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,9 +169,5 @@ async def simulations(
         for name, (key, run) in SCENARIOS.items()
         if name in names
     }
-    try:
+    async with cancelled_at_exit(tasks):
         yield tasks
-    finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)

@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from patterd.testing.carrier_suite import wait_quiet
 from tests.carriers.world import DRIVERS, World, named_world
+from tests.concurrent import cancelled_at_exit, selected
 from tests.e2e.scenarios import read_jsonl, wait_record
 from tests.fakes.openai_realtime import CallTool, Say, speak_pcm24
 from tests.fakes.twilio import spoken_ulaw
@@ -75,25 +76,15 @@ async def scripts(
     The script spends its time in real-time audio (greeting, turns, the reply, goodbye), so seven in turn
     waited seven times as long; each test still reports its own carrier's result.
     """
-    names = [  # the carriers this session runs (all seven, or those -k kept)
-        str(item.callspec.params["carrier"])
-        for item in request.session.items
-        if isinstance(item, pytest.Function)
-        and item.originalname == "test_call_script"
-        and item.path == request.path
-    ]
+    names = selected(request, "test_call_script", "carrier")
     await asyncio.to_thread(_render_speech)
     gate = _Gate(len(names))
     tasks = {
         name: asyncio.create_task(_world_and_script(name, tmp_path_factory.mktemp(name), gate))
         for name in names
     }
-    try:
+    async with cancelled_at_exit(tasks):
         yield tasks
-    finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
 @pytest.mark.parametrize("carrier", list(DRIVERS))

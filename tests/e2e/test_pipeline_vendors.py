@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.concurrent import cancelled_at_exit, selected
 from tests.daemon_process import run_daemon
 from tests.e2e.scenarios import (
     PUBLIC_HOST,
@@ -254,20 +255,10 @@ async def calls(
 ) -> AsyncIterator[dict[str, asyncio.Task[None]]]:
     """Each selected variant's call, both at once: a call is mostly real-time speech, so in turn they
     waited twice as long. Nothing is shared between them; each test reports its own variant's outcome."""
-    variants = [  # the variants this session runs (both, or those -k kept)
-        str(item.callspec.params["variant"])
-        for item in request.session.items
-        if isinstance(item, pytest.Function)
-        and item.originalname == "test_seed_pipeline_call"
-        and item.path == request.path
-    ]
+    variants = selected(request, "test_seed_pipeline_call", "variant")
     tasks = {v: asyncio.create_task(variant_call(v, tmp_path_factory.mktemp(v))) for v in variants}
-    try:
+    async with cancelled_at_exit(tasks):
         yield tasks
-    finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
 @pytest.mark.asyncio(loop_scope="module")
