@@ -24,9 +24,18 @@ TURN_POLL_SECS = 0.05  # how often a waiting hydrate looks for its turn (and for
 
 
 @contextlib.contextmanager
-def _locked(path: Path, operation: int) -> Iterator[bool]:
-    """flock `path` (created if missing); yields whether it was taken (False only with LOCK_NB)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _locked(
+    path: Path, operation: int, flags: int = os.O_RDWR | os.O_CREAT, *, unopenable: bool | None = None
+) -> Iterator[bool]:
+    """flock `path` (opened with `flags`: a file created if missing); yields whether it was taken (False
+    only with LOCK_NB). A path that cannot be opened raises, or yields `unopenable` when one is given."""
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+    except OSError:
+        if unopenable is None:
+            raise
+        yield unopenable
+        return
     try:
         try:
             fcntl.flock(fd, operation)
@@ -72,31 +81,10 @@ def hydrate_turn(root: Path, stop: threading.Event | None = None) -> Iterator[bo
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _exclusive_if_free(path: Path, flags: int) -> Iterator[bool]:
-    """An exclusive flock on `path` unless another holder has one; yields whether it was taken (held inside).
-
-    A path that cannot be opened yields True: there is nothing to share (no usable root, a gone directory).
-    """
-    try:
-        fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
-    except OSError:
-        yield True
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
 def turn_if_free(root: Path) -> contextlib.AbstractContextManager[bool]:
     """The hydrate turn if no other process holds it (a retention sweep: skipped, the next one runs)."""
-    return _exclusive_if_free(root / HYDRATE_LOCK, os.O_RDWR | os.O_CREAT)
+    # An unusable root: no other process can hydrate it either.
+    return _locked(root / HYDRATE_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB, unopenable=True)
 
 
 def hold_live(directory: Path) -> int | None:
@@ -115,4 +103,5 @@ def hold_live(directory: Path) -> int | None:
 
 def claim_idle(directory: Path) -> contextlib.AbstractContextManager[bool]:
     """Lock a call's directory exclusively if no process holds it live; yields whether it did (held inside)."""
-    return _exclusive_if_free(directory, os.O_RDONLY | os.O_DIRECTORY)
+    # A directory gone: nobody writes it.
+    return _locked(directory, fcntl.LOCK_EX | fcntl.LOCK_NB, os.O_RDONLY | os.O_DIRECTORY, unopenable=True)
