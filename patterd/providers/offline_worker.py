@@ -64,8 +64,8 @@ class WorkerStream:
         self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._flushes: set[asyncio.Future[None]] = set()  # flush() calls waiting for the worker
-        self._worker_done = False  # set on the loop once the worker thread has emitted its last item
-        self._ended: asyncio.Future[None] = loop.create_future()  # resolved as `_worker_done` is set
+        # Resolved on the loop once the worker thread has emitted its last item (its error, then None).
+        self._ended: asyncio.Future[None] = loop.create_future()
         self._held = bytearray()  # caller audio not yet handed to the worker (< BATCH_BYTES)
 
     # -------- event-loop side
@@ -93,9 +93,8 @@ class WorkerStream:
 
     async def flush(self) -> None:
         """Finalize the open utterance (if any); when this returns its final transcript is queued."""
-        if (
-            self._worker_done or self._thread.ident is None
-        ):  # the worker died (its error is queued) or never ran
+        # The worker died (its error is queued) or never ran: nothing would answer.
+        if self._ended.done() or self._thread.ident is None:
             return
         done = FlushDone(self._loop)
         self._flushes.add(done.future)
@@ -108,7 +107,6 @@ class WorkerStream:
 
     def _release_flushes(self) -> None:
         """Loop: the worker is gone, after its error and end were queued; nothing will answer a flush now."""
-        self._worker_done = True
         for future in self._flushes:
             _resolve(future)
         _resolve(self._ended)

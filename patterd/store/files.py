@@ -139,9 +139,8 @@ class CallStore(MemoryStore):
         the rows go to the flusher thread, which writes them as soon as the index is free. Rows are
         never left waiting for a later write: the other workers list them from the index only.
         Order does not matter: the row of the newest metadata.json wins (CallIndex.upsert)."""
-        if (
-            not wait and self._child is not None
-        ):  # a hydrate process writes the index: SQLite would make us wait
+        # A hydrate process writes the index: SQLite would make the writer thread wait.
+        if not wait and self._child is not None:
             self._kick_flusher()
             return
         index = self._index(write=True)

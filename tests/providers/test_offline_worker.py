@@ -83,7 +83,7 @@ async def test_closing_busy_streams_leaves_the_loops_executor_free() -> None:
     finally:
         gate.set()
     await asyncio.wait_for(asyncio.gather(*flushes, *closes), SLOW)
-    assert all(stream._worker_done for stream in streams)  # close() returned once the worker had ended
+    assert all(stream._ended.done() for stream in streams)  # close() returned once the worker had ended
 
 
 class RecordingWorker(WorkerStream):
