@@ -66,6 +66,7 @@ from bench.load_common import NUMBER as NUMBER
 from bench.load_common import PUBLIC_HOST as PUBLIC_HOST
 from bench.load_common import REPLY_TEXT as REPLY_TEXT
 from bench.load_common import SATURATED_PCT as SATURATED_PCT
+from bench.load_common import SETTLE_SECS
 from bench.load_common import SILENCE_MS as SILENCE_MS
 from bench.load_common import TICK_GROUPS as TICK_GROUPS
 from bench.load_common import VAD_RMS as VAD_RMS
@@ -188,7 +189,7 @@ async def run_level(
             rss_idle = sum(rss_kb(p) for p in daemon_pids)
             loop = asyncio.get_running_loop()
             start = loop.time() + 1.5  # the workers' interpreters start meanwhile
-            measure_from = start + ramp_secs + 6.0
+            measure_from = start + ramp_secs + SETTLE_SECS
             until = measure_from + secs
             ctx = mp.get_context("spawn")
             for w in range(workers):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from bench.load_common import FRAME_SECS, NUMBER, PUBLIC_HOST, TICK_GROUPS
+from bench.load_common import FRAME_SECS, GREETING_SECS, NUMBER, PUBLIC_HOST, TICK_GROUPS
 from patterd.protocols.audio import FRAME_BYTES
 from tests.fakes.twilio import FakeTwilio, new_sid
 
@@ -180,6 +180,27 @@ async def open_media_stream(
     return stream
 
 
+async def past_greeting(
+    net: FakeTwilio,
+    session: aiohttp.ClientSession,
+    index: int,
+    make: Callable[[aiohttp.ClientWebSocketResponse, str], S],
+    ticker: Ticker,
+    errors: list[str],
+) -> tuple[S, asyncio.Future[None]] | None:
+    """Caller `index`'s stream (open_media_stream) read and ticking, once the greeting has played:
+    (stream, its reader task); None when it did not connect."""
+    stream = await open_media_stream(net, session, index, make, errors)
+    if stream is None:
+        return None
+    reader = asyncio.ensure_future(stream.read())
+    ticker.add(stream)
+    await asyncio.sleep(GREETING_SECS)
+    if not stream.media_times:
+        errors.append(f"caller {index}: no greeting")
+    return stream, reader
+
+
 async def caller(
     net: FakeTwilio,
     ws_session: aiohttp.ClientSession,
@@ -192,14 +213,10 @@ async def caller(
 ) -> None:
     loop = asyncio.get_running_loop()
     try:
-        stream = await open_media_stream(net, ws_session, index, LeanStream, stats.errors)
-        if stream is None:
+        opened = await past_greeting(net, ws_session, index, LeanStream, ticker, stats.errors)
+        if opened is None:
             return
-        reader = asyncio.ensure_future(stream.read())
-        ticker.add(stream)
-        await asyncio.sleep(4.0)  # the greeting plays
-        if not stream.media_times:
-            stats.errors.append(f"caller {index}: no greeting")
+        stream, reader = opened
         while loop.time() < until and not stream.closed:
             await stream.say(speech)
             spoke_end = loop.time()

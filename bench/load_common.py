@@ -13,6 +13,8 @@ SILENCE_MS = 500  # the engine's end-of-turn silence (DEFAULT_TURN_DETECTION)
 VAD_RMS = 300
 CALLER_TEXT = "Hello, I would like to know my account balance please."
 REPLY_TEXT = "Sure, your balance is twelve dollars."
+GREETING_SECS = 4.0  # a caller lets the greeting play this long before it speaks
+SETTLE_SECS = 6.0  # from the last caller's dial to the measured window
 # Read once, before the first level narrows this process to the fake cores: read again at the
 # second level, it would put the daemon on the fakes' core (which made every level after the
 # first look throttled in earlier runs).

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import tests.fakes.openai_realtime as fake_rt
-from bench.load_common import CALLER_TEXT, NUMBER, PUBLIC_HOST, REPLY_TEXT
+from bench.load_common import CALLER_TEXT, GREETING_SECS, NUMBER, PUBLIC_HOST, REPLY_TEXT, SETTLE_SECS
 from bench.load_window import make_row, measure, own_port_args, pin, write_config
 from bench.procstat import rss_kb
 from tests.daemon_process import DaemonProcess, run_daemon
@@ -33,8 +33,6 @@ from tests.fakes.twilio import FakeTwilio, FakeTwilioRest, new_sid
 SOURCE = Path(__file__).resolve().parent / "loadgen" / "loadgen.c"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "patterd-bench"
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra"]
-GREETING_SECS = 4.0  # a caller lets the greeting play this long before it speaks (load.py's caller)
-SETTLE_SECS = 6.0  # from the last caller's dial to the measured window (load.py's run_level)
 WEBHOOK_CONCURRENCY = 16  # webhooks in flight at once (before the measured window)
 
 

@@ -16,14 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
-from bench.load_common import CALLER_TEXT, CORES, NUMBER, PUBLIC_HOST, REPLY_TEXT
+from bench.load_common import (
+    CALLER_TEXT,
+    CORES,
+    GREETING_SECS,
+    NUMBER,
+    PUBLIC_HOST,
+    REPLY_TEXT,
+    SETTLE_SECS,
+)
 from bench.load_window import _fakes_cpu
 from bench.turn_report import LATE_MS, LISTEN_SECS, RULE_FRAMES, make_row
 from bench.turn_targets import target
 from tests.fakes.twilio import FakeTwilioRest
-
-SETTLE_SECS = 6.0  # from the last caller's dial to the measured window (as the Python harness)
-GREETING_SECS = 4.0  # a caller lets the greeting play this long before it speaks
 
 
 async def run_level(

@@ -24,7 +24,8 @@ import aiohttp
 
 import bench.load as load  # its import patches the fake for speed (no per-append jsonschema)
 import tests.fakes.openai_realtime as fake_rt
-from bench.load_callers import open_media_stream
+from bench.load_callers import past_greeting
+from bench.load_common import SETTLE_SECS
 from bench.procstat import cpu_times
 from bench.turn_report import FRAME_SECS, LATE_MS, LISTEN_SECS, RULE_FRAMES, make_row
 from bench.turn_targets import target
@@ -148,23 +149,18 @@ async def caller(
 ) -> None:
     loop = asyncio.get_running_loop()
     try:
-        stream = await open_media_stream(net, session, index, TurnStream, stats.errors)
-        if stream is None:
+        opened = await past_greeting(net, session, index, TurnStream, ticker, stats.errors)
+        if opened is None:
             return
-        reader = asyncio.ensure_future(stream.read())
-        ticker.add(stream)
-        await asyncio.sleep(4.0)  # the greeting plays
-        if not stream.media_times:
-            stats.errors.append(f"caller {index}: no greeting")
+        stream, reader = opened
         while loop.time() < until and not stream.closed:
             stream.rule_at = None
             stream.ruled = loop.create_future()
             try:
                 async with asyncio.timeout(15):
                     await stream.say(speech)
-                    await (
-                        stream.ruled
-                    )  # the engine can only answer after this frame: later ones are the answer
+                    # The engine can only answer after this frame: later ones are the answer.
+                    await stream.ruled
             except TimeoutError:
                 stats.errors.append(f"caller {index}: could not finish its turn")
                 break
@@ -256,7 +252,7 @@ async def run_level(kind: str, n: int, secs: float, ramp_secs: float, speech: by
         try:
             loop = asyncio.get_running_loop()
             start = loop.time() + 1.5
-            measure_from = start + ramp_secs + 6.0
+            measure_from = start + ramp_secs + SETTLE_SECS
             until = measure_from + secs
             ctx = mp.get_context("spawn")
             workers = max(1, math.ceil(n / 100))
