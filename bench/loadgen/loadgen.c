@@ -711,7 +711,8 @@ static void response_step(Engine *e, double now) {
             remember_item(e, r->item, ms + rep->ms[r->k]);
             r->k++;
             r->next_at = turn_mode ? r->t0 + r->k * FRAME_SECS : now + CHUNK_MS / 1000.0 / PACE;
-            return;
+            if (r->k < rep->n) return;
+            r->phase = 2; /* the end goes out with the last delta, as a real engine's does: not a delta later */
         }
     }
     /* phase 2: the response ends */
@@ -1141,7 +1142,12 @@ static void caller_msg(Conn *c, int op, char *data, size_t n) {
             double late = (now - (k->first_media + (double)k->frames_in_reply * FRAME_SECS)) * 1000;
             if (!turn_mode) vec_push(&lateness, late > 0 ? late : 0);
             else {
-                if (k->frames_in_reply) vec_push(&jitters, fabs((now - k->last_media) - FRAME_SECS) * 1000);
+                if (k->frames_in_reply) {
+                    double gap = (now - k->last_media) * 1000;
+                    vec_push(&jitters, fabs(gap - FRAME_SECS * 1000));
+                    if (k->index == 0 && fabs(gap - FRAME_SECS * 1000) > 5)  /* which frame of the reply */
+                        TRACE("caller 0 reply frame %ld came %.1f ms after the one before", k->frames_in_reply, gap);
+                }
                 late_frames += late > late_ms;
                 reply_frames++;
             }

@@ -7,12 +7,17 @@ import contextlib
 import itertools
 from collections.abc import Callable
 
+import structlog
+
 from patterd.calls.turn_latency import TurnLatency
 from patterd.clock import Clock
 from patterd.protocols.audio import FRAME_BYTES
 from patterd.providers.kinds import CarrierLeg
 
+log = structlog.get_logger("patterd.playout")
+
 MARK_EVERY_MS = 200.0  # one mark per ~200 ms of audio: enough precision for truncation, cheap on the wire
+FRAME_MS = 20.0  # one carrier frame: a finished segment's partial frame goes out in the next frame's slot
 DRAIN_SLACK_SECS = 2.0  # how long past the estimated end of playout we wait for the carrier's last mark
 GOODBYE_QUIET_SECS = 0.4  # after end_call, wait this long with no new agent audio before hanging up
 GOODBYE_WAIT_SECS = 3.0  # how long a goodbye (or voicemail message) still to come may take to start playing
@@ -54,6 +59,10 @@ class Playout:
         self._marks_done.set()
         self._last_play_mono = 0.0
         self._audio_played = asyncio.Event()  # set by every play(); lets a goodbye wait for its first audio
+        self._finishing: asyncio.TimerHandle | None = (
+            None  # a finished segment's flush, due in a frame's time
+        )
+        self._flush: asyncio.Task[None] | None = None  # that flush once due (kept: a task must be referenced)
 
     def attach(self, leg: CarrierLeg) -> None:
         """Audio goes to this media leg from now on."""
@@ -62,12 +71,15 @@ class Playout:
     def stop(self) -> None:
         """The call has ended: later audio is dropped."""
         self._stopped = True
+        self._cancel_finish()
 
     async def play(self, ulaw: bytes, segment: str = "") -> None:
         """Send agent audio to the carrier and account for when it will have played."""
         leg = self._leg
         if leg is None or self._stopped:
             return
+        if self._finishing is not None:  # more audio after all: the partial frame goes out with it
+            self._cancel_finish()
         now = self._clock.monotonic()
         ms = len(ulaw) / 8.0
         start = max(now, self._play_end)
@@ -97,6 +109,38 @@ class Playout:
         if self._unmarked_ms >= MARK_EVERY_MS:
             await self._send_mark()
 
+    def finish_segment(self) -> None:
+        """The segment's audio is complete: the leg's partial frame goes out now rather than with the next reply.
+
+        A carrier leg cuts audio into 20 ms frames and keeps the remainder for the next audio; the end of a
+        reply (a filter's tail, a delta cut mid-frame) would otherwise wait there until the next reply's first
+        mark and reach the caller as a short message amid that reply's frames. It is sent, with a mark, in
+        the slot the caller's carrier expects the next frame (at once if that is past, at most a frame from
+        now), so the reply's frames stay 20 ms apart to its end.
+        """
+        if self._leg is None or self._stopped or self._unmarked_ms == 0 or self._finishing is not None:
+            return
+        # The leg has sent the segment's whole frames; the partial one's slot is the next (audio streamed
+        # in real time reaches it now or within a frame; audio that came faster has time to spare).
+        slot = self._segment_start + (self._segment_ms // FRAME_MS) * FRAME_MS / 1000.0
+        delay = min(FRAME_MS / 1000.0, max(0.0, slot - self._clock.monotonic()))
+        self._finishing = asyncio.get_running_loop().call_later(delay, self._finish_due)
+
+    def _finish_due(self) -> None:
+        self._finishing = None
+        self._flush = asyncio.ensure_future(self._flush_partial())
+
+    async def _flush_partial(self) -> None:
+        try:
+            await self._send_mark()
+        except Exception as exc:  # no one awaits this task: the leg's reader reports a dead stream
+            log.debug("finished segment's flush failed", error=str(exc))
+
+    def _cancel_finish(self) -> None:
+        if self._finishing is not None:
+            self._finishing.cancel()
+            self._finishing = None
+
     async def _send_mark(self) -> None:
         leg = self._leg
         if leg is None:
@@ -116,6 +160,7 @@ class Playout:
         """Barge-in: clear the carrier's buffer; returns (segment, ms of it the caller heard)."""
         if not self.speaking or self._leg is None:
             return None
+        self._cancel_finish()
         now = self._clock.monotonic()
         played = max(0.0, min(self._segment_ms, (now - self._segment_start) * 1000.0))
         await self._leg.clear()
@@ -131,6 +176,7 @@ class Playout:
         """Wait until everything queued has been played (the carrier's marks say so)."""
         if self._leg is None:
             return
+        self._cancel_finish()
         if self._unmarked_ms > 0:
             await self._send_mark()
         budget = max(0.0, self._play_end - self._clock.monotonic()) + DRAIN_SLACK_SECS

@@ -59,6 +59,14 @@ class AudioOut(Protocol):
         """Wait until everything queued has been played to the caller."""
         ...
 
+    def finish_segment(self) -> None:
+        """The current segment's audio is complete (its last delta was played): nothing more will follow it.
+
+        Lets the carrier leg send the partial frame it holds now, instead of with the next segment's audio.
+        Engines that wait for `drained()` at the end of each reply need not call it.
+        """
+        ...
+
     @property
     def speaking(self) -> bool:
         """True while queued agent audio has not finished playing."""

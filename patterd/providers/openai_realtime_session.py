@@ -196,10 +196,11 @@ class RealtimeSession:
             case rt.OutputTranscriptDone():
                 self._report(self._conv.transcript_done(event.item_id, event.transcript))
             case rt.OutputAudioDone():
-                if self._down is not None and not self._conv.cancelled(event.response_id):
-                    tail = self._down.flush()
+                if not self._conv.cancelled(event.response_id):
+                    tail = self._down.flush() if self._down is not None else b""
                     if tail:
                         await self.ctx.audio.play(tail, segment=event.item_id)
+                    self.ctx.audio.finish_segment()  # the leg's partial frame goes now, not with the next reply
             case rt.InputTranscriptionCompleted():
                 if event.transcript.strip():
                     self._conv.user_said(event.transcript.strip())

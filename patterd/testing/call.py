@@ -27,6 +27,7 @@ class Ear:
         self.bytes_by_segment: dict[str, int] = {}
         self.total_bytes = 0
         self.interrupts = 0
+        self.finished_segments = 0  # finish_segment() calls: an engine saying a reply's audio is complete
         self.bytes_after_interrupt: dict[str, int] = {}  # per interrupted segment: audio that still came
 
     async def play(self, ulaw: bytes, segment: str = "") -> None:
@@ -55,6 +56,9 @@ class Ear:
 
     async def drained(self) -> None:
         await asyncio.sleep(max(0.0, self._end - self._clock.monotonic()))
+
+    def finish_segment(self) -> None:
+        self.finished_segments += 1
 
     @property
     def speaking(self) -> bool:

@@ -98,6 +98,9 @@ class FakeAudioOut:
     async def drained(self) -> None:
         await self._idle.wait()
 
+    def finish_segment(self) -> None:
+        pass  # the pipeline waits for drained() at the end of each reply instead
+
     @property
     def speaking(self) -> bool:
         return bool(self._queue) or (not self._idle.is_set() and self._current is not None)

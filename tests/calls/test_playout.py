@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from patterd.calls.playout import MARK_EVERY_MS, Playout
+from patterd.calls.playout import FRAME_MS, MARK_EVERY_MS, Playout
 from patterd.calls.turn_latency import TurnLatency
 from tests.calls.fakes import TIMEOUT, FakeClock, FakeLeg
 
@@ -59,6 +59,37 @@ async def test_drained_marks_the_tail_and_returns_when_the_carrier_echoes_it() -
     await echo_marks(leg, out)
     async with asyncio.timeout(TIMEOUT):
         await waiter
+
+
+async def test_a_finished_segment_is_marked_in_its_partial_frames_slot() -> None:
+    out, leg, clock, _ = playout()
+    await out.play(MS_100 + MS_100[:400], segment="a")  # 150 ms: 7 whole frames, a partial one held
+    out.finish_segment()
+    assert leg.marks == []  # its slot is 140 ms after the segment started: not yet
+    clock.advance(7 * FRAME_MS / 1000)  # the slot has come: the mark (which flushes the leg) goes at once
+    out.finish_segment()  # asked again: the flush already waiting is not doubled
+    async with asyncio.timeout(TIMEOUT):
+        while not leg.marks:
+            await asyncio.sleep(0)
+    assert len(leg.marks) == 1
+    out.finish_segment()  # everything is marked now: nothing to send, nothing due
+    assert out._finishing is None
+
+
+async def test_audio_after_a_finish_or_a_barge_in_cancels_the_pending_flush() -> None:
+    out, leg, _, _ = playout()
+    await out.play(MS_100[:440], segment="a")  # 55 ms
+    out.finish_segment()  # due in a frame's time (the fake clock has not moved: the slot is ahead)
+    due = out._finishing
+    assert due is not None
+    await out.play(MS_100[:440], segment="b")  # the next reply came first: the partial frame goes with it
+    assert due.cancelled() and out._finishing is None
+    out.finish_segment()
+    due = out._finishing
+    assert due is not None
+    assert await out.interrupt() is not None  # barge-in: the leg drops its partial frame itself
+    assert due.cancelled() and out._finishing is None
+    assert leg.marks == [] and leg.clears == 1
 
 
 async def test_interrupt_clears_the_carrier_and_returns_the_heard_share_of_the_segment() -> None:

@@ -35,6 +35,7 @@ class Ear:
         self.first_audio_at: float | None = None
         self.interrupted_at: float | None = None
         self.bytes_after_interrupt = 0
+        self.finished_segments = 0
         self._end = 0.0
 
     async def play(self, ulaw: bytes, segment: str = "") -> None:
@@ -68,6 +69,9 @@ class Ear:
 
     async def drained(self) -> None:
         await asyncio.sleep(max(0.0, self._end - self.clock.monotonic()))
+
+    def finish_segment(self) -> None:
+        self.finished_segments += 1
 
     @property
     def speaking(self) -> bool:

@@ -88,6 +88,7 @@ async def test_first_message_then_a_spoken_turn(audio_format: str, spoken_ulaw: 
     assert expected - 6 * FRAME_BYTES <= fake.audio_bytes_in <= expected
     # The agent's audio reached the ear as 8 kHz μ-law: about the length of the rendered speech.
     assert sum(call.audio.bytes_by_segment.values()) > 8000
+    assert call.audio.finished_segments == 2  # each reply's end let the carrier send its partial frame
 
 
 async def test_barge_in_cancels_and_truncates_at_played_ms(spoken_ulaw: bytes) -> None:
@@ -108,6 +109,7 @@ async def test_barge_in_cancels_and_truncates_at_played_ms(spoken_ulaw: bytes) -
     assert 600 < barge.played_ms < 3000
     assert barge.reaction_ms is not None and barge.reaction_ms < 100
     assert call.audio.bytes_after_interrupt == 0  # nothing of the cut item reached the caller afterwards
+    assert call.audio.finished_segments == 0  # a cancelled reply's end is not played out
     line = call.lines("assistant")[0]
     assert line.interrupted and line.text and long.startswith(line.text)
     assert fake.errors == [] or all(e["code"] == "response_cancel_not_active" for e in fake.errors)
