@@ -172,7 +172,10 @@ def _run(explicit: str | None, bind: str | None, *, watch: bool) -> int:
         return _supervise(source, config, bind, watch=watch)
 
     async def serve() -> int:
-        return await Daemon(source, config, registry=registry, bind=bind, watch=watch, worker=worker).run()
+        daemon = Daemon(
+            source, config, registry=registry, bind=bind, watch=watch, worker=worker, freeze_heap=True
+        )
+        return await daemon.run()
 
     try:
         return run_event_loop(serve())

@@ -17,7 +17,7 @@ from typing import IO, Any
 import structlog
 from hypercorn.asyncio import serve
 
-from patterd import __version__
+from patterd import __version__, heap
 from patterd.calls.switchboard import Switchboard
 from patterd.clock import SYSTEM_CLOCK, Clock
 from patterd.cluster.node import join_cluster
@@ -33,7 +33,7 @@ from patterd.daemon_wiring import (
     warn_about,
 )
 from patterd.errors import ConfigError, PatterdError
-from patterd.graph import build_graph
+from patterd.graph import Graph, build_graph
 from patterd.http_server import hypercorn_config
 from patterd.http_session import SharedSession
 from patterd.listen import local_url, open_socket, raise_fd_limit
@@ -91,8 +91,10 @@ class Daemon:
         stdout: IO[str] = sys.stdout,
         watch: bool = True,
         worker: WorkerIdentity | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.source = source
+        self.freeze_heap = freeze_heap  # gc.freeze once warmed up (the CLI; in-process tests keep gc as is)
         self.config = config
         self.registry = registry or load_registry()
         self.bind = bind
@@ -256,7 +258,8 @@ class Daemon:
             hyper = hypercorn_config(serving_binds(sock, self.worker))
             server = asyncio.create_task(serve(app, hyper, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
             self._become_serving()
-            self._spawn(warm_up(graph))  # numpy, offline models: loaded behind readiness (issue 14)
+            self._spawn(self._warm_up(graph))  # numpy, offline models: loaded behind readiness (issue 14)
+            del graph  # the switchboard holds it; this frame lives as long as the daemon and would pin it
             self._spawn(mount_other_carriers(app, self, self.registry, built, done=self._carriers_mounted))
             # The call history loads while calls are served (100k records take seconds); retention starts after it.
             # Its own thread, not the loop's small executor pool that listings and calls share.
@@ -365,9 +368,13 @@ class Daemon:
             for key in restart_only_changes(self.config, config):
                 log.warning(f"{key} changed: takes effect after a restart")
             self.config = config
+            if self.freeze_heap:
+                heap.thaw()  # the graph being replaced must be collectable once its calls end
             await self.switchboard.swap_graph(graph)
             warn_about(graph)
-            self._spawn(warm_up(graph))  # a provider new in this config loads now, not at its first call
+            self._spawn(
+                self._warm_up(graph)
+            )  # a provider new in this config loads now, not at its first call
             self.metrics.reloads.labels("ok").inc()
             self.notifier.ready(f"reloaded: generation {self._generation}")
             self.feed.publish("config.reloaded", {"generation": self._generation, "digest": config.digest})
@@ -375,6 +382,11 @@ class Daemon:
                 reload_peers(self.notifier)  # the API reached one worker: the supervisor reloads the others
             log.info("config reloaded", generation=self._generation, agents=list(graph.agents))
             return ReloadResult(True, self._generation, message="reloaded")
+
+    async def _warm_up(self, graph: Graph) -> None:
+        await warm_up(graph)
+        if self.freeze_heap and graph.generation == self._generation:  # (a newer reload freezes its own)
+            heap.freeze(graph.generation)
 
     def _reload_failed(self, issues: list[str], message: str) -> ReloadResult:
         for issue in issues:

@@ -43,7 +43,7 @@ async def serving(stdout: Stdout, task: asyncio.Task[int], timeout: float = 30.0
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    path: Path, *, stop_timeout: float = 20.0
+    path: Path, *, stop_timeout: float = 20.0, freeze_heap: bool = False
 ) -> AsyncIterator[tuple[Daemon, str, asyncio.Task[int]]]:
     """The real daemon on this event loop, on a pre-bound loopback socket."""
     sock = socket.socket()
@@ -57,6 +57,7 @@ async def running_daemon(
         bind=f"fd://{sock.detach()}",
         stdout=stdout,
         watch=False,
+        freeze_heap=freeze_heap,
     )
     task = asyncio.create_task(daemon.run())
     try:

@@ -81,7 +81,10 @@ A provider is three pieces, each with one job:
      is recorded, `UserTurnEnded(at)` starts the turn-latency clock at the caller's last voiced frame
      (it replaces `mark_user_speech_end(at)`, which still works); tools run through
      `await call.run_tool(name, arguments)` and agent audio goes to `call.audio` (`play`, `interrupt`,
-     `drained`, `speaking`).
+     `drained`, `speaking`, `finish_segment`). An engine whose replies end without waiting for `drained()`
+     calls `finish_segment()` when a reply's last audio has been played: the carrier leg then sends the
+     partial 20 ms frame it holds in that frame's slot, instead of beside the next reply's frames (added
+     2026-11-30; an engine that never calls it still works, its replies' last few ms just leave later).
 3. **The entry point**, one line in the distribution's `pyproject.toml`:
    `[project.entry-points."patterd.providers"]` `"stt.myvendor" = "my_package.stt:SPEC"`.
 
