@@ -13,22 +13,25 @@ hypotheses are made with a stale mean). `prepare` therefore decodes with a copy 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import multiprocessing
+import multiprocessing.forkserver
 import re
 import shutil
 import tempfile
+import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pocketsphinx
 
 from patterd.errors import ProviderError
-from patterd.protocols.audio import Resampler
-from patterd.providers.kinds import Transcript
-from patterd.providers.offline_frames import SpeechFrames
+from patterd.providers import pocketsphinx_child
 from patterd.providers.offline_phrases import (
     MAX_SENTENCES,
     expand_phrase,
@@ -46,7 +49,6 @@ if TYPE_CHECKING:
 # voices. The model's own start value (40,3,-1,0,...) is wideband's: with it, live CMN needs seconds to
 # adapt and a call's first short words ("hi") come out as other words (bench/offline_stt.py).
 PHONE_BAND_CMN = "49.3,24.6,-34.8,44.6,-25.3,-0.9,9.9,-33.4,10.8,-13.6,1.6,8.2,-16.0"
-_NBEST = 20  # grammar mode: alternatives searched for a whole phrase
 
 
 def _bundled(*parts: str) -> Path:
@@ -166,8 +168,21 @@ class _SharedCMN:
     value: str | None = None
 
 
+# Decoders run in children of a fork server: a small process started once (behind readiness, see
+# PocketsphinxSTT.warm_up) with pocketsphinx imported, so a call's child is a fork of it (~10 ms) rather
+# than of the threaded daemon, which must never fork.
+_PROCESSES = multiprocessing.get_context("forkserver")
+_PROCESSES.set_forkserver_preload(["patterd.providers.pocketsphinx_child"])
+CHILD_EXIT_SECS = 5.0  # a closed stream's child has this long to end before it is killed
+
+
 class OfflineSTTStream(WorkerStream):
-    """One call's recognition (kinds.STTStream); decoding happens in a worker thread."""
+    """One call's recognition (kinds.STTStream); decoding happens in a child process (`pocketsphinx_child`).
+
+    pocketsphinx holds the GIL while it decodes (and ~30 ms while a decoder loads), which stalled the
+    event loop, and so every call's audio and the API, as offline calls were added. The worker thread now
+    only forwards audio down the pipe (its writes release the GIL) and a second thread reads results back.
+    """
 
     def __init__(
         self,
@@ -180,103 +195,77 @@ class OfflineSTTStream(WorkerStream):
         self._model = model
         self._cmn = cmn
         self._options = options
-
-    def _confidence(self, text: str, posterior: float) -> float | None:
-        """The hypothesis' posterior probability; in grammar mode, out-of-grammar word strings get at most 0.2."""
-        if not text:
-            return None
-        confidence = max(0.0, min(1.0, posterior))
-        if self._model.mode == "grammar" and text not in self._model.sentences:
-            confidence = min(confidence, 0.2)
-        return round(confidence, 3)
+        self._flushing: deque[Flush] = deque()  # sent to the child, its transcript not yet back
+        self.decoder_pid: int | None = None  # the child's, once it started
 
     def _work(self) -> None:
-        decoder = pocketsphinx.Decoder(**self._model.config)
-        if self._cmn.value is not None:
-            decoder.set_cmn(self._cmn.value)
-        frames = SpeechFrames(self._options.vad_aggressiveness)
-        frame_ms = frames.frame_ms
-        upsample = self._model.sample_rate == 16000
-        resampler: Resampler | None = None
-        in_utt, silence_ms, since_interim, last_interim = False, 0, 0, ""
+        conn, child_end = _PROCESSES.Pipe()
+        child = _PROCESSES.Process(
+            target=pocketsphinx_child.main,
+            args=(child_end, self._model, self._options, self._cmn.value),
+            name="patterd-stt",
+            daemon=True,
+        )
+        child.start()
+        child_end.close()  # the child's copy is its own: EOF reaches us when the child ends
+        self.decoder_pid = child.pid
+        failure: list[BaseException] = []
+        reader = threading.Thread(target=self._read, args=(conn, child, failure), name="stt.offline-results")
+        reader.start()
+        try:
+            self._forward(conn)
+        finally:
+            reader.join()
+            child.join(CHILD_EXIT_SECS)
+            if child.is_alive():
+                child.kill()
+                child.join()
+            conn.close()
+        if failure:
+            raise failure[0]
 
-        def feed(pcm: bytes, *, last: bool = False) -> None:
-            data = resampler.process(pcm, last=last) if resampler else pcm
-            if data:  # the resampler holds back its first few ms (filter delay)
-                decoder.process_raw(data, False, False)
+    def _forward(self, conn: Connection) -> None:
+        """Worker thread: caller audio, flushes and the close, from the inbox down the pipe."""
+        try:
+            while True:
+                item = self._inbox.get()
+                if item is None:
+                    conn.send_bytes(pocketsphinx_child.CLOSE)
+                    return
+                if isinstance(item, Flush):
+                    self._flushing.append(item)
+                    conn.send_bytes(pocketsphinx_child.FLUSH)
+                else:
+                    conn.send_bytes(pocketsphinx_child.AUDIO + item)
+        except OSError:  # the child is gone; the reader says why
+            return
 
-        def begin(opening: bytes) -> None:
-            nonlocal resampler, in_utt, silence_ms, since_interim
-            # One resampler per utterance, flushed at its end, so no audio is held over to the next.
-            resampler = Resampler(8000, 16000, quality="HQ") if upsample else None
-            decoder.start_utt()
-            in_utt, silence_ms, since_interim = True, 0, 0
-            feed(opening)
-
-        def finish(final: bool) -> None:
-            nonlocal in_utt, last_interim
-            if resampler is not None:
-                feed(b"", last=True)
-            decoder.end_utt()
-            hyp = decoder.hyp()
-            text = hyp.hypstr.strip() if hyp is not None else ""
-            posterior = hyp.prob if hyp is not None else 0.0
-            if text and self._model.mode == "grammar" and text not in self._model.sentences:
-                # No path reached the grammar's end, so pocketsphinx returned the best partial one
-                # ("i" of "i would like ..." for a clipped "bye"); prefer the best whole phrase.
-                for n in itertools.islice(decoder.nbest(), _NBEST):
-                    if n is not None and n.hypstr.strip() in self._model.sentences:
-                        text, posterior = n.hypstr.strip(), posterior / 2
-                        break
-            if not text and last_interim:
-                # The search lost every path late in the utterance (a word the grammar lacks): the
-                # caller still said what the last interim result heard.
-                text, posterior = last_interim, 0.0
-            in_utt, last_interim = False, ""
-            if text:
-                self._cmn.value = decoder.get_cmn()
-            if text or final:  # an utterance that was only noise ends silently unless asked for
-                confidence = self._confidence(text, posterior)
-                # Where in the stream the utterance was closed: the pipeline times the end of the turn by it.
-                audio_ms = frames.position_ms
-                self._emit(
-                    Transcript(
-                        text, is_final=True, end_of_utterance=True, confidence=confidence, audio_ms=audio_ms
+    def _read(self, conn: Connection, child: BaseProcess, failure: list[BaseException]) -> None:
+        """Second thread: the child's results, in order, until it ends (then the forwarder stops too)."""
+        try:
+            while True:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    child.join(CHILD_EXIT_SECS)
+                    failure.append(
+                        RuntimeError(f"the pocketsphinx process ended (exit code {child.exitcode})")
                     )
-                )
-
-        while True:
-            item = self._inbox.get()
-            if item is None:
-                if in_utt:
-                    decoder.end_utt()
-                return
-            if isinstance(item, Flush):
-                if in_utt:
-                    if pending := frames.take_pending():
-                        feed(pending)
-                    finish(final=True)
-                item.done.set()
-                continue
-            for frame, speech in frames.push(item):
-                if not in_utt:
-                    opening = frames.onset(frame, speech)
-                    if opening is not None:
-                        begin(opening)
-                    continue
-                feed(frame)
-                silence_ms = 0 if speech else silence_ms + frame_ms
-                since_interim += frame_ms
-                if silence_ms >= self._options.endpointing_ms:
-                    finish(final=False)
-                    continue
-                if since_interim >= self._options.interim_interval_ms:
-                    since_interim = 0
-                    hyp = decoder.hyp()
-                    text = hyp.hypstr.strip() if hyp is not None else ""
-                    if text and text != last_interim:
-                        last_interim = text
-                        self._emit(Transcript(text, is_final=False))
+                    return
+                kind = message[0]
+                if kind == "t":
+                    self._emit(message[1])
+                elif kind == "f":
+                    self._flushing.popleft().done.set()  # after its transcript: the loop sees that first
+                elif kind == "m":
+                    self._cmn.value = message[1]
+                elif kind == "e":
+                    failure.append(RuntimeError(message[1]))
+                    return
+                else:  # "x": closed as asked
+                    return
+        finally:
+            self._inbox.put(None)  # a forwarder still waiting for audio stops (a second None is never read)
 
 
 class PocketsphinxSTT:
@@ -289,9 +278,13 @@ class PocketsphinxSTT:
         self.options = options
         self._cmn = _SharedCMN()
 
+    async def warm_up(self) -> None:
+        """Start the decoders' fork server (after ready: the daemon serves meanwhile; a call waits for it)."""
+        await asyncio.to_thread(multiprocessing.forkserver.ensure_running)
+
     @asynccontextmanager
     async def stream(self) -> AsyncIterator[OfflineSTTStream]:
-        """Open a recognition stream for one call (its decoder loads in the worker thread)."""
+        """Open a recognition stream for one call (its decoder loads in its own process)."""
         stream = OfflineSTTStream(self.model, self.options, asyncio.get_running_loop(), self._cmn)
         stream.start()
         try:

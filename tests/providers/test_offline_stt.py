@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,50 @@ async def test_live_cmn_is_forced_although_the_bundled_model_says_batch(tmp_path
     assert pocketsphinx.Decoder(**live.config).config["cmn"] == "live"
     batch = prepare(sphinx(live_cmn=False), tmp_path / "batch")
     assert pocketsphinx.Decoder(**batch.config).config["cmn"] == "batch"
+
+
+# ------------------------------------------------------------------ the decoder's own process
+
+
+async def test_decoding_runs_in_a_child_process_that_ends_with_the_stream() -> None:
+    async with SPEC.build(sphinx(mode="grammar", phrases=PHRASES), BuildContext()) as stt:
+        assert isinstance(stt, PocketsphinxSTT)
+        await stt.warm_up()
+        assert stt._cmn.value is None
+        async with stt.stream() as stream:
+            got: list[Transcript] = []
+
+            async def read() -> None:
+                async for t in stream:
+                    got.append(t)
+
+            reader = asyncio.create_task(read())
+            audio = silence_ulaw(300) + speak("what are your opening hours") + silence_ulaw(300)
+            for i in range(0, len(audio), FRAME_BYTES):
+                stream.push_audio(audio[i : i + FRAME_BYTES])
+            await stream.flush()
+            pid = stream.decoder_pid
+            assert pid is not None and pid != os.getpid()
+            os.kill(pid, 0)  # alive while the stream is open
+        await asyncio.wait_for(reader, 30)
+        with pytest.raises(ProcessLookupError):  # ended (and reaped) once the stream closed
+            os.kill(pid, 0)
+        assert [t.text for t in got if t.is_final] == ["what are your opening hours"]
+        assert stt._cmn.value is not None  # the mean it learned came back for the next call's decoder
+
+
+async def test_a_decoder_process_that_dies_fails_the_stream_with_a_provider_error() -> None:
+    async with SPEC.build(sphinx(mode="grammar", phrases=PHRASES), BuildContext()) as stt:
+        assert isinstance(stt, PocketsphinxSTT)
+        async with stt.stream() as stream:
+            stream.push_audio(silence_ulaw(100))
+            await stream.flush()  # the child is up and answering
+            pid = stream.decoder_pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(ProviderError, match=r"pocketsphinx process ended \(exit code -9\)"):
+                async with asyncio.timeout(30):
+                    async for _ in stream:
+                        pass
+            stream.push_audio(silence_ulaw(100))  # audio after the end goes nowhere, without raising
+            await stream.flush()  # and a flush returns at once
