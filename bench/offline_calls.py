@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from patterd.calls.session import CallSpec
 from patterd.calls.switchboard import Switchboard, new_call_id
-from patterd.config import load_config
+from patterd.config import load_config_text
 from patterd.graph import build_graph
 from patterd.logs import configure_logging
 from patterd.plugins import load_registry
@@ -70,9 +71,15 @@ class TimingCaller(SimulatedCaller):
         await super().send_audio(ulaw)
 
 
-async def run(n: int) -> dict[str, Any]:
+async def run(n: int, stt_engine: str) -> dict[str, Any]:
     registry = load_registry()
-    config = load_config(ROOT / "config" / "patter.yaml", registry)
+    text = (ROOT / "config" / "patter.yaml").read_text()
+    if stt_engine != "auto":  # the shipped config says auto: whisper where its extra is installed
+        shipped = yaml.safe_load(text)
+        for agent in shipped["agents"]:
+            agent["stt"]["engine"] = stt_engine
+        text = yaml.safe_dump(shipped, sort_keys=False)
+    config = load_config_text(text, registry, source="config/patter.yaml")
     graph = await build_graph(config, registry, local_url="http://127.0.0.1:0")
     latencies: list[float] = []
     lines: dict[str, list[TranscriptLine]] = {}  # call_id → its timed assistant lines, in order
@@ -147,6 +154,7 @@ async def run(n: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--stt-engine", choices=("auto", "pocketsphinx", "whisper"), default="pocketsphinx")
     args = parser.parse_args()
     configure_logging("warning")
     print(
@@ -154,7 +162,7 @@ def main() -> int:
         f" {'CPU %/call':>10} {'wall s':>7} {'peak RSS MB':>11}  stage p50s (ms)"
     )
     for n in args.calls:
-        r = asyncio.run(run(n))
+        r = asyncio.run(run(n, args.stt_engine))
         gap = f"{r['gap_ms'][0]:+.1f}..{r['gap_ms'][1]:+.1f}"
         stages = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in r["stages"].items())
         print(

@@ -223,12 +223,16 @@ async def test_decoding_runs_in_a_child_process_that_ends_with_the_stream() -> N
                     got.append(t)
 
             reader = asyncio.create_task(read())
+            stream.push_audio(silence_ulaw(100))
+            await stream.flush()  # the child is up and answering
+            pid = stream.decoder_pid
+            assert pid is not None and pid != os.getpid()
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 19)
+            os.kill(pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group: the daemon's to handle
             audio = silence_ulaw(300) + speak("what are your opening hours") + silence_ulaw(300)
             for i in range(0, len(audio), FRAME_BYTES):
                 stream.push_audio(audio[i : i + FRAME_BYTES])
-            await stream.flush()
-            pid = stream.decoder_pid
-            assert pid is not None and pid != os.getpid()
+            await stream.flush()  # recognized after the SIGINT (checked below)
             os.kill(pid, 0)  # alive while the stream is open
         await asyncio.wait_for(reader, 30)
         with pytest.raises(ProcessLookupError):  # ended (and reaped) once the stream closed
