@@ -16,7 +16,7 @@ import pytest
 
 from patterd.errors import ProviderError
 from patterd.protocols.audio import FRAME_BYTES, silence_ulaw, wav_to_ulaw8k
-from patterd.providers.kinds import Transcript
+from patterd.providers.kinds import STTStream, Transcript
 from patterd.providers.offline_pocketsphinx import PocketsphinxSTT
 from patterd.providers.offline_stt import (
     SPEC,
@@ -52,17 +52,27 @@ def speak(text: str, voice: str = "en-us+m3", wpm: int = 150) -> bytes:
     return wav_to_ulaw8k(subprocess.run(args, capture_output=True, check=True, timeout=30).stdout)
 
 
+def collect(stream: STTStream) -> tuple[list[Transcript], asyncio.Task[None]]:
+    """The stream's transcripts, read into a list in the background: (the list, the reading task)."""
+    got: list[Transcript] = []
+
+    async def read() -> None:
+        async for t in stream:
+            got.append(t)
+
+    return got, asyncio.create_task(read())
+
+
+def push(stream: STTStream, audio: bytes) -> None:
+    """Caller audio in 20 ms frames, as a call delivers it."""
+    for i in range(0, len(audio), FRAME_BYTES):
+        stream.push_audio(audio[i : i + FRAME_BYTES])
+
+
 async def recognize(stt: OfflineSTT, audio: bytes, *, flush: bool = True) -> list[Transcript]:
     async with stt.stream() as stream:
-        got: list[Transcript] = []
-
-        async def read() -> None:
-            async for t in stream:
-                got.append(t)
-
-        reader = asyncio.create_task(read())
-        for i in range(0, len(audio), FRAME_BYTES):
-            stream.push_audio(audio[i : i + FRAME_BYTES])
+        got, reader = collect(stream)
+        push(stream, audio)
         if flush:
             await stream.flush()
     await asyncio.wait_for(reader, 30)
@@ -216,22 +226,14 @@ async def test_decoding_runs_in_a_child_process_that_ends_with_the_stream() -> N
         await stt.warm_up()
         assert stt._cmn.value is None
         async with stt.stream() as stream:
-            got: list[Transcript] = []
-
-            async def read() -> None:
-                async for t in stream:
-                    got.append(t)
-
-            reader = asyncio.create_task(read())
+            got, reader = collect(stream)
             stream.push_audio(silence_ulaw(100))
             await stream.flush()  # the child is up and answering
             pid = stream.decoder_pid
             assert pid is not None and pid != os.getpid()
             assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 19)
             os.kill(pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group: the daemon's to handle
-            audio = silence_ulaw(300) + speak("what are your opening hours") + silence_ulaw(300)
-            for i in range(0, len(audio), FRAME_BYTES):
-                stream.push_audio(audio[i : i + FRAME_BYTES])
+            push(stream, silence_ulaw(300) + speak("what are your opening hours") + silence_ulaw(300))
             await stream.flush()  # recognized after the SIGINT (checked below)
             os.kill(pid, 0)  # alive while the stream is open
         await asyncio.wait_for(reader, 30)
