@@ -58,10 +58,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from patterd.providers.carrier_spec import CarrierFacts
+
+if TYPE_CHECKING:
+    from patterd.plugins.registry import Registry
 
 Component = Literal["stt", "tts", "llm", "telephony"]
 COMPONENTS: tuple[Component, ...] = ("stt", "tts", "llm", "telephony")
@@ -131,17 +133,22 @@ def pricing_problems(overrides: Pricing) -> list[str]:
 
 
 @functools.cache
-def carrier_facts() -> Mapping[str, CarrierFacts]:
-    """The installed carriers' facts by name (entry points, loaded once: they do not change at run time)."""
+def carrier_facts(name: str) -> CarrierFacts | None:
+    """One installed carrier's facts, None if `name` is no carrier (entry points: fixed at run time).
+
+    Only that carrier's module is imported. Costs are priced on the event loop (a live call's cost in
+    every listing): importing every installed carrier there held the loop ~170 ms on the first listing
+    after a start, waiting on the import lock of the carriers being mounted behind readiness.
+    """
+    spec = _registry().find("carrier", name)
+    return spec.carrier if spec is not None else None
+
+
+@functools.cache
+def _registry() -> Registry:
     from patterd.plugins.registry import load_registry  # cost sits below plugins; loaded on first use
 
-    registry = load_registry()
-    facts = {
-        loaded.spec.name: loaded.spec.carrier
-        for loaded in registry.of_kind("carrier")  # only the carriers' modules get imported
-        if loaded.spec.carrier is not None
-    }
-    return MappingProxyType(facts)
+    return load_registry()
 
 
 def default_prices(provider: str) -> Mapping[str, float]:
@@ -149,7 +156,7 @@ def default_prices(provider: str) -> Mapping[str, float]:
     prices = DEFAULT_PRICES.get(provider)
     if prices is not None:
         return prices
-    facts = carrier_facts().get(provider)
+    facts = carrier_facts(provider)
     return facts.prices if facts is not None else {}
 
 
@@ -177,7 +184,7 @@ def price_usage(provider: str, quantities: Mapping[str, float], overrides: Prici
 
 def telephony_minutes(carrier: str, direction: str, duration_ms: int | None) -> dict[str, float]:
     """Billable carrier minutes of a call: whole minutes rounded up, for per-minute carriers."""
-    facts = carrier_facts().get(carrier)
+    facts = carrier_facts(carrier)
     if facts is None or not facts.per_minute or not duration_ms or duration_ms <= 0:
         return {}
     return {f"{direction}_minutes": float(math.ceil(duration_ms / 60_000))}

@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from patterd.cost import carrier_facts
+
 if TYPE_CHECKING:
     from patterd.graph import Graph
 
 log = structlog.get_logger("patterd.warmup")
 
-# Every call's audio path: Resampler / the zero-hold FIR (numpy), call recordings (numpy).
-CALL_PATH_MODULES = ("numpy", "patterd.protocols.resample")
+# Every call's audio path: Resampler / the zero-hold FIR (numpy), soxr (other rates: the softphone, TTS),
+# call recordings (numpy). Imported on the loop by a call instead, soxr's numpy import held it ~150 ms.
+CALL_PATH_MODULES = ("numpy", "patterd.protocols.resample", "soxr")
 
 
 def import_modules(names: Iterable[str]) -> None:
@@ -37,6 +40,9 @@ async def warm_up(graph: Graph, modules: Iterable[str] = CALL_PATH_MODULES) -> N
     started = time.perf_counter()
     try:
         await asyncio.to_thread(import_modules, tuple(modules))
+        # A live call's cost is priced in every listing: its carrier's facts (an entry-point scan, ~150 ms)
+        # are looked up here rather than on the loop by the first listing.
+        await asyncio.to_thread(lambda: [carrier_facts(name) for name in graph.carriers])
     except Exception:  # a call imports them again and reports what is wrong
         log.exception("warm-up import failed")
     for built in graph.providers:

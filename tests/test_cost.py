@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from patterd.cost import (
@@ -74,3 +77,19 @@ def test_bad_overrides_are_reported() -> None:
     ]
     with pytest.raises(ValueError, match="price key 'tokens'"):
         split_price_key("tokens")
+
+
+def test_pricing_a_call_imports_its_own_carrier_only() -> None:
+    # Costs are priced on the event loop (every listing prices its live calls): the first one must not
+    # import every installed carrier there. A fresh interpreter, so no test before this one imported them.
+    script = """
+import sys
+from patterd.cost import call_cost, default_prices
+assert call_cost([], carrier="twilio", duration_ms=61_000)["telephony"] > 0  # per-minute, from its facts
+assert default_prices("deepgram") and default_prices("no-such-provider") == {}
+carriers = {"twilio", "telnyx", "plivo", "signalwire", "vonage"}
+print(sorted(c for c in carriers if f"patterd.providers.{c}" in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['twilio']"]

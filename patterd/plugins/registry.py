@@ -83,6 +83,13 @@ class Registry:
             raise PluginError(f"{kind} provider {name!r} is installed but broken: {self._broken[key]}")
         raise PluginError(unknown_name_message(kind, name, self.names(kind)))
 
+    def find(self, kind: str, name: str) -> ProviderSpec | None:
+        """The spec for `kind.name` if it is installed and loads, else None; imports that module only."""
+        key = f"{kind}.{name}"
+        self._load(key)
+        loaded = self._specs.get(key)
+        return loaded.spec if loaded is not None else None
+
     def default_carrier(self) -> str | None:
         """The carrier a config without `carrier:` gets: the first (by name) whose facts say `default`.
 
