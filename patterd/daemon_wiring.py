@@ -67,8 +67,13 @@ async def open_tunnel(
 
 
 def serving_binds(sock: socket.socket, worker: WorkerIdentity | None) -> list[str]:
-    """Hypercorn binds: the listening socket, and a worker's own unix socket (siblings, operators)."""
-    binds = [f"fd://{sock.fileno()}"]
+    """Hypercorn binds: the listening socket, and a worker's own unix socket (siblings, operators).
+
+    Each descriptor is handed over (detached): Hypercorn wraps it in a socket object of its own and closes
+    it. Kept here too, it was closed a second time when the daemon's frame was freed, by then perhaps
+    another socket's number (an in-process daemon started next died at start with EBADF).
+    """
+    binds = [f"fd://{sock.detach()}"]
     if worker is not None:  # the same app on this worker's own socket
         private = bind_unix(worker.http_socket)  # bound before READY=1: siblings find it
         binds.append(f"fd://{private.detach()}")  # Hypercorn owns and closes it
