@@ -372,9 +372,8 @@ class Daemon:
                 heap.thaw()  # the graph being replaced must be collectable once its calls end
             await self.switchboard.swap_graph(graph)
             warn_about(graph)
-            self._spawn(
-                self._warm_up(graph)
-            )  # a provider new in this config loads now, not at its first call
+            # A provider new in this config loads now, not at its first call.
+            self._spawn(self._warm_up(graph))
             self.metrics.reloads.labels("ok").inc()
             self.notifier.ready(f"reloaded: generation {self._generation}")
             self.feed.publish("config.reloaded", {"generation": self._generation, "digest": config.digest})

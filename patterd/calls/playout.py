@@ -11,13 +11,12 @@ import structlog
 
 from patterd.calls.turn_latency import TurnLatency
 from patterd.clock import Clock
-from patterd.protocols.audio import FRAME_BYTES
+from patterd.protocols.audio import FRAME_BYTES, FRAME_MS
 from patterd.providers.kinds import CarrierLeg
 
 log = structlog.get_logger("patterd.playout")
 
 MARK_EVERY_MS = 200.0  # one mark per ~200 ms of audio: enough precision for truncation, cheap on the wire
-FRAME_MS = 20.0  # one carrier frame: a finished segment's partial frame goes out in the next frame's slot
 DRAIN_SLACK_SECS = 2.0  # how long past the estimated end of playout we wait for the carrier's last mark
 GOODBYE_QUIET_SECS = 0.4  # after end_call, wait this long with no new agent audio before hanging up
 GOODBYE_WAIT_SECS = 3.0  # how long a goodbye (or voicemail message) still to come may take to start playing
@@ -59,9 +58,8 @@ class Playout:
         self._marks_done.set()
         self._last_play_mono = 0.0
         self._audio_played = asyncio.Event()  # set by every play(); lets a goodbye wait for its first audio
-        self._finishing: asyncio.TimerHandle | None = (
-            None  # a finished segment's flush, due in a frame's time
-        )
+        # A finished segment's flush, due in its partial frame's slot (finish_segment).
+        self._finishing: asyncio.TimerHandle | None = None
         self._flush: asyncio.Task[None] | None = None  # that flush once due (kept: a task must be referenced)
 
     def attach(self, leg: CarrierLeg) -> None:

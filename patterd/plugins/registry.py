@@ -75,10 +75,10 @@ class Registry:
 
     def get(self, kind: str, name: str) -> ProviderSpec:
         """The spec for `kind.name`, or a PluginError naming the closest match."""
+        spec = self.find(kind, name)
+        if spec is not None:
+            return spec
         key = f"{kind}.{name}"
-        self._load(key)
-        if key in self._specs:
-            return self._specs[key].spec
         if key in self._broken:
             raise PluginError(f"{kind} provider {name!r} is installed but broken: {self._broken[key]}")
         raise PluginError(unknown_name_message(kind, name, self.names(kind)))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from patterd.calls.playout import FRAME_MS, MARK_EVERY_MS, Playout
+from patterd.calls.playout import MARK_EVERY_MS, Playout
 from patterd.calls.turn_latency import TurnLatency
+from patterd.protocols.audio import FRAME_MS
 from tests.calls.fakes import TIMEOUT, FakeClock, FakeLeg
 
 MS_100 = b"\xff" * 800  # 100 ms of 8 kHz μ-law
