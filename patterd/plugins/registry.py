@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import threading
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -36,6 +37,9 @@ class Registry:
     _broken: dict[str, str] = field(default_factory=dict)  # "kind.name" → what is wrong
     # "kind.name" → entry points not imported yet, in discovery order (a second one is a duplicate to report)
     _pending: dict[str, list[tuple[EntryPoint, str]]] = field(default_factory=dict)
+    # Lookups come from the event loop and from threads (the warm-up prices carriers in one): a second
+    # lookup of a key being imported waits for it instead of finding it neither pending nor loaded.
+    _loading: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def specs(self) -> dict[str, LoadedSpec]:
@@ -136,11 +140,12 @@ class Registry:
 
     def _load(self, key: str) -> None:
         """Import the pending entry points named `key`; what fails is recorded in `_broken`, never raised."""
-        for ep, dist in self._pending.pop(key, ()):
-            try:
-                self.add(_load_one(ep), dist)
-            except PluginError as exc:
-                self._broken[ep.name] = str(exc)
+        with self._loading:
+            for ep, dist in self._pending.pop(key, ()):
+                try:
+                    self.add(_load_one(ep), dist)
+                except PluginError as exc:
+                    self._broken[ep.name] = str(exc)
 
 
 def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:

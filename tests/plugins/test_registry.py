@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import types
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
@@ -135,3 +137,31 @@ def test_providers_command_lists_plugins(sample_on_path: Path, capsys: pytest.Ca
     rows = {r["provider"]: r for r in listing["providers"]}
     assert rows["llm.echo"]["distribution"] == "patterd-sample-plugin"
     assert rows["carrier.twilio"]["summary"]
+
+
+def test_a_lookup_of_a_provider_being_imported_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The warm-up thread and the event loop may look up the same carrier first at the same time.
+    gate = types.ModuleType("_registry_gate")
+    gate.entered, gate.release = threading.Event(), threading.Event()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "_registry_gate", gate)
+    (tmp_path / "slow_carrier.py").write_text(
+        "import _registry_gate as gate\n"
+        "gate.entered.set()\n"
+        "gate.release.wait(30)\n"
+        "from patterd.providers.local import SPEC\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry()
+    registry.defer(_ep("carrier.local", "slow_carrier:SPEC"), "test")
+    found: list[object] = []
+    first = threading.Thread(target=lambda: found.append(registry.find("carrier", "local")))
+    first.start()
+    assert gate.entered.wait(30)  # type: ignore[attr-defined]  # the first lookup is importing it
+    second = threading.Thread(target=lambda: found.append(registry.find("carrier", "local")))
+    second.start()
+    gate.release.set()  # type: ignore[attr-defined]
+    first.join(30)
+    second.join(30)
+    assert len(found) == 2 and all(spec is not None and spec.key == "carrier.local" for spec in found)  # type: ignore[attr-defined]
